@@ -1,0 +1,75 @@
+//! The `syncseq` command line: the controller, CRD generation and schedule preview.
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::schedule;
+
+#[derive(Parser, Debug)]
+#[command(name = "syncseq", version, about = "Runs ordered, scheduled chains of data syncs on Kubernetes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller.
+    Controller(ControllerArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Schedule tools.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (all namespaces when unset).
+    #[arg(long, env = "SYNCSEQ_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Log format.
+    #[arg(long, env = "SYNCSEQ_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `syncseq=debug`).
+    #[arg(long, env = "SYNCSEQ_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Instance name reported in Events (defaults to the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Print the next fire times of a schedule, one RFC 3339 timestamp a line.
+    Next {
+        /// A schedule as `spec.schedule` takes it, e.g. '0 9 * * 1-5' or '@every 90m'.
+        expr: String,
+        /// IANA time zone the schedule is evaluated in (UTC when unset).
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Start after this time (RFC 3339); now when unset.
+        #[arg(long)]
+        from: Option<String>,
+        /// How many fire times to print.
+        #[arg(short = 'n', default_value_t = 5)]
+        count: usize,
+    },
+}
+
+/// `syncseq schedule next`: each fire time in UTC, followed by the same instant in the
+/// schedule's zone with its offset, so DST changes are visible at a glance.
+pub fn schedule_next(expr: &str, time_zone: Option<&str>, from: Option<&str>, count: usize, out: &mut impl Write) -> anyhow::Result<()> {
+    let sched = schedule::Schedule::parse(expr)?;
+    let tz = schedule::parse_time_zone(time_zone)?;
+    let from = match from {
+        Some(f) => f.parse::<jiff::Timestamp>().map_err(|e| anyhow::anyhow!("invalid --from {f:?}: {e}"))?,
+        None => jiff::Timestamp::now(),
+    };
+    for t in schedule::preview(&sched, &tz, from, count) {
+        let local = t.to_zoned(tz.clone());
+        writeln!(out, "{}  {}", t.strftime("%Y-%m-%dT%H:%M:%SZ"), local.strftime("%Y-%m-%dT%H:%M:%S%:z"))?;
+    }
+    Ok(())
+}

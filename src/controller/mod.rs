@@ -1,0 +1,124 @@
+//! The thin layer that talks to the API server: watches, caches, and executing the engine's plans.
+//!
+//! One watch per resource kind feeds both a cache (reflector store) and the controller's
+//! triggers, so steady state costs no list calls: Jobs and Pods are watched by label, Syncs and
+//! sequences in full, within the configured namespace scope.
+
+mod execute;
+mod observe;
+mod reconcile;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{labels, Sync, SyncSequence};
+
+/// Controller settings.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Watch only this namespace; all namespaces when unset.
+    pub namespace: Option<String>,
+    /// Identity in Events (`reportingInstance`), e.g. the Pod name.
+    pub instance: Option<String>,
+}
+
+/// Shared state of the reconcilers: the client and the caches fed by the watches.
+pub struct Context {
+    pub client: Client,
+    pub syncs: Store<Sync>,
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+    pub recorder: Recorder,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. Reconciles in flight finish before it returns.
+pub async fn run(client: Client, config: Config, shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static) -> anyhow::Result<()> {
+    let ns = config.namespace.as_deref();
+    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let (jobs, jobs_writer) = reflector::store();
+    let (pods, pods_writer) = reflector::store();
+    let (syncs, syncs_writer) = reflector::store();
+
+    let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
+        .default_backoff()
+        .reflect(jobs_writer)
+        .applied_objects()
+        .boxed();
+    let pod_stream = watcher(api::<Pod>(&client, ns), watcher::Config::default().labels(labels::SYNC))
+        .default_backoff()
+        .reflect(pods_writer)
+        .applied_objects()
+        .boxed();
+    let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(syncs_writer)
+        .touched_objects()
+        .boxed();
+
+    let reporter = Reporter { controller: "syncseq".into(), instance: config.instance.clone() };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let sequences = api::<SyncSequence>(&client, ns);
+    let controller = Controller::new(sequences, watcher::Config::default());
+    let seq_store = controller.store();
+    let seq_store_for_syncs = seq_store.clone();
+
+    let ctx = Arc::new(Context { client: client.clone(), syncs: syncs.clone(), jobs: jobs.clone(), pods: pods.clone(), recorder });
+
+    let seq_store_for_jobs = seq_store.clone();
+    controller
+        // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
+        .watches_stream(job_stream, move |job: Job| {
+            let mut refs = Vec::new();
+            if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
+                refs.push(ObjectRef::new(seq).within(&ns));
+            }
+            if job.status.as_ref().is_some_and(|s| s.completion_time.is_some() || s.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True")) || job.metadata.deletion_timestamp.is_some() {
+                if let Some(sync) = job.labels().get(labels::SYNC) {
+                    refs.extend(referencing(&seq_store_for_jobs, job.namespace().as_deref(), sync));
+                }
+            }
+            refs
+        })
+        .watches_stream(pod_stream, |pod: Pod| {
+            let ns = pod.namespace();
+            pod.labels().get(labels::SEQUENCE).cloned().zip(ns).map(|(seq, ns)| ObjectRef::new(&seq).within(&ns))
+        })
+        .watches_stream(sync_stream, move |sync: Sync| referencing(&seq_store_for_syncs, sync.namespace().as_deref(), &sync.name_any()))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// The sequences of a namespace that have a step running the given Sync.
+fn referencing(store: &Store<SyncSequence>, namespace: Option<&str>, sync: &str) -> Vec<ObjectRef<SyncSequence>> {
+    store
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == namespace && s.spec.steps.iter().any(|st| st.sync_ref.name == sync))
+        .map(|s| ObjectRef::from(s.as_ref()))
+        .collect()
+}

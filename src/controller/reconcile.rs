@@ -1,0 +1,49 @@
+//! The SyncSequence reconciler: observe, decide (pure), execute.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+
+use super::execute::{execute, ExecuteError};
+use super::observe::{holders, sequence_jobs};
+use super::Context;
+use crate::api::SyncSequence;
+use crate::engine::{decide, Observed};
+
+pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
+    // Decisions need complete caches: an empty Job cache right after a restart would let a step
+    // start while its Sync is busy elsewhere.
+    let _ = tokio::join!(ctx.jobs.wait_until_ready(), ctx.pods.wait_until_ready(), ctx.syncs.wait_until_ready());
+    if seq.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let ns = seq.namespace().unwrap_or_default();
+    let name = seq.name_any();
+    let syncs = seq
+        .spec
+        .steps
+        .iter()
+        .filter_map(|step| ctx.syncs.get(&ObjectRef::new(&step.sync_ref.name).within(&ns)))
+        .map(|s| (s.name_any(), s.as_ref().clone()))
+        .collect();
+    let jobs = sequence_jobs(&ctx, &ns, &name);
+    let holders = holders(&ctx, &ns);
+    let now = jiff::Timestamp::now();
+    let plan = decide(&Observed { sequence: &seq, syncs: &syncs, jobs: &jobs, holders: &holders, now });
+    execute(&seq, &plan, &ctx).await?;
+    Ok(match plan.wake_at {
+        Some(at) => {
+            let wait = at.duration_since(now).as_millis().max(0) as u64;
+            Requeue::requeue(Duration::from_millis(wait))
+        }
+        None => Requeue::await_change(),
+    })
+}
+
+pub fn error_policy(seq: Arc<SyncSequence>, error: &ExecuteError, _ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(sequence = %seq.name_any(), error = %error, "reconcile failed; retrying");
+    Requeue::requeue(Duration::from_secs(2))
+}

@@ -1,0 +1,75 @@
+//! kstatus-style conditions, so Flux, Argo CD and `kubectl wait` understand the resource.
+//!
+//! `Ready`, `Reconciling` and `Stalled` describe the spec's health; `Running` and
+//! `LastRunSucceeded` describe data runs, which must not block a GitOps deploy.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const RUNNING: &str = "Running";
+pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+
+/// One condition's desired state.
+pub struct Desired<'a> {
+    pub type_: &'a str,
+    pub status: bool,
+    pub reason: &'a str,
+    pub message: String,
+}
+
+/// Sets a condition, keeping `lastTransitionTime` unless the status flips.
+pub fn set(conditions: &mut Vec<Condition>, d: Desired, generation: Option<i64>, now: Timestamp) {
+    let status = if d.status { "True" } else { "False" }.to_string();
+    let new = |transition: Time| Condition {
+        type_: d.type_.to_string(),
+        status: status.clone(),
+        reason: d.reason.to_string(),
+        message: d.message.clone(),
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == d.type_) {
+        Some(c) => {
+            let transition = if c.status == status { c.last_transition_time.clone() } else { Time(now) };
+            *c = new(transition);
+        }
+        None => conditions.push(new(Time(now))),
+    }
+}
+
+/// Sets a condition to Unknown (used for `LastRunSucceeded` before any run).
+pub fn set_unknown(conditions: &mut Vec<Condition>, type_: &str, reason: &str, message: &str, generation: Option<i64>, now: Timestamp) {
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) if c.status == "Unknown" => {
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        Some(c) => {
+            *c = Condition {
+                type_: type_.into(),
+                status: "Unknown".into(),
+                reason: reason.into(),
+                message: message.into(),
+                observed_generation: generation,
+                last_transition_time: Time(now),
+            }
+        }
+        None => conditions.push(Condition {
+            type_: type_.into(),
+            status: "Unknown".into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
+    }
+}
+
+/// The status of a condition, if present.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}

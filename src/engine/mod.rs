@@ -1,0 +1,106 @@
+//! The pure core: given what is in the cluster and the time now, decide what happens next.
+//!
+//! Nothing here performs I/O. [`sequence::decide`] takes a [`Observed`] snapshot — the
+//! sequence, its Syncs, its Jobs with their Pods' results, who holds which Sync, and `now` —
+//! and returns a [`Plan`]: the status to write, the actions to execute, and when to wake up.
+//! The controller executes plans; tests drive this module directly, without an API server.
+
+mod conditions;
+mod job;
+mod result;
+mod run;
+mod sequence;
+mod triggers;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+
+use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
+
+pub use job::{build_job, job_name, JobIdentity, JobOwner};
+pub use result::{job_outcome, parse_termination_message, pod_report, truncate, JobOutcome, JobView, Report};
+pub use sequence::decide;
+
+/// How long to wait for a finished Job's Pod result to show up in the Pod cache before
+/// deciding without it. Pod and Job watches are separate streams, so the Job's `Complete`
+/// can arrive a moment before the Pod's terminated state.
+pub const POD_RESULT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
+
+/// A Job that currently holds a Sync (it is not finished, or is still being deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The Job's name.
+    pub job: String,
+    /// Who runs it, for messages: "sequence crm-nightly run 4".
+    pub by: String,
+}
+
+/// Everything the engine looks at for one sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub sequence: &'a SyncSequence,
+    /// Syncs of the sequence's namespace, by name (at least the referenced ones).
+    pub syncs: &'a BTreeMap<String, Sync>,
+    /// The sequence's own Jobs.
+    pub jobs: &'a [JobView],
+    /// For each Sync, the Jobs that currently hold it, across the namespace.
+    pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    pub now: Timestamp,
+}
+
+/// What the controller should do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The status to apply. Applied before any action, so that a Job never exists that the
+    /// status does not account for.
+    pub status: SyncSequenceStatus,
+    /// Actions, in order.
+    pub actions: Vec<Action>,
+    /// When to reconcile again even if nothing changes (next schedule time, a retry's backoff).
+    pub wake_at: Option<Timestamp>,
+}
+
+/// One thing to do in the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create this Job; `AlreadyExists` means it was created before and is fine.
+    CreateJob(Box<Job>),
+    /// Delete this Job (and its Pods, in the background).
+    DeleteJob { name: String },
+    /// Record an Event on the sequence.
+    Event(Event),
+}
+
+/// An Event to record (events.k8s.io), shown by `kubectl describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub warning: bool,
+    /// CamelCase reason, e.g. `StepFailed`.
+    pub reason: &'static str,
+    /// What the controller did, e.g. `CreateJob`.
+    pub action: &'static str,
+    /// Human-readable text, carrying the error text for Warnings.
+    pub note: String,
+}
+
+impl Event {
+    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
+        Action::Event(Event { warning: false, reason, action, note: note.into() })
+    }
+    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
+        Action::Event(Event { warning: true, reason, action, note: note.into() })
+    }
+}
+
+/// Earliest of two optional wake-up times.
+pub(crate) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}

@@ -1,0 +1,187 @@
+//! What a finished Job says about its step: outcome, rows and message.
+//!
+//! A sync container may write one JSON object to its termination message
+//! (`{"rowsSynced": 1200, "rowsRejected": 3, "message": "…"}`). Anything else — nothing,
+//! garbage, an oversized blob — must still give a clear outcome from the exit status, with the
+//! raw text cut to a safe length so it can go in status and Events.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+
+/// Longest message kept from a container, in characters. Kubernetes caps termination messages
+/// at 4 KiB; status and Events should stay readable.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// How a Job ended, as far as the controller can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Not finished.
+    Active,
+    /// The Job completed.
+    Succeeded,
+    /// The Job failed; `timed_out` when it hit its active deadline (the step's timeout).
+    Failed { timed_out: bool, reason: String },
+}
+
+/// The step-relevant facts of one Job and its Pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobView {
+    pub name: String,
+    pub run: i64,
+    pub step: String,
+    pub sync: String,
+    pub attempt: i32,
+    pub outcome: JobOutcome,
+    /// When the Job finished (its condition's transition time).
+    pub finished_at: Option<jiff::Timestamp>,
+    /// The parsed termination message, once a Pod has terminated.
+    pub report: Option<Report>,
+    /// Whether the Job is being deleted.
+    pub deleting: bool,
+}
+
+impl JobView {
+    pub fn is_finished(&self) -> bool {
+        self.outcome != JobOutcome::Active
+    }
+}
+
+/// What the container reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub rows_synced: Option<i64>,
+    pub rows_rejected: Option<i64>,
+    /// The sync's message, or a note about an unreadable termination message.
+    pub message: Option<String>,
+    /// The container's exit code.
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    rows_synced: Option<i64>,
+    rows_rejected: Option<i64>,
+    message: Option<String>,
+}
+
+/// Parses a termination message. Never fails: unreadable input becomes a message that says so
+/// and quotes the start of the raw text.
+pub fn parse_termination_message(raw: &str) -> Report {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Report::default();
+    }
+    match serde_json::from_str::<Wire>(trimmed) {
+        Ok(w) if w.rows_synced.is_none_or(|n| n >= 0) && w.rows_rejected.is_none_or(|n| n >= 0) => Report {
+            rows_synced: w.rows_synced,
+            rows_rejected: w.rows_rejected,
+            message: w.message.map(|m| truncate(&m)),
+            exit_code: None,
+        },
+        _ => Report {
+            message: Some(format!(
+                "termination message is not a syncseq result object: {}",
+                truncate(&printable(trimmed))
+            )),
+            ..Report::default()
+        },
+    }
+}
+
+/// Replaces control characters so binary garbage cannot break status, Events or terminals.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c }).collect()
+}
+
+/// Cuts a message to [`MAX_MESSAGE_CHARS`], marking the cut.
+pub fn truncate(s: &str) -> String {
+    if s.chars().count() <= MAX_MESSAGE_CHARS {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
+    out.push_str("… (truncated)");
+    out
+}
+
+/// Reads the outcome of a Job from its conditions.
+pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conditions.into_iter().flatten() {
+        if c.status != "True" {
+            continue;
+        }
+        let at = c.last_transition_time.as_ref().map(|t| t.0);
+        match c.type_.as_str() {
+            "Complete" => return (JobOutcome::Succeeded, at),
+            "Failed" => {
+                let reason = c.reason.clone().unwrap_or_default();
+                let timed_out = reason == "DeadlineExceeded";
+                let reason = c.message.clone().filter(|m| !m.is_empty()).unwrap_or(reason);
+                return (JobOutcome::Failed { timed_out, reason }, at);
+            }
+            _ => {}
+        }
+    }
+    (JobOutcome::Active, None)
+}
+
+/// The report of the Job's most recently terminated Pod container, if any.
+pub fn pod_report<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Report> {
+    pods.into_iter()
+        .filter_map(|pod| {
+            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+            let terminated = statuses.iter().find_map(|s| s.state.as_ref()?.terminated.as_ref())?;
+            Some((terminated.finished_at.as_ref().map(|t| t.0), terminated))
+        })
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, t)| {
+            let mut report = parse_termination_message(t.message.as_deref().unwrap_or(""));
+            report.exit_code = Some(t.exit_code);
+            report
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_well_formed_result() {
+        let r = parse_termination_message(r#"{"rowsSynced":5,"rowsRejected":2,"message":"boom"}"#);
+        assert_eq!(r.rows_synced, Some(5));
+        assert_eq!(r.rows_rejected, Some(2));
+        assert_eq!(r.message.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn empty_message_is_no_report() {
+        assert_eq!(parse_termination_message("  \n"), Report::default());
+    }
+
+    #[test]
+    fn garbage_is_quoted_and_truncated() {
+        let raw: String = std::iter::repeat_n("\u{1}x{", 4000).collect();
+        let r = parse_termination_message(&raw);
+        let m = r.message.unwrap();
+        assert!(m.starts_with("termination message is not a syncseq result object: "));
+        assert!(m.ends_with("(truncated)"));
+        assert!(m.chars().count() < MAX_MESSAGE_CHARS + 100);
+        assert!(!m.contains('\u{1}'));
+        assert_eq!(r.rows_synced, None);
+    }
+
+    #[test]
+    fn negative_rows_are_rejected_as_garbage() {
+        let r = parse_termination_message(r#"{"rowsSynced":-1}"#);
+        assert_eq!(r.rows_synced, None);
+        assert!(r.message.unwrap().contains("not a syncseq result"));
+    }
+
+    #[test]
+    fn json_that_is_not_an_object_is_garbage() {
+        let r = parse_termination_message("[1,2]");
+        assert!(r.message.unwrap().contains("[1,2]"));
+    }
+}

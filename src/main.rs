@@ -1,0 +1,21 @@
+use clap::Parser;
+use syncseq::cli::{schedule_next, Cli, Command, ScheduleCommand};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => syncseq::api::crds_yaml().map(|y| print!("{y}")).map_err(anyhow::Error::from),
+        Command::Schedule(ScheduleCommand::Next { expr, time_zone, from, count }) => {
+            schedule_next(&expr, time_zone.as_deref(), from.as_deref(), count, &mut std::io::stdout())
+        }
+        Command::Controller(args) => syncseq::run_controller(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
