@@ -15,7 +15,9 @@ check etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check helm helm.sh/helm/v4 "$HELM_VERSION"
 
-key=$(cat "$here/versions.env" "$here"/tools/*/go.mod "$here"/tools/*/go.sum | sha256sum | cut -c1-12)
+# Bump when the way the programs are built changes, so cached binaries are rebuilt.
+recipe=2
+key=$( (echo "$recipe"; cat "$here/versions.env" "$here"/tools/*/go.mod "$here"/tools/*/go.sum) | sha256sum | cut -c1-12)
 cache=${SYNCSEQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syncseq}
 bin=$cache/$key/bin
 programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm)
@@ -29,16 +31,20 @@ fi
 
 mkdir -p "$bin"
 start=$(date +%s)
-build() { # module-dir output-name package
+# Kubernetes programs report their version from these variables (the release tarballs set them
+# the same way); without them kube-apiserver calls itself v0.0.0-master.
+minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+k8s_version="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+build() { # module-dir output-name package [extra ldflags]
   [ -x "$bin/$2" ] && return 0
   echo "building $2 ($3)" >&2
-  (cd "$here/tools/$1" && go build -trimpath -ldflags='-s -w' -o "$bin/$2.tmp" "$3") >&2
+  (cd "$here/tools/$1" && go build -trimpath -ldflags="-s -w ${4:-}" -o "$bin/$2.tmp" "$3") >&2
   mv "$bin/$2.tmp" "$bin/$2"
 }
 build etcd etcd go.etcd.io/etcd/server/v3
-build kubernetes kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
-build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build kubernetes kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_version"
+build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_version"
+build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_version"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
 build helm helm helm.sh/helm/v4/cmd/helm
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2

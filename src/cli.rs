@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use crate::schedule;
 
 #[derive(Parser, Debug)]
-#[command(name = "syncseq", version, about = "Runs ordered, scheduled chains of data syncs on Kubernetes")]
+#[command(
+    name = "syncseq",
+    version,
+    about = "Runs ordered, scheduled chains of data syncs on Kubernetes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,16 +64,29 @@ pub enum ScheduleCommand {
 
 /// `syncseq schedule next`: each fire time in UTC, followed by the same instant in the
 /// schedule's zone with its offset, so DST changes are visible at a glance.
-pub fn schedule_next(expr: &str, time_zone: Option<&str>, from: Option<&str>, count: usize, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn schedule_next(
+    expr: &str,
+    time_zone: Option<&str>,
+    from: Option<&str>,
+    count: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let sched = schedule::Schedule::parse(expr)?;
     let tz = schedule::parse_time_zone(time_zone)?;
     let from = match from {
-        Some(f) => f.parse::<jiff::Timestamp>().map_err(|e| anyhow::anyhow!("invalid --from {f:?}: {e}"))?,
+        Some(f) => f
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| anyhow::anyhow!("invalid --from {f:?}: {e}"))?,
         None => jiff::Timestamp::now(),
     };
     for t in schedule::preview(&sched, &tz, from, count) {
         let local = t.to_zoned(tz.clone());
-        writeln!(out, "{}  {}", t.strftime("%Y-%m-%dT%H:%M:%SZ"), local.strftime("%Y-%m-%dT%H:%M:%S%:z"))?;
+        writeln!(
+            out,
+            "{}  {}",
+            t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            local.strftime("%Y-%m-%dT%H:%M:%S%:z")
+        )?;
     }
     Ok(())
 }

@@ -15,7 +15,10 @@ mod telemetry;
 pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     telemetry::init_logging(&args.log_format, &args.log_level)?;
     let client = kube::Client::try_default().await?;
-    let config = controller::Config { namespace: args.namespace, instance: args.instance };
+    let config = controller::Config {
+        namespace: args.namespace,
+        instance: args.instance,
+    };
     tracing::info!(namespace = ?config.namespace, "starting syncseq controller");
     controller::run(client, config, telemetry::shutdown_signal()).await
 }

@@ -1,14 +1,25 @@
 use clap::Parser;
-use syncseq::cli::{schedule_next, Cli, Command, ScheduleCommand};
+use syncseq::cli::{Cli, Command, ScheduleCommand, schedule_next};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => syncseq::api::crds_yaml().map(|y| print!("{y}")).map_err(anyhow::Error::from),
-        Command::Schedule(ScheduleCommand::Next { expr, time_zone, from, count }) => {
-            schedule_next(&expr, time_zone.as_deref(), from.as_deref(), count, &mut std::io::stdout())
-        }
+        Command::Crd => syncseq::api::crds_yaml()
+            .map(|y| print!("{y}"))
+            .map_err(anyhow::Error::from),
+        Command::Schedule(ScheduleCommand::Next {
+            expr,
+            time_zone,
+            from,
+            count,
+        }) => schedule_next(
+            &expr,
+            time_zone.as_deref(),
+            from.as_deref(),
+            count,
+            &mut std::io::stdout(),
+        ),
         Command::Controller(args) => syncseq::run_controller(args).await,
     };
     match result {

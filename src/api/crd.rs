@@ -62,3 +62,18 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The checked-in CRDs are exactly what the types generate. On failure, run `make crds`.
+    #[test]
+    fn checked_in_crds_match_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/syncseq.dev_crds.yaml");
+        let checked_in = std::fs::read_to_string(path).expect("crds/syncseq.dev_crds.yaml exists");
+        let generated = super::crds_yaml().unwrap();
+        assert!(
+            checked_in == generated,
+            "crds/syncseq.dev_crds.yaml is out of date with src/api: run `make crds`"
+        );
+    }
+}

@@ -37,10 +37,26 @@ pub(crate) fn schedule_rule() -> Rule {
     doc = "Syncs run in a linear order on a CronJob-style schedule, one Kubernetes Job per step.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
-    printcolumn(name = "Step", type_ = "string", json_path = ".status.currentRun.progress"),
-    printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastRunResult"),
-    printcolumn(name = "Last Schedule", type_ = "date", json_path = ".status.lastScheduleTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Step",
+        type_ = "string",
+        json_path = ".status.currentRun.progress"
+    ),
+    printcolumn(
+        name = "Last Result",
+        type_ = "string",
+        json_path = ".status.lastRunResult"
+    ),
+    printcolumn(
+        name = "Last Schedule",
+        type_ = "date",
+        json_path = ".status.lastScheduleTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSequenceSpec {
@@ -54,7 +70,10 @@ pub struct SyncSequenceSpec {
 
     /// IANA time zone the schedule is evaluated in (for example `America/New_York`). UTC when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"), length(max = 64))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
+        length(max = 64)
+    )]
     pub time_zone: Option<String>,
 
     /// How late, in seconds, a missed scheduled run may still start (after controller downtime,
@@ -120,7 +139,10 @@ pub enum FailurePolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     /// Unique name of the step within the sequence (a DNS label).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// The Sync this step runs, in the sequence's namespace.
@@ -188,7 +210,10 @@ pub struct RejectedRowsPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct Alert {
     /// Unique name of the alert within the sequence.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Which state changes notify. (Named `when`, not `on`: YAML 1.1 parsers, kubectl's
     /// among them, read a bare `on` key as the boolean `true`.)
@@ -295,6 +320,9 @@ pub struct SyncSequenceStatus {
     /// The run in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_run: Option<RunStatus>,
+    /// The most recent finished run, with every step's outcome and message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunStatus>,
     /// The last `historyLimit` finished runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunSummary>,
@@ -314,7 +342,7 @@ pub struct QueuedRun {
     pub scheduled_time: Option<Time>,
 }
 
-/// The run in progress.
+/// A run: in progress (`currentRun`) or the most recent finished one (`lastRun`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStatus {

@@ -21,9 +21,21 @@ use super::SyncRunRecord;
     category = "syncseq",
     doc = "One data sync: a Job template that moves a warehouse model into a business tool.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
-    printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastRun.outcome"),
-    printcolumn(name = "Rows", type_ = "integer", json_path = ".status.lastRun.rowsSynced"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last Result",
+        type_ = "string",
+        json_path = ".status.lastRun.outcome"
+    ),
+    printcolumn(
+        name = "Rows",
+        type_ = "integer",
+        json_path = ".status.lastRun.rowsSynced"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSpec {
@@ -41,7 +53,10 @@ pub struct SyncSpec {
 
     /// IANA time zone the schedule is evaluated in (for example `Europe/Berlin`). UTC when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"), length(max = 64))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
+        length(max = 64)
+    )]
     pub time_zone: Option<String>,
 
     /// How late, in seconds, a missed scheduled run may still start. Unset means no deadline.

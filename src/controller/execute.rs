@@ -38,7 +38,11 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
             "status": plan.status,
         });
         sequences
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
             .await
             .map_err(|e| ExecuteError::Status(name.clone(), e))?;
     }
@@ -48,7 +52,16 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
         match action {
             Action::CreateJob(job) => {
                 let job_name = job.name_any();
-                match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
+                match jobs
+                    .create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.into()),
+                            ..Default::default()
+                        },
+                        job,
+                    )
+                    .await
+                {
                     Ok(_) => tracing::info!(sequence = %name, job = %job_name, "created job"),
                     // Deterministic names: the Job exists from an earlier attempt at this plan.
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -56,7 +69,10 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
                 }
             }
             Action::DeleteJob { name: job_name } => {
-                let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                let params = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..Default::default()
+                };
                 match jobs.delete(job_name, &params).await {
                     Ok(_) => tracing::info!(sequence = %name, job = %job_name, "deleted job"),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -65,7 +81,11 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
             }
             Action::Event(ev) => {
                 let event = KubeEvent {
-                    type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+                    type_: if ev.warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
                     reason: ev.reason.into(),
                     note: Some(cut(&ev.note)),
                     action: ev.action.into(),

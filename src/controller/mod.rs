@@ -16,10 +16,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{labels, Sync, SyncSequence};
+use crate::api::{Sync, SyncSequence, labels};
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,17 @@ pub struct Context {
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
     pub recorder: Recorder,
+    /// Becomes true once every cache holds its initial list.
+    pub caches_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Context {
+    /// Waits until every cache holds its initial list. Deciding on an empty Job cache right
+    /// after a restart would let a step start while its Sync is busy elsewhere.
+    pub async fn caches_synced(&self) {
+        let mut ready = self.caches_ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -50,9 +61,14 @@ where
 }
 
 /// Runs the controller until `shutdown` resolves. Reconciles in flight finish before it returns.
-pub async fn run(client: Client, config: Config, shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static,
+) -> anyhow::Result<()> {
     let ns = config.namespace.as_deref();
-    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let managed =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let (jobs, jobs_writer) = reflector::store();
     let (pods, pods_writer) = reflector::store();
     let (syncs, syncs_writer) = reflector::store();
@@ -62,25 +78,52 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
         .reflect(jobs_writer)
         .applied_objects()
         .boxed();
-    let pod_stream = watcher(api::<Pod>(&client, ns), watcher::Config::default().labels(labels::SYNC))
-        .default_backoff()
-        .reflect(pods_writer)
-        .applied_objects()
-        .boxed();
+    let pod_stream = watcher(
+        api::<Pod>(&client, ns),
+        watcher::Config::default().labels(labels::SYNC),
+    )
+    .default_backoff()
+    .reflect(pods_writer)
+    .applied_objects()
+    .boxed();
     let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
         .default_backoff()
         .reflect(syncs_writer)
         .touched_objects()
         .boxed();
 
-    let reporter = Reporter { controller: "syncseq".into(), instance: config.instance.clone() };
+    let reporter = Reporter {
+        controller: "syncseq".into(),
+        instance: config.instance.clone(),
+    };
     let recorder = Recorder::new(client.clone(), reporter);
     let sequences = api::<SyncSequence>(&client, ns);
     let controller = Controller::new(sequences, watcher::Config::default());
     let seq_store = controller.store();
     let seq_store_for_syncs = seq_store.clone();
 
-    let ctx = Arc::new(Context { client: client.clone(), syncs: syncs.clone(), jobs: jobs.clone(), pods: pods.clone(), recorder });
+    // One task waits on the stores and publishes readiness to every reconcile. (Store's own
+    // `wait_until_ready` wakes only the most recent of several concurrent waiters: its
+    // futures oneshot receiver keeps a single waker.)
+    let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
+    {
+        let (jobs, pods, syncs) = (jobs.clone(), pods.clone(), syncs.clone());
+        tokio::spawn(async move {
+            let _ = jobs.wait_until_ready().await;
+            let _ = pods.wait_until_ready().await;
+            let _ = syncs.wait_until_ready().await;
+            let _ = ready_tx.send(true);
+            tracing::info!("caches synced");
+        });
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        syncs: syncs.clone(),
+        jobs: jobs.clone(),
+        pods: pods.clone(),
+        recorder,
+        caches_ready,
+    });
 
     let seq_store_for_jobs = seq_store.clone();
     controller
@@ -90,18 +133,39 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
                 refs.push(ObjectRef::new(seq).within(&ns));
             }
-            if job.status.as_ref().is_some_and(|s| s.completion_time.is_some() || s.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True")) || job.metadata.deletion_timestamp.is_some() {
+            if job.status.as_ref().is_some_and(|s| {
+                s.completion_time.is_some()
+                    || s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Failed" && c.status == "True")
+            }) || job.metadata.deletion_timestamp.is_some()
+            {
                 if let Some(sync) = job.labels().get(labels::SYNC) {
-                    refs.extend(referencing(&seq_store_for_jobs, job.namespace().as_deref(), sync));
+                    refs.extend(referencing(
+                        &seq_store_for_jobs,
+                        job.namespace().as_deref(),
+                        sync,
+                    ));
                 }
             }
             refs
         })
         .watches_stream(pod_stream, |pod: Pod| {
             let ns = pod.namespace();
-            pod.labels().get(labels::SEQUENCE).cloned().zip(ns).map(|(seq, ns)| ObjectRef::new(&seq).within(&ns))
+            pod.labels()
+                .get(labels::SEQUENCE)
+                .cloned()
+                .zip(ns)
+                .map(|(seq, ns)| ObjectRef::new(&seq).within(&ns))
         })
-        .watches_stream(sync_stream, move |sync: Sync| referencing(&seq_store_for_syncs, sync.namespace().as_deref(), &sync.name_any()))
+        .watches_stream(sync_stream, move |sync: Sync| {
+            referencing(
+                &seq_store_for_syncs,
+                sync.namespace().as_deref(),
+                &sync.name_any(),
+            )
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -114,11 +178,18 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
 }
 
 /// The sequences of a namespace that have a step running the given Sync.
-fn referencing(store: &Store<SyncSequence>, namespace: Option<&str>, sync: &str) -> Vec<ObjectRef<SyncSequence>> {
+fn referencing(
+    store: &Store<SyncSequence>,
+    namespace: Option<&str>,
+    sync: &str,
+) -> Vec<ObjectRef<SyncSequence>> {
     store
         .state()
         .iter()
-        .filter(|s| s.namespace().as_deref() == namespace && s.spec.steps.iter().any(|st| st.sync_ref.name == sync))
+        .filter(|s| {
+            s.namespace().as_deref() == namespace
+                && s.spec.steps.iter().any(|st| st.sync_ref.name == sync)
+        })
         .map(|s| ObjectRef::from(s.as_ref()))
         .collect()
 }

@@ -9,22 +9,34 @@ use kube::ResourceExt;
 
 use super::Context;
 use crate::api::labels;
-use crate::engine::{job_outcome, pod_report, Holder, JobView};
+use crate::engine::{Holder, JobView, job_outcome, pod_report};
 
 /// The engine's view of the Jobs of one sequence, with their Pods' results.
 pub fn sequence_jobs(ctx: &Context, namespace: &str, sequence: &str) -> Vec<JobView> {
     let mine = |m: &ObjectMeta| {
         m.namespace.as_deref() == Some(namespace)
-            && m.labels.as_ref().and_then(|l| l.get(labels::SEQUENCE)).map(String::as_str) == Some(sequence)
+            && m.labels
+                .as_ref()
+                .and_then(|l| l.get(labels::SEQUENCE))
+                .map(String::as_str)
+                == Some(sequence)
     };
-    let pods: Vec<_> = ctx.pods.state().into_iter().filter(|p| mine(&p.metadata)).collect();
+    let pods: Vec<_> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| mine(&p.metadata))
+        .collect();
     ctx.jobs
         .state()
         .iter()
         .filter(|j| mine(&j.metadata))
         .filter_map(|job| {
             let uid = job.uid()?;
-            let own_pods = pods.iter().filter(|p| p.owner_references().iter().any(|o| o.uid == uid)).map(|p| p.as_ref());
+            let own_pods = pods
+                .iter()
+                .filter(|p| p.owner_references().iter().any(|o| o.uid == uid))
+                .map(|p| p.as_ref());
             job_view(job, own_pods)
         })
         .collect()
@@ -56,14 +68,20 @@ pub fn holders(ctx: &Context, namespace: &str) -> BTreeMap<String, Vec<Holder>> 
             continue;
         }
         let (outcome, _) = job_outcome(&job);
-        let active = outcome == crate::engine::JobOutcome::Active || job.metadata.deletion_timestamp.is_some();
+        let active = outcome == crate::engine::JobOutcome::Active
+            || job.metadata.deletion_timestamp.is_some();
         let l = job.labels();
-        let Some(sync) = l.get(labels::SYNC).filter(|_| active) else { continue };
+        let Some(sync) = l.get(labels::SYNC).filter(|_| active) else {
+            continue;
+        };
         let by = match (l.get(labels::SEQUENCE), l.get(labels::RUN)) {
             (Some(seq), Some(run)) => format!("sequence {seq} run {run}"),
             _ => format!("job {}", job.name_any()),
         };
-        out.entry(sync.clone()).or_default().push(Holder { job: job.name_any(), by });
+        out.entry(sync.clone()).or_default().push(Holder {
+            job: job.name_any(),
+            by,
+        });
     }
     out
 }

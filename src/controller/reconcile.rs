@@ -3,20 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 
-use super::execute::{execute, ExecuteError};
-use super::observe::{holders, sequence_jobs};
 use super::Context;
+use super::execute::{ExecuteError, execute};
+use super::observe::{holders, sequence_jobs};
 use crate::api::SyncSequence;
-use crate::engine::{decide, Observed};
+use crate::engine::{Observed, decide};
 
 pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
-    // Decisions need complete caches: an empty Job cache right after a restart would let a step
-    // start while its Sync is busy elsewhere.
-    let _ = tokio::join!(ctx.jobs.wait_until_ready(), ctx.pods.wait_until_ready(), ctx.syncs.wait_until_ready());
+    ctx.caches_synced().await;
     if seq.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -26,13 +24,30 @@ pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requ
         .spec
         .steps
         .iter()
-        .filter_map(|step| ctx.syncs.get(&ObjectRef::new(&step.sync_ref.name).within(&ns)))
+        .filter_map(|step| {
+            ctx.syncs
+                .get(&ObjectRef::new(&step.sync_ref.name).within(&ns))
+        })
         .map(|s| (s.name_any(), s.as_ref().clone()))
         .collect();
     let jobs = sequence_jobs(&ctx, &ns, &name);
     let holders = holders(&ctx, &ns);
     let now = jiff::Timestamp::now();
-    let plan = decide(&Observed { sequence: &seq, syncs: &syncs, jobs: &jobs, holders: &holders, now });
+    let plan = decide(&Observed {
+        sequence: &seq,
+        syncs: &syncs,
+        jobs: &jobs,
+        holders: &holders,
+        now,
+    });
+    tracing::debug!(
+        sequence = %name,
+        jobs = jobs.len(),
+        run = ?plan.status.current_run.as_ref().map(|r| (r.id, r.progress.as_str())),
+        actions = plan.actions.len(),
+        wake_at = ?plan.wake_at,
+        "decided"
+    );
     execute(&seq, &plan, &ctx).await?;
     Ok(match plan.wake_at {
         Some(at) => {

@@ -33,7 +33,11 @@ pub fn set(conditions: &mut Vec<Condition>, d: Desired, generation: Option<i64>,
     };
     match conditions.iter_mut().find(|c| c.type_ == d.type_) {
         Some(c) => {
-            let transition = if c.status == status { c.last_transition_time.clone() } else { Time(now) };
+            let transition = if c.status == status {
+                c.last_transition_time.clone()
+            } else {
+                Time(now)
+            };
             *c = new(transition);
         }
         None => conditions.push(new(Time(now))),
@@ -41,7 +45,14 @@ pub fn set(conditions: &mut Vec<Condition>, d: Desired, generation: Option<i64>,
 }
 
 /// Sets a condition to Unknown (used for `LastRunSucceeded` before any run).
-pub fn set_unknown(conditions: &mut Vec<Condition>, type_: &str, reason: &str, message: &str, generation: Option<i64>, now: Timestamp) {
+pub fn set_unknown(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) if c.status == "Unknown" => {
             c.reason = reason.into();
@@ -71,5 +82,7 @@ pub fn set_unknown(conditions: &mut Vec<Condition>, type_: &str, reason: &str, m
 
 /// The status of a condition, if present.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }

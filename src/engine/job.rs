@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::api::{labels, Sync};
+use crate::api::{Sync, labels};
 
 /// Job names end up in the `batch.kubernetes.io/job-name` Pod label, so they must fit a label
 /// value: 63 characters.
@@ -53,7 +53,12 @@ pub struct JobOwner {
 /// syncseq's labels go on the Job and on its Pod template (so Pods can be watched by label);
 /// the template's own labels and annotations are kept. The step timeout becomes the Job's
 /// `activeDeadlineSeconds`, so the Job controller enforces it and reports `DeadlineExceeded`.
-pub fn build_job(owner: &JobOwner, id: &JobIdentity, sync: &Sync, timeout_seconds: Option<i64>) -> Job {
+pub fn build_job(
+    owner: &JobOwner,
+    id: &JobIdentity,
+    sync: &Sync,
+    timeout_seconds: Option<i64>,
+) -> Job {
     let template = &sync.spec.job_template;
     let mut ids = BTreeMap::new();
     ids.insert(labels::RUN.to_string(), id.run.to_string());
@@ -70,7 +75,10 @@ pub fn build_job(owner: &JobOwner, id: &JobIdentity, sync: &Sync, timeout_second
         spec.active_deadline_seconds = Some(t);
     }
     let pod_meta = spec.template.metadata.get_or_insert_with(Default::default);
-    pod_meta.labels.get_or_insert_with(Default::default).extend(ids.clone());
+    pod_meta
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(ids.clone());
 
     let template_meta = template.metadata.clone().unwrap_or_default();
     let mut job_labels = template_meta.labels.unwrap_or_default();

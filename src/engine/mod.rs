@@ -22,8 +22,10 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
-pub use job::{build_job, job_name, JobIdentity, JobOwner};
-pub use result::{job_outcome, parse_termination_message, pod_report, truncate, JobOutcome, JobView, Report};
+pub use job::{JobIdentity, JobOwner, build_job, job_name};
+pub use result::{
+    JobOutcome, JobView, Report, job_outcome, parse_termination_message, pod_report, truncate,
+};
 pub use sequence::decide;
 
 /// How long to wait for a finished Job's Pod result to show up in the Pod cache before
@@ -90,10 +92,20 @@ pub struct Event {
 
 impl Event {
     pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
-        Action::Event(Event { warning: false, reason, action, note: note.into() })
+        Action::Event(Event {
+            warning: false,
+            reason,
+            action,
+            note: note.into(),
+        })
     }
     pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
-        Action::Event(Event { warning: true, reason, action, note: note.into() })
+        Action::Event(Event {
+            warning: true,
+            reason,
+            action,
+            note: note.into(),
+        })
     }
 }
 

@@ -74,12 +74,14 @@ pub fn parse_termination_message(raw: &str) -> Report {
         return Report::default();
     }
     match serde_json::from_str::<Wire>(trimmed) {
-        Ok(w) if w.rows_synced.is_none_or(|n| n >= 0) && w.rows_rejected.is_none_or(|n| n >= 0) => Report {
-            rows_synced: w.rows_synced,
-            rows_rejected: w.rows_rejected,
-            message: w.message.map(|m| truncate(&m)),
-            exit_code: None,
-        },
+        Ok(w) if w.rows_synced.is_none_or(|n| n >= 0) && w.rows_rejected.is_none_or(|n| n >= 0) => {
+            Report {
+                rows_synced: w.rows_synced,
+                rows_rejected: w.rows_rejected,
+                message: w.message.map(|m| truncate(&m)),
+                exit_code: None,
+            }
+        }
         _ => Report {
             message: Some(format!(
                 "termination message is not a syncseq result object: {}",
@@ -92,7 +94,15 @@ pub fn parse_termination_message(raw: &str) -> Report {
 
 /// Replaces control characters so binary garbage cannot break status, Events or terminals.
 fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() && c != '\n' { '\u{FFFD}' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Cuts a message to [`MAX_MESSAGE_CHARS`], marking the cut.
@@ -118,7 +128,11 @@ pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
             "Failed" => {
                 let reason = c.reason.clone().unwrap_or_default();
                 let timed_out = reason == "DeadlineExceeded";
-                let reason = c.message.clone().filter(|m| !m.is_empty()).unwrap_or(reason);
+                let reason = c
+                    .message
+                    .clone()
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or(reason);
                 return (JobOutcome::Failed { timed_out, reason }, at);
             }
             _ => {}
@@ -132,7 +146,9 @@ pub fn pod_report<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Report>
     pods.into_iter()
         .filter_map(|pod| {
             let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-            let terminated = statuses.iter().find_map(|s| s.state.as_ref()?.terminated.as_ref())?;
+            let terminated = statuses
+                .iter()
+                .find_map(|s| s.state.as_ref()?.terminated.as_ref())?;
             Some((terminated.finished_at.as_ref().map(|t| t.0), terminated))
         })
         .max_by_key(|(at, _)| *at)

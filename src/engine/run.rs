@@ -4,8 +4,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
-    build_job, earliest, job_name, Action, Event, JobIdentity, JobOutcome, JobOwner, JobView, Observed,
-    Report, POD_RESULT_GRACE,
+    Action, Event, JobIdentity, JobOutcome, JobOwner, JobView, Observed, POD_RESULT_GRACE, Report,
+    build_job, earliest, job_name,
 };
 use crate::api::{FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus};
 
@@ -16,7 +16,13 @@ pub(super) struct RunContext<'a> {
 }
 
 /// A fresh run with every step Pending.
-pub(super) fn new_run(id: i64, steps: &[Step], trigger: crate::api::TriggerKind, scheduled: Option<Timestamp>, now: Timestamp) -> RunStatus {
+pub(super) fn new_run(
+    id: i64,
+    steps: &[Step],
+    trigger: crate::api::TriggerKind,
+    scheduled: Option<Timestamp>,
+    now: Timestamp,
+) -> RunStatus {
     RunStatus {
         id,
         trigger,
@@ -45,7 +51,11 @@ pub(super) fn new_run(id: i64, steps: &[Step], trigger: crate::api::TriggerKind,
 }
 
 /// Moves a running run forward as far as the observed Jobs allow. Returns when to wake up.
-pub(super) fn advance(run: &mut RunStatus, ctx: &RunContext, actions: &mut Vec<Action>) -> Option<Timestamp> {
+pub(super) fn advance(
+    run: &mut RunStatus,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+) -> Option<Timestamp> {
     let mut wake = None;
     let now = ctx.obs.now;
     let steps_spec = &ctx.obs.sequence.spec.steps;
@@ -57,7 +67,12 @@ pub(super) fn advance(run: &mut RunStatus, ctx: &RunContext, actions: &mut Vec<A
         }
         let Some(spec) = steps_spec.iter().find(|s| s.name == run.steps[i].name) else {
             // The step was removed from the spec while the run was in progress.
-            finish_step(&mut run.steps[i], StepPhase::Skipped, Some("skipped: step removed from the sequence".into()), now);
+            finish_step(
+                &mut run.steps[i],
+                StepPhase::Skipped,
+                Some("skipped: step removed from the sequence".into()),
+                now,
+            );
             i += 1;
             continue;
         };
@@ -68,7 +83,11 @@ pub(super) fn advance(run: &mut RunStatus, ctx: &RunContext, actions: &mut Vec<A
             }
             Progress::Done { stop: Some(reason) } => {
                 stop_run(run, i, &reason, now);
-                actions.push(Event::warning("RunFailed", "StopRun", run.message.clone().unwrap_or_default()));
+                actions.push(Event::warning(
+                    "RunFailed",
+                    "StopRun",
+                    run.message.clone().unwrap_or_default(),
+                ));
                 break;
             }
             Progress::Done { stop: None } => i += 1,
@@ -76,19 +95,35 @@ pub(super) fn advance(run: &mut RunStatus, ctx: &RunContext, actions: &mut Vec<A
     }
     run.progress = progress(run);
     if run.phase == RunPhase::Running && run.steps.iter().all(|s| s.phase.is_final()) {
-        let failed: Vec<&str> = run.steps.iter().filter(|s| s.phase == StepPhase::Failed).map(|s| s.name.as_str()).collect();
+        let failed: Vec<&str> = run
+            .steps
+            .iter()
+            .filter(|s| s.phase == StepPhase::Failed)
+            .map(|s| s.name.as_str())
+            .collect();
         run.completion_time = Some(Time(now));
         if failed.is_empty() {
             run.phase = RunPhase::Succeeded;
             run.message = Some("all steps succeeded".into());
-            actions.push(Event::normal("RunSucceeded", "CompleteRun", format!("run {} succeeded", run.id)));
+            actions.push(Event::normal(
+                "RunSucceeded",
+                "CompleteRun",
+                format!("run {} succeeded", run.id),
+            ));
         } else {
             run.phase = RunPhase::SucceededWithErrors;
-            run.message = Some(format!("finished with failed steps (continued past them): {}", failed.join(", ")));
+            run.message = Some(format!(
+                "finished with failed steps (continued past them): {}",
+                failed.join(", ")
+            ));
             actions.push(Event::warning(
                 "RunSucceededWithErrors",
                 "CompleteRun",
-                format!("run {} finished; failed steps: {}", run.id, failed.join(", ")),
+                format!(
+                    "run {} finished; failed steps: {}",
+                    run.id,
+                    failed.join(", ")
+                ),
             ));
         }
     }
@@ -102,7 +137,13 @@ enum Progress {
     Done { stop: Option<String> },
 }
 
-fn step_progress(run: &mut RunStatus, i: usize, spec: &Step, ctx: &RunContext, actions: &mut Vec<Action>) -> Progress {
+fn step_progress(
+    run: &mut RunStatus,
+    i: usize,
+    spec: &Step,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+) -> Progress {
     let now = ctx.obs.now;
     let run_id = run.id;
     let step = &mut run.steps[i];
@@ -110,7 +151,12 @@ fn step_progress(run: &mut RunStatus, i: usize, spec: &Step, ctx: &RunContext, a
         return try_start(run_id, step, spec, 1, ctx, actions);
     }
     let attempt = step.attempts;
-    let Some(job) = ctx.obs.jobs.iter().find(|j| j.run == run_id && j.step == step.name && j.attempt == attempt) else {
+    let Some(job) = ctx
+        .obs
+        .jobs
+        .iter()
+        .find(|j| j.run == run_id && j.step == step.name && j.attempt == attempt)
+    else {
         // Status records the attempt but its Job is not there: the controller stopped between
         // writing status and creating the Job, or the Job was deleted. Creating it again is safe.
         return try_start(run_id, step, spec, attempt, ctx, actions);
@@ -150,16 +196,28 @@ fn step_progress(run: &mut RunStatus, i: usize, spec: &Step, ctx: &RunContext, a
                                 ));
                             }
                             step.phase = StepPhase::Waiting;
-                            step.message = Some(format!("attempt {attempt} failed: {why}; retrying at {due}"));
+                            step.message = Some(format!(
+                                "attempt {attempt} failed: {why}; retrying at {due}"
+                            ));
                             return Progress::Blocked(Some(due));
                         }
                         return try_start(run_id, step, spec, attempt + 1, ctx, actions);
                     }
-                    let reason = if *timed_out { "StepTimedOut" } else { "StepFailed" };
-                    actions.push(Event::warning(reason, "FailStep", format!("step {} failed: {why}", step.name)));
+                    let reason = if *timed_out {
+                        "StepTimedOut"
+                    } else {
+                        "StepFailed"
+                    };
+                    actions.push(Event::warning(
+                        reason,
+                        "FailStep",
+                        format!("step {} failed: {why}", step.name),
+                    ));
                     finish_step(step, StepPhase::Failed, Some(why.clone()), now);
                     match spec.on_failure {
-                        FailurePolicy::Stop => Progress::Done { stop: Some(format!("step {} failed: {why}", step.name)) },
+                        FailurePolicy::Stop => Progress::Done {
+                            stop: Some(format!("step {} failed: {why}", step.name)),
+                        },
                         FailurePolicy::Continue => Progress::Done { stop: None },
                     }
                 }
@@ -169,13 +227,33 @@ fn step_progress(run: &mut RunStatus, i: usize, spec: &Step, ctx: &RunContext, a
     }
 }
 
-fn succeeded(step: &mut StepStatus, spec: &Step, report: &Report, job: &JobView, actions: &mut Vec<Action>, now: Timestamp) -> Progress {
+fn succeeded(
+    step: &mut StepStatus,
+    spec: &Step,
+    report: &Report,
+    job: &JobView,
+    actions: &mut Vec<Action>,
+    now: Timestamp,
+) -> Progress {
     let rows = rows_text(report);
     if let Some(exceeded) = rejected_rows_exceeded(spec, report) {
-        let policy = spec.rejected_rows.as_ref().map(|p| p.on_exceeded).unwrap_or_default();
+        let policy = spec
+            .rejected_rows
+            .as_ref()
+            .map(|p| p.on_exceeded)
+            .unwrap_or_default();
         let note = format!("step {}: {exceeded}", step.name);
-        actions.push(Event::warning("RejectedRowsExceeded", "CheckRejectedRows", note.clone()));
-        finish_step(step, StepPhase::Failed, Some(with_sync_message(&exceeded, report)), now);
+        actions.push(Event::warning(
+            "RejectedRowsExceeded",
+            "CheckRejectedRows",
+            note.clone(),
+        ));
+        finish_step(
+            step,
+            StepPhase::Failed,
+            Some(with_sync_message(&exceeded, report)),
+            now,
+        );
         return match policy {
             FailurePolicy::Stop => Progress::Done { stop: Some(note) },
             FailurePolicy::Continue => Progress::Done { stop: None },
@@ -191,12 +269,26 @@ fn succeeded(step: &mut StepStatus, spec: &Step, report: &Report, job: &JobView,
 }
 
 /// Starts attempt `attempt` of a step, unless its Sync is missing or busy elsewhere.
-fn try_start(run_id: i64, step: &mut StepStatus, spec: &Step, attempt: i32, ctx: &RunContext, actions: &mut Vec<Action>) -> Progress {
+fn try_start(
+    run_id: i64,
+    step: &mut StepStatus,
+    spec: &Step,
+    attempt: i32,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+) -> Progress {
     let obs = ctx.obs;
     let Some(sync) = obs.syncs.get(&spec.sync_ref.name) else {
-        let message = format!("waiting: sync {} not found in namespace", spec.sync_ref.name);
+        let message = format!(
+            "waiting: sync {} not found in namespace",
+            spec.sync_ref.name
+        );
         if step.message.as_deref() != Some(message.as_str()) {
-            actions.push(Event::warning("SyncNotFound", "WaitForSync", format!("step {}: {message}", step.name)));
+            actions.push(Event::warning(
+                "SyncNotFound",
+                "WaitForSync",
+                format!("step {}: {message}", step.name),
+            ));
         }
         step.phase = StepPhase::Waiting;
         step.message = Some(message);
@@ -210,21 +302,43 @@ fn try_start(run_id: i64, step: &mut StepStatus, spec: &Step, attempt: i32, ctx:
         .flatten()
         .find(|h| !obs.jobs.iter().any(|j| j.name == h.job && j.run == run_id));
     if let Some(holder) = busy {
-        let message = format!("waiting: sync {} is running for {}", spec.sync_ref.name, holder.by);
+        let message = format!(
+            "waiting: sync {} is running for {}",
+            spec.sync_ref.name, holder.by
+        );
         if step.message.as_deref() != Some(message.as_str()) {
-            actions.push(Event::normal("StepWaiting", "WaitForSync", format!("step {}: {message}", step.name)));
+            actions.push(Event::normal(
+                "StepWaiting",
+                "WaitForSync",
+                format!("step {}: {message}", step.name),
+            ));
         }
         step.phase = StepPhase::Waiting;
         step.message = Some(message);
         return Progress::Blocked(None);
     }
-    let id = JobIdentity { name: name.clone(), run: run_id, step: step.name.clone(), sync: spec.sync_ref.name.clone(), attempt };
-    actions.push(Action::CreateJob(Box::new(build_job(ctx.owner, &id, sync, spec.timeout_seconds))));
+    let id = JobIdentity {
+        name: name.clone(),
+        run: run_id,
+        step: step.name.clone(),
+        sync: spec.sync_ref.name.clone(),
+        attempt,
+    };
+    actions.push(Action::CreateJob(Box::new(build_job(
+        ctx.owner,
+        &id,
+        sync,
+        spec.timeout_seconds,
+    ))));
     if step.attempts != attempt || step.phase != StepPhase::Running {
         actions.push(Event::normal(
             "StepStarted",
             "CreateJob",
-            format!("step {} started: job {name} (attempt {attempt} of {})", step.name, spec.retries + 1),
+            format!(
+                "step {} started: job {name} (attempt {attempt} of {})",
+                step.name,
+                spec.retries + 1
+            ),
         ));
     }
     step.phase = StepPhase::Running;
@@ -246,7 +360,12 @@ fn stop_run(run: &mut RunStatus, failed: usize, reason: &str, now: Timestamp) {
     let failed_name = run.steps[failed].name.clone();
     for step in run.steps.iter_mut().skip(failed + 1) {
         if !step.phase.is_final() {
-            finish_step(step, StepPhase::Skipped, Some(format!("skipped: step {failed_name} failed")), now);
+            finish_step(
+                step,
+                StepPhase::Skipped,
+                Some(format!("skipped: step {failed_name} failed")),
+                now,
+            );
         }
     }
     run.phase = RunPhase::Failed;
@@ -256,32 +375,58 @@ fn stop_run(run: &mut RunStatus, failed: usize, reason: &str, now: Timestamp) {
 }
 
 /// Cancels a run: its running Job is deleted, that step is Cancelled, later steps Skipped.
-pub(super) fn cancel_run(run: &mut RunStatus, why: &str, jobs: &[JobView], actions: &mut Vec<Action>, now: Timestamp) {
+pub(super) fn cancel_run(
+    run: &mut RunStatus,
+    why: &str,
+    jobs: &[JobView],
+    actions: &mut Vec<Action>,
+    now: Timestamp,
+) {
     for step in run.steps.iter_mut().filter(|s| !s.phase.is_final()) {
         let active: Vec<&JobView> = jobs
             .iter()
             .filter(|j| j.run == run.id && j.step == step.name && !j.is_finished() && !j.deleting)
             .collect();
         for job in &active {
-            actions.push(Action::DeleteJob { name: job.name.clone() });
+            actions.push(Action::DeleteJob {
+                name: job.name.clone(),
+            });
         }
         if step.phase == StepPhase::Running || !active.is_empty() {
-            finish_step(step, StepPhase::Cancelled, Some(format!("cancelled: {why}")), now);
+            finish_step(
+                step,
+                StepPhase::Cancelled,
+                Some(format!("cancelled: {why}")),
+                now,
+            );
         } else {
-            finish_step(step, StepPhase::Skipped, Some(format!("skipped: run {why}")), now);
+            finish_step(
+                step,
+                StepPhase::Skipped,
+                Some(format!("skipped: run {why}")),
+                now,
+            );
         }
     }
     run.phase = RunPhase::Cancelled;
     run.completion_time = Some(Time(now));
     run.message = Some(format!("run {why}"));
     run.progress = progress(run);
-    actions.push(Event::normal("RunCancelled", "CancelRun", format!("run {} {why}", run.id)));
+    actions.push(Event::normal(
+        "RunCancelled",
+        "CancelRun",
+        format!("run {} {why}", run.id),
+    ));
 }
 
 /// `current/total`: the first step not yet final, or the total when all are.
 fn progress(run: &RunStatus) -> String {
     let total = run.steps.len();
-    let current = run.steps.iter().position(|s| !s.phase.is_final()).map_or(total, |i| i + 1);
+    let current = run
+        .steps
+        .iter()
+        .position(|s| !s.phase.is_final())
+        .map_or(total, |i| i + 1);
     format!("{current}/{total}")
 }
 
@@ -294,9 +439,15 @@ fn retry_delay(spec: &Step, failed_attempt: i32) -> SignedDuration {
 
 /// The error text of a failed attempt: what the container said, else what the Job says.
 fn failure_message(timed_out: bool, reason: &str, report: &Report, spec: &Step) -> String {
-    let exit = report.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+    let exit = report
+        .exit_code
+        .map(|c| format!(" (exit code {c})"))
+        .unwrap_or_default();
     let base = if timed_out {
-        format!("timed out after {}s", spec.timeout_seconds.unwrap_or_default())
+        format!(
+            "timed out after {}s",
+            spec.timeout_seconds.unwrap_or_default()
+        )
     } else if let Some(m) = &report.message {
         return format!("{m}{exit}");
     } else if reason.is_empty() {
@@ -314,7 +465,9 @@ pub(super) fn rejected_rows_exceeded(spec: &Step, report: &Report) -> Option<Str
     let synced = report.rows_synced.unwrap_or(0);
     if let Some(max) = policy.max {
         if rejected > max {
-            return Some(format!("{rejected} rows rejected, more than the limit of {max}"));
+            return Some(format!(
+                "{rejected} rows rejected, more than the limit of {max}"
+            ));
         }
     }
     if let Some(pct) = policy.max_percent {
@@ -322,7 +475,9 @@ pub(super) fn rejected_rows_exceeded(spec: &Step, report: &Report) -> Option<Str
         if total > 0 {
             let share = rejected as f64 * 100.0 / total as f64;
             if share > pct {
-                return Some(format!("{rejected} of {total} rows rejected ({share:.2}%), more than the limit of {pct}%"));
+                return Some(format!(
+                    "{rejected} of {total} rows rejected ({share:.2}%), more than the limit of {pct}%"
+                ));
             }
         }
     }
@@ -339,6 +494,10 @@ fn with_sync_message(text: &str, report: &Report) -> String {
 fn rows_text(report: &Report) -> String {
     match (report.rows_synced, report.rows_rejected) {
         (None, None) => String::new(),
-        (s, r) => format!(": {} rows synced, {} rejected", s.unwrap_or(0), r.unwrap_or(0)),
+        (s, r) => format!(
+            ": {} rows synced, {} rejected",
+            s.unwrap_or(0),
+            r.unwrap_or(0)
+        ),
     }
 }

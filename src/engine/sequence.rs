@@ -6,10 +6,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::conditions::{self, Desired};
-use super::run::{advance, cancel_run, new_run, RunContext};
+use super::run::{RunContext, advance, cancel_run, new_run};
 use super::triggers::{self, Trigger};
-use super::{earliest, Action, Event, JobOwner, Observed, Plan};
-use crate::api::{ConcurrencyPolicy, QueuedRun, RunPhase, RunStatus, RunSummary, StepPhase, SyncSequenceStatus, TriggerKind};
+use super::{Action, Event, JobOwner, Observed, Plan, earliest};
+use crate::api::{
+    ConcurrencyPolicy, QueuedRun, RunPhase, RunStatus, RunSummary, StepPhase, SyncSequenceStatus,
+    TriggerKind,
+};
 
 /// Decides what happens next for one sequence. Pure: the same observation gives the same plan,
 /// and replaying an observation whose decisions are already recorded in status creates nothing.
@@ -23,7 +26,11 @@ pub fn decide(obs: &Observed) -> Plan {
     // the cached sequence is older than our last write. Wait for the fresher copy.
     let known = old.last_run_number.unwrap_or(0);
     if obs.jobs.iter().any(|j| j.run > known) {
-        return Plan { status: old, actions: vec![], wake_at: Some(now + jiff::SignedDuration::from_secs(1)) };
+        return Plan {
+            status: old,
+            actions: vec![],
+            wake_at: Some(now + jiff::SignedDuration::from_secs(1)),
+        };
     }
 
     let mut st = old.clone();
@@ -34,8 +41,14 @@ pub fn decide(obs: &Observed) -> Plan {
 
     if triggers::cancel_requested(seq, &mut st) {
         match st.current_run.as_mut() {
-            Some(run) if run.phase == RunPhase::Running => cancel_run(run, "cancelled by request", obs.jobs, &mut actions, now),
-            _ => actions.push(Event::normal("CancelIgnored", "CancelRun", "cancel requested, but no run is in progress")),
+            Some(run) if run.phase == RunPhase::Running => {
+                cancel_run(run, "cancelled by request", obs.jobs, &mut actions, now)
+            }
+            _ => actions.push(Event::normal(
+                "CancelIgnored",
+                "CancelRun",
+                "cancel requested, but no run is in progress",
+            )),
         }
     }
 
@@ -55,18 +68,41 @@ pub fn decide(obs: &Observed) -> Plan {
     wake = earliest(wake, next_fire);
 
     for trigger in incoming {
-        let busy = st.current_run.as_ref().is_some_and(|r| r.phase == RunPhase::Running);
+        let busy = st
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.phase == RunPhase::Running);
         if !busy {
             start_run(&mut st, trigger, &ctx, &mut actions, &mut wake);
             continue;
         }
         match seq.spec.concurrency_policy {
-            ConcurrencyPolicy::Forbid => skip_trigger(&mut st, trigger, "a run is in progress and concurrencyPolicy is Forbid", &mut actions),
+            ConcurrencyPolicy::Forbid => skip_trigger(
+                &mut st,
+                trigger,
+                "a run is in progress and concurrencyPolicy is Forbid",
+                &mut actions,
+            ),
             ConcurrencyPolicy::Queue if st.queued_run.is_none() => {
-                st.queued_run = Some(QueuedRun { trigger: trigger.kind, scheduled_time: trigger.scheduled.map(Time) });
-                actions.push(Event::normal("RunQueued", "QueueRun", format!("{} run queued behind the run in progress", trigger_name(trigger.kind))));
+                st.queued_run = Some(QueuedRun {
+                    trigger: trigger.kind,
+                    scheduled_time: trigger.scheduled.map(Time),
+                });
+                actions.push(Event::normal(
+                    "RunQueued",
+                    "QueueRun",
+                    format!(
+                        "{} run queued behind the run in progress",
+                        trigger_name(trigger.kind)
+                    ),
+                ));
             }
-            ConcurrencyPolicy::Queue => skip_trigger(&mut st, trigger, "a run is in progress and one is already queued", &mut actions),
+            ConcurrencyPolicy::Queue => skip_trigger(
+                &mut st,
+                trigger,
+                "a run is in progress and one is already queued",
+                &mut actions,
+            ),
             ConcurrencyPolicy::Replace => {
                 if let Some(run) = st.current_run.as_mut() {
                     cancel_run(run, "replaced by a newer run", obs.jobs, &mut actions, now);
@@ -78,15 +114,29 @@ pub fn decide(obs: &Observed) -> Plan {
     }
     if st.current_run.is_none() {
         if let Some(q) = st.queued_run.take() {
-            let trigger = Trigger { kind: q.trigger, scheduled: q.scheduled_time.map(|t| t.0) };
+            let trigger = Trigger {
+                kind: q.trigger,
+                scheduled: q.scheduled_time.map(|t| t.0),
+            };
             start_run(&mut st, trigger, &ctx, &mut actions, &mut wake);
         }
     }
 
     delete_expired_jobs(&st, obs, &mut actions);
-    set_conditions(&mut st, &old, obs, schedule.error.as_deref(), generation, &mut actions);
+    set_conditions(
+        &mut st,
+        &old,
+        obs,
+        schedule.error.as_deref(),
+        generation,
+        &mut actions,
+    );
     st.observed_generation = generation;
-    Plan { status: st, actions, wake_at: wake }
+    Plan {
+        status: st,
+        actions,
+        wake_at: wake,
+    }
 }
 
 fn owner_of(seq: &crate::api::SyncSequence) -> JobOwner {
@@ -99,10 +149,22 @@ fn owner_of(seq: &crate::api::SyncSequence) -> JobOwner {
     }
 }
 
-fn start_run(st: &mut SyncSequenceStatus, trigger: Trigger, ctx: &RunContext, actions: &mut Vec<Action>, wake: &mut Option<Timestamp>) {
+fn start_run(
+    st: &mut SyncSequenceStatus,
+    trigger: Trigger,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+    wake: &mut Option<Timestamp>,
+) {
     let id = st.last_run_number.unwrap_or(0) + 1;
     st.last_run_number = Some(id);
-    let mut run = new_run(id, &ctx.obs.sequence.spec.steps, trigger.kind, trigger.scheduled, ctx.obs.now);
+    let mut run = new_run(
+        id,
+        &ctx.obs.sequence.spec.steps,
+        trigger.kind,
+        trigger.scheduled,
+        ctx.obs.now,
+    );
     let what = match trigger.scheduled {
         Some(t) => format!("run {id} started by the schedule (for {t})"),
         None => format!("run {id} started by {}", trigger_name(trigger.kind)),
@@ -113,9 +175,18 @@ fn start_run(st: &mut SyncSequenceStatus, trigger: Trigger, ctx: &RunContext, ac
     archive_finished(st, history_limit(ctx.obs.sequence));
 }
 
-fn skip_trigger(st: &mut SyncSequenceStatus, trigger: Trigger, why: &str, actions: &mut Vec<Action>) {
+fn skip_trigger(
+    st: &mut SyncSequenceStatus,
+    trigger: Trigger,
+    why: &str,
+    actions: &mut Vec<Action>,
+) {
     st.skipped_triggers = Some(st.skipped_triggers.unwrap_or(0) + 1);
-    actions.push(Event::warning("TriggerSkipped", "SkipRun", format!("{} trigger skipped: {why}", trigger_name(trigger.kind))));
+    actions.push(Event::warning(
+        "TriggerSkipped",
+        "SkipRun",
+        format!("{} trigger skipped: {why}", trigger_name(trigger.kind)),
+    ));
 }
 
 fn trigger_name(kind: TriggerKind) -> &'static str {
@@ -137,6 +208,7 @@ fn archive_finished(st: &mut SyncSequenceStatus, limit: usize) {
     }
     st.last_run_result = Some(run.phase);
     st.runs.retain(|r| r.id != summary.id);
+    st.last_run = Some(run);
     st.runs.insert(0, summary);
     st.runs.truncate(limit);
 }
@@ -148,7 +220,11 @@ fn summarize(run: &RunStatus) -> RunSummary {
         phase: run.phase,
         start_time: run.start_time.clone(),
         completion_time: run.completion_time.clone(),
-        failed_step: run.steps.iter().find(|s| s.phase == StepPhase::Failed).map(|s| s.name.clone()),
+        failed_step: run
+            .steps
+            .iter()
+            .find(|s| s.phase == StepPhase::Failed)
+            .map(|s| s.name.clone()),
         message: run.message.clone(),
     }
 }
@@ -160,9 +236,20 @@ fn history_limit(seq: &crate::api::SyncSequence) -> usize {
 /// Jobs of runs that are neither current nor in the kept history are deleted.
 fn delete_expired_jobs(st: &SyncSequenceStatus, obs: &Observed, actions: &mut Vec<Action>) {
     let limit = history_limit(obs.sequence);
-    let kept: Vec<i64> = st.current_run.iter().map(|r| r.id).chain(st.runs.iter().take(limit).map(|r| r.id)).collect();
-    for job in obs.jobs.iter().filter(|j| !j.deleting && !kept.contains(&j.run)) {
-        actions.push(Action::DeleteJob { name: job.name.clone() });
+    let kept: Vec<i64> = st
+        .current_run
+        .iter()
+        .map(|r| r.id)
+        .chain(st.runs.iter().take(limit).map(|r| r.id))
+        .collect();
+    for job in obs
+        .jobs
+        .iter()
+        .filter(|j| !j.deleting && !kept.contains(&j.run))
+    {
+        actions.push(Action::DeleteJob {
+            name: job.name.clone(),
+        });
     }
 }
 
@@ -188,33 +275,125 @@ fn set_conditions(
     match spec_error {
         Some(err) => {
             if !conditions::is_true(&old.conditions, conditions::STALLED) {
-                actions.push(Event::warning("InvalidSchedule", "ValidateSpec", err.to_string()));
+                actions.push(Event::warning(
+                    "InvalidSchedule",
+                    "ValidateSpec",
+                    err.to_string(),
+                ));
             }
-            conditions::set(conds, Desired { type_: conditions::STALLED, status: true, reason: "InvalidSchedule", message: err.into() }, generation, now);
-            conditions::set(conds, Desired { type_: conditions::READY, status: false, reason: "InvalidSchedule", message: err.into() }, generation, now);
+            conditions::set(
+                conds,
+                Desired {
+                    type_: conditions::STALLED,
+                    status: true,
+                    reason: "InvalidSchedule",
+                    message: err.into(),
+                },
+                generation,
+                now,
+            );
+            conditions::set(
+                conds,
+                Desired {
+                    type_: conditions::READY,
+                    status: false,
+                    reason: "InvalidSchedule",
+                    message: err.into(),
+                },
+                generation,
+                now,
+            );
         }
         None => {
-            conditions::set(conds, Desired { type_: conditions::STALLED, status: false, reason: "SpecValid", message: String::new() }, generation, now);
+            conditions::set(
+                conds,
+                Desired {
+                    type_: conditions::STALLED,
+                    status: false,
+                    reason: "SpecValid",
+                    message: String::new(),
+                },
+                generation,
+                now,
+            );
             if missing.is_empty() {
-                conditions::set(conds, Desired { type_: conditions::READY, status: true, reason: "Reconciled", message: "spec is valid and every Sync exists".into() }, generation, now);
+                conditions::set(
+                    conds,
+                    Desired {
+                        type_: conditions::READY,
+                        status: true,
+                        reason: "Reconciled",
+                        message: "spec is valid and every Sync exists".into(),
+                    },
+                    generation,
+                    now,
+                );
             } else {
                 let message = format!("waiting for Sync(s) not found: {}", missing.join(", "));
-                conditions::set(conds, Desired { type_: conditions::READY, status: false, reason: "SyncNotFound", message }, generation, now);
+                conditions::set(
+                    conds,
+                    Desired {
+                        type_: conditions::READY,
+                        status: false,
+                        reason: "SyncNotFound",
+                        message,
+                    },
+                    generation,
+                    now,
+                );
             }
         }
     }
-    conditions::set(conds, Desired { type_: conditions::RECONCILING, status: false, reason: "Reconciled", message: String::new() }, generation, now);
+    conditions::set(
+        conds,
+        Desired {
+            type_: conditions::RECONCILING,
+            status: false,
+            reason: "Reconciled",
+            message: String::new(),
+        },
+        generation,
+        now,
+    );
 
     match st.current_run.as_ref() {
         Some(run) => {
             let current = run.steps.iter().find(|s| !s.phase.is_final());
             let message = match current {
-                Some(s) => format!("run {} step {} ({}): {}", run.id, run.progress, s.name, s.message.clone().unwrap_or_else(|| format!("{:?}", s.phase))),
+                Some(s) => format!(
+                    "run {} step {} ({}): {}",
+                    run.id,
+                    run.progress,
+                    s.name,
+                    s.message
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", s.phase))
+                ),
                 None => format!("run {}", run.id),
             };
-            conditions::set(conds, Desired { type_: conditions::RUNNING, status: true, reason: "RunInProgress", message }, generation, now);
+            conditions::set(
+                conds,
+                Desired {
+                    type_: conditions::RUNNING,
+                    status: true,
+                    reason: "RunInProgress",
+                    message,
+                },
+                generation,
+                now,
+            );
         }
-        None => conditions::set(conds, Desired { type_: conditions::RUNNING, status: false, reason: "Idle", message: "no run in progress".into() }, generation, now),
+        None => conditions::set(
+            conds,
+            Desired {
+                type_: conditions::RUNNING,
+                status: false,
+                reason: "Idle",
+                message: "no run in progress".into(),
+            },
+            generation,
+            now,
+        ),
     }
     match st.runs.first() {
         Some(last) => {
@@ -226,9 +405,30 @@ fn set_conditions(
                 RunPhase::Cancelled => "Cancelled",
                 RunPhase::Running => "Running",
             };
-            let message = format!("run {}: {}", last.id, last.message.clone().unwrap_or_default());
-            conditions::set(conds, Desired { type_: conditions::LAST_RUN_SUCCEEDED, status: ok, reason, message }, generation, now);
+            let message = format!(
+                "run {}: {}",
+                last.id,
+                last.message.clone().unwrap_or_default()
+            );
+            conditions::set(
+                conds,
+                Desired {
+                    type_: conditions::LAST_RUN_SUCCEEDED,
+                    status: ok,
+                    reason,
+                    message,
+                },
+                generation,
+                now,
+            );
         }
-        None => conditions::set_unknown(conds, conditions::LAST_RUN_SUCCEEDED, "NoRunYet", "no run has finished yet", generation, now),
+        None => conditions::set_unknown(
+            conds,
+            conditions::LAST_RUN_SUCCEEDED,
+            "NoRunYet",
+            "no run has finished yet",
+            generation,
+            now,
+        ),
     }
 }

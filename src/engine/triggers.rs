@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Action, Event};
-use crate::api::{annotations, SyncSequence, SyncSequenceStatus, TriggerKind};
+use crate::api::{SyncSequence, SyncSequenceStatus, TriggerKind, annotations};
 use crate::schedule::{self, Schedule};
 
 /// A request for a run.
@@ -24,28 +24,50 @@ pub(super) struct ScheduleSpec {
 
 pub(super) fn parse_schedule(seq: &SyncSequence) -> ScheduleSpec {
     let Some(expr) = seq.spec.schedule.as_deref() else {
-        return ScheduleSpec { parsed: None, error: None };
+        return ScheduleSpec {
+            parsed: None,
+            error: None,
+        };
     };
-    let parsed = Schedule::parse(expr).and_then(|s| Ok((s, schedule::parse_time_zone(seq.spec.time_zone.as_deref())?)));
+    let parsed = Schedule::parse(expr)
+        .and_then(|s| Ok((s, schedule::parse_time_zone(seq.spec.time_zone.as_deref())?)));
     match parsed {
-        Ok(p) => ScheduleSpec { parsed: Some(p), error: None },
-        Err(e) => ScheduleSpec { parsed: None, error: Some(e.to_string()) },
+        Ok(p) => ScheduleSpec {
+            parsed: Some(p),
+            error: None,
+        },
+        Err(e) => ScheduleSpec {
+            parsed: None,
+            error: Some(e.to_string()),
+        },
     }
 }
 
 /// A new value of the manual-request annotation starts one run; the value is echoed in status.
 pub(super) fn manual(seq: &SyncSequence, status: &mut SyncSequenceStatus) -> Option<Trigger> {
-    let value = seq.metadata.annotations.as_ref()?.get(annotations::REQUESTED_AT)?;
+    let value = seq
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(annotations::REQUESTED_AT)?;
     if status.last_handled_request_at.as_ref() == Some(value) {
         return None;
     }
     status.last_handled_request_at = Some(value.clone());
-    Some(Trigger { kind: TriggerKind::Manual, scheduled: None })
+    Some(Trigger {
+        kind: TriggerKind::Manual,
+        scheduled: None,
+    })
 }
 
 /// A new value of the cancel annotation: returns true once per value.
 pub(super) fn cancel_requested(seq: &SyncSequence, status: &mut SyncSequenceStatus) -> bool {
-    let Some(value) = seq.metadata.annotations.as_ref().and_then(|a| a.get(annotations::CANCEL_REQUESTED_AT)) else {
+    let Some(value) = seq
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::CANCEL_REQUESTED_AT))
+    else {
         return false;
     };
     if status.last_handled_cancel_at.as_ref() == Some(value) {
@@ -73,13 +95,21 @@ pub(super) fn scheduled(
         status.next_schedule_time = None;
         return (None, None);
     }
-    let created = seq.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
-    let earliest = [status.last_schedule_time.as_ref(), status.last_missed_schedule_time.as_ref()]
-        .into_iter()
-        .flatten()
+    let created = seq
+        .metadata
+        .creation_timestamp
+        .as_ref()
         .map(|t| t.0)
-        .max()
-        .unwrap_or(created);
+        .unwrap_or(now);
+    let earliest = [
+        status.last_schedule_time.as_ref(),
+        status.last_missed_schedule_time.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|t| t.0)
+    .max()
+    .unwrap_or(created);
     let due = schedule::due(sched, tz, earliest, now, seq.spec.starting_deadline_seconds);
     status.next_schedule_time = due.next.map(Time);
     if let Some(missed) = due.missed_past_deadline {
@@ -99,11 +129,17 @@ pub(super) fn scheduled(
             actions.push(Event::warning(
                 "MissedSchedules",
                 "CatchUp",
-                format!("{} scheduled times were missed; starting one run for the most recent, {t}", due.missed),
+                format!(
+                    "{} scheduled times were missed; starting one run for the most recent, {t}",
+                    due.missed
+                ),
             ));
         }
         status.last_schedule_time = Some(Time(t));
-        Trigger { kind: TriggerKind::Schedule, scheduled: Some(t) }
+        Trigger {
+            kind: TriggerKind::Schedule,
+            scheduled: Some(t),
+        }
     });
     (trigger, due.next)
 }

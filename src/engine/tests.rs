@@ -1,0 +1,833 @@
+//! Scenario and property tests of the engine, driven through a small in-memory simulator:
+//! the simulator plays the API server (applies status, creates Jobs) and the Job controller
+//! (finishes Jobs as the test says), and the engine decides.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::*;
+
+fn t0() -> Timestamp {
+    "2026-01-05T10:00:00Z".parse().unwrap()
+}
+
+fn step(name: &str) -> Step {
+    Step {
+        name: name.into(),
+        sync_ref: SyncRef { name: name.into() },
+        on_failure: FailurePolicy::Stop,
+        rejected_rows: None,
+        retries: 0,
+        retry_delay_seconds: 10,
+        timeout_seconds: None,
+    }
+}
+
+fn sequence(steps: Vec<Step>) -> SyncSequence {
+    let mut seq = SyncSequence::new(
+        "crm",
+        SyncSequenceSpec {
+            schedule: None,
+            time_zone: None,
+            starting_deadline_seconds: None,
+            concurrency_policy: ConcurrencyPolicy::Forbid,
+            suspend: false,
+            history_limit: 3,
+            steps,
+            alerts: vec![],
+        },
+    );
+    seq.metadata.namespace = Some("revops".into());
+    seq.metadata.uid = Some("uid-1".into());
+    seq.metadata.generation = Some(1);
+    seq.metadata.creation_timestamp = Some(Time(t0()));
+    seq
+}
+
+fn sync(name: &str) -> Sync {
+    let template = serde_json::from_value(serde_json::json!({
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "s", "image": "x"}]}}}
+    }))
+    .unwrap();
+    let mut s = Sync::new(
+        name,
+        SyncSpec {
+            job_template: template,
+            schedule: None,
+            time_zone: None,
+            starting_deadline_seconds: None,
+            suspend: false,
+        },
+    );
+    s.metadata.namespace = Some("revops".into());
+    s
+}
+
+/// Plays the cluster around the engine.
+struct World {
+    seq: SyncSequence,
+    syncs: BTreeMap<String, Sync>,
+    jobs: Vec<JobView>,
+    holders: BTreeMap<String, Vec<Holder>>,
+    now: Timestamp,
+    events: Vec<Event>,
+    created: Vec<String>,
+}
+
+impl World {
+    fn new(steps: Vec<Step>) -> Self {
+        let syncs = steps
+            .iter()
+            .map(|s| (s.sync_ref.name.clone(), sync(&s.sync_ref.name)))
+            .collect();
+        World {
+            seq: sequence(steps),
+            syncs,
+            jobs: vec![],
+            holders: BTreeMap::new(),
+            now: t0(),
+            events: vec![],
+            created: vec![],
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        decide(&Observed {
+            sequence: &self.seq,
+            syncs: &self.syncs,
+            jobs: &self.jobs,
+            holders: &self.holders,
+            now: self.now,
+        })
+    }
+
+    /// Decides and applies the plan; returns the Jobs it created.
+    fn reconcile(&mut self) -> Vec<String> {
+        let plan = self.plan();
+        self.seq.status = Some(plan.status);
+        let mut new = vec![];
+        for a in plan.actions {
+            match a {
+                Action::CreateJob(job) => {
+                    let name = job.metadata.name.clone().unwrap();
+                    if self.jobs.iter().any(|j| j.name == name) {
+                        continue;
+                    }
+                    let l = job.metadata.labels.as_ref().unwrap();
+                    self.jobs.push(JobView {
+                        name: name.clone(),
+                        run: l["syncseq.dev/run"].parse().unwrap(),
+                        step: l["syncseq.dev/step"].clone(),
+                        sync: l["syncseq.dev/sync"].clone(),
+                        attempt: l["syncseq.dev/attempt"].parse().unwrap(),
+                        outcome: JobOutcome::Active,
+                        finished_at: None,
+                        report: None,
+                        deleting: false,
+                    });
+                    self.created.push(name.clone());
+                    new.push(name);
+                }
+                Action::DeleteJob { name } => self.jobs.retain(|j| j.name != name),
+                Action::Event(e) => self.events.push(e),
+            }
+        }
+        new
+    }
+
+    fn annotate(&mut self, key: &str, value: &str) {
+        self.seq
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+    }
+
+    fn trigger(&mut self, value: &str) -> Vec<String> {
+        self.annotate(annotations::REQUESTED_AT, value);
+        self.reconcile()
+    }
+
+    fn active_job(&self) -> Option<&JobView> {
+        self.jobs.iter().find(|j| j.outcome == JobOutcome::Active)
+    }
+
+    /// Finishes the active Job with a report, and advances the clock a little.
+    fn finish(&mut self, outcome: JobOutcome, report: Report) {
+        self.now += SignedDuration::from_secs(1);
+        let now = self.now;
+        let job = self
+            .jobs
+            .iter_mut()
+            .find(|j| j.outcome == JobOutcome::Active)
+            .expect("an active job");
+        job.outcome = outcome;
+        job.finished_at = Some(now);
+        job.report = Some(report);
+    }
+
+    fn succeed(&mut self, synced: i64, rejected: i64) {
+        self.finish(
+            JobOutcome::Succeeded,
+            Report {
+                rows_synced: Some(synced),
+                rows_rejected: Some(rejected),
+                message: None,
+                exit_code: Some(0),
+            },
+        );
+    }
+
+    fn fail(&mut self, message: &str) {
+        self.finish(
+            JobOutcome::Failed {
+                timed_out: false,
+                reason: "BackoffLimitExceeded".into(),
+            },
+            Report {
+                message: Some(message.into()),
+                exit_code: Some(1),
+                ..Default::default()
+            },
+        );
+    }
+
+    fn status(&self) -> &SyncSequenceStatus {
+        self.seq.status.as_ref().unwrap()
+    }
+
+    fn last_run(&self) -> &RunSummary {
+        &self.status().runs[0]
+    }
+
+    fn phases(&self) -> Vec<StepPhase> {
+        self.status()
+            .current_run
+            .as_ref()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.phase)
+            .collect()
+    }
+
+    fn condition(&self, type_: &str) -> String {
+        self.status()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn crm() -> World {
+    World::new(vec![step("accounts"), step("workspaces"), step("contacts")])
+}
+
+#[test]
+fn steps_run_strictly_in_order_and_the_run_succeeds() {
+    let mut w = crm();
+    let created = w.trigger("1");
+    assert_eq!(created.len(), 1);
+    assert!(created[0].starts_with("crm-1-accounts-1-"));
+    assert_eq!(w.status().last_handled_request_at.as_deref(), Some("1"));
+    assert_eq!(
+        w.phases(),
+        vec![StepPhase::Running, StepPhase::Pending, StepPhase::Pending]
+    );
+    assert_eq!(w.status().current_run.as_ref().unwrap().progress, "1/3");
+    assert_eq!(w.condition("Running"), "True");
+
+    // Nothing new while step 1 runs, however often we reconcile.
+    assert!(w.reconcile().is_empty());
+    w.succeed(1200, 0);
+    let created = w.reconcile();
+    assert_eq!(created.len(), 1);
+    assert!(created[0].starts_with("crm-1-workspaces-1-"));
+    w.succeed(340, 2);
+    assert!(w.reconcile()[0].starts_with("crm-1-contacts-1-"));
+    w.succeed(15800, 12);
+    assert!(w.reconcile().is_empty());
+
+    let st = w.status();
+    assert!(st.current_run.is_none());
+    assert_eq!(st.runs.len(), 1);
+    assert_eq!(st.runs[0].phase, RunPhase::Succeeded);
+    assert_eq!(st.last_run_result, Some(RunPhase::Succeeded));
+    assert!(st.last_successful_time.is_some());
+    assert_eq!(w.condition("LastRunSucceeded"), "True");
+    assert_eq!(w.condition("Running"), "False");
+    assert_eq!(w.condition("Ready"), "True");
+    assert_eq!(w.condition("Stalled"), "False");
+    assert_eq!(w.created.len(), 3);
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == "StepSucceeded"
+                && e.note.contains("15800 rows synced, 12 rejected"))
+    );
+}
+
+#[test]
+fn a_failed_step_under_stop_skips_the_rest_and_fails_the_run_with_its_message() {
+    let mut w = crm();
+    w.trigger("1");
+    w.succeed(10, 0);
+    w.reconcile();
+    w.fail("CRM API returned 401: invalid token");
+    assert!(w.reconcile().is_empty(), "step 3 must never start");
+    let run = w.last_run();
+    assert_eq!(run.phase, RunPhase::Failed);
+    assert_eq!(run.failed_step.as_deref(), Some("workspaces"));
+    assert!(
+        run.message
+            .as_ref()
+            .unwrap()
+            .contains("CRM API returned 401: invalid token"),
+        "{run:?}"
+    );
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.warning && e.reason == "StepFailed" && e.note.contains("invalid token"))
+    );
+    assert_eq!(w.condition("LastRunSucceeded"), "False");
+    assert_eq!(
+        w.condition("Ready"),
+        "True",
+        "a failed data run does not make the spec unready"
+    );
+}
+
+#[test]
+fn a_failed_step_under_continue_goes_on_and_the_run_shows_the_partial_failure() {
+    let mut steps = vec![step("accounts"), step("workspaces"), step("contacts")];
+    steps[1].on_failure = FailurePolicy::Continue;
+    let mut w = World::new(steps);
+    w.trigger("1");
+    w.succeed(10, 0);
+    w.reconcile();
+    w.fail("boom");
+    assert_eq!(w.reconcile().len(), 1, "step 3 starts");
+    w.succeed(5, 0);
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::SucceededWithErrors);
+    assert_eq!(w.last_run().failed_step.as_deref(), Some("workspaces"));
+}
+
+#[test]
+fn the_last_run_keeps_every_step_with_its_reason() {
+    let mut w = crm();
+    w.trigger("1");
+    w.fail("bad credentials");
+    w.reconcile();
+    let run = w.status().last_run.as_ref().expect("lastRun");
+    let phases: Vec<_> = run.steps.iter().map(|s| s.phase).collect();
+    assert_eq!(
+        phases,
+        vec![StepPhase::Failed, StepPhase::Skipped, StepPhase::Skipped]
+    );
+    assert_eq!(
+        run.steps[0].message.as_deref(),
+        Some("bad credentials (exit code 1)")
+    );
+    assert_eq!(
+        run.steps[2].message.as_deref(),
+        Some("skipped: step accounts failed")
+    );
+    assert_eq!(run.progress, "3/3");
+    assert!(w.events.iter().any(
+        |e| e.reason == "RunFailed" && e.note.contains("step accounts failed: bad credentials")
+    ));
+}
+
+#[test]
+fn rejected_rows_thresholds_count_and_percent() {
+    let mut steps = vec![step("accounts"), step("workspaces")];
+    steps[0].rejected_rows = Some(RejectedRowsPolicy {
+        max: Some(100),
+        max_percent: None,
+        on_exceeded: FailurePolicy::Stop,
+    });
+    let mut w = World::new(steps.clone());
+    w.trigger("1");
+    w.succeed(950, 50);
+    assert_eq!(w.reconcile().len(), 1, "50 <= 100: continues");
+
+    steps[0].rejected_rows = Some(RejectedRowsPolicy {
+        max: None,
+        max_percent: Some(1.0),
+        on_exceeded: FailurePolicy::Stop,
+    });
+    let mut w = World::new(steps);
+    w.trigger("1");
+    w.succeed(950, 50);
+    assert!(w.reconcile().is_empty(), "5% > 1%: stops");
+    let run = w.last_run();
+    assert_eq!(run.phase, RunPhase::Failed);
+    let msg = run.message.as_ref().unwrap();
+    assert!(
+        msg.contains("50 of 1000 rows rejected (5.00%)") && msg.contains("1%"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn retries_create_one_job_per_attempt_with_backoff() {
+    let mut steps = vec![step("accounts")];
+    steps[0].retries = 2;
+    steps[0].retry_delay_seconds = 10;
+    let mut w = World::new(steps);
+    w.trigger("1");
+    w.fail("flaky");
+    assert!(w.reconcile().is_empty(), "waits for the backoff");
+    let plan = w.plan();
+    assert_eq!(plan.wake_at, Some(w.now + SignedDuration::from_secs(10)));
+    assert_eq!(w.phases(), vec![StepPhase::Waiting]);
+    w.now += SignedDuration::from_secs(10);
+    let created = w.reconcile();
+    assert!(created[0].starts_with("crm-1-accounts-2-"), "{created:?}");
+    w.fail("flaky again");
+    w.reconcile();
+    assert_eq!(
+        w.plan().wake_at,
+        Some(w.now + SignedDuration::from_secs(20)),
+        "backoff doubles"
+    );
+    w.now += SignedDuration::from_secs(20);
+    assert!(w.reconcile()[0].starts_with("crm-1-accounts-3-"));
+    w.succeed(1, 0);
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::Succeeded);
+    assert_eq!(w.created.len(), 3);
+}
+
+#[test]
+fn a_timeout_is_reported_as_such() {
+    let mut steps = vec![step("accounts")];
+    steps[0].timeout_seconds = Some(3);
+    let mut w = World::new(steps);
+    w.trigger("1");
+    w.finish(
+        JobOutcome::Failed {
+            timed_out: true,
+            reason: "Job was active longer than specified deadline".into(),
+        },
+        Report::default(),
+    );
+    w.reconcile();
+    assert!(
+        w.last_run()
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("timed out after 3s")
+    );
+    assert!(w.events.iter().any(|e| e.reason == "StepTimedOut"));
+}
+
+#[test]
+fn a_missing_sync_waits_with_a_message_and_recovers() {
+    let mut w = crm();
+    w.syncs.remove("workspaces");
+    w.trigger("1");
+    assert_eq!(w.condition("Ready"), "False");
+    w.succeed(1, 0);
+    assert!(w.reconcile().is_empty());
+    let step = &w.status().current_run.as_ref().unwrap().steps[1];
+    assert_eq!(step.phase, StepPhase::Waiting);
+    assert!(
+        step.message
+            .as_ref()
+            .unwrap()
+            .contains("sync workspaces not found")
+    );
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.warning && e.reason == "SyncNotFound")
+    );
+    w.syncs.insert("workspaces".into(), sync("workspaces"));
+    assert_eq!(w.reconcile().len(), 1);
+    assert_eq!(w.condition("Ready"), "True");
+}
+
+#[test]
+fn a_busy_sync_waits_and_says_for_whom() {
+    let mut w = crm();
+    w.holders.insert(
+        "accounts".into(),
+        vec![Holder {
+            job: "other-7-accounts-1-abcd".into(),
+            by: "sequence crm-nightly run 7".into(),
+        }],
+    );
+    assert!(w.trigger("1").is_empty());
+    let step = &w.status().current_run.as_ref().unwrap().steps[0];
+    assert_eq!(
+        step.message.as_deref(),
+        Some("waiting: sync accounts is running for sequence crm-nightly run 7")
+    );
+    w.holders.clear();
+    assert_eq!(w.reconcile().len(), 1);
+}
+
+#[test]
+fn cancel_deletes_the_running_job_and_skips_the_rest() {
+    let mut w = crm();
+    w.trigger("1");
+    w.succeed(1, 0);
+    let job = w.reconcile()[0].clone();
+    w.annotate(annotations::CANCEL_REQUESTED_AT, "c1");
+    let plan = w.plan();
+    assert!(plan.actions.contains(&Action::DeleteJob { name: job }));
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::Cancelled);
+    assert_eq!(w.status().last_handled_cancel_at.as_deref(), Some("c1"));
+    // The same annotation value is handled once.
+    assert!(w.trigger("2").len() == 1);
+    assert_eq!(w.status().current_run.as_ref().unwrap().id, 2);
+}
+
+#[test]
+fn concurrency_policies() {
+    // Forbid: a second trigger during a run is dropped and counted.
+    let mut w = crm();
+    w.trigger("1");
+    w.trigger("2");
+    assert_eq!(w.status().skipped_triggers, Some(1));
+    assert_eq!(w.status().last_handled_request_at.as_deref(), Some("2"));
+
+    // Queue: one follow-up run starts when the current one ends.
+    let mut w = crm();
+    w.seq.spec.concurrency_policy = ConcurrencyPolicy::Queue;
+    w.trigger("1");
+    w.trigger("2");
+    w.trigger("3");
+    assert!(w.status().queued_run.is_some());
+    assert_eq!(w.status().skipped_triggers, Some(1));
+    for _ in 0..3 {
+        w.succeed(1, 0);
+        w.reconcile();
+    }
+    assert_eq!(w.status().current_run.as_ref().unwrap().id, 2);
+    assert!(w.status().queued_run.is_none());
+
+    // Replace: the running run is cancelled; the new one waits for the old Job to be gone.
+    let mut w = crm();
+    w.seq.spec.concurrency_policy = ConcurrencyPolicy::Replace;
+    w.trigger("1");
+    let old = w.active_job().unwrap().name.clone();
+    w.holders.insert(
+        "accounts".into(),
+        vec![Holder {
+            job: old.clone(),
+            by: "sequence crm run 1".into(),
+        }],
+    );
+    w.trigger("2");
+    assert!(!w.jobs.iter().any(|j| j.name == old), "old job deleted");
+    assert_eq!(w.last_run().phase, RunPhase::Cancelled);
+    assert_eq!(w.status().current_run.as_ref().unwrap().id, 2);
+    w.holders.clear();
+    assert_eq!(w.reconcile().len(), 1);
+}
+
+#[test]
+fn a_stale_cache_never_starts_a_run_twice() {
+    let mut w = crm();
+    let stale = w.seq.clone();
+    w.trigger("1");
+    // The cache still holds the sequence from before our status write, but the Job is visible.
+    let mut replay = World {
+        seq: stale,
+        ..crm()
+    };
+    replay.annotate(annotations::REQUESTED_AT, "1");
+    replay.jobs = w.jobs.clone();
+    let plan = replay.plan();
+    assert!(plan.actions.is_empty());
+    assert!(plan.wake_at.is_some());
+}
+
+#[test]
+fn a_lost_job_create_is_redone_under_the_same_name() {
+    let mut w = crm();
+    let created = w.trigger("1");
+    // The controller died after writing status but before the Job existed.
+    w.jobs.clear();
+    let plan = w.plan();
+    let names: Vec<_> = plan
+        .actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::CreateJob(j) = a {
+                j.metadata.name.clone()
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(names, created);
+}
+
+#[test]
+fn history_is_cut_to_the_limit_and_old_jobs_are_deleted() {
+    let mut w = World::new(vec![step("accounts")]);
+    for i in 1..=5 {
+        w.trigger(&i.to_string());
+        w.succeed(1, 0);
+        w.reconcile();
+    }
+    let ids: Vec<i64> = w.status().runs.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![5, 4, 3]);
+    let mut runs: Vec<i64> = w.jobs.iter().map(|j| j.run).collect();
+    runs.sort();
+    assert_eq!(runs, vec![3, 4, 5]);
+}
+
+#[test]
+fn jobs_carry_labels_owner_and_timeout() {
+    let mut steps = vec![step("accounts")];
+    steps[0].timeout_seconds = Some(60);
+    let w = World {
+        seq: {
+            let mut s = sequence(steps);
+            s.metadata.annotations =
+                Some([(annotations::REQUESTED_AT.to_string(), "x".to_string())].into());
+            s
+        },
+        ..crm()
+    };
+    let plan = w.plan();
+    let Action::CreateJob(job) = plan
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::CreateJob(_)))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let labels = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["syncseq.dev/sequence"], "crm");
+    assert_eq!(labels["syncseq.dev/run"], "1");
+    assert_eq!(labels["syncseq.dev/step"], "accounts");
+    assert_eq!(labels["syncseq.dev/sync"], "accounts");
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("SyncSequence", Some(true))
+    );
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.active_deadline_seconds, Some(60));
+    assert_eq!(
+        spec.template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()["syncseq.dev/sequence"],
+        "crm"
+    );
+}
+
+#[test]
+fn an_invalid_schedule_stalls_with_a_warning_once() {
+    let mut w = crm();
+    w.seq.spec.schedule = Some("61 * * * *".into());
+    w.reconcile();
+    assert_eq!(w.condition("Stalled"), "True");
+    assert_eq!(w.condition("Ready"), "False");
+    w.reconcile();
+    assert_eq!(
+        w.events
+            .iter()
+            .filter(|e| e.reason == "InvalidSchedule")
+            .count(),
+        1
+    );
+    // Manual runs still work.
+    assert_eq!(w.trigger("1").len(), 1);
+}
+
+#[test]
+fn the_schedule_starts_runs_and_wakes_at_the_next_fire_time() {
+    let mut w = crm();
+    w.seq.spec.schedule = Some("*/5 * * * *".into());
+    w.now = t0() + SignedDuration::from_secs(60);
+    assert!(w.reconcile().is_empty());
+    assert_eq!(w.plan().wake_at, Some(t0() + SignedDuration::from_mins(5)));
+    assert_eq!(
+        w.status().next_schedule_time,
+        Some(Time(t0() + SignedDuration::from_mins(5)))
+    );
+    w.now = t0() + SignedDuration::from_mins(5);
+    assert_eq!(w.reconcile().len(), 1);
+    let st = w.status();
+    assert_eq!(
+        st.current_run.as_ref().unwrap().trigger,
+        TriggerKind::Schedule
+    );
+    assert_eq!(
+        st.last_schedule_time,
+        Some(Time(t0() + SignedDuration::from_mins(5)))
+    );
+}
+
+#[test]
+fn after_downtime_one_catch_up_run_or_none_past_the_deadline() {
+    let mut w = World::new(vec![step("accounts")]);
+    w.seq.spec.schedule = Some("* * * * *".into());
+    w.now = t0() + SignedDuration::from_mins(30);
+    assert_eq!(
+        w.reconcile().len(),
+        1,
+        "exactly one run for 30 missed times"
+    );
+    assert_eq!(
+        w.status().last_schedule_time,
+        Some(Time(t0() + SignedDuration::from_mins(30)))
+    );
+    assert!(w.events.iter().any(|e| e.reason == "MissedSchedules"));
+
+    let mut w = World::new(vec![step("accounts")]);
+    w.seq.spec.schedule = Some("* * * * *".into());
+    w.seq.spec.starting_deadline_seconds = Some(5);
+    w.now = t0() + SignedDuration::from_mins(30) + SignedDuration::from_secs(30);
+    assert!(w.reconcile().is_empty());
+    assert_eq!(w.status().missed_schedules, Some(1));
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.warning && e.reason == "MissedSchedule")
+    );
+    assert!(
+        w.reconcile().is_empty(),
+        "the same missed time is recorded once"
+    );
+    assert_eq!(w.status().missed_schedules, Some(1));
+}
+
+#[test]
+fn suspend_stops_new_runs_but_not_the_running_one() {
+    let mut w = World::new(vec![step("accounts"), step("contacts")]);
+    w.seq.spec.schedule = Some("* * * * *".into());
+    w.now = t0() + SignedDuration::from_mins(1);
+    w.reconcile();
+    w.seq.spec.suspend = true;
+    w.succeed(1, 0);
+    assert_eq!(w.reconcile().len(), 1, "the running run goes on");
+    assert!(w.status().next_schedule_time.is_none());
+    w.now += SignedDuration::from_mins(10);
+    w.succeed(1, 0);
+    w.reconcile();
+    assert!(w.reconcile().is_empty());
+    assert!(w.status().current_run.is_none());
+}
+
+// ---- properties ----
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Succeed { synced: i64, rejected: i64 },
+    Fail,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        (0i64..2000, 0i64..200)
+            .prop_map(|(synced, rejected)| Outcome::Succeed { synced, rejected }),
+        Just(Outcome::Fail),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = FailurePolicy> {
+    prop_oneof![Just(FailurePolicy::Stop), Just(FailurePolicy::Continue)]
+}
+
+fn arb_step(i: usize) -> impl Strategy<Value = Step> {
+    (
+        policy(),
+        proptest::option::of((0i64..150, policy())),
+        0i32..3,
+    )
+        .prop_map(move |(on_failure, rows, retries)| Step {
+            on_failure,
+            rejected_rows: rows.map(|(max, on_exceeded)| RejectedRowsPolicy {
+                max: Some(max),
+                max_percent: None,
+                on_exceeded,
+            }),
+            retries,
+            retry_delay_seconds: 1,
+            ..step(&format!("s{i}"))
+        })
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    (1usize..6).prop_flat_map(|n| (0..n).map(arb_step).collect::<Vec<_>>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Drives random runs to the end and checks the run invariants at every step.
+    #[test]
+    fn runs_respect_order_and_end_in_exactly_one_final_phase(steps in arb_steps(), outcomes in proptest::collection::vec(outcome(), 40), replays in proptest::collection::vec(any::<bool>(), 40)) {
+        let n = steps.len();
+        let mut w = World::new(steps.clone());
+        w.trigger("go");
+        let mut outcomes = outcomes.into_iter();
+        let mut replays = replays.into_iter();
+        for _ in 0..60 {
+            // Never two steps of one run active at once.
+            prop_assert!(w.jobs.iter().filter(|j| j.outcome == JobOutcome::Active).count() <= 1);
+            let Some(run) = w.status().current_run.clone() else { break };
+            // A step only starts after every earlier step is final.
+            for (i, s) in run.steps.iter().enumerate() {
+                if s.attempts > 0 {
+                    prop_assert!(run.steps[..i].iter().all(|p| p.phase.is_final()), "step {i} started early: {run:?}");
+                }
+            }
+            if w.active_job().is_some() {
+                match outcomes.next().unwrap_or(Outcome::Succeed { synced: 1, rejected: 0 }) {
+                    Outcome::Succeed { synced, rejected } => w.succeed(synced, rejected),
+                    Outcome::Fail => w.fail("boom"),
+                }
+            } else {
+                w.now += SignedDuration::from_secs(10);
+            }
+            w.reconcile();
+            // Replaying the same observation creates nothing new.
+            if replays.next().unwrap_or(false) {
+                let before = w.created.len();
+                w.reconcile();
+                prop_assert_eq!(before, w.created.len());
+            }
+        }
+        let st = w.status();
+        prop_assert!(st.current_run.is_none(), "the run finished");
+        let run = &st.runs[0];
+        prop_assert!(run.phase.is_finished());
+        // Each step of a finished run is final exactly once: check via the Jobs created.
+        let mut per_step: BTreeMap<String, i32> = BTreeMap::new();
+        for name in &w.created {
+            let job = name.clone();
+            let step = steps.iter().find(|s| job.starts_with(&format!("crm-1-{}-", s.name))).unwrap();
+            *per_step.entry(step.name.clone()).or_default() += 1;
+        }
+        for s in &steps {
+            prop_assert!(per_step.get(&s.name).copied().unwrap_or(0) <= s.retries + 1);
+        }
+        prop_assert!(per_step.len() <= n);
+        if run.phase == RunPhase::Succeeded {
+            prop_assert_eq!(per_step.len(), n);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Schedule maths for syncseq, with Kubernetes CronJob semantics.
+//!
+//! A `spec.schedule` string means whatever Kubernetes' CronJob controller makes of it,
+//! and Kubernetes delegates that to robfig/cron v3 (`cron.ParseStandard` and
+//! `Schedule.Next`). This module reproduces that library's behaviour — syntax, the
+//! day-of-month/day-of-week rule, DST handling, the five-year search horizon,
+//! `@every` — so that a schedule behaves the same here as it would in a CronJob, and
+//! adds the controller's "what is due now" decision on top.
+//!
+//! * [`Schedule::parse`] accepts exactly what the API server accepts for a CronJob
+//!   (`TZ=`/`CRON_TZ=` prefixes included: they are refused, the zone goes in
+//!   `spec.timeZone`).
+//! * [`Schedule::next_after`] is robfig's `Next`.
+//! * [`parse_time_zone`] is `spec.timeZone` validation.
+//! * [`due`] is `mostRecentScheduleTime` + `startingDeadlineSeconds`.
+//! * [`preview`] lists upcoming fire times.
+//!
+//! Layout: `cron.rs` (five-field syntax and `Next`), `every.rs` (`@every`),
+//! `gotime.rs` (the Go `time` behaviour `Next` depends on), `due.rs`, `tz.rs`.
+
+mod cron;
+mod due;
+mod every;
+mod gotime;
+mod tz;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use jiff::{Timestamp, tz::TimeZone};
+
+pub use due::{Due, MISSED_COUNT_CAP, due};
+pub use tz::parse_time_zone;
+
+/// Why a schedule or time zone was refused. The messages are meant for users (events,
+/// status conditions, CLI output) and name the offending part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// `spec.schedule` is not something Kubernetes would accept.
+    #[error("invalid schedule {expr:?}: {reason}")]
+    InvalidSchedule { expr: String, reason: String },
+    /// `spec.timeZone` is not a usable IANA time zone name.
+    #[error("unknown time zone {name:?}: {reason}")]
+    UnknownTimeZone { name: String, reason: String },
+}
+
+/// A parsed `spec.schedule`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expr: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// Five fields or one of the fixed macros (`@daily`, …).
+    Cron(cron::CronSpec),
+    /// `@every <duration>`.
+    Every(every::Every),
+}
+
+impl Schedule {
+    /// Parses a schedule the way `cron.ParseStandard` does, after Kubernetes' own
+    /// refusal of `TZ`/`CRON_TZ` in the schedule.
+    ///
+    /// Accepted: five fields (minute hour day-of-month month day-of-week) with `*`, `?`,
+    /// numbers, `JAN`–`DEC`, `SUN`–`SAT` (any case), `a-b`, `a,b`, `*/n`, `a-b/n` and `a/n`
+    /// (`a` to the field's maximum); `@yearly`, `@annually`, `@monthly`, `@weekly`,
+    /// `@daily`, `@midnight`, `@hourly`; `@every <Go duration>`. Refused, as by
+    /// Kubernetes: a seconds field, `L`, `W`, `#`, day-of-week 7, out-of-range values,
+    /// the empty string, and any `TZ=` / `CRON_TZ=` prefix.
+    pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
+        let invalid = |reason: String| ScheduleError::InvalidSchedule {
+            expr: expr.to_string(),
+            reason,
+        };
+        if expr.is_empty() {
+            return Err(invalid("the schedule is empty".to_string()));
+        }
+        // Kubernetes' validateScheduleFormat refuses any "TZ" in the schedule (robfig
+        // would parse a TZ=/CRON_TZ= prefix). Lower-case prefixes are caught too; robfig
+        // would reject them anyway, only with a less helpful message.
+        let lower = expr.to_ascii_lowercase();
+        if expr.contains("TZ") || lower.starts_with("tz=") || lower.starts_with("cron_tz=") {
+            return Err(invalid(
+                "cannot use TZ or CRON_TZ in the schedule; set the time zone in the \
+                 timeZone field instead"
+                    .to_string(),
+            ));
+        }
+        let kind = if expr.starts_with('@') {
+            if let Some(spec) = cron::CronSpec::descriptor(expr) {
+                Kind::Cron(spec)
+            } else if let Some(duration) = expr.strip_prefix("@every ") {
+                Kind::Every(every::Every::parse(duration).map_err(invalid)?)
+            } else {
+                return Err(invalid(format!(
+                    "unrecognized descriptor {expr:?}; expected one of @yearly, @annually, \
+                     @monthly, @weekly, @daily, @midnight, @hourly or @every <duration> \
+                     (lower case, no surrounding whitespace)"
+                )));
+            }
+        } else {
+            Kind::Cron(cron::CronSpec::parse_fields(expr).map_err(invalid)?)
+        };
+        Ok(Schedule {
+            expr: expr.to_string(),
+            kind,
+        })
+    }
+
+    /// The first fire time strictly after `after`, evaluated in `tz`. None if there is none.
+    ///
+    /// "None" follows robfig: when nothing matches within five years of `after` (for
+    /// example `0 0 30 2 *`) there is no next fire time. Fire times are whole seconds;
+    /// `@every` schedules ignore `tz`.
+    pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Cron(spec) => spec.next(after, tz),
+            Kind::Every(every) => every.next(after),
+        }
+    }
+
+    /// The schedule text as given.
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+
+    /// For `@every` schedules, the interval (whole seconds, at least one).
+    pub fn every_interval(&self) -> Option<std::time::Duration> {
+        match &self.kind {
+            Kind::Every(every) => u64::try_from(every.seconds())
+                .ok()
+                .map(std::time::Duration::from_secs),
+            Kind::Cron(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+impl PartialEq for Schedule {
+    /// Equal when both parse to the same robfig representation, whatever the spelling
+    /// (`@daily` equals `0 0 * * *`, `0 0 * * MON` equals `0 0 * * 1`).
+    fn eq(&self, other: &Schedule) -> bool {
+        self.kind == other.kind
+    }
+}
+
+impl Eq for Schedule {}
+
+/// The next `n` fire times strictly after `from` (for the `syncseq schedule next`
+/// preview command). Shorter than `n` if the schedule runs out (see
+/// [`Schedule::next_after`]).
+pub fn preview(schedule: &Schedule, tz: &TimeZone, from: Timestamp, n: usize) -> Vec<Timestamp> {
+    // Cap the up-front allocation: `n` comes from the command line.
+    let mut out = Vec::with_capacity(n.min(1024));
+    let mut cursor = from;
+    while out.len() < n {
+        match schedule.next_after(cursor, tz) {
+            Some(fire) => {
+                out.push(fire);
+                cursor = fire;
+            }
+            None => break,
+        }
+    }
+    out
+}

@@ -1,0 +1,196 @@
+//! Manifests and helpers for syncseq resources in integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use syncseq::api::{RunPhase, SyncSequence};
+
+use super::{TestNamespace, wait_for_object};
+
+/// A Sync whose simulated container runs for `duration`, then exits with `exit_code` after
+/// writing `message` as its termination message (see hack/kwok/stages.yaml).
+pub fn sync_yaml(name: &str, duration: &str, exit_code: i32, message: Option<&str>) -> String {
+    let message = message
+        .map(|m| {
+            format!(
+                "            sim.syncseq.dev/message: '{}'\n",
+                m.replace('\'', "''")
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: syncseq.dev/v1alpha1
+kind: Sync
+metadata:
+  name: {name}
+spec:
+  jobTemplate:
+    spec:
+      backoffLimit: 0
+      template:
+        metadata:
+          annotations:
+            sim.syncseq.dev/duration: "{duration}"
+            sim.syncseq.dev/exit-code: "{exit_code}"
+{message}        spec:
+          restartPolicy: Never
+          containers:
+          - name: sync
+            image: registry.example.com/warehouse-sync:1.4
+"#
+    )
+}
+
+/// A manual-only sequence over the given steps; `extra` is spliced into each step (YAML lines
+/// indented by four spaces, e.g. "    onFailure: Continue\n"), keyed by step name.
+pub fn sequence_yaml(name: &str, steps: &[(&str, &str)], spec_extra: &str) -> String {
+    let mut out = format!(
+        "apiVersion: syncseq.dev/v1alpha1\nkind: SyncSequence\nmetadata:\n  name: {name}\nspec:\n{spec_extra}  steps:\n"
+    );
+    for (step, extra) in steps {
+        out.push_str(&format!(
+            "  - name: {step}\n    syncRef: {{name: {step}}}\n{extra}"
+        ));
+    }
+    out
+}
+
+/// Sets the manual-request annotation to a new value.
+pub async fn trigger(ns: &TestNamespace, sequence: &str, value: &str) {
+    annotate(ns, sequence, syncseq::api::annotations::REQUESTED_AT, value).await;
+}
+
+pub async fn annotate(ns: &TestNamespace, sequence: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    ns.api::<SyncSequence>()
+        .patch(sequence, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+}
+
+/// Waits until the sequence has finished the given run; returns the sequence.
+pub async fn wait_for_run(
+    ns: &TestNamespace,
+    sequence: &str,
+    run: i64,
+    deadline: Duration,
+) -> SyncSequence {
+    wait_for_object(
+        &ns.api::<SyncSequence>(),
+        sequence,
+        deadline,
+        &format!("run {run} to finish"),
+        move |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.runs.first())
+                .is_some_and(|r| r.id >= run)
+        },
+    )
+    .await
+}
+
+pub fn last_phase(seq: &SyncSequence) -> Option<RunPhase> {
+    seq.status.as_ref()?.runs.first().map(|r| r.phase)
+}
+
+/// What a Job watch saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEvent {
+    Created(String),
+    Finished(String),
+}
+
+/// Records Job creations and completions in a namespace, in watch order, until dropped.
+pub struct JobLog {
+    events: std::sync::Arc<std::sync::Mutex<Vec<JobEvent>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JobLog {
+    pub async fn start(ns: &TestNamespace) -> Self {
+        let api: Api<Job> = ns.api();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut seen = std::collections::BTreeSet::new();
+            let mut finished = std::collections::BTreeSet::new();
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                if let watcher::Event::InitDone = ev {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                let (watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = ev else {
+                    continue;
+                };
+                let name = job.name_any();
+                let mut log = sink.lock().unwrap();
+                if seen.insert(name.clone()) {
+                    log.push(JobEvent::Created(name.clone()));
+                }
+                let done = job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+                        })
+                    });
+                if done && finished.insert(name.clone()) {
+                    log.push(JobEvent::Finished(name));
+                }
+            }
+        });
+        let _ = ready_rx.await;
+        JobLog { events, task }
+    }
+
+    pub fn events(&self) -> Vec<JobEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn created(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| {
+                if let JobEvent::Created(n) = e {
+                    Some(n)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The most Jobs active at once among those whose name passes `filter`.
+    pub fn max_concurrent(&self, filter: impl Fn(&str) -> bool) -> usize {
+        let mut active = 0usize;
+        let mut max = 0;
+        for e in self.events() {
+            match e {
+                JobEvent::Created(n) if filter(&n) => active += 1,
+                JobEvent::Finished(n) if filter(&n) => active -= 1,
+                _ => {}
+            }
+            max = max.max(active);
+        }
+        max
+    }
+}
+
+impl Drop for JobLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

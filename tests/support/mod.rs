@@ -1,0 +1,318 @@
+//! Shared support for integration tests against the local control plane (`make cluster`).
+//!
+//! Each test gets its own namespace (deleted afterwards) and, where it needs one, its own
+//! controller process scoped to that namespace, so tests run in parallel without seeing each
+//! other. Waits are on conditions with deadlines, never bare sleeps.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client, Config, Resource};
+use serde::Deserialize as _;
+use serde::de::DeserializeOwned;
+
+pub mod fixtures;
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The admin kubeconfig written by `make cluster` (override with `SYNCSEQ_KUBECONFIG`).
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("SYNCSEQ_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cluster/kubeconfig"))
+}
+
+/// A client for the local control plane. Fails with a hint when the cluster is not running.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; start the local control plane with `make cluster`",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Waits for `check` to return Some, polling it, up to `deadline`. For conditions a watch
+/// cannot express (a raw endpoint, a count across objects); prefer [`wait_for_object`].
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits, with a watch, until the named object satisfies `cond`; returns the object.
+pub async fn wait_for_object<K>(
+    api: &Api<K>,
+    name: &str,
+    deadline: Duration,
+    what: &str,
+    cond: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let watched = await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&cond));
+    match tokio::time::timeout(deadline, watched).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
+        Ok(Err(e)) => panic!("watch failed while waiting for {what}: {e}"),
+        Err(_) => {
+            let current = api.get_opt(name).await.ok().flatten();
+            panic!("timed out after {deadline:?} waiting for {what}; {name} is now: {current:#?}")
+        }
+    }
+}
+
+/// Waits until the named object is gone.
+pub async fn wait_for_deletion<K>(api: &Api<K>, name: &str, deadline: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let gone = await_condition(api.clone(), name, |o: Option<&K>| o.is_none());
+    tokio::time::timeout(deadline, gone)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {deadline:?} waiting for {name} to be deleted"))
+        .expect("watch");
+}
+
+/// A namespace that exists for one test and is deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let suffix: String = format!("{:x}", rand_u64()).chars().take(6).collect();
+        let name = format!("t-{prefix}-{suffix}");
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        // The namespace's default ServiceAccount appears asynchronously; Pods need it.
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for_object(
+            &sas,
+            "default",
+            Duration::from_secs(30),
+            "the default ServiceAccount",
+            |_| true,
+        )
+        .await;
+        TestNamespace { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Applies a multi-document YAML manifest into this namespace with `kubectl apply`, the way
+    /// users do. Panics with kubectl's output on failure.
+    pub fn kubectl_apply(&self, yaml: &str) {
+        let out = kubectl(&["apply", "-n", &self.name, "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("SYNCSEQ_KEEP_NAMESPACES").is_none() {
+            let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+        }
+    }
+}
+
+/// Runs kubectl against the local control plane.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// Installs the CRDs from `crds/` (server-side apply, idempotent) and waits until established.
+pub async fn install_crds() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return;
+    }
+    let client = client().await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client);
+    let yaml = std::fs::read_to_string(repo_root().join("crds/syncseq.dev_crds.yaml")).unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let value = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let name = value["metadata"]["name"].as_str().unwrap().to_string();
+        crds.patch(
+            &name,
+            &PatchParams::apply("syncseq-tests").force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .expect("apply CRD");
+        wait_for_object(
+            &crds,
+            &name,
+            Duration::from_secs(30),
+            "CRD Established",
+            |c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            },
+        )
+        .await;
+    }
+    let _ = DONE.set(());
+}
+
+/// A `syncseq controller` process scoped to one namespace. Killed (SIGKILL) when dropped.
+pub struct ControllerProcess {
+    child: Option<Child>,
+    namespace: String,
+    log: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl ControllerProcess {
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with_env(namespace, vec![])
+    }
+
+    pub fn start_with_env(namespace: &str, extra_env: Vec<(String, String)>) -> Self {
+        let logs = repo_root().join(".cluster/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("controller-{namespace}.log"));
+        let mut p = ControllerProcess {
+            child: None,
+            namespace: namespace.to_string(),
+            log,
+            extra_env,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_syncseq"))
+            .args([
+                "controller",
+                "--namespace",
+                &self.namespace,
+                "--log-level",
+                "info,syncseq=debug",
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start syncseq controller");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, as when a node dies.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
