@@ -1,5 +1,38 @@
-# Local Kubernetes control plane (see hack/README.md).
-.PHONY: tools cluster cluster-down
+# syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
+# main job on the local control plane. Both start the control plane if it is not running.
+.PHONY: all build crds lint test test-unit test-integration demo tools cluster cluster-down
+
+CARGO ?= cargo
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+# Regenerate the CRDs from the Rust types (a unit test fails when they drift).
+crds:
+	$(CARGO) run --locked -q -- crd > crds/syncseq.dev_crds.yaml
+
+# Quality gates: formatting and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Unit and property tests of the pure core (schedule, engine, API), including the CRD drift check.
+test-unit:
+	$(CARGO) test --locked --lib --bins
+
+# Integration tests against the real local control plane.
+test-integration: cluster
+	$(CARGO) test --locked --tests
+
+# Everything CI checks.
+test: lint test-unit test-integration
+
+# Start the control plane, run the controller, apply the CRM example, trigger it and watch the
+# three steps run in order; ends with `kubectl describe` of the finished sequence.
+demo:
+	hack/demo.sh
 
 # Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and helm.
 tools:

@@ -379,12 +379,6 @@ async fn deleting_the_sequence_garbage_collects_its_jobs() {
 async fn fifty_sequences_triggered_at_once_all_complete() {
     install_crds().await;
     let ns = TestNamespace::new("seq-fifty").await;
-    let mut manifest = String::new();
-    for s in ["accounts", "workspaces", "contacts"] {
-        manifest.push_str(&sync_yaml(&format!("{s}"), "200ms", 0, None));
-        manifest.push_str("---\n");
-    }
-    ns.kubectl_apply(&manifest);
     // Each sequence needs its own Syncs, or they would (rightly) wait for each other.
     let mut manifest = String::new();
     for i in 0..50 {

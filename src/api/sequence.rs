@@ -1,5 +1,8 @@
 //! `SyncSequence`: Syncs run in a linear order on a CronJob-style schedule.
 
+// kube-derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};

@@ -1,5 +1,8 @@
 //! `Sync`: one data sync, described as a Job template.
 
+// kube-derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

@@ -2,7 +2,6 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
@@ -11,9 +10,6 @@ use crate::engine::{Action, Plan};
 
 /// Field manager of everything syncseq writes.
 pub const FIELD_MANAGER: &str = "syncseq";
-
-/// Events carry at most 1 KiB of note.
-const MAX_NOTE_BYTES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -80,39 +76,19 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
                 }
             }
             Action::Event(ev) => {
-                let event = KubeEvent {
-                    type_: if ev.warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: ev.reason.into(),
-                    note: Some(cut(&ev.note)),
-                    action: ev.action.into(),
-                    secondary: None,
-                };
                 if ev.warning {
                     tracing::warn!(sequence = %name, reason = ev.reason, "{}", ev.note);
                 } else {
                     tracing::info!(sequence = %name, reason = ev.reason, "{}", ev.note);
                 }
                 // An Event that cannot be recorded must not stop the run.
-                if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                if let Err(e) =
+                    super::events::publish(&ctx.client, &ctx.reporter, &reference, ev).await
+                {
                     tracing::warn!(sequence = %name, error = %e, "failed to record event");
                 }
             }
         }
     }
     Ok(())
-}
-
-fn cut(note: &str) -> String {
-    if note.len() <= MAX_NOTE_BYTES {
-        return note.to_string();
-    }
-    let mut end = MAX_NOTE_BYTES - 3;
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &note[..end])
 }

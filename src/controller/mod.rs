@@ -4,6 +4,7 @@
 //! triggers, so steady state costs no list calls: Jobs and Pods are watched by label, Syncs and
 //! sequences in full, within the configured namespace scope.
 
+mod events;
 mod execute;
 mod observe;
 mod reconcile;
@@ -14,7 +15,6 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -36,7 +36,7 @@ pub struct Context {
     pub syncs: Store<Sync>,
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
-    pub recorder: Recorder,
+    pub reporter: events::Reporter,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -92,11 +92,13 @@ pub async fn run(
         .touched_objects()
         .boxed();
 
-    let reporter = Reporter {
-        controller: "syncseq".into(),
-        instance: config.instance.clone(),
+    let reporter = events::Reporter {
+        controller: "syncseq.dev/controller".into(),
+        instance: config
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("syncseq-{}", std::process::id())),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
     let sequences = api::<SyncSequence>(&client, ns);
     let controller = Controller::new(sequences, watcher::Config::default());
     let seq_store = controller.store();
@@ -121,7 +123,7 @@ pub async fn run(
         syncs: syncs.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
-        recorder,
+        reporter,
         caches_ready,
     });
 
@@ -133,21 +135,20 @@ pub async fn run(
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
                 refs.push(ObjectRef::new(seq).within(&ns));
             }
-            if job.status.as_ref().is_some_and(|s| {
+            if (job.status.as_ref().is_some_and(|s| {
                 s.completion_time.is_some()
                     || s.conditions
                         .iter()
                         .flatten()
                         .any(|c| c.type_ == "Failed" && c.status == "True")
-            }) || job.metadata.deletion_timestamp.is_some()
+            }) || job.metadata.deletion_timestamp.is_some())
+                && let Some(sync) = job.labels().get(labels::SYNC)
             {
-                if let Some(sync) = job.labels().get(labels::SYNC) {
-                    refs.extend(referencing(
-                        &seq_store_for_jobs,
-                        job.namespace().as_deref(),
-                        sync,
-                    ));
-                }
+                refs.extend(referencing(
+                    &seq_store_for_jobs,
+                    job.namespace().as_deref(),
+                    sync,
+                ));
             }
             refs
         })

@@ -463,12 +463,12 @@ pub(super) fn rejected_rows_exceeded(spec: &Step, report: &Report) -> Option<Str
     let policy = spec.rejected_rows.as_ref()?;
     let rejected = report.rows_rejected.unwrap_or(0);
     let synced = report.rows_synced.unwrap_or(0);
-    if let Some(max) = policy.max {
-        if rejected > max {
-            return Some(format!(
-                "{rejected} rows rejected, more than the limit of {max}"
-            ));
-        }
+    if let Some(max) = policy.max
+        && rejected > max
+    {
+        return Some(format!(
+            "{rejected} rows rejected, more than the limit of {max}"
+        ));
     }
     if let Some(pct) = policy.max_percent {
         let total = synced + rejected;

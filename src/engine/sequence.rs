@@ -53,10 +53,10 @@ pub fn decide(obs: &Observed) -> Plan {
     }
 
     let mut wake = None;
-    if let Some(run) = st.current_run.as_mut() {
-        if run.phase == RunPhase::Running {
-            wake = earliest(wake, advance(run, &ctx, &mut actions));
-        }
+    if let Some(run) = st.current_run.as_mut()
+        && run.phase == RunPhase::Running
+    {
+        wake = earliest(wake, advance(run, &ctx, &mut actions));
     }
     archive_finished(&mut st, history_limit(seq));
 
@@ -112,14 +112,14 @@ pub fn decide(obs: &Observed) -> Plan {
             }
         }
     }
-    if st.current_run.is_none() {
-        if let Some(q) = st.queued_run.take() {
-            let trigger = Trigger {
-                kind: q.trigger,
-                scheduled: q.scheduled_time.map(|t| t.0),
-            };
-            start_run(&mut st, trigger, &ctx, &mut actions, &mut wake);
-        }
+    if st.current_run.is_none()
+        && let Some(q) = st.queued_run.take()
+    {
+        let trigger = Trigger {
+            kind: q.trigger,
+            scheduled: q.scheduled_time.map(|t| t.0),
+        };
+        start_run(&mut st, trigger, &ctx, &mut actions, &mut wake);
     }
 
     delete_expired_jobs(&st, obs, &mut actions);

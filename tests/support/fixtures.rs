@@ -125,10 +125,10 @@ impl JobLog {
             let mut stream = watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = stream.next().await {
                 let Ok(ev) = ev else { continue };
-                if let watcher::Event::InitDone = ev {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+                if let watcher::Event::InitDone = ev
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
                 let (watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = ev else {
                     continue;
