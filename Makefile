@@ -24,7 +24,7 @@ test-unit:
 
 # Integration tests against the real local control plane.
 test-integration: cluster
-	$(CARGO) test --locked --tests
+	$(CARGO) test --locked --test '*'
 
 # Everything CI checks.
 test: lint test-unit test-integration

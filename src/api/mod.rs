@@ -30,6 +30,8 @@ pub mod labels {
     pub const SYNC: &str = "syncseq.dev/sync";
     /// On Jobs: the attempt number of the step (1-based).
     pub const ATTEMPT: &str = "syncseq.dev/attempt";
+    /// On Jobs of a Sync's own runs: what triggered the run (`Manual` or `Schedule`).
+    pub const TRIGGER: &str = "syncseq.dev/trigger";
     /// On Jobs: identifies Jobs managed by syncseq.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`].

@@ -428,12 +428,37 @@ pub struct RunSummary {
     pub message: Option<String>,
 }
 
-/// The health an alert last notified, so a repeated failure notifies only once.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// What an alert has notified and not yet seen recover, so a failure that goes on run after
+/// run notifies once (see docs/alerts.md).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertState {
     /// The alert's name.
     pub name: String,
-    /// `Healthy` or `Failing`.
-    pub state: String,
+    /// `Failing` while a failure this alert notified has not been followed by a successful run.
+    #[serde(default)]
+    pub state: AlertHealth,
+    /// The run whose notified failure made the alert `Failing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_run: Option<i64>,
+    /// A run failure was notified (`RunFailed`) and no run has succeeded since.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_failed: bool,
+    /// Steps whose failure was notified (`StepFailed`) and that have not succeeded since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_steps: Vec<String>,
+    /// Steps whose rejected rows over the limit were notified (`RejectedRows`) and that have
+    /// not succeeded within the limit since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_rows_steps: Vec<String>,
+}
+
+/// Health of an alert's subject, as last notified.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AlertHealth {
+    /// Nothing this alert notified is still failing.
+    #[default]
+    Healthy,
+    /// A notified failure has not recovered yet.
+    Failing,
 }

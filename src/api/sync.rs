@@ -89,6 +89,12 @@ pub struct SyncStatus {
     /// Last time the sync's own schedule started a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// The most recent scheduled time that was not run because it was past `startingDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_missed_schedule_time: Option<Time>,
+    /// Scheduled times that were not run because they were past `startingDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_schedules: Option<i64>,
     /// Next time the sync's own schedule fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,

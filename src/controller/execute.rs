@@ -5,8 +5,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy}
 use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
-use crate::api::SyncSequence;
-use crate::engine::{Action, Plan};
+use crate::engine::Action;
 
 /// Field manager of everything syncseq writes.
 pub const FIELD_MANAGER: &str = "syncseq";
@@ -21,33 +20,55 @@ pub enum ExecuteError {
     DeleteJob(String, #[source] kube::Error),
 }
 
-/// Executes a plan for a sequence. Status goes first: if the controller dies before the Jobs are
-/// created, the next reconcile sees the recorded attempt and creates the Job then.
-pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(), ExecuteError> {
-    let ns = seq.namespace().unwrap_or_default();
-    let name = seq.name_any();
-    if seq.status.as_ref() != Some(&plan.status) {
-        let sequences: Api<SyncSequence> = Api::namespaced(ctx.client.clone(), &ns);
+/// Executes a plan for a sequence or a Sync. Status goes first: if the controller dies before
+/// the Jobs are created, the next reconcile sees the recorded attempt and creates the Job then.
+pub async fn execute<K, S>(
+    obj: &K,
+    status: Option<&S>,
+    actions: &[Action],
+    ctx: &Context,
+) -> Result<(), ExecuteError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    if let Some(status) = status {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
         let body = serde_json::json!({
-            "apiVersion": "syncseq.dev/v1alpha1",
-            "kind": "SyncSequence",
-            "status": plan.status,
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
         });
-        sequences
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| ExecuteError::Status(name.clone(), e))?;
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let reference = seq.object_ref(&());
-    for action in &plan.actions {
+    let reference = obj.object_ref(&());
+    for action in actions {
         match action {
             Action::CreateJob(job) => {
                 let job_name = job.name_any();
+                let sync = job
+                    .labels()
+                    .get(crate::api::labels::SYNC)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Err(holder) = ctx.sync_gate.claim(&ctx.jobs, &ns, &sync, &job_name) {
+                    // Another reconciler started this Sync a moment ago; the holder's
+                    // completion wakes us again, and the engine then reports the wait.
+                    tracing::info!(object = %name, job = %job_name, %holder, "sync is busy; not creating job yet");
+                    continue;
+                }
                 match jobs
                     .create(
                         &PostParams {
@@ -58,10 +79,13 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
                     )
                     .await
                 {
-                    Ok(_) => tracing::info!(sequence = %name, job = %job_name, "created job"),
+                    Ok(_) => tracing::info!(object = %name, job = %job_name, "created job"),
                     // Deterministic names: the Job exists from an earlier attempt at this plan.
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(ExecuteError::CreateJob(job_name, e)),
+                    Err(e) => {
+                        ctx.sync_gate.release(&ns, &sync, &job_name);
+                        return Err(ExecuteError::CreateJob(job_name, e));
+                    }
                 }
             }
             Action::DeleteJob { name: job_name } => {
@@ -70,22 +94,22 @@ pub async fn execute(seq: &SyncSequence, plan: &Plan, ctx: &Context) -> Result<(
                     ..Default::default()
                 };
                 match jobs.delete(job_name, &params).await {
-                    Ok(_) => tracing::info!(sequence = %name, job = %job_name, "deleted job"),
+                    Ok(_) => tracing::info!(object = %name, job = %job_name, "deleted job"),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(ExecuteError::DeleteJob(job_name.clone(), e)),
                 }
             }
             Action::Event(ev) => {
                 if ev.warning {
-                    tracing::warn!(sequence = %name, reason = ev.reason, "{}", ev.note);
+                    tracing::warn!(object = %name, reason = ev.reason, "{}", ev.note);
                 } else {
-                    tracing::info!(sequence = %name, reason = ev.reason, "{}", ev.note);
+                    tracing::info!(object = %name, reason = ev.reason, "{}", ev.note);
                 }
                 // An Event that cannot be recorded must not stop the run.
                 if let Err(e) =
                     super::events::publish(&ctx.client, &ctx.reporter, &reference, ev).await
                 {
-                    tracing::warn!(sequence = %name, error = %e, "failed to record event");
+                    tracing::warn!(object = %name, error = %e, "failed to record event");
                 }
             }
         }

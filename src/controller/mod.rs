@@ -8,10 +8,12 @@ mod events;
 mod execute;
 mod observe;
 mod reconcile;
+mod sync_gate;
+mod sync_reconcile;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Controller;
@@ -37,6 +39,8 @@ pub struct Context {
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
     pub reporter: events::Reporter,
+    /// Claims that keep two reconcilers from starting the same Sync at once.
+    pub sync_gate: sync_gate::SyncGate,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -124,13 +128,43 @@ pub async fn run(
         jobs: jobs.clone(),
         pods: pods.clone(),
         reporter,
+        sync_gate: Default::default(),
         caches_ready,
     });
 
+    // Job and Pod events also wake the Sync they run, through this channel: one watch per kind
+    // serves both controllers.
+    let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Sync>>();
+    let wake_sync = move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        if let (Some(sync), Some(ns)) = (
+            meta.labels.as_ref().and_then(|l| l.get(labels::SYNC)),
+            meta.namespace.as_ref(),
+        ) {
+            let _ = sync_tx.send(ObjectRef::new(sync).within(ns));
+        }
+    };
+    let wake_sync_for_pods = wake_sync.clone();
+    let shutdown = shutdown.shared();
+
+    let sync_controller = Controller::new(api::<Sync>(&client, ns), watcher::Config::default())
+        .reconcile_on(futures::stream::poll_fn(move |cx| sync_rx.poll_recv(cx)))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            sync_reconcile::reconcile,
+            sync_reconcile::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "sync reconcile failed");
+            }
+        });
+
     let seq_store_for_jobs = seq_store.clone();
-    controller
+    let sequence_controller = controller
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
+            wake_sync(&job.metadata);
             let mut refs = Vec::new();
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
                 refs.push(ObjectRef::new(seq).within(&ns));
@@ -152,7 +186,8 @@ pub async fn run(
             }
             refs
         })
-        .watches_stream(pod_stream, |pod: Pod| {
+        .watches_stream(pod_stream, move |pod: Pod| {
+            wake_sync_for_pods(&pod.metadata);
             let ns = pod.namespace();
             pod.labels()
                 .get(labels::SEQUENCE)
@@ -173,8 +208,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
+        });
+    tokio::join!(sequence_controller, sync_controller);
     Ok(())
 }
 

@@ -48,14 +48,26 @@ pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requ
         wake_at = ?plan.wake_at,
         "decided"
     );
-    execute(&seq, &plan, &ctx).await?;
-    Ok(match plan.wake_at {
+    let changed = seq.status.as_ref() != Some(&plan.status);
+    execute(
+        seq.as_ref(),
+        changed.then_some(&plan.status),
+        &plan.actions,
+        &ctx,
+    )
+    .await?;
+    Ok(requeue_at(plan.wake_at, now))
+}
+
+/// Requeue at the engine's wake-up time, or wait for the next watch event.
+pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Requeue {
+    match wake_at {
         Some(at) => {
             let wait = at.duration_since(now).as_millis().max(0) as u64;
             Requeue::requeue(Duration::from_millis(wait))
         }
         None => Requeue::await_change(),
-    })
+    }
 }
 
 pub fn error_policy(seq: Arc<SyncSequence>, error: &ExecuteError, _ctx: Arc<Context>) -> Requeue {

@@ -5,11 +5,13 @@
 //! and returns a [`Plan`]: the status to write, the actions to execute, and when to wake up.
 //! The controller executes plans; tests drive this module directly, without an API server.
 
+mod alerting;
 mod conditions;
 mod job;
 mod result;
 mod run;
 mod sequence;
+mod sync;
 mod triggers;
 
 #[cfg(test)]
@@ -27,6 +29,7 @@ pub use result::{
     JobOutcome, JobView, Report, job_outcome, parse_termination_message, pod_report, truncate,
 };
 pub use sequence::decide;
+pub use sync::{SyncJob, SyncObserved, SyncPlan, decide_sync};
 
 /// How long to wait for a finished Job's Pod result to show up in the Pod cache before
 /// deciding without it. Pod and Job watches are separate streams, so the Job's `Complete`
@@ -76,6 +79,9 @@ pub enum Action {
     DeleteJob { name: String },
     /// Record an Event on the sequence.
     Event(Event),
+    /// Send an alert notification. The controller queues it and delivers it in the background,
+    /// with retries; delivery never holds up the reconcile.
+    Notify(Box<crate::alerts::Notification>),
 }
 
 /// An Event to record (events.k8s.io), shown by `kubectl describe`.

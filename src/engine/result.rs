@@ -39,6 +39,8 @@ pub struct JobView {
     pub report: Option<Report>,
     /// Whether the Job is being deleted.
     pub deleting: bool,
+    /// When the Job was created.
+    pub created: Option<jiff::Timestamp>,
 }
 
 impl JobView {

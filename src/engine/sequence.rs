@@ -7,7 +7,7 @@ use kube::ResourceExt;
 
 use super::conditions::{self, Desired};
 use super::run::{RunContext, advance, cancel_run, new_run};
-use super::triggers::{self, Trigger};
+use super::triggers::{self, ScheduleSettings, ScheduleState, Trigger};
 use super::{Action, Event, JobOwner, Observed, Plan, earliest};
 use crate::api::{
     ConcurrencyPolicy, QueuedRun, RunPhase, RunStatus, RunSummary, StepPhase, SyncSequenceStatus,
@@ -37,9 +37,15 @@ pub fn decide(obs: &Observed) -> Plan {
     let mut actions = Vec::new();
     let owner = owner_of(seq);
     let ctx = RunContext { obs, owner: &owner };
-    let schedule = triggers::parse_schedule(seq);
+    let settings = ScheduleSettings {
+        schedule: seq.spec.schedule.as_deref(),
+        time_zone: seq.spec.time_zone.as_deref(),
+        starting_deadline_seconds: seq.spec.starting_deadline_seconds,
+        suspend: seq.spec.suspend,
+    };
+    let schedule = triggers::parse_schedule(&settings);
 
-    if triggers::cancel_requested(seq, &mut st) {
+    if triggers::cancel_requested(&seq.metadata, &mut st.last_handled_cancel_at) {
         match st.current_run.as_mut() {
             Some(run) if run.phase == RunPhase::Running => {
                 cancel_run(run, "cancelled by request", obs.jobs, &mut actions, now)
@@ -62,8 +68,19 @@ pub fn decide(obs: &Observed) -> Plan {
 
     // Triggers: manual first, then the schedule; each subject to the concurrency policy.
     let mut incoming: Vec<Trigger> = Vec::new();
-    incoming.extend(triggers::manual(seq, &mut st));
-    let (scheduled, next_fire) = triggers::scheduled(seq, &schedule, &mut st, now, &mut actions);
+    incoming.extend(triggers::manual(
+        &seq.metadata,
+        &mut st.last_handled_request_at,
+    ));
+    let state = ScheduleState {
+        last_schedule_time: &mut st.last_schedule_time,
+        last_missed_schedule_time: &mut st.last_missed_schedule_time,
+        missed_schedules: &mut st.missed_schedules,
+        next_schedule_time: &mut st.next_schedule_time,
+    };
+    let created = seq.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let (scheduled, next_fire) =
+        triggers::scheduled(&settings, &schedule, created, state, now, &mut actions);
     incoming.extend(scheduled);
     wake = earliest(wake, next_fire);
 
@@ -131,6 +148,7 @@ pub fn decide(obs: &Observed) -> Plan {
         generation,
         &mut actions,
     );
+    super::alerting::notify(&old, &mut st, obs, &mut actions);
     st.observed_generation = generation;
     Plan {
         status: st,

@@ -128,6 +128,7 @@ impl World {
                         finished_at: None,
                         report: None,
                         deleting: false,
+                        created: Some(self.now),
                     });
                     self.created.push(name.clone());
                     new.push(name);

@@ -1,10 +1,11 @@
-//! What asks for a new run: the schedule and the manual-request annotation.
+//! What asks for a new run: the schedule and the manual-request annotation. Shared by
+//! sequences and standalone Syncs, which hold the same schedule fields.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::{Action, Event};
-use crate::api::{SyncSequence, SyncSequenceStatus, TriggerKind, annotations};
+use crate::api::{TriggerKind, annotations};
 use crate::schedule::{self, Schedule};
 
 /// A request for a run.
@@ -15,6 +16,22 @@ pub(super) struct Trigger {
     pub scheduled: Option<Timestamp>,
 }
 
+/// The schedule settings of a resource's spec.
+pub(super) struct ScheduleSettings<'a> {
+    pub schedule: Option<&'a str>,
+    pub time_zone: Option<&'a str>,
+    pub starting_deadline_seconds: Option<i64>,
+    pub suspend: bool,
+}
+
+/// The schedule bookkeeping in a resource's status.
+pub(super) struct ScheduleState<'a> {
+    pub last_schedule_time: &'a mut Option<Time>,
+    pub last_missed_schedule_time: &'a mut Option<Time>,
+    pub missed_schedules: &'a mut Option<i64>,
+    pub next_schedule_time: &'a mut Option<Time>,
+}
+
 /// The parsed schedule, or why it cannot be used.
 pub(super) struct ScheduleSpec {
     pub parsed: Option<(Schedule, jiff::tz::TimeZone)>,
@@ -22,15 +39,15 @@ pub(super) struct ScheduleSpec {
     pub error: Option<String>,
 }
 
-pub(super) fn parse_schedule(seq: &SyncSequence) -> ScheduleSpec {
-    let Some(expr) = seq.spec.schedule.as_deref() else {
+pub(super) fn parse_schedule(settings: &ScheduleSettings) -> ScheduleSpec {
+    let Some(expr) = settings.schedule else {
         return ScheduleSpec {
             parsed: None,
             error: None,
         };
     };
-    let parsed = Schedule::parse(expr)
-        .and_then(|s| Ok((s, schedule::parse_time_zone(seq.spec.time_zone.as_deref())?)));
+    let parsed =
+        Schedule::parse(expr).and_then(|s| Ok((s, schedule::parse_time_zone(settings.time_zone)?)));
     match parsed {
         Ok(p) => ScheduleSpec {
             parsed: Some(p),
@@ -43,17 +60,22 @@ pub(super) fn parse_schedule(seq: &SyncSequence) -> ScheduleSpec {
     }
 }
 
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a String> {
+    meta.annotations.as_ref()?.get(key)
+}
+
+/// The value of the manual-request annotation, when it differs from the one handled last.
+pub(super) fn new_request<'a>(
+    meta: &'a ObjectMeta,
+    handled: &Option<String>,
+) -> Option<&'a String> {
+    annotation(meta, annotations::REQUESTED_AT).filter(|v| handled.as_ref() != Some(*v))
+}
+
 /// A new value of the manual-request annotation starts one run; the value is echoed in status.
-pub(super) fn manual(seq: &SyncSequence, status: &mut SyncSequenceStatus) -> Option<Trigger> {
-    let value = seq
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(annotations::REQUESTED_AT)?;
-    if status.last_handled_request_at.as_ref() == Some(value) {
-        return None;
-    }
-    status.last_handled_request_at = Some(value.clone());
+pub(super) fn manual(meta: &ObjectMeta, handled: &mut Option<String>) -> Option<Trigger> {
+    let value = new_request(meta, handled)?.clone();
+    *handled = Some(value);
     Some(Trigger {
         kind: TriggerKind::Manual,
         scheduled: None,
@@ -61,66 +83,56 @@ pub(super) fn manual(seq: &SyncSequence, status: &mut SyncSequenceStatus) -> Opt
 }
 
 /// A new value of the cancel annotation: returns true once per value.
-pub(super) fn cancel_requested(seq: &SyncSequence, status: &mut SyncSequenceStatus) -> bool {
-    let Some(value) = seq
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(annotations::CANCEL_REQUESTED_AT))
-    else {
-        return false;
-    };
-    if status.last_handled_cancel_at.as_ref() == Some(value) {
-        return false;
+pub(super) fn cancel_requested(meta: &ObjectMeta, handled: &mut Option<String>) -> bool {
+    match annotation(meta, annotations::CANCEL_REQUESTED_AT) {
+        Some(v) if handled.as_ref() != Some(v) => {
+            *handled = Some(v.clone());
+            true
+        }
+        _ => false,
     }
-    status.last_handled_cancel_at = Some(value.clone());
-    true
 }
 
 /// CronJob semantics: at most one run, for the most recent unmet fire time, and only within
 /// `startingDeadlineSeconds`. Updates the schedule fields of status; returns the trigger and
 /// the next fire time to wake at.
 pub(super) fn scheduled(
-    seq: &SyncSequence,
+    settings: &ScheduleSettings,
     spec: &ScheduleSpec,
-    status: &mut SyncSequenceStatus,
+    created: Option<Timestamp>,
+    state: ScheduleState,
     now: Timestamp,
     actions: &mut Vec<Action>,
 ) -> (Option<Trigger>, Option<Timestamp>) {
     let Some((sched, tz)) = &spec.parsed else {
-        status.next_schedule_time = None;
+        *state.next_schedule_time = None;
         return (None, None);
     };
-    if seq.spec.suspend {
-        status.next_schedule_time = None;
+    if settings.suspend {
+        *state.next_schedule_time = None;
         return (None, None);
     }
-    let created = seq
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(now);
     let earliest = [
-        status.last_schedule_time.as_ref(),
-        status.last_missed_schedule_time.as_ref(),
+        state.last_schedule_time.as_ref(),
+        state.last_missed_schedule_time.as_ref(),
     ]
     .into_iter()
     .flatten()
     .map(|t| t.0)
     .max()
-    .unwrap_or(created);
-    let due = schedule::due(sched, tz, earliest, now, seq.spec.starting_deadline_seconds);
-    status.next_schedule_time = due.next.map(Time);
+    .or(created)
+    .unwrap_or(now);
+    let due = schedule::due(sched, tz, earliest, now, settings.starting_deadline_seconds);
+    *state.next_schedule_time = due.next.map(Time);
     if let Some(missed) = due.missed_past_deadline {
-        status.last_missed_schedule_time = Some(Time(missed));
-        status.missed_schedules = Some(status.missed_schedules.unwrap_or(0) + 1);
+        *state.last_missed_schedule_time = Some(Time(missed));
+        *state.missed_schedules = Some(state.missed_schedules.unwrap_or(0) + 1);
         actions.push(Event::warning(
             "MissedSchedule",
             "SkipSchedule",
             format!(
                 "missed scheduled time {missed}: it is more than startingDeadlineSeconds ({}s) late",
-                seq.spec.starting_deadline_seconds.unwrap_or_default()
+                settings.starting_deadline_seconds.unwrap_or_default()
             ),
         ));
     }
@@ -135,7 +147,7 @@ pub(super) fn scheduled(
                 ),
             ));
         }
-        status.last_schedule_time = Some(Time(t));
+        *state.last_schedule_time = Some(Time(t));
         Trigger {
             kind: TriggerKind::Schedule,
             scheduled: Some(t),

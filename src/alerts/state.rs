@@ -1,0 +1,238 @@
+//! Once per change of state: which notifications a batch of happenings causes.
+//!
+//! Each alert remembers, in `status.alertStates`, what it notified that has not recovered yet:
+//! whether a run failure was notified (`runFailed`), which steps' failures were
+//! (`failedSteps`) and which steps' rejected-rows breaches were (`rejectedRowsSteps`).
+//!
+//! - `RunFailed`: a run ends `Failed` and the alert has no run failure outstanding. Further
+//!   failed runs notify nothing; a run that ends `Succeeded` clears it.
+//! - `StepFailed`: a step's Job fails for good (after its retries, timeouts included) and the
+//!   step has no failure outstanding. The step's next `Succeeded` clears it, silently.
+//! - `RejectedRows`: a step exceeds its rejected-rows limit and has no breach outstanding. The
+//!   step's next `Succeeded` (within the limit) clears it, silently.
+//! - `Recovered`: a run ends `Succeeded` while anything is outstanding; everything clears.
+//!
+//! `SucceededWithErrors` and `Cancelled` runs change nothing at the run level: they are neither
+//! a new failure of the run nor a recovery. When a step failure stops the run and the alert
+//! sends `RunFailed` for that run, the step's own notification is folded into it (the
+//! `RunFailed` body names the step and carries its message), so one incident is one message.
+//! Only triggers listed in the alert's `when` notify or become outstanding, so `Recovered`
+//! follows only a failure that was notified.
+
+use jiff::Timestamp;
+
+use super::{AlertEvent, Notification};
+use crate::api::{Alert, AlertHealth, AlertState, AlertTrigger, RunPhase, TriggerKind};
+
+/// The sequence the happenings belong to, and when they were decided.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub namespace: &'a str,
+    pub sequence: &'a str,
+    pub now: Timestamp,
+}
+
+/// A run, as happenings refer to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRef {
+    pub id: i64,
+    pub trigger: TriggerKind,
+}
+
+/// A step's facts from status, for notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepInfo {
+    pub name: String,
+    pub sync: String,
+    pub message: Option<String>,
+    pub rows_synced: Option<i64>,
+    pub rows_rejected: Option<i64>,
+}
+
+/// How a step ended, as far as alerts care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Succeeded, rejected rows (if any) within the limit or ignored.
+    Succeeded,
+    /// Its Job failed (after retries), or timed out.
+    Failed,
+    /// Its Job succeeded but the rejected rows exceeded the limit.
+    RejectedRows,
+}
+
+/// Something that happened to a sequence in one decision, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Happening {
+    /// A step reached a final phase.
+    Step {
+        run: RunRef,
+        step: StepInfo,
+        outcome: StepOutcome,
+    },
+    /// A run ended.
+    Run {
+        run: RunRef,
+        phase: RunPhase,
+        message: Option<String>,
+        /// The first failed step, if any.
+        failed_step: Option<StepInfo>,
+    },
+}
+
+/// The notifications the happenings cause, and every alert's new state (in the order of
+/// `alerts`; states of alerts no longer in the spec are dropped). Pure and deterministic;
+/// with no happenings it sends nothing and changes no state.
+pub fn evaluate(
+    alerts: &[Alert],
+    states: &[AlertState],
+    happenings: &[Happening],
+    subject: &Subject,
+) -> (Vec<Notification>, Vec<AlertState>) {
+    let mut notifications = Vec::new();
+    let mut new_states = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        let mut st = states
+            .iter()
+            .find(|s| s.name == alert.name)
+            .cloned()
+            .unwrap_or_else(|| AlertState {
+                name: alert.name.clone(),
+                ..AlertState::default()
+            });
+        let mut events = Vec::new();
+        for h in happenings {
+            apply(alert, &mut st, h, subject, &mut events);
+        }
+        fold_into_run_failed(&mut events);
+        st.state = if outstanding(&st) {
+            AlertHealth::Failing
+        } else {
+            st.failing_since_run = None;
+            AlertHealth::Healthy
+        };
+        notifications.extend(events.into_iter().map(|event| Notification {
+            alert: alert.name.clone(),
+            webhook: alert.webhook.clone(),
+            event,
+        }));
+        new_states.push(st);
+    }
+    (notifications, new_states)
+}
+
+fn outstanding(st: &AlertState) -> bool {
+    st.run_failed || !st.failed_steps.is_empty() || !st.rejected_rows_steps.is_empty()
+}
+
+fn apply(
+    alert: &Alert,
+    st: &mut AlertState,
+    h: &Happening,
+    subject: &Subject,
+    events: &mut Vec<AlertEvent>,
+) {
+    let wants = |t: AlertTrigger| alert.when.contains(&t);
+    let event = |kind, run: &RunRef, phase, step: Option<&StepInfo>, message: String| AlertEvent {
+        kind,
+        namespace: subject.namespace.to_string(),
+        sequence: subject.sequence.to_string(),
+        run: run.id,
+        trigger: run.trigger,
+        phase,
+        step: step.cloned(),
+        message,
+        failing_since_run: None,
+        time: subject.now,
+    };
+    match h {
+        Happening::Step {
+            step,
+            outcome: StepOutcome::Succeeded,
+            ..
+        } => {
+            st.failed_steps.retain(|s| *s != step.name);
+            st.rejected_rows_steps.retain(|s| *s != step.name);
+        }
+        Happening::Step { run, step, outcome } => {
+            let (trigger, list) = match outcome {
+                StepOutcome::Failed => (AlertTrigger::StepFailed, &mut st.failed_steps),
+                _ => (AlertTrigger::RejectedRows, &mut st.rejected_rows_steps),
+            };
+            if !wants(trigger) || list.contains(&step.name) {
+                return;
+            }
+            list.push(step.name.clone());
+            if st.failing_since_run.is_none() {
+                st.failing_since_run = Some(run.id);
+            }
+            let message = step.message.clone().unwrap_or_else(|| match outcome {
+                StepOutcome::Failed => "step failed".into(),
+                _ => "rejected rows exceeded the limit".into(),
+            });
+            events.push(event(trigger, run, "Failed", Some(step), message));
+        }
+        Happening::Run {
+            run,
+            phase: RunPhase::Failed,
+            message,
+            failed_step,
+        } => {
+            if !wants(AlertTrigger::RunFailed) || st.run_failed {
+                return;
+            }
+            st.run_failed = true;
+            if st.failing_since_run.is_none() {
+                st.failing_since_run = Some(run.id);
+            }
+            let message = message.clone().unwrap_or_else(|| "run failed".into());
+            events.push(event(
+                AlertTrigger::RunFailed,
+                run,
+                "Failed",
+                failed_step.as_ref(),
+                message,
+            ));
+        }
+        Happening::Run {
+            run,
+            phase: RunPhase::Succeeded,
+            message,
+            ..
+        } => {
+            // The run's own step successes (earlier in this batch) may have cleared step
+            // failures already; `failing_since_run` still says whether the alert was failing.
+            let since = st.failing_since_run;
+            let was_failing = since.is_some() || outstanding(st);
+            st.run_failed = false;
+            st.failed_steps.clear();
+            st.rejected_rows_steps.clear();
+            st.failing_since_run = None;
+            if was_failing && wants(AlertTrigger::Recovered) {
+                let message = message
+                    .clone()
+                    .unwrap_or_else(|| "all steps succeeded".into());
+                let mut e = event(AlertTrigger::Recovered, run, "Succeeded", None, message);
+                e.failing_since_run = since;
+                events.push(e);
+            }
+        }
+        // SucceededWithErrors, Cancelled: neither a new run failure nor a recovery.
+        Happening::Run { .. } => {}
+    }
+}
+
+/// Drops a step notification when a `RunFailed` notification of the same run names that step.
+fn fold_into_run_failed(events: &mut Vec<AlertEvent>) {
+    let stopped: Vec<(i64, String)> = events
+        .iter()
+        .filter(|e| e.kind == AlertTrigger::RunFailed)
+        .filter_map(|e| Some((e.run, e.step.as_ref()?.name.clone())))
+        .collect();
+    events.retain(|e| {
+        !matches!(e.kind, AlertTrigger::StepFailed | AlertTrigger::RejectedRows)
+            || !e
+                .step
+                .as_ref()
+                .is_some_and(|s| stopped.contains(&(e.run, s.name.clone())))
+    });
+}
