@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration demo tools cluster cluster-down
+.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -12,6 +12,7 @@ build:
 # Regenerate the CRDs from the Rust types (a unit test fails when they drift).
 crds:
 	$(CARGO) run --locked -q -- crd > crds/syncseq.dev_crds.yaml
+	hack/check-chart-crds.sh --fix
 
 # Quality gates: formatting and clippy with warnings as errors.
 lint:
@@ -26,8 +27,18 @@ test-unit:
 test-integration: cluster
 	$(CARGO) test --locked --test '*'
 
+# The Helm chart: lint, render, server-side dry-run, RBAC checks, and a run under the chart's
+# ServiceAccount instead of admin.
+test-chart: cluster build
+	hack/check-chart-crds.sh
+	SYNCSEQ_BIN=target/debug/syncseq hack/test-chart.sh
+
+# Argo CD Lua health check (gopher-lua), kstatus and Flux health expressions on captured fixtures.
+test-gitops:
+	cd gitops && go mod download && go test ./...
+
 # Everything CI checks.
-test: lint test-unit test-integration
+test: lint test-unit test-integration test-chart test-gitops
 
 # Start the control plane, run the controller, apply the CRM example, trigger it and watch the
 # three steps run in order; ends with `kubectl describe` of the finished sequence.

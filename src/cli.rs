@@ -39,9 +39,28 @@ pub struct ControllerArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `syncseq=debug`).
     #[arg(long, env = "SYNCSEQ_LOG", default_value = "info")]
     pub log_level: String,
-    /// Instance name reported in Events (defaults to the host name).
+    /// Instance name reported in Events and used as the leader-election identity
+    /// (defaults to a name made of the host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints (port 0 picks a free port).
+    #[arg(long, env = "SYNCSEQ_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: String,
+    /// Take part in Lease-based leader election; only the leader reconciles (the default).
+    #[arg(long, overrides_with = "no_leader_election")]
+    pub leader_election: bool,
+    /// Reconcile without leader election (a single replica).
+    #[arg(long, overrides_with = "leader_election")]
+    pub no_leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "syncseq-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (defaults to the watched namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a lease lasts without renewal: how long a standby waits after the leader dies.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,17 +9,92 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod engine;
+pub mod leader;
+pub mod metrics;
 pub mod schedule;
+pub mod server;
 mod telemetry;
 
-/// Runs the controller until SIGTERM or Ctrl-C; in-flight reconciles finish first.
+/// Runs the controller until SIGTERM or Ctrl-C; in-flight reconciles finish first. With
+/// leader election, waits for the lease, reconciles while holding it, and exits with an error
+/// when it is lost (the replica restarts and rejoins as a standby).
 pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use futures::FutureExt;
+
     telemetry::init_logging(&args.log_format, &args.log_level)?;
     let client = kube::Client::try_default().await?;
+    let instance = args.instance.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "syncseq".into());
+        format!("{host}-{}", std::process::id())
+    });
     let config = controller::Config {
-        namespace: args.namespace,
-        instance: args.instance,
+        namespace: args.namespace.clone(),
+        instance: Some(instance.clone()),
     };
-    tracing::info!(namespace = ?config.namespace, "starting syncseq controller");
-    controller::run(client, config, telemetry::shutdown_signal()).await
+    let metrics = Arc::new(metrics::Metrics::new());
+    let health = Arc::new(server::Health::default());
+    let address = server::serve(&args.metrics_address, metrics.clone(), health.clone()).await?;
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    let shutdown = telemetry::shutdown_signal().shared();
+
+    if args.no_leader_election {
+        health.leading.store(true, Ordering::SeqCst);
+        tracing::info!(namespace = ?config.namespace, "starting syncseq controller (no leader election)");
+        return controller::run(
+            client,
+            config,
+            metrics,
+            health.caches_synced.clone(),
+            shutdown,
+        )
+        .await;
+    }
+    let lease = leader::LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or(args.namespace.clone())
+            .unwrap_or_else(|| "default".into()),
+        identity: instance,
+        duration: std::time::Duration::from_secs(args.lease_duration_seconds),
+    };
+    let mut election = leader::Election::start(client.clone(), &lease).await?;
+    health.electing.store(true, Ordering::SeqCst);
+    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for leadership");
+    tokio::select! {
+        acquired = election.acquired() => acquired?,
+        _ = shutdown.clone() => {
+            election.release().await;
+            return Ok(());
+        }
+    }
+    health.leading.store(true, Ordering::SeqCst);
+    tracing::info!(namespace = ?config.namespace, "leading: starting syncseq controller");
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = lost_rx => {}
+            }
+        }
+    };
+    let run = controller::run(client, config, metrics, health.caches_synced.clone(), stop);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        result = &mut run => result,
+        _ = election.lost() => {
+            tracing::error!("lost the lease: stopping");
+            let _ = lost_tx.send(());
+            let _ = run.await;
+            anyhow::bail!("lost leadership of lease {}", lease.name);
+        }
+    };
+    election.release().await;
+    result
 }

@@ -34,7 +34,10 @@ pub fn summary(e: &AlertEvent) -> String {
             e.run
         ),
         AlertTrigger::Recovered => match e.failing_since_run {
-            Some(since) => format!("recovered: run {} succeeded (failing since run {since})", e.run),
+            Some(since) => format!(
+                "recovered: run {} succeeded (failing since run {since})",
+                e.run
+            ),
             None => format!("recovered: run {} succeeded", e.run),
         },
     };
@@ -78,14 +81,21 @@ pub fn json_body(n: &Notification) -> Value {
 pub fn slack_body(n: &Notification) -> Value {
     let e = &n.event;
     let (emoji, title) = match e.kind {
-        AlertTrigger::RunFailed => (":red_circle:", format!("{}: run {} failed", e.sequence, e.run)),
+        AlertTrigger::RunFailed => (
+            ":red_circle:",
+            format!("{}: run {} failed", e.sequence, e.run),
+        ),
         AlertTrigger::StepFailed => (
             ":warning:",
             format!("{}: step {} failed", e.sequence, step_name(e)),
         ),
         AlertTrigger::RejectedRows => (
             ":warning:",
-            format!("{}: step {} rejected too many rows", e.sequence, step_name(e)),
+            format!(
+                "{}: step {} rejected too many rows",
+                e.sequence,
+                step_name(e)
+            ),
         ),
         AlertTrigger::Recovered => (":large_green_circle:", format!("{}: recovered", e.sequence)),
     };
@@ -180,7 +190,10 @@ pub fn slack_body(n: &Notification) -> Value {
 }
 
 fn field(label: &str, value: &str) -> Value {
-    let text = format!("*{label}*\n{}", escape_fit(value, SLACK_FIELD_MAX - label.len() - 4));
+    let text = format!(
+        "*{label}*\n{}",
+        escape_fit(value, SLACK_FIELD_MAX - label.len() - 4)
+    );
     json!({"type": "mrkdwn", "text": text})
 }
 
@@ -225,7 +238,7 @@ fn cut(s: &str, max: usize) -> String {
 
 /// Escapes Slack's control characters (`&`, `<`, `>`) and cuts the result to at most `max`
 /// characters without splitting an escape, marking a cut with `…`.
-fn escape_fit(s: &str, max: usize) -> String {
+pub(super) fn escape_fit(s: &str, max: usize) -> String {
     let mut out = String::new();
     let mut len = 0;
     let total: usize = s.chars().map(escaped_len).sum();
@@ -257,9 +270,4 @@ fn escaped_len(c: char) -> usize {
         '<' | '>' => 4,
         _ => 1,
     }
-}
-
-#[cfg(test)]
-pub(super) fn escape_fit_for_tests(s: &str, max: usize) -> String {
-    escape_fit(s, max)
 }

@@ -229,10 +229,12 @@ fn fold_into_run_failed(events: &mut Vec<AlertEvent>) {
         .filter_map(|e| Some((e.run, e.step.as_ref()?.name.clone())))
         .collect();
     events.retain(|e| {
-        !matches!(e.kind, AlertTrigger::StepFailed | AlertTrigger::RejectedRows)
-            || !e
-                .step
-                .as_ref()
-                .is_some_and(|s| stopped.contains(&(e.run, s.name.clone())))
+        !matches!(
+            e.kind,
+            AlertTrigger::StepFailed | AlertTrigger::RejectedRows
+        ) || !e
+            .step
+            .as_ref()
+            .is_some_and(|s| stopped.contains(&(e.run, s.name.clone())))
     });
 }

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 use serde_json::Value;
 
+use super::body::escape_fit;
 use super::*;
 use crate::api::{
     Alert, AlertHealth, AlertState, AlertTrigger, RunPhase, SecretKeyRef, TriggerKind, Webhook,
@@ -121,14 +122,20 @@ fn three_failed_runs_notify_once_and_a_success_recovers_once() {
         WebhookFormat::Slack,
     )];
     let (n, states) = play(&alerts, &[failed_run(1), failed_run(2), failed_run(3)]);
-    assert_eq!(kinds(&n), vec![("oncall".into(), AlertTrigger::RunFailed, 1)]);
+    assert_eq!(
+        kinds(&n),
+        vec![("oncall".into(), AlertTrigger::RunFailed, 1)]
+    );
     assert_eq!(states[0].state, AlertHealth::Failing);
     assert!(states[0].run_failed);
     assert_eq!(states[0].failing_since_run, Some(1));
     assert_eq!(n[0].event.step.as_ref().unwrap().name, "load");
 
     let (n2, states) = evaluate(&alerts, &states, &good_run(4), &subject());
-    assert_eq!(kinds(&n2), vec![("oncall".into(), AlertTrigger::Recovered, 4)]);
+    assert_eq!(
+        kinds(&n2),
+        vec![("oncall".into(), AlertTrigger::Recovered, 4)]
+    );
     assert_eq!(n2[0].event.failing_since_run, Some(1));
     assert_eq!(
         states[0],
@@ -141,7 +148,10 @@ fn three_failed_runs_notify_once_and_a_success_recovers_once() {
     let (n3, states) = evaluate(&alerts, &states, &good_run(5), &subject());
     assert!(n3.is_empty());
     let (n4, _) = evaluate(&alerts, &states, &failed_run(6), &subject());
-    assert_eq!(kinds(&n4), vec![("oncall".into(), AlertTrigger::RunFailed, 6)]);
+    assert_eq!(
+        kinds(&n4),
+        vec![("oncall".into(), AlertTrigger::RunFailed, 6)]
+    );
 }
 
 #[test]
@@ -172,9 +182,16 @@ fn a_step_failure_that_stops_the_run_is_one_notification() {
     // The step is still remembered as notified.
     assert_eq!(states[0].failed_steps, vec!["load".to_string()]);
     // A step-only alert hears about the step.
-    let alerts = [alert("steps", &[AlertTrigger::StepFailed], WebhookFormat::Json)];
+    let alerts = [alert(
+        "steps",
+        &[AlertTrigger::StepFailed],
+        WebhookFormat::Json,
+    )];
     let (n, _) = play(&alerts, &[failed_run(1), failed_run(2)]);
-    assert_eq!(kinds(&n), vec![("steps".into(), AlertTrigger::StepFailed, 1)]);
+    assert_eq!(
+        kinds(&n),
+        vec![("steps".into(), AlertTrigger::StepFailed, 1)]
+    );
 }
 
 #[test]
@@ -215,7 +232,10 @@ fn step_failures_are_keyed_per_step_and_clear_when_the_step_succeeds() {
     assert_eq!(states[0].failed_steps, vec!["b".to_string()]);
     // A clean run recovers everything, once.
     let (n, states) = evaluate(&alerts, &states, &good_run(5), &subject());
-    assert_eq!(kinds(&n), vec![("steps".into(), AlertTrigger::Recovered, 5)]);
+    assert_eq!(
+        kinds(&n),
+        vec![("steps".into(), AlertTrigger::Recovered, 5)]
+    );
     assert!(states[0].failed_steps.is_empty());
 }
 
@@ -230,17 +250,26 @@ fn rejected_rows_notify_once_per_step_with_the_numbers() {
         vec![
             Happening::Step {
                 run: run(id),
-                step: info("accounts", "50 of 1000 rows rejected (5.00%), more than the limit of 1%"),
+                step: info(
+                    "accounts",
+                    "50 of 1000 rows rejected (5.00%), more than the limit of 1%",
+                ),
                 outcome: StepOutcome::RejectedRows,
             },
             finished(id, RunPhase::SucceededWithErrors, None),
         ]
     };
     let (n, states) = play(&alerts, &[breach(1), breach(2)]);
-    assert_eq!(kinds(&n), vec![("rows".into(), AlertTrigger::RejectedRows, 1)]);
+    assert_eq!(
+        kinds(&n),
+        vec![("rows".into(), AlertTrigger::RejectedRows, 1)]
+    );
     assert_eq!(states[0].rejected_rows_steps, vec!["accounts".to_string()]);
     let body = json_body(&n[0]);
-    assert_eq!(body["rows"], serde_json::json!({"synced": 950, "rejected": 50}));
+    assert_eq!(
+        body["rows"],
+        serde_json::json!({"synced": 950, "rejected": 50})
+    );
     assert!(body["message"].as_str().unwrap().contains("50 of 1000"));
 }
 
@@ -260,7 +289,10 @@ fn cancelled_and_partial_runs_neither_fail_nor_recover_the_run() {
             failed_run(4),
         ],
     );
-    assert_eq!(kinds(&n), vec![("oncall".into(), AlertTrigger::RunFailed, 1)]);
+    assert_eq!(
+        kinds(&n),
+        vec![("oncall".into(), AlertTrigger::RunFailed, 1)]
+    );
     assert_eq!(states[0].state, AlertHealth::Failing);
 }
 
@@ -283,7 +315,12 @@ fn json_body_has_the_documented_fields() {
     let alerts = [alert("oncall", &ALL, WebhookFormat::Json)];
     let (n, _) = play(&alerts, &[failed_run(7)]);
     let body = render(&n[0]);
-    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = vec![
         "alert",
         "failingSinceRun",
@@ -355,7 +392,10 @@ fn slack_body_has_text_and_blocks() {
     );
     let (r, _) = evaluate(&alerts, &states, &good_run(4), &subject());
     let body = render(&r[0]);
-    assert_eq!(body["blocks"][0]["text"]["text"], ":large_green_circle: crm: recovered");
+    assert_eq!(
+        body["blocks"][0]["text"]["text"],
+        ":large_green_circle: crm: recovered"
+    );
     assert_eq!(
         body["text"],
         "revops/crm: recovered: run 4 succeeded (failing since run 3)"
@@ -364,9 +404,9 @@ fn slack_body_has_text_and_blocks() {
 
 #[test]
 fn slack_text_is_escaped_and_cut() {
-    assert_eq!(escape_fit_for_tests("a<b>&c", 100), "a&lt;b&gt;&amp;c");
-    assert_eq!(escape_fit_for_tests("&&&&", 11), "&amp;&amp;…");
-    assert_eq!(escape_fit_for_tests("abcdef", 4), "abc…");
+    assert_eq!(escape_fit("a<b>&c", 100), "a&lt;b&gt;&amp;c");
+    assert_eq!(escape_fit("&&&&", 11), "&amp;&amp;…");
+    assert_eq!(escape_fit("abcdef", 4), "abc…");
 }
 
 #[test]
@@ -413,7 +453,10 @@ const STEPS: [&str; 3] = ["a", "b", "c"];
 fn happenings_of(id: i64, r: &GenRun) -> (Vec<Happening>, RunPhase) {
     let mut h = vec![];
     if r.cancelled {
-        return (vec![finished(id, RunPhase::Cancelled, None)], RunPhase::Cancelled);
+        return (
+            vec![finished(id, RunPhase::Cancelled, None)],
+            RunPhase::Cancelled,
+        );
     }
     let mut failed = None;
     for (i, outcome) in r.outcomes.iter().enumerate() {

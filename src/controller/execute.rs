@@ -54,6 +54,13 @@ where
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = obj.object_ref(&());
+    // Alert notifications are queued now that the status recording them is written: queueing
+    // never waits, and a later failing action cannot lose them.
+    for action in actions {
+        if let Action::Notify(n) = action {
+            ctx.notifier.enqueue(&reference, n);
+        }
+    }
     for action in actions {
         match action {
             Action::CreateJob(job) => {
@@ -112,6 +119,8 @@ where
                     tracing::warn!(object = %name, error = %e, "failed to record event");
                 }
             }
+            // Queued before this loop, right after the status write.
+            Action::Notify(_) => {}
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 mod events;
 mod execute;
+mod notify;
 mod observe;
 mod reconcile;
 mod sync_gate;
@@ -22,6 +23,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{Sync, SyncSequence, labels};
+use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
@@ -39,10 +42,13 @@ pub struct Context {
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
     pub reporter: events::Reporter,
+    /// Queues alert notifications for background delivery.
+    pub notifier: notify::Notifier,
     /// Claims that keep two reconcilers from starting the same Sync at once.
     pub sync_gate: sync_gate::SyncGate,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -68,6 +74,8 @@ where
 pub async fn run(
     client: Client,
     config: Config,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static,
 ) -> anyhow::Result<()> {
     let ns = config.namespace.as_deref();
@@ -119,6 +127,7 @@ pub async fn run(
             let _ = pods.wait_until_ready().await;
             let _ = syncs.wait_until_ready().await;
             let _ = ready_tx.send(true);
+            ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
         });
     }
@@ -127,9 +136,11 @@ pub async fn run(
         syncs: syncs.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
+        notifier: notify::Notifier::start(client.clone(), reporter.clone()),
         reporter,
         sync_gate: Default::default(),
         caches_ready,
+        metrics: metrics.clone(),
     });
 
     // Job and Pod events also wake the Sync they run, through this channel: one watch per kind
@@ -165,6 +176,9 @@ pub async fn run(
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
             wake_sync(&job.metadata);
+            if crate::engine::job_outcome(&job).0 != crate::engine::JobOutcome::Active {
+                metrics.job_finished(&job.name_any());
+            }
             let mut refs = Vec::new();
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
                 refs.push(ObjectRef::new(seq).within(&ns));

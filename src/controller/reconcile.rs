@@ -10,11 +10,13 @@ use kube::runtime::reflector::ObjectRef;
 use super::Context;
 use super::execute::{ExecuteError, execute};
 use super::observe::{holders, sequence_jobs};
-use crate::api::SyncSequence;
+use crate::api::{SyncSequence, SyncSequenceStatus};
 use crate::engine::{Observed, decide};
+use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 
 pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
     ctx.caches_synced().await;
+    let _timer = ReconcileTimer::start(&ctx.metrics, "SyncSequence");
     if seq.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -48,7 +50,7 @@ pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requ
         wake_at = ?plan.wake_at,
         "decided"
     );
-    let changed = seq.status.as_ref() != Some(&plan.status);
+    let changed = !super::notify::status_unchanged(seq.status.as_ref(), &plan.status);
     execute(
         seq.as_ref(),
         changed.then_some(&plan.status),
@@ -56,6 +58,7 @@ pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requ
         &ctx,
     )
     .await?;
+    record_progress(&ctx.metrics, seq.status.as_ref(), &plan);
     Ok(requeue_at(plan.wake_at, now))
 }
 
@@ -70,7 +73,94 @@ pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Req
     }
 }
 
-pub fn error_policy(seq: Arc<SyncSequence>, error: &ExecuteError, _ctx: Arc<Context>) -> Requeue {
+/// Run outcomes, step durations and hand-offs, read from what this plan changed.
+fn record_progress(
+    metrics: &Metrics,
+    old: Option<&SyncSequenceStatus>,
+    plan: &crate::engine::Plan,
+) {
+    let old_runs = old.and_then(|s| s.runs.first()).map(|r| r.id);
+    if let Some(run) = plan.status.runs.first().filter(|r| Some(r.id) != old_runs) {
+        metrics
+            .runs
+            .get_or_create(&OutcomeLabel {
+                outcome: format!("{:?}", run.phase),
+            })
+            .inc();
+    }
+    let old_steps = |run: i64| {
+        old.into_iter()
+            .flat_map(|s| s.current_run.iter().chain(s.last_run.iter()))
+            .filter(move |r| r.id == run)
+            .flat_map(|r| r.steps.iter())
+    };
+    for run in plan
+        .status
+        .current_run
+        .iter()
+        .chain(plan.status.last_run.iter())
+    {
+        for (i, step) in run.steps.iter().enumerate() {
+            let was = old_steps(run.id).find(|s| s.name == step.name);
+            if step.phase.is_final()
+                && was.is_some_and(|w| !w.phase.is_final())
+                && let (Some(start), Some(end)) = (&step.start_time, &step.completion_time)
+            {
+                metrics
+                    .step_duration
+                    .observe(end.0.duration_since(start.0).as_secs_f64().max(0.0));
+            }
+            // A step's first Job was just created: time the hand-off from the previous step's Job.
+            let started = step.attempts == 1 && was.is_some_and(|w| w.attempts == 0);
+            if started
+                && i > 0
+                && let Some(previous) = &run.steps[i - 1].job_name
+            {
+                metrics.handoff(previous);
+            }
+        }
+    }
+}
+
+/// Counts a reconciliation and times it.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    label: KindLabel,
+    started: std::time::Instant,
+}
+
+impl<'a> ReconcileTimer<'a> {
+    pub fn start(metrics: &'a Metrics, kind: &str) -> Self {
+        let label = KindLabel {
+            kind: kind.to_string(),
+        };
+        metrics.reconciles.get_or_create(&label).inc();
+        metrics.reconciles_in_flight.inc();
+        ReconcileTimer {
+            metrics,
+            label,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.reconciles_in_flight.dec();
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&self.label)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+pub fn error_policy(seq: Arc<SyncSequence>, error: &ExecuteError, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&KindLabel {
+            kind: "SyncSequence".into(),
+        })
+        .inc();
     tracing::warn!(sequence = %seq.name_any(), error = %error, "reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(2))
 }

@@ -16,6 +16,7 @@ use crate::engine::{SyncObserved, decide_sync};
 
 pub async fn reconcile(sync: Arc<Sync>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
     ctx.caches_synced().await;
+    let _timer = super::reconcile::ReconcileTimer::start(&ctx.metrics, "Sync");
     if sync.metadata.deletion_timestamp.is_some() {
         return Ok(Requeue::await_change());
     }
@@ -39,7 +40,13 @@ pub async fn reconcile(sync: Arc<Sync>, ctx: Arc<Context>) -> Result<Requeue, Ex
     Ok(requeue_at(plan.wake_at, now))
 }
 
-pub fn error_policy(sync: Arc<Sync>, error: &ExecuteError, _ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(sync: Arc<Sync>, error: &ExecuteError, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::KindLabel {
+            kind: "Sync".into(),
+        })
+        .inc();
     tracing::warn!(sync = %sync.name_any(), error = %error, "reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(2))
 }

@@ -123,3 +123,267 @@ fn info(step: &StepStatus) -> StepInfo {
         rows_rejected: step.rows_rejected,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use jiff::{SignedDuration, Timestamp};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::super::{JobOutcome, JobView, Observed, Report, decide};
+    use super::*;
+    use crate::alerts::Notification;
+    use crate::api::*;
+
+    struct Sim {
+        seq: SyncSequence,
+        syncs: BTreeMap<String, Sync>,
+        jobs: Vec<JobView>,
+        now: Timestamp,
+        requests: u32,
+    }
+
+    impl Sim {
+        fn new(step: Step, when: &[AlertTrigger]) -> Self {
+            let template = serde_json::from_value(serde_json::json!({
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "s", "image": "x"}]}}}
+            }))
+            .unwrap();
+            let sync = Sync::new(
+                &step.sync_ref.name,
+                SyncSpec {
+                    job_template: template,
+                    schedule: None,
+                    time_zone: None,
+                    starting_deadline_seconds: None,
+                    suspend: false,
+                },
+            );
+            let mut seq = SyncSequence::new(
+                "crm",
+                SyncSequenceSpec {
+                    schedule: None,
+                    time_zone: None,
+                    starting_deadline_seconds: None,
+                    concurrency_policy: ConcurrencyPolicy::Forbid,
+                    suspend: false,
+                    history_limit: 3,
+                    steps: vec![step],
+                    alerts: vec![Alert {
+                        name: "oncall".into(),
+                        when: when.to_vec(),
+                        webhook: Webhook {
+                            url_secret_ref: SecretKeyRef {
+                                name: "hook".into(),
+                                key: "url".into(),
+                            },
+                            format: WebhookFormat::Slack,
+                        },
+                    }],
+                },
+            );
+            seq.metadata.namespace = Some("revops".into());
+            seq.metadata.uid = Some("uid-1".into());
+            seq.metadata.generation = Some(1);
+            Sim {
+                syncs: [(sync.metadata.name.clone().unwrap(), sync)].into(),
+                seq,
+                jobs: vec![],
+                now: "2026-01-05T10:00:00Z".parse().unwrap(),
+                requests: 0,
+            }
+        }
+
+        fn reconcile(&mut self) -> Vec<Notification> {
+            let plan = decide(&Observed {
+                sequence: &self.seq,
+                syncs: &self.syncs,
+                jobs: &self.jobs,
+                holders: &BTreeMap::new(),
+                now: self.now,
+            });
+            self.seq.status = Some(plan.status);
+            let mut out = vec![];
+            for a in plan.actions {
+                match a {
+                    Action::CreateJob(job) => {
+                        let l = job.metadata.labels.clone().unwrap();
+                        let name = job.metadata.name.clone().unwrap();
+                        if !self.jobs.iter().any(|j| j.name == name) {
+                            self.jobs.push(JobView {
+                                name,
+                                run: l["syncseq.dev/run"].parse().unwrap(),
+                                step: l["syncseq.dev/step"].clone(),
+                                sync: l["syncseq.dev/sync"].clone(),
+                                attempt: l["syncseq.dev/attempt"].parse().unwrap(),
+                                outcome: JobOutcome::Active,
+                                finished_at: None,
+                                report: None,
+                                deleting: false,
+                                created: Some(self.now),
+                            });
+                        }
+                    }
+                    Action::DeleteJob { name } => self.jobs.retain(|j| j.name != name),
+                    Action::Notify(n) => out.push(*n),
+                    Action::Event(_) => {}
+                }
+            }
+            out
+        }
+
+        /// Triggers one run whose single Job ends with `outcome` and `report`.
+        fn run(&mut self, outcome: JobOutcome, report: Report) -> Vec<Notification> {
+            self.requests += 1;
+            self.seq
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(annotations::REQUESTED_AT.into(), self.requests.to_string());
+            let mut out = self.reconcile();
+            let job = self.jobs.iter_mut().find(|j| !j.is_finished()).unwrap();
+            job.outcome = outcome;
+            job.finished_at = Some(self.now);
+            job.report = Some(report);
+            self.now += SignedDuration::from_secs(60);
+            out.extend(self.reconcile());
+            // Replaying the same observation finds nothing new.
+            out.extend(self.reconcile());
+            out
+        }
+
+        fn fail(&mut self) -> Vec<Notification> {
+            self.run(
+                JobOutcome::Failed {
+                    timed_out: false,
+                    reason: "BackoffLimitExceeded".into(),
+                },
+                Report {
+                    exit_code: Some(1),
+                    ..Report::default()
+                },
+            )
+        }
+
+        fn succeed(&mut self, synced: i64, rejected: i64) -> Vec<Notification> {
+            self.run(
+                JobOutcome::Succeeded,
+                Report {
+                    rows_synced: Some(synced),
+                    rows_rejected: Some(rejected),
+                    exit_code: Some(0),
+                    ..Report::default()
+                },
+            )
+        }
+    }
+
+    fn step() -> Step {
+        Step {
+            name: "load".into(),
+            sync_ref: SyncRef {
+                name: "load".into(),
+            },
+            on_failure: FailurePolicy::Stop,
+            rejected_rows: None,
+            retries: 0,
+            retry_delay_seconds: 10,
+            timeout_seconds: None,
+        }
+    }
+
+    fn kinds(n: &[Notification]) -> Vec<(AlertTrigger, i64)> {
+        n.iter().map(|n| (n.event.kind, n.event.run)).collect()
+    }
+
+    #[test]
+    fn the_engine_notifies_once_per_failing_period() {
+        let mut sim = Sim::new(step(), &[AlertTrigger::RunFailed, AlertTrigger::Recovered]);
+        let first = sim.fail();
+        assert_eq!(kinds(&first), vec![(AlertTrigger::RunFailed, 1)]);
+        assert_eq!(
+            first[0].event.message,
+            "step load failed: job failed: BackoffLimitExceeded (exit code 1)"
+        );
+        assert!(sim.fail().is_empty());
+        assert!(sim.fail().is_empty());
+        let st = sim.seq.status.clone().unwrap();
+        assert_eq!(st.alert_states[0].state, AlertHealth::Failing);
+        assert_eq!(st.alert_states[0].failing_since_run, Some(1));
+        let recovered = sim.succeed(10, 0);
+        assert_eq!(kinds(&recovered), vec![(AlertTrigger::Recovered, 4)]);
+        assert_eq!(recovered[0].event.failing_since_run, Some(1));
+        assert!(sim.succeed(10, 0).is_empty());
+        let st = sim.seq.status.unwrap();
+        assert_eq!(st.alert_states[0].state, AlertHealth::Healthy);
+    }
+
+    #[test]
+    fn a_threshold_breach_is_a_rejected_rows_notification() {
+        let mut s = step();
+        s.rejected_rows = Some(RejectedRowsPolicy {
+            max: None,
+            max_percent: Some(1.0),
+            on_exceeded: FailurePolicy::Continue,
+        });
+        let mut sim = Sim::new(s, &[AlertTrigger::RejectedRows, AlertTrigger::StepFailed]);
+        let n = sim.succeed(950, 50);
+        assert_eq!(kinds(&n), vec![(AlertTrigger::RejectedRows, 1)]);
+        let step = n[0].event.step.clone().unwrap();
+        assert_eq!(
+            (step.rows_synced, step.rows_rejected),
+            (Some(950), Some(50))
+        );
+        assert!(n[0].event.message.contains("50 of 1000 rows rejected"));
+        assert!(sim.succeed(950, 50).is_empty(), "still over the limit");
+        assert!(
+            sim.succeed(1000, 0).is_empty(),
+            "within the limit: clears silently"
+        );
+        assert_eq!(
+            kinds(&sim.succeed(950, 50)),
+            vec![(AlertTrigger::RejectedRows, 4)]
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_a_step_failure() {
+        let mut s = step();
+        s.timeout_seconds = Some(3);
+        let mut sim = Sim::new(s, &[AlertTrigger::StepFailed]);
+        let n = sim.run(
+            JobOutcome::Failed {
+                timed_out: true,
+                reason: "DeadlineExceeded".into(),
+            },
+            Report::default(),
+        );
+        assert_eq!(kinds(&n), vec![(AlertTrigger::StepFailed, 1)]);
+        assert_eq!(n[0].event.message, "timed out after 3s");
+    }
+
+    #[test]
+    fn the_alerts_delivered_condition_is_left_to_its_own_writer() {
+        let mut sim = Sim::new(step(), &[AlertTrigger::RunFailed]);
+        let mut status = SyncSequenceStatus::default();
+        status.conditions.push(Condition {
+            type_: crate::alerts::ALERTS_DELIVERED.into(),
+            status: "False".into(),
+            reason: "DeliveryFailed".into(),
+            message: "x".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(sim.now),
+        });
+        sim.seq.status = Some(status);
+        sim.reconcile();
+        let st = sim.seq.status.unwrap();
+        assert!(!st.conditions.is_empty());
+        assert!(
+            st.conditions
+                .iter()
+                .all(|c| c.type_ != crate::alerts::ALERTS_DELIVERED)
+        );
+        assert_eq!(st.alert_states.len(), 1);
+    }
+}

@@ -249,6 +249,7 @@ pub struct ControllerProcess {
     namespace: String,
     log: PathBuf,
     extra_env: Vec<(String, String)>,
+    identity: String,
 }
 
 impl ControllerProcess {
@@ -257,14 +258,24 @@ impl ControllerProcess {
     }
 
     pub fn start_with_env(namespace: &str, extra_env: Vec<(String, String)>) -> Self {
+        Self::start_replica(namespace, "controller", extra_env)
+    }
+
+    /// One replica of several: `identity` tells replicas apart in leader election.
+    pub fn start_replica(
+        namespace: &str,
+        identity: &str,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
         let logs = repo_root().join(".cluster/logs");
         std::fs::create_dir_all(&logs).unwrap();
-        let log = logs.join(format!("controller-{namespace}.log"));
+        let log = logs.join(format!("{identity}-{namespace}.log"));
         let mut p = ControllerProcess {
             child: None,
             namespace: namespace.to_string(),
             log,
             extra_env,
+            identity: identity.to_string(),
         };
         p.spawn();
         p
@@ -276,6 +287,10 @@ impl ControllerProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
+        // Leader election runs as in production, on a Lease in the test's namespace. The
+        // identity is stable across restarts, so a restarted process reclaims its own lease at
+        // once instead of waiting for it to expire (a second replica gets its own identity).
+        let identity = format!("{}-{}", self.identity, self.namespace);
         let child = Command::new(env!("CARGO_BIN_EXE_syncseq"))
             .args([
                 "controller",
@@ -283,6 +298,12 @@ impl ControllerProcess {
                 &self.namespace,
                 "--log-level",
                 "info,syncseq=debug",
+                "--metrics-address",
+                "127.0.0.1:0",
+                "--instance",
+                &identity,
+                "--lease-duration-seconds",
+                "6",
             ])
             .env("KUBECONFIG", kubeconfig_path())
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -304,6 +325,32 @@ impl ControllerProcess {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// The address the current process serves /metrics, /healthz and /readyz on (from its log).
+    pub async fn metrics_address(&self) -> String {
+        let log = self.log.clone();
+        eventually(
+            Duration::from_secs(30),
+            "the controller's metrics address in its log",
+            || {
+                let log = log.clone();
+                async move {
+                    let text = std::fs::read_to_string(&log).ok()?;
+                    let line = text
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("serving /metrics"))?;
+                    Some(line.rsplit("address=").next()?.trim().to_string())
+                }
+            },
+        )
+        .await
+    }
+
+    /// The OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn log_path(&self) -> &Path {

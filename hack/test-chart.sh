@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Tests the Helm chart charts/syncseq against the local control plane (make cluster):
+#
+#   1. the chart's CRDs are a byte-identical copy of crds/ (hack/check-chart-crds.sh);
+#   2. helm lint with the default values and every charts/syncseq/ci/*-values.yaml;
+#   3. helm template for each value set; values that must be refused are refused;
+#   4. every rendered manifest passes a server-side dry-run (kubectl apply --dry-run=server), after
+#      the CRDs are installed (kubectl apply --server-side);
+#   5. the rendered RBAC has no '*' in verbs, resources or apiGroups (nor nonResourceURLs), Secrets
+#      appear only with verb get and resourceNames, Lease rights beyond create are limited to the
+#      Lease's name; the Deployment has the expected flags, probes, env and security context;
+#   6. the RBAC is applied for real and `kubectl auth can-i --as=<the ServiceAccount>` checks what
+#      the controller may and may not do, in cluster-wide and namespace-scoped mode;
+#   7. with SYNCSEQ_BIN=<controller binary> set: that controller runs with the namespace-scoped
+#      ServiceAccount's token only and completes a run of examples/crm-hourly.yaml.
+#
+# Environment: KUBECONFIG (default <repo>/.cluster/kubeconfig), HELM (default: helm from
+# hack/build-tools.sh, else PATH), SYNCSEQ_BIN (optional, step 7). Needs kubectl and jq.
+# Creates and deletes the namespaces syncseq-chart-test and syncseq-chart-test-watched and the
+# ClusterRole/ClusterRoleBinding syncseq-chart-test.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+chart=charts/syncseq
+export KUBECONFIG=${KUBECONFIG:-$repo/.cluster/kubeconfig}
+release=syncseq-chart-test
+ns=syncseq-chart-test                  # release namespace
+watched=syncseq-chart-test-watched     # must match charts/syncseq/ci/namespaced-values.yaml
+sa=system:serviceaccount:$ns:$release
+work=$(mktemp -d)
+failures=0
+controller_pid=
+
+log() { echo "[test-chart] $*" >&2; }
+fail() { echo "[test-chart] FAIL: $*" >&2; failures=$((failures + 1)); }
+die() { echo "[test-chart] FAIL: $*" >&2; exit 1; }
+
+cleanup() {
+  if [ -n "$controller_pid" ] && kill -0 "$controller_pid" 2>/dev/null; then
+    kill "$controller_pid" 2>/dev/null || true
+    wait "$controller_pid" 2>/dev/null || true
+  fi
+  kubectl delete clusterrolebinding "$release" --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete clusterrole "$release" --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete namespace "$ns" "$watched" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for tool in kubectl jq; do command -v "$tool" >/dev/null || die "$tool is required"; done
+if [ -z "${HELM:-}" ]; then
+  if bin=$(hack/build-tools.sh 2>/dev/null) && [ -x "$bin/helm" ]; then HELM=$bin/helm
+  elif command -v helm >/dev/null; then HELM=helm
+  else die "no helm: set HELM or run hack/build-tools.sh"; fi
+fi
+kubectl get --raw /readyz >/dev/null 2>&1 || die "no API server at KUBECONFIG=$KUBECONFIG (run make cluster)"
+
+# --- 1. CRD copy -------------------------------------------------------------------------------
+log "chart CRDs"
+hack/check-chart-crds.sh >/dev/null || fail "charts/syncseq/crds is not a copy of crds/ (hack/check-chart-crds.sh)"
+
+# --- 2. lint -----------------------------------------------------------------------------------
+value_sets=(default)
+for f in "$chart"/ci/*-values.yaml; do value_sets+=("$(basename "$f" -values.yaml)"); done
+values_args() { [ "$1" = default ] || echo "--values=$chart/ci/$1-values.yaml"; }
+
+for set in "${value_sets[@]}"; do
+  log "helm lint ($set)"
+  va=$(values_args "$set")
+  "$HELM" lint --strict "$chart" ${va:+"$va"} >"$work/lint.log" 2>&1 \
+    || { cat "$work/lint.log" >&2; fail "helm lint ($set)"; }
+done
+
+# --- 3. template -------------------------------------------------------------------------------
+render() { # <value set> -> $work/<set>.yaml
+  local va; va=$(values_args "$1")
+  "$HELM" template "$release" "$chart" --namespace "$ns" ${va:+"$va"} >"$work/$1.yaml" 2>"$work/$1.err" \
+    || { cat "$work/$1.err" >&2; fail "helm template ($1)"; return 1; }
+}
+for set in "${value_sets[@]}"; do log "helm template ($set)"; render "$set" || true; done
+
+must_refuse() { # <what> <helm template args...>
+  local what=$1; shift
+  if "$HELM" template "$release" "$chart" --namespace "$ns" "$@" >/dev/null 2>"$work/refused.err"; then
+    fail "helm template accepted $what"
+  else
+    log "refused as it should: $what ($(grep -o 'fail: .*\|Error: .*' "$work/refused.err" | head -1))"
+  fi
+}
+must_refuse "2 replicas without leader election" --set leaderElection.enabled=false
+must_refuse "an invalid Secret name in alertSecrets" --set 'alertSecrets={Not_A_Name}'
+must_refuse "an unknown log format" --set log.format=xml
+
+# --- 4. server-side dry-run --------------------------------------------------------------------
+log "installing the CRDs (server-side apply)"
+kubectl apply --server-side --force-conflicts -f crds/syncseq.dev_crds.yaml >/dev/null || die "applying the CRDs"
+kubectl wait --for=condition=Established crd/syncs.syncseq.dev crd/syncsequences.syncseq.dev --timeout=60s >/dev/null
+for n in "$ns" "$watched"; do
+  # A namespace left Terminating by a previous run would refuse the dry-run's objects.
+  if [ -n "$(kubectl get namespace "$n" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null)" ]; then
+    log "waiting for the previous run's namespace $n to go"
+    kubectl wait --for=delete "namespace/$n" --timeout=120s >/dev/null || die "namespace $n is stuck Terminating"
+  fi
+  kubectl get namespace "$n" >/dev/null 2>&1 || kubectl create namespace "$n" >/dev/null
+done
+
+for set in "${value_sets[@]}"; do
+  [ -s "$work/$set.yaml" ] || continue
+  if [ "$set" = servicemonitor ]; then
+    # No monitoring.coreos.com CRDs here: the rest of this set is the default set (dry-run above);
+    # check the ServiceMonitor's shape on the rendered text.
+    va=$(values_args "$set")
+    "$HELM" template "$release" "$chart" --namespace "$ns" ${va:+"$va"} \
+      --show-only templates/servicemonitor.yaml >"$work/sm.yaml" 2>&1 || { cat "$work/sm.yaml" >&2; fail "rendering the ServiceMonitor"; continue; }
+    for want in 'kind: ServiceMonitor' 'apiVersion: monitoring.coreos.com/v1' '- port: metrics' 'path: /metrics' \
+      'app.kubernetes.io/instance: syncseq-chart-test' 'release: prometheus' "- $ns"; do
+      grep -qF -- "$want" "$work/sm.yaml" || fail "servicemonitor: rendered ServiceMonitor lacks '$want'"
+    done
+    if grep -q '^kind: ServiceMonitor' "$work/default.yaml"; then fail "default: a ServiceMonitor is rendered although it is off by default"; fi
+    continue
+  fi
+  input=$work/$set.yaml
+  log "server-side dry-run ($set)"
+  if ! kubectl apply --dry-run=server -o json -f "$input" >"$work/$set.json" 2>"$work/$set.dryrun.err"; then
+    cat "$work/$set.dryrun.err" >&2
+    fail "server-side dry-run ($set)"
+    continue
+  fi
+done
+
+# --- 5. static checks on the objects as the API server returned them ---------------------------
+items() { jq -c 'if .kind == "List" then .items[] else . end' "$work/$1.json"; }
+
+check_rbac() { # <value set>
+  local set=$1 bad
+  bad=$(items "$set" | jq -r '
+    select(.kind == "Role" or .kind == "ClusterRole") | . as $r | (.rules // [])[] |
+    select(((.verbs // []) + (.resources // []) + (.apiGroups // []) + (.nonResourceURLs // [])) | index("*"))
+    | "\($r.kind)/\($r.metadata.name): wildcard in \(tojson)"')
+  [ -z "$bad" ] || fail "$set: $bad"
+  bad=$(items "$set" | jq -r '
+    select(.kind == "Role" or .kind == "ClusterRole") | . as $r | (.rules // [])[] |
+    select((.resources // []) | any(. == "secrets" or startswith("secrets/"))) |
+    select(.verbs != ["get"] or ((.resourceNames // []) | length) == 0 or .apiGroups != [""])
+    | "\($r.kind)/\($r.metadata.name): Secret rule must be verb get with resourceNames: \(tojson)"')
+  [ -z "$bad" ] || fail "$set: $bad"
+  bad=$(items "$set" | jq -r '
+    select(.kind == "Role" or .kind == "ClusterRole") | . as $r | (.rules // [])[] |
+    select((.resources // []) | index("leases")) |
+    select(((.resourceNames // []) | length) == 0 and .verbs != ["create"])
+    | "\($r.kind)/\($r.metadata.name): Lease rule beyond create without resourceNames: \(tojson)"')
+  [ -z "$bad" ] || fail "$set: $bad"
+}
+
+# jq assertion on the objects of a value set: expect <set> <description> <jq filter yielding true>
+expect() {
+  local set=$1 what=$2 filter=$3
+  if ! jq -e -s "map(if .kind == \"List\" then .items[] else . end) | $filter" "$work/$set.json" >/dev/null; then
+    fail "$set: $what"
+  fi
+}
+
+deployment_checks() { # <value set>
+  local set=$1 d='(map(select(.kind == "Deployment")) | .[0])' c='(map(select(.kind == "Deployment")) | .[0].spec.template.spec.containers[0])'
+  expect "$set" "container securityContext hardened" "$c.securityContext | .runAsNonRoot == true and .runAsUser == 65532 and .readOnlyRootFilesystem == true and .allowPrivilegeEscalation == false and .capabilities.drop == [\"ALL\"] and .seccompProfile.type == \"RuntimeDefault\""
+  expect "$set" "pod securityContext runAsNonRoot/65532/RuntimeDefault" "$d.spec.template.spec.securityContext | .runAsNonRoot == true and .runAsUser == 65532 and .seccompProfile.type == \"RuntimeDefault\""
+  expect "$set" "liveness /healthz and readiness /readyz on the metrics port" "$c | .livenessProbe.httpGet.path == \"/healthz\" and .readinessProbe.httpGet.path == \"/readyz\" and .livenessProbe.httpGet.port == \"metrics\" and (.ports[] | select(.name == \"metrics\") | .containerPort) == 8080"
+  expect "$set" "POD_NAME and POD_NAMESPACE from the downward API" "$c.env | (map(select(.name == \"POD_NAME\"))[0].valueFrom.fieldRef.fieldPath == \"metadata.name\") and (map(select(.name == \"POD_NAMESPACE\"))[0].valueFrom.fieldRef.fieldPath == \"metadata.namespace\")"
+  expect "$set" "args start with controller and set --metrics-address" "$c.args | .[0] == \"controller\" and index(\"--metrics-address=0.0.0.0:8080\") != null"
+  expect "$set" "resources set" "$c.resources.requests.memory != null and $c.resources.limits.memory != null"
+  expect "$set" "metrics Service on port metrics" "map(select(.kind == \"Service\"))[0].spec.ports[0].targetPort == \"metrics\""
+}
+
+for set in "${value_sets[@]}"; do
+  [ -s "$work/$set.json" ] || continue
+  log "static checks ($set)"
+  check_rbac "$set"
+  deployment_checks "$set"
+done
+
+if [ -s "$work/default.json" ]; then
+  expect default "2 replicas" 'map(select(.kind == "Deployment"))[0].spec.replicas == 2'
+  expect default "a PodDisruptionBudget with minAvailable 1" 'map(select(.kind == "PodDisruptionBudget"))[0].spec.minAvailable == 1'
+  expect default "ClusterRole + ClusterRoleBinding, no namespaced controller Role" 'any(.kind == "ClusterRole") and any(.kind == "ClusterRoleBinding") and (map(select(.kind == "Role")) | map(.metadata.name) == ["syncseq-chart-test-leader-election"])'
+  expect default "no Secret rule without alertSecrets" '[.[] | select(.kind == "ClusterRole" or .kind == "Role") | .rules[] | select(.resources | index("secrets"))] | length == 0'
+  expect default "leader election flags" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | index("--leader-election") != null and index("--lease-name=syncseq-controller") != null and index("--lease-namespace=syncseq-chart-test") != null'
+  expect default "no --namespace flag" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | map(select(startswith("--namespace"))) | length == 0'
+  expect default "Lease Role in the release namespace" 'map(select(.kind == "Role" and .metadata.name == "syncseq-chart-test-leader-election"))[0].metadata.namespace == "syncseq-chart-test"'
+fi
+if [ -s "$work/namespaced.json" ]; then
+  expect namespaced "no cluster-scoped RBAC" 'all(.kind != "ClusterRole" and .kind != "ClusterRoleBinding")'
+  expect namespaced "controller Role and RoleBinding in the watched namespace" "any(.kind == \"Role\" and .metadata.namespace == \"$watched\") and any(.kind == \"RoleBinding\" and .metadata.namespace == \"$watched\" and .subjects[0].namespace == \"$ns\")"
+  expect namespaced "--namespace flag" "map(select(.kind == \"Deployment\"))[0].spec.template.spec.containers[0].args | index(\"--namespace=$watched\") != null"
+  expect namespaced "Secret get limited to alertSecrets" '[.[] | select(.kind == "Role") | .rules[] | select(.resources | index("secrets"))] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-webhook", "oncall-webhook"], "verbs": ["get"]}]'
+fi
+if [ -s "$work/alert-secrets.json" ]; then
+  expect alert-secrets "ClusterRole gets exactly the alertSecrets" '[.[] | select(.kind == "ClusterRole") | .rules[] | select(.resources | index("secrets"))] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-webhook"], "verbs": ["get"]}]'
+fi
+if [ -s "$work/single-replica.json" ]; then
+  expect single-replica "no PDB and no Lease Role with one replica and no leader election" 'all(.kind != "PodDisruptionBudget") and all(.kind != "Role")'
+  expect single-replica "--no-leader-election" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | index("--no-leader-election") != null'
+fi
+
+# --- 6. real RBAC, checked with kubectl auth can-i ---------------------------------------------
+rbac_only() { # <value set>: the ServiceAccount and RBAC objects of the rendered set
+  items "$1" | jq -c 'select(.kind | IN("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"))
+    | del(.metadata.creationTimestamp, .metadata.uid, .metadata.resourceVersion, .metadata.managedFields)'
+}
+can() { # <yes|no> <kubectl auth can-i args...>
+  local want=$1; shift
+  local got
+  got=$(kubectl auth can-i --as="$sa" "$@" 2>/dev/null || true)
+  [ "$got" = "$want" ] || fail "can-i $* as the ServiceAccount: got '${got:-error}', want '$want'"
+}
+common_denials() { # <namespace of sequences>
+  local n=$1
+  can no list secrets -n "$n"
+  can no watch secrets -n "$n"
+  can no get secrets -n "$n"
+  can no get secrets/some-other-secret -n "$n"
+  can no update syncsequences.syncseq.dev -n "$n"
+  can no delete syncsequences.syncseq.dev -n "$n"
+  can no create pods -n "$n"
+  can no update jobs.batch -n "$n"
+  can no delete leases.coordination.k8s.io/syncseq-controller -n "$ns"
+  can no update leases.coordination.k8s.io/another-lease -n "$ns"
+  can no create leases.coordination.k8s.io -n "$n"
+  can no list customresourcedefinitions.apiextensions.k8s.io
+}
+controller_grants() { # <namespace of sequences>
+  local n=$1
+  for r in syncsequences.syncseq.dev syncs.syncseq.dev; do
+    for v in get list watch; do can yes "$v" "$r" -n "$n"; done
+    can yes patch "$r" --subresource=status -n "$n"
+  done
+  for v in get list watch create delete; do can yes "$v" jobs.batch -n "$n"; done
+  for v in get list watch; do can yes "$v" pods -n "$n"; done
+  for v in create patch; do can yes "$v" events.events.k8s.io -n "$n"; done
+  can yes create leases.coordination.k8s.io -n "$ns"
+  for v in get update patch; do can yes "$v" leases.coordination.k8s.io/syncseq-controller -n "$ns"; done
+}
+
+if [ -s "$work/default.json" ]; then
+  log "real RBAC, cluster-wide (default values)"
+  rbac_only default | kubectl apply -f - >/dev/null || fail "applying the default RBAC"
+  controller_grants "$watched"
+  controller_grants default
+  common_denials "$watched"
+  can no get secrets/slack-webhook -n "$watched"
+  kubectl delete clusterrolebinding "$release" --ignore-not-found >/dev/null
+  kubectl delete clusterrole "$release" --ignore-not-found >/dev/null
+fi
+if [ -s "$work/namespaced.json" ]; then
+  log "real RBAC, namespace-scoped (ci/namespaced-values.yaml)"
+  rbac_only namespaced | kubectl apply -f - >/dev/null || fail "applying the namespaced RBAC"
+  controller_grants "$watched"
+  common_denials "$watched"
+  can yes get secrets/slack-webhook -n "$watched"
+  can yes get secrets/oncall-webhook -n "$watched"
+  can no get secrets/slack-webhook -n default
+  can no list syncsequences.syncseq.dev -n default
+  can no list syncsequences.syncseq.dev --all-namespaces
+  can no create jobs.batch -n default
+fi
+
+# --- 7. optional: the controller itself, with only the ServiceAccount's rights -------------------
+if [ -n "${SYNCSEQ_BIN:-}" ] && [ -s "$work/namespaced.json" ] && [ "$failures" -eq 0 ]; then
+  log "running $SYNCSEQ_BIN as $sa in namespace $watched"
+  token=$(kubectl -n "$ns" create token "$release" --duration=10m)
+  server=$(kubectl config view --minify --raw -o jsonpath='{.clusters[0].cluster.server}')
+  kubectl config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$work/ca.crt"
+  sakube=$work/sa.kubeconfig
+  KUBECONFIG=$sakube kubectl config set-cluster c --server="$server" --certificate-authority="$work/ca.crt" --embed-certs >/dev/null
+  KUBECONFIG=$sakube kubectl config set-credentials sa --token="$token" >/dev/null
+  KUBECONFIG=$sakube kubectl config set-context c --cluster=c --user=sa --namespace="$watched" >/dev/null
+  KUBECONFIG=$sakube kubectl config use-context c >/dev/null
+  KUBECONFIG=$sakube "$SYNCSEQ_BIN" controller --namespace "$watched" --lease-namespace "$ns" --metrics-address 127.0.0.1:0 >"$work/controller.log" 2>&1 &
+  controller_pid=$!
+  kubectl -n "$watched" apply --server-side -f examples/crm-hourly.yaml >/dev/null
+  req=$(date +%s)
+  kubectl -n "$watched" annotate syncsequence crm-hourly "syncseq.dev/requestedAt=$req" --overwrite >/dev/null
+  deadline=$((SECONDS + 90)); result=
+  while [ $SECONDS -lt $deadline ]; do
+    result=$(kubectl -n "$watched" get syncsequence crm-hourly -o json \
+      | jq -r "select(.status.lastHandledRequestAt == \"$req\" and .status.currentRun == null) | .status.lastRunResult // empty")
+    [ -n "$result" ] && break
+    kill -0 "$controller_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if [ "$result" != Succeeded ]; then
+    tail -n 30 "$work/controller.log" >&2
+    fail "controller with the chart's namespaced RBAC: run result '${result:-none}', want Succeeded"
+  else
+    log "controller with the chart's namespaced RBAC completed a run: $result"
+  fi
+  if grep -qi "forbidden" "$work/controller.log"; then
+    grep -i forbidden "$work/controller.log" | head -5 >&2
+    fail "the controller hit 403 Forbidden with the chart's RBAC"
+  fi
+fi
+
+if [ "$failures" -ne 0 ]; then
+  echo "[test-chart] $failures check(s) FAILED" >&2
+  exit 1
+fi
+log "all chart checks passed"

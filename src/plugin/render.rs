@@ -1,0 +1,616 @@
+//! Human output of the plugin: the step timeline of a run, the run history and the progress
+//! lines printed while waiting. Pure functions of the sequence and the time now.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{RunPhase, RunStatus, StepPhase, StepStatus, SyncSequence, TriggerKind};
+
+/// `kubectl`-style reference to a sequence: `syncsequence.syncseq.dev/NAME`.
+pub fn reference(name: &str) -> String {
+    format!("syncsequence.{}/{name}", crate::api::GROUP)
+}
+
+/// A duration as people read it: `0.4s`, `2.1s`, `1m05s`, `1h02m03s`, `2d03h04m`.
+/// Negative durations (clock skew) show as zero.
+pub fn duration(d: SignedDuration) -> String {
+    let millis = d.as_millis().max(0);
+    let tenths = (millis + 50) / 100;
+    if tenths < 600 {
+        return format!("{}.{}s", tenths / 10, tenths % 10);
+    }
+    let secs = (millis + 500) / 1000;
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d{h:02}h{m:02}m")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else {
+        format!("{m}m{s:02}s")
+    }
+}
+
+/// A time in UTC to the second: `2026-05-01T10:00:00Z`.
+pub fn time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn between(from: &Time, to: Timestamp) -> SignedDuration {
+    to.duration_since(from.0)
+}
+
+/// How long something took, or has been going on for when it has not ended.
+fn span(start: Option<&Time>, end: Option<&Time>, now: Timestamp) -> Option<SignedDuration> {
+    let start = start?;
+    Some(between(start, end.map_or(now, |e| e.0)))
+}
+
+/// Columns left-aligned, separated by three spaces, the last one unpadded (as `kubectl get`).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("   ");
+            }
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A message on one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn or_dash(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "-".into())
+}
+
+fn trigger(kind: TriggerKind, scheduled: Option<&Time>) -> String {
+    match scheduled {
+        Some(t) => format!("{kind:?} for {}", time(t.0)),
+        None => format!("{kind:?}"),
+    }
+}
+
+/// When the schedule fires next, or why it does not.
+pub fn next_schedule(seq: &SyncSequence, now: Timestamp) -> String {
+    let next = seq
+        .status
+        .as_ref()
+        .and_then(|s| s.next_schedule_time.as_ref());
+    match next {
+        Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
+        Some(t) => format!("{} (due)", time(t.0)),
+        None if seq.spec.suspend => "none (suspended)".into(),
+        None if seq.spec.schedule.is_none() => "none (manual only)".into(),
+        None => "none".into(),
+    }
+}
+
+/// The header line of a run: id, trigger, phase, progress and timing.
+fn run_header(run: &RunStatus, now: Timestamp) -> String {
+    let timing = match &run.completion_time {
+        Some(end) => format!(
+            "started {}  took {}",
+            time(run.start_time.0),
+            duration(end.0.duration_since(run.start_time.0))
+        ),
+        None => format!(
+            "started {} ({} ago)",
+            time(run.start_time.0),
+            duration(between(&run.start_time, now))
+        ),
+    };
+    format!(
+        "Run {} ({})  {:?}  step {}  {timing}",
+        run.id,
+        trigger(run.trigger, run.scheduled_time.as_ref()),
+        run.phase,
+        run.progress
+    )
+}
+
+/// One line per step, in order: phase, start offset in the run, duration (elapsed for a step
+/// still going), rows, Job and message.
+pub fn steps_table(run: &RunStatus, now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = run
+        .steps
+        .iter()
+        .map(|s| {
+            let offset = s
+                .start_time
+                .as_ref()
+                .map(|t| format!("+{}", duration(t.0.duration_since(run.start_time.0))));
+            let took = span(s.start_time.as_ref(), s.completion_time.as_ref(), now).map(duration);
+            vec![
+                s.name.clone(),
+                phase_with_attempts(s),
+                or_dash(offset),
+                or_dash(took),
+                or_dash(s.rows_synced.map(|r| r.to_string())),
+                or_dash(s.rows_rejected.map(|r| r.to_string())),
+                or_dash(s.job_name.clone()),
+                s.message.as_deref().map(one_line).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "STEP", "PHASE", "START", "DURATION", "SYNCED", "REJECTED", "JOB", "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+fn phase_with_attempts(s: &StepStatus) -> String {
+    if s.attempts > 1 {
+        format!("{:?} ({} attempts)", s.phase, s.attempts)
+    } else {
+        format!("{:?}", s.phase)
+    }
+}
+
+/// A run as a timeline: the header line, the steps table and the run's message.
+pub fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp) -> String {
+    let mut out = run_header(run, now);
+    if let Some(next) = next_schedule {
+        out.push_str(&format!("  next schedule: {next}"));
+    }
+    out.push('\n');
+    out.push_str(&steps_table(run, now));
+    if let Some(m) = &run.message {
+        out.push_str(&format!("Message: {}\n", one_line(m)));
+    }
+    out
+}
+
+/// `kubectl syncseq status`: the current run, else the last finished one (saying so).
+pub fn status(seq: &SyncSequence, name: &str, now: Timestamp) -> String {
+    let next = next_schedule(seq, now);
+    let st = seq.status.clone().unwrap_or_default();
+    let current = st.current_run.as_ref().filter(|r| !r.phase.is_finished());
+    let mut out = String::new();
+    match (current, st.last_run.as_ref().or(st.current_run.as_ref())) {
+        (Some(run), _) => out.push_str(&run_timeline(run, Some(&next), now)),
+        (None, Some(run)) => {
+            out.push_str("No run in progress; the last finished run:\n");
+            out.push_str(&run_timeline(run, Some(&next), now));
+        }
+        (None, None) => out.push_str(&format!(
+            "{} has not run yet  next schedule: {next}\n",
+            reference(name)
+        )),
+    }
+    if let Some(q) = &st.queued_run {
+        out.push_str(&format!(
+            "Queued: a {} run starts when this one ends\n",
+            trigger(q.trigger, q.scheduled_time.as_ref())
+        ));
+    }
+    out
+}
+
+/// The first failed step of a run, for the history's FAILED STEP column.
+fn failed_step(run: &RunStatus) -> Option<String> {
+    run.steps
+        .iter()
+        .find(|s| s.phase == StepPhase::Failed)
+        .map(|s| s.name.clone())
+}
+
+/// `kubectl syncseq history`: the run in progress, if any, then the finished runs, newest
+/// first. None when the sequence has never run.
+pub fn history(seq: &SyncSequence, now: Timestamp) -> Option<String> {
+    let st = seq.status.clone().unwrap_or_default();
+    let mut rows = Vec::new();
+    if let Some(run) = st
+        .current_run
+        .as_ref()
+        .filter(|r| r.phase == RunPhase::Running)
+    {
+        rows.push(vec![
+            run.id.to_string(),
+            format!("{:?}", run.trigger),
+            format!("{:?} ({})", run.phase, run.progress),
+            time(run.start_time.0),
+            duration(between(&run.start_time, now)),
+            or_dash(failed_step(run)),
+            run.message.as_deref().map(one_line).unwrap_or_default(),
+        ]);
+    }
+    for r in &st.runs {
+        rows.push(vec![
+            r.id.to_string(),
+            format!("{:?}", r.trigger),
+            format!("{:?}", r.phase),
+            time(r.start_time.0),
+            or_dash(span(Some(&r.start_time), r.completion_time.as_ref(), now).map(duration)),
+            or_dash(r.failed_step.clone()),
+            r.message.as_deref().map(one_line).unwrap_or_default(),
+        ]);
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    Some(table(
+        &[
+            "ID",
+            "TRIGGER",
+            "PHASE",
+            "STARTED",
+            "DURATION",
+            "FAILED STEP",
+            "MESSAGE",
+        ],
+        &rows,
+    ))
+}
+
+/// Progress lines while waiting: one per step whose phase changed since the last status seen
+/// (`prev`, the same run earlier, or None for the first sight of it).
+pub fn step_changes(prev: Option<&RunStatus>, run: &RunStatus, now: Timestamp) -> Vec<String> {
+    run.steps
+        .iter()
+        .filter(|s| {
+            let before = prev
+                .and_then(|p| p.steps.iter().find(|o| o.name == s.name))
+                .map(|o| (o.phase, o.attempts));
+            before != Some((s.phase, s.attempts)) && s.phase != StepPhase::Pending
+        })
+        .map(|s| {
+            let mut line = format!("run {}: step {} {}", run.id, s.name, phase_with_attempts(s));
+            if s.phase.is_final()
+                && let Some(d) = span(s.start_time.as_ref(), s.completion_time.as_ref(), now)
+            {
+                line.push_str(&format!(" after {}", duration(d)));
+            }
+            if let Some(rows) = s.rows_synced {
+                line.push_str(&format!(
+                    ", {rows} rows synced, {} rejected",
+                    s.rows_rejected.unwrap_or(0)
+                ));
+            }
+            if let Some(m) = &s.message {
+                line.push_str(&format!(": {}", one_line(m)));
+            }
+            line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        QueuedRun, RunSummary, Step, SyncRef, SyncSequenceSpec, SyncSequenceStatus,
+    };
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn time_at(s: &str) -> Time {
+        Time(t(s))
+    }
+
+    fn seq(schedule: Option<&str>, suspend: bool, status: SyncSequenceStatus) -> SyncSequence {
+        let mut seq = SyncSequence::new(
+            "crm",
+            SyncSequenceSpec {
+                schedule: schedule.map(Into::into),
+                time_zone: None,
+                starting_deadline_seconds: None,
+                concurrency_policy: Default::default(),
+                suspend,
+                history_limit: 10,
+                steps: ["accounts", "workspaces", "contacts"]
+                    .into_iter()
+                    .map(|n| Step {
+                        name: n.into(),
+                        sync_ref: SyncRef { name: n.into() },
+                        on_failure: Default::default(),
+                        rejected_rows: None,
+                        retries: 0,
+                        retry_delay_seconds: 10,
+                        timeout_seconds: None,
+                    })
+                    .collect(),
+                alerts: vec![],
+            },
+        );
+        seq.status = Some(status);
+        seq
+    }
+
+    fn step(name: &str, phase: StepPhase) -> StepStatus {
+        StepStatus {
+            name: name.into(),
+            sync: name.into(),
+            phase,
+            job_name: None,
+            attempts: 0,
+            start_time: None,
+            completion_time: None,
+            rows_synced: None,
+            rows_rejected: None,
+            message: None,
+        }
+    }
+
+    fn done(
+        name: &str,
+        phase: StepPhase,
+        start: &str,
+        end: &str,
+        rows: (i64, i64),
+        message: Option<&str>,
+    ) -> StepStatus {
+        StepStatus {
+            job_name: Some(format!("crm-4-{name}-1a2b3")),
+            attempts: 1,
+            start_time: Some(time_at(start)),
+            completion_time: Some(time_at(end)),
+            rows_synced: Some(rows.0),
+            rows_rejected: Some(rows.1),
+            message: message.map(Into::into),
+            ..step(name, phase)
+        }
+    }
+
+    fn running_run() -> RunStatus {
+        RunStatus {
+            id: 4,
+            trigger: TriggerKind::Manual,
+            scheduled_time: None,
+            start_time: time_at("2026-05-01T10:00:00Z"),
+            completion_time: None,
+            phase: RunPhase::Running,
+            progress: "2/3".into(),
+            steps: vec![
+                done(
+                    "accounts",
+                    StepPhase::Succeeded,
+                    "2026-05-01T10:00:00.2Z",
+                    "2026-05-01T10:00:02.3Z",
+                    (1200, 0),
+                    None,
+                ),
+                StepStatus {
+                    job_name: Some("crm-4-workspaces-9f8e7".into()),
+                    attempts: 1,
+                    start_time: Some(time_at("2026-05-01T10:00:02.5Z")),
+                    ..step("workspaces", StepPhase::Running)
+                },
+                step("contacts", StepPhase::Pending),
+            ],
+            message: None,
+        }
+    }
+
+    fn finished_run() -> RunStatus {
+        RunStatus {
+            id: 3,
+            trigger: TriggerKind::Schedule,
+            scheduled_time: Some(time_at("2026-05-01T09:00:00Z")),
+            start_time: time_at("2026-05-01T09:00:00.4Z"),
+            completion_time: Some(time_at("2026-05-01T09:01:10Z")),
+            phase: RunPhase::Failed,
+            progress: "2/3".into(),
+            steps: vec![
+                done(
+                    "accounts",
+                    StepPhase::Succeeded,
+                    "2026-05-01T09:00:00.5Z",
+                    "2026-05-01T09:00:03Z",
+                    (1200, 0),
+                    None,
+                ),
+                StepStatus {
+                    attempts: 3,
+                    ..done(
+                        "workspaces",
+                        StepPhase::Failed,
+                        "2026-05-01T09:00:03.2Z",
+                        "2026-05-01T09:01:10Z",
+                        (340, 2),
+                        Some("CRM API said 400:\nowner missing"),
+                    )
+                },
+                StepStatus {
+                    message: Some("skipped: step workspaces failed".into()),
+                    ..step("contacts", StepPhase::Skipped)
+                },
+            ],
+            message: Some("step workspaces failed".into()),
+        }
+    }
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        let d = |ms: i64| duration(SignedDuration::from_millis(ms));
+        assert_eq!(d(0), "0.0s");
+        assert_eq!(d(420), "0.4s");
+        assert_eq!(d(2_149), "2.1s");
+        assert_eq!(d(59_940), "59.9s");
+        assert_eq!(d(59_960), "1m00s");
+        assert_eq!(d(65_000), "1m05s");
+        assert_eq!(d(3_599_400), "59m59s");
+        assert_eq!(d(3_723_000), "1h02m03s");
+        assert_eq!(d(2 * 86_400_000 + 3 * 3_600_000 + 4 * 60_000), "2d03h04m");
+        assert_eq!(d(-5_000), "0.0s", "clock skew is not a negative duration");
+    }
+
+    #[test]
+    fn table_pads_all_but_the_last_column() {
+        let out = table(
+            &["A", "LONG HEADER", "C"],
+            &[
+                vec!["xyz".into(), "1".into(), "".into()],
+                vec!["é".into(), "22".into(), "end".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "A     LONG HEADER   C\n\
+             xyz   1\n\
+             é     22            end\n"
+        );
+    }
+
+    #[test]
+    fn status_of_a_running_run_shows_elapsed_time_and_the_next_schedule() {
+        let s = seq(
+            Some("0 * * * *"),
+            false,
+            SyncSequenceStatus {
+                current_run: Some(running_run()),
+                next_schedule_time: Some(time_at("2026-05-01T11:00:00Z")),
+                queued_run: Some(QueuedRun {
+                    trigger: TriggerKind::Manual,
+                    scheduled_time: None,
+                }),
+                ..Default::default()
+            },
+        );
+        let out = status(&s, "crm", t("2026-05-01T10:00:12.5Z"));
+        assert_eq!(
+            out,
+            "Run 4 (Manual)  Running  step 2/3  started 2026-05-01T10:00:00Z (12.5s ago)  next schedule: 2026-05-01T11:00:00Z (in 59m48s)\n\
+             STEP         PHASE       START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
+             accounts     Succeeded   +0.2s   2.1s       1200     0          crm-4-accounts-1a2b3\n\
+             workspaces   Running     +2.5s   10.0s      -        -          crm-4-workspaces-9f8e7\n\
+             contacts     Pending     -       -          -        -          -\n\
+             Queued: a Manual run starts when this one ends\n"
+        );
+    }
+
+    #[test]
+    fn status_without_a_run_in_progress_shows_the_last_run_and_says_so() {
+        let s = seq(
+            None,
+            false,
+            SyncSequenceStatus {
+                last_run: Some(finished_run()),
+                ..Default::default()
+            },
+        );
+        let out = status(&s, "crm", t("2026-05-01T10:00:00Z"));
+        assert_eq!(
+            out,
+            "No run in progress; the last finished run:\n\
+             Run 3 (Schedule for 2026-05-01T09:00:00Z)  Failed  step 2/3  started 2026-05-01T09:00:00Z  took 1m10s  next schedule: none (manual only)\n\
+             STEP         PHASE                    START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
+             accounts     Succeeded                +0.1s   2.5s       1200     0          crm-4-accounts-1a2b3\n\
+             workspaces   Failed (3 attempts)      +2.8s   1m07s      340      2          crm-4-workspaces-1a2b3   CRM API said 400: owner missing\n\
+             contacts     Skipped                  -       -          -        -          -                        skipped: step workspaces failed\n\
+             Message: step workspaces failed\n"
+        );
+    }
+
+    #[test]
+    fn status_of_a_sequence_that_never_ran() {
+        let suspended = seq(Some("@hourly"), true, Default::default());
+        assert_eq!(
+            status(&suspended, "crm", t("2026-05-01T10:00:00Z")),
+            "syncsequence.syncseq.dev/crm has not run yet  next schedule: none (suspended)\n"
+        );
+        let due = seq(
+            Some("@hourly"),
+            false,
+            SyncSequenceStatus {
+                next_schedule_time: Some(time_at("2026-05-01T10:00:00Z")),
+                ..Default::default()
+            },
+        );
+        assert!(status(&due, "crm", t("2026-05-01T10:00:01Z")).ends_with("(due)\n"));
+    }
+
+    #[test]
+    fn history_lists_the_run_in_progress_then_finished_runs_newest_first() {
+        let s = seq(
+            None,
+            false,
+            SyncSequenceStatus {
+                current_run: Some(running_run()),
+                runs: vec![
+                    RunSummary {
+                        id: 3,
+                        trigger: TriggerKind::Schedule,
+                        phase: RunPhase::Failed,
+                        start_time: time_at("2026-05-01T09:00:00.4Z"),
+                        completion_time: Some(time_at("2026-05-01T09:01:10Z")),
+                        failed_step: Some("workspaces".into()),
+                        message: Some("step workspaces failed".into()),
+                    },
+                    RunSummary {
+                        id: 2,
+                        trigger: TriggerKind::Manual,
+                        phase: RunPhase::Succeeded,
+                        start_time: time_at("2026-05-01T08:30:00Z"),
+                        completion_time: Some(time_at("2026-05-01T08:30:03.2Z")),
+                        failed_step: None,
+                        message: None,
+                    },
+                ],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            history(&s, t("2026-05-01T10:00:12.5Z")).unwrap(),
+            "ID   TRIGGER    PHASE           STARTED                DURATION   FAILED STEP   MESSAGE\n\
+             4    Manual     Running (2/3)   2026-05-01T10:00:00Z   12.5s      -\n\
+             3    Schedule   Failed          2026-05-01T09:00:00Z   1m09s      workspaces    step workspaces failed\n\
+             2    Manual     Succeeded       2026-05-01T08:30:00Z   3.2s       -\n"
+        );
+        assert_eq!(history(&seq(None, false, Default::default()), t("2026-05-01T10:00:00Z")), None);
+    }
+
+    #[test]
+    fn progress_lines_name_each_step_change_once() {
+        let now = t("2026-05-01T10:00:12Z");
+        let run = running_run();
+        assert_eq!(
+            step_changes(None, &run, now),
+            vec![
+                "run 4: step accounts Succeeded after 2.1s, 1200 rows synced, 0 rejected",
+                "run 4: step workspaces Running",
+            ]
+        );
+        assert!(step_changes(Some(&run), &run, now).is_empty());
+        let mut later = run.clone();
+        later.steps[1] = done(
+            "workspaces",
+            StepPhase::Succeeded,
+            "2026-05-01T10:00:02.5Z",
+            "2026-05-01T10:00:04Z",
+            (340, 2),
+            Some("2 owners missing"),
+        );
+        assert_eq!(
+            step_changes(Some(&run), &later, now),
+            vec!["run 4: step workspaces Succeeded after 1.5s, 340 rows synced, 2 rejected: 2 owners missing"]
+        );
+    }
+}

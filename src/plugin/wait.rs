@@ -1,0 +1,315 @@
+//! `--wait`: following a run or cancel request through the sequence's status. What a status
+//! says about a request is decided by pure functions; [`watch`] feeds them from a watch.
+
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::watcher;
+
+use crate::api::{RunPhase, RunStatus, SyncSequence, SyncSequenceStatus, TriggerKind};
+
+/// Where a run request stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunRequest {
+    /// The controller has not handled the request yet.
+    NotHandled,
+    /// Handled; the run waits behind the run in progress (`concurrencyPolicy: Queue`).
+    Queued,
+    /// The run it started is in progress.
+    Running(RunStatus),
+    /// The run it started has finished: its phase and, when it is `status.lastRun`, the full
+    /// run with its steps.
+    Finished {
+        id: i64,
+        phase: RunPhase,
+        run: Option<RunStatus>,
+        message: Option<String>,
+    },
+    /// Handled, but no run started or queued: a run was in progress and the concurrency
+    /// policy dropped the request.
+    Skipped,
+}
+
+/// What `status` says about the run request `request`, made when the newest run number was
+/// `before`: the request started the first manual run numbered above `before`.
+pub fn run_request(status: &SyncSequenceStatus, request: &str, before: i64) -> RunRequest {
+    let ours = |id: i64, trigger: TriggerKind| id > before && trigger == TriggerKind::Manual;
+    let finished = status
+        .runs
+        .iter()
+        .filter(|r| ours(r.id, r.trigger))
+        .map(|r| (r.id, r.phase, r.message.clone()))
+        .chain(
+            status
+                .last_run
+                .iter()
+                .filter(|r| ours(r.id, r.trigger))
+                .map(|r| (r.id, r.phase, r.message.clone())),
+        )
+        .min_by_key(|(id, ..)| *id);
+    let running = status
+        .current_run
+        .as_ref()
+        .filter(|r| ours(r.id, r.trigger) && !r.phase.is_finished());
+    match (running, finished) {
+        (Some(run), Some((id, ..))) if run.id < id => RunRequest::Running(run.clone()),
+        (_, Some((id, phase, message))) => RunRequest::Finished {
+            id,
+            phase,
+            run: status
+                .last_run
+                .as_ref()
+                .filter(|r| r.id == id)
+                .or(status.current_run.as_ref().filter(|r| r.id == id))
+                .cloned(),
+            message,
+        },
+        (Some(run), None) => RunRequest::Running(run.clone()),
+        (None, None) if status.last_handled_request_at.as_deref() != Some(request) => {
+            RunRequest::NotHandled
+        }
+        (None, None)
+            if status
+                .queued_run
+                .as_ref()
+                .is_some_and(|q| q.trigger == TriggerKind::Manual) =>
+        {
+            RunRequest::Queued
+        }
+        (None, None) => RunRequest::Skipped,
+    }
+}
+
+/// Where a cancel request stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelRequest {
+    /// The controller has not handled the request yet.
+    NotHandled,
+    /// Handled; no run was in progress when the request was made.
+    NothingToCancel,
+    /// Handled; the run that was in progress has ended (cancelled, or finished on its own
+    /// just before), with the full run when it is `status.lastRun`.
+    Ended {
+        id: i64,
+        phase: RunPhase,
+        run: Option<RunStatus>,
+    },
+}
+
+/// What `status` says about the cancel request `request`, made while run `running` (if any)
+/// was in progress.
+pub fn cancel_request(
+    status: &SyncSequenceStatus,
+    request: &str,
+    running: Option<i64>,
+) -> CancelRequest {
+    if status.last_handled_cancel_at.as_deref() != Some(request) {
+        return CancelRequest::NotHandled;
+    }
+    let Some(id) = running else {
+        return CancelRequest::NothingToCancel;
+    };
+    if let Some(run) = status.last_run.as_ref().filter(|r| r.id == id) {
+        return CancelRequest::Ended {
+            id,
+            phase: run.phase,
+            run: Some(run.clone()),
+        };
+    }
+    match status.runs.iter().find(|r| r.id == id) {
+        Some(r) => CancelRequest::Ended {
+            id,
+            phase: r.phase,
+            run: None,
+        },
+        None => match status.current_run.as_ref().filter(|r| r.id == id) {
+            Some(r) if r.phase.is_finished() => CancelRequest::Ended {
+                id,
+                phase: r.phase,
+                run: Some(r.clone()),
+            },
+            // Still running after the request was handled, or gone from the history.
+            Some(_) => CancelRequest::NotHandled,
+            None => CancelRequest::NothingToCancel,
+        },
+    }
+}
+
+/// Watches the sequence `name` and hands each version to `step` until it returns a value.
+/// Fails when the sequence is deleted or the watch keeps failing.
+pub async fn watch<T>(
+    api: &Api<SyncSequence>,
+    name: &str,
+    mut step: impl FnMut(&SyncSequence) -> Option<T>,
+) -> anyhow::Result<T> {
+    use kube::runtime::WatchStreamExt;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api.clone(), config).default_backoff().boxed();
+    let mut failures = 0;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(seq) | watcher::Event::InitApply(seq)) => {
+                failures = 0;
+                if let Some(v) = step(&seq) {
+                    return Ok(v);
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                anyhow::bail!("{} was deleted", super::render::reference(name))
+            }
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= 5 {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("watching {}", super::render::reference(name))));
+                }
+            }
+        }
+    }
+    anyhow::bail!("the watch on {} ended", super::render::reference(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{QueuedRun, RunSummary};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn run(id: i64, trigger: TriggerKind, phase: RunPhase) -> RunStatus {
+        RunStatus {
+            id,
+            trigger,
+            scheduled_time: None,
+            start_time: Time("2026-05-01T10:00:00Z".parse().unwrap()),
+            completion_time: None,
+            phase,
+            progress: "1/1".into(),
+            steps: vec![],
+            message: None,
+        }
+    }
+
+    fn summary(r: &RunStatus) -> RunSummary {
+        RunSummary {
+            id: r.id,
+            trigger: r.trigger,
+            phase: r.phase,
+            start_time: r.start_time.clone(),
+            completion_time: None,
+            failed_step: None,
+            message: Some(format!("run {} message", r.id)),
+        }
+    }
+
+    fn handled(value: &str) -> SyncSequenceStatus {
+        SyncSequenceStatus {
+            last_handled_request_at: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_request_is_pending_until_the_controller_echoes_it() {
+        let st = SyncSequenceStatus {
+            last_handled_request_at: Some("older".into()),
+            current_run: Some(run(2, TriggerKind::Manual, RunPhase::Running)),
+            ..Default::default()
+        };
+        assert_eq!(run_request(&st, "mine", 2), RunRequest::NotHandled);
+        assert_eq!(run_request(&Default::default(), "mine", 0), RunRequest::NotHandled);
+    }
+
+    #[test]
+    fn a_run_request_follows_the_first_manual_run_after_it() {
+        // A scheduled run that started meanwhile is not ours.
+        let st = SyncSequenceStatus {
+            current_run: Some(run(3, TriggerKind::Schedule, RunPhase::Running)),
+            ..handled("mine")
+        };
+        assert_eq!(run_request(&st, "mine", 2), RunRequest::Skipped);
+
+        let ours = run(3, TriggerKind::Manual, RunPhase::Running);
+        let st = SyncSequenceStatus {
+            current_run: Some(ours.clone()),
+            ..handled("mine")
+        };
+        assert_eq!(run_request(&st, "mine", 2), RunRequest::Running(ours.clone()));
+
+        let mut done = ours.clone();
+        done.phase = RunPhase::Succeeded;
+        let st = SyncSequenceStatus {
+            last_run: Some(done.clone()),
+            runs: vec![summary(&done), summary(&run(2, TriggerKind::Manual, RunPhase::Failed))],
+            ..handled("mine")
+        };
+        assert_eq!(
+            run_request(&st, "mine", 2),
+            RunRequest::Finished {
+                id: 3,
+                phase: RunPhase::Succeeded,
+                run: Some(done.clone()),
+                message: Some("run 3 message".into()),
+            }
+        );
+        // Someone else's later request has been handled since: ours is still found.
+        let st = SyncSequenceStatus {
+            current_run: Some(run(4, TriggerKind::Manual, RunPhase::Running)),
+            last_run: Some(done.clone()),
+            runs: vec![summary(&done)],
+            ..handled("theirs")
+        };
+        assert!(matches!(
+            run_request(&st, "mine", 2),
+            RunRequest::Finished { id: 3, .. }
+        ));
+        // Only the summary is left when newer runs have finished since.
+        let st = SyncSequenceStatus {
+            last_run: Some(run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
+            runs: vec![summary(&run(4, TriggerKind::Schedule, RunPhase::Succeeded)), summary(&done)],
+            ..handled("mine")
+        };
+        assert!(matches!(
+            run_request(&st, "mine", 2),
+            RunRequest::Finished { id: 3, run: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_run_request_dropped_or_queued_by_the_concurrency_policy() {
+        let busy = SyncSequenceStatus {
+            current_run: Some(run(2, TriggerKind::Schedule, RunPhase::Running)),
+            ..handled("mine")
+        };
+        assert_eq!(run_request(&busy, "mine", 2), RunRequest::Skipped);
+        let queued = SyncSequenceStatus {
+            queued_run: Some(QueuedRun {
+                trigger: TriggerKind::Manual,
+                scheduled_time: None,
+            }),
+            ..busy
+        };
+        assert_eq!(run_request(&queued, "mine", 2), RunRequest::Queued);
+    }
+
+    #[test]
+    fn a_cancel_request_reports_the_run_it_ended() {
+        let mut cancelled = run(5, TriggerKind::Manual, RunPhase::Cancelled);
+        cancelled.message = Some("run cancelled by request".into());
+        let st = SyncSequenceStatus {
+            last_handled_cancel_at: Some("c1".into()),
+            last_run: Some(cancelled.clone()),
+            runs: vec![summary(&cancelled)],
+            ..Default::default()
+        };
+        assert_eq!(cancel_request(&st, "c2", Some(5)), CancelRequest::NotHandled);
+        assert_eq!(
+            cancel_request(&st, "c1", Some(5)),
+            CancelRequest::Ended {
+                id: 5,
+                phase: RunPhase::Cancelled,
+                run: Some(cancelled)
+            }
+        );
+        assert_eq!(cancel_request(&st, "c1", None), CancelRequest::NothingToCancel);
+    }
+}

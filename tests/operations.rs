@@ -1,0 +1,167 @@
+//! Running syncseq like a product: two replicas with leader election, and metrics
+//! (issue: run it like a product).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::ListParams;
+use support::fixtures::*;
+use support::*;
+use syncseq::api::RunPhase;
+
+async fn holder(ns: &TestNamespace) -> Option<String> {
+    let lease = ns
+        .api::<Lease>()
+        .get_opt("syncseq-controller")
+        .await
+        .ok()??;
+    lease.spec?.holder_identity
+}
+
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{address}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doubled_step() {
+    install_crds().await;
+    let ns = TestNamespace::new("ha").await;
+    for s in ["accounts", "workspaces", "contacts"] {
+        ns.kubectl_apply(&sync_yaml(s, "3s", 0, None));
+    }
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
+        "",
+    ));
+    let log = JobLog::start(&ns).await;
+    let mut a = ControllerProcess::start_replica(&ns.name, "replica-a", vec![]);
+    let leader_a = eventually(Duration::from_secs(30), "replica a to lead", || async {
+        holder(&ns).await.filter(|h| h.starts_with("replica-a"))
+    })
+    .await;
+    let b = ControllerProcess::start_replica(&ns.name, "replica-b", vec![]);
+    // The standby serves and is Ready while it waits for the lease.
+    let b_address = b.metrics_address().await;
+    eventually(Duration::from_secs(20), "the standby Ready", || async {
+        (http_get(&b_address, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    trigger(&ns, "crm", "1").await;
+    eventually(Duration::from_secs(60), "step 2's Job", || async {
+        log.created()
+            .iter()
+            .any(|n| n.contains("-workspaces-"))
+            .then_some(())
+    })
+    .await;
+
+    a.kill();
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "replica b to take the lease",
+        || async { holder(&ns).await.filter(|h| h.starts_with("replica-b")) },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(6 + 2),
+        "took over after {takeover:?}; the lease lasts 6 s (leader was {leader_a})"
+    );
+
+    let seq = wait_for_run(&ns, "crm", 1, Duration::from_secs(90)).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    let jobs = ns
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let mut steps: Vec<String> = jobs
+        .iter()
+        .map(|j| j.metadata.labels.as_ref().unwrap()["syncseq.dev/step"].clone())
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        vec!["accounts", "contacts", "workspaces"],
+        "exactly one Job per step"
+    );
+    assert_eq!(log.max_concurrent(|_| true), 1);
+    eprintln!("standby took over {takeover:?} after the leader was killed");
+    drop(b);
+}
+
+#[tokio::test]
+async fn metrics_show_runs_and_step_handoffs_after_a_run() {
+    install_crds().await;
+    let ns = TestNamespace::new("metrics").await;
+    for s in ["accounts", "workspaces", "contacts"] {
+        ns.kubectl_apply(&sync_yaml(s, "300ms", 0, None));
+    }
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
+        "",
+    ));
+    let controller = ControllerProcess::start(&ns.name);
+    let address = controller.metrics_address().await;
+    assert_eq!(
+        http_get(&address, "/healthz").await,
+        (200, "ok".to_string())
+    );
+    eventually(
+        Duration::from_secs(20),
+        "/readyz after the caches synced",
+        || async { (http_get(&address, "/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    trigger(&ns, "crm", "1").await;
+    let seq = wait_for_run(&ns, "crm", 1, Duration::from_secs(60)).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    // Metrics are recorded once the reconcile that wrote the final status has finished.
+    let body = eventually(
+        Duration::from_secs(10),
+        "the finished run in /metrics",
+        || async {
+            let (code, body) = http_get(&address, "/metrics").await;
+            (code == 200 && body.contains("syncseq_runs_total{")).then_some(body)
+        },
+    )
+    .await;
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+    };
+    assert_eq!(value("syncseq_runs_total{outcome=\"Succeeded\"}"), 1.0);
+    assert_eq!(
+        value("syncseq_step_handoff_seconds_count"),
+        2.0,
+        "two hand-offs in a 3-step run"
+    );
+    assert!(value("syncseq_step_handoff_seconds_sum") < 2.0);
+    assert!(value("syncseq_reconciles_total{kind=\"SyncSequence\"}") >= 3.0);
+    assert_eq!(value("syncseq_step_duration_seconds_count"), 3.0);
+    let p_handoff = value("syncseq_step_handoff_seconds_sum") / 2.0;
+    eprintln!("mean step hand-off: {:.1} ms", p_handoff * 1000.0);
+}
