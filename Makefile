@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops demo tools cluster cluster-down
+.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -33,12 +33,17 @@ test-chart: cluster build
 	hack/check-chart-crds.sh
 	SYNCSEQ_BIN=target/debug/syncseq hack/test-chart.sh
 
+# The run-order, failure and schedule integration tests again, with the controller running as
+# the chart's ServiceAccount instead of admin.
+test-rbac: cluster
+	hack/test-as-serviceaccount.sh
+
 # Argo CD Lua health check (gopher-lua), kstatus and Flux health expressions on captured fixtures.
 test-gitops:
 	cd gitops && go mod download && go test ./...
 
 # Everything CI checks.
-test: lint test-unit test-integration test-chart test-gitops
+test: lint test-unit test-integration test-chart test-rbac test-gitops
 
 # Start the control plane, run the controller, apply the CRM example, trigger it and watch the
 # three steps run in order; ends with `kubectl describe` of the finished sequence.

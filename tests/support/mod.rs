@@ -291,6 +291,16 @@ impl ControllerProcess {
         // identity is stable across restarts, so a restarted process reclaims its own lease at
         // once instead of waiting for it to expire (a second replica gets its own identity).
         let identity = format!("{}-{}", self.identity, self.namespace);
+        // hack/test-as-serviceaccount.sh runs the controllers as the Helm chart's ServiceAccount.
+        let kubeconfig = std::env::var_os("SYNCSEQ_CONTROLLER_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(kubeconfig_path);
+        let election: &[&str] =
+            if std::env::var_os("SYNCSEQ_CONTROLLER_NO_LEADER_ELECTION").is_some() {
+                &["--no-leader-election"]
+            } else {
+                &[]
+            };
         let child = Command::new(env!("CARGO_BIN_EXE_syncseq"))
             .args([
                 "controller",
@@ -305,7 +315,8 @@ impl ControllerProcess {
                 "--lease-duration-seconds",
                 "6",
             ])
-            .env("KUBECONFIG", kubeconfig_path())
+            .args(election)
+            .env("KUBECONFIG", &kubeconfig)
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
