@@ -26,6 +26,11 @@ pub enum Command {
     /// Schedule tools.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// The kubectl plugin: run, cancel, suspend, resume, status, history.
+    ///
+    /// Installed (copied or symlinked) as `kubectl-syncseq` on PATH, the binary runs these
+    /// commands as `kubectl syncseq ...`.
+    Plugin(crate::plugin::PluginArgs),
 }
 
 #[derive(clap::Args, Debug)]

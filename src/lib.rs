@@ -11,6 +11,7 @@ pub mod controller;
 pub mod engine;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod schedule;
 pub mod server;
 mod telemetry;

@@ -3,6 +3,9 @@ use syncseq::cli::{Cli, Command, ScheduleCommand, schedule_next};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if syncseq::plugin::invoked_as_plugin() {
+        return syncseq::plugin::main().await;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => syncseq::api::crds_yaml()
@@ -21,6 +24,7 @@ async fn main() -> std::process::ExitCode {
             &mut std::io::stdout(),
         ),
         Command::Controller(args) => syncseq::run_controller(args).await,
+        Command::Plugin(args) => syncseq::plugin::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

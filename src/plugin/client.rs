@@ -16,9 +16,8 @@ pub async fn sequences(args: &ConnectionArgs) -> anyhow::Result<Api<SyncSequence
     };
     let config = match &args.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
-                anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display())
-            })?;
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
             Config::from_custom_kubeconfig(kubeconfig, &options).await?
         }
         None if options.context.is_some()

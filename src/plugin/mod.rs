@@ -141,7 +141,9 @@ pub fn is_plugin_name(argv0: &OsStr) -> bool {
 
 /// Whether this process was started as `kubectl-syncseq`.
 pub fn invoked_as_plugin() -> bool {
-    std::env::args_os().next().is_some_and(|a| is_plugin_name(&a))
+    std::env::args_os()
+        .next()
+        .is_some_and(|a| is_plugin_name(&a))
 }
 
 /// Entry point of `kubectl-syncseq`: parses the plugin's command line (usage errors exit 2),
@@ -183,7 +185,12 @@ mod tests {
         ] {
             assert!(is_plugin_name(OsStr::new(name)), "{name}");
         }
-        for name in ["syncseq", "/usr/bin/syncseq", "kubectl-syncseq-dev", "kubectl"] {
+        for name in [
+            "syncseq",
+            "/usr/bin/syncseq",
+            "kubectl-syncseq-dev",
+            "kubectl",
+        ] {
             assert!(!is_plugin_name(OsStr::new(name)), "{name}");
         }
     }

@@ -11,13 +11,17 @@ pub fn reference(name: &str) -> String {
     format!("syncsequence.{}/{name}", crate::api::GROUP)
 }
 
-/// A duration as people read it: `0.4s`, `2.1s`, `1m05s`, `1h02m03s`, `2d03h04m`.
-/// Negative durations (clock skew) show as zero.
+/// A duration as people read it: `0.4s`, `2.1s`, `3s`, `1m05s`, `1h02m03s`, `2d03h04m`.
+/// Under a minute, tenths of a second show when there are any (status times are to the second,
+/// so most step durations are whole seconds). Negative durations (clock skew) show as zero.
 pub fn duration(d: SignedDuration) -> String {
     let millis = d.as_millis().max(0);
     let tenths = (millis + 50) / 100;
     if tenths < 600 {
-        return format!("{}.{}s", tenths / 10, tenths % 10);
+        return match tenths % 10 {
+            0 => format!("{}s", tenths / 10),
+            t => format!("{}.{t}s", tenths / 10),
+        };
     }
     let secs = (millis + 500) / 1000;
     let (d, h, m, s) = (
@@ -303,9 +307,7 @@ pub fn step_changes(prev: Option<&RunStatus>, run: &RunStatus, now: Timestamp) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        QueuedRun, RunSummary, Step, SyncRef, SyncSequenceSpec, SyncSequenceStatus,
-    };
+    use crate::api::{QueuedRun, RunSummary, Step, SyncRef, SyncSequenceSpec, SyncSequenceStatus};
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -450,7 +452,9 @@ mod tests {
     #[test]
     fn durations_read_like_kubectl() {
         let d = |ms: i64| duration(SignedDuration::from_millis(ms));
-        assert_eq!(d(0), "0.0s");
+        assert_eq!(d(0), "0s");
+        assert_eq!(d(3_000), "3s");
+        assert_eq!(d(2_960), "3s");
         assert_eq!(d(420), "0.4s");
         assert_eq!(d(2_149), "2.1s");
         assert_eq!(d(59_940), "59.9s");
@@ -459,7 +463,7 @@ mod tests {
         assert_eq!(d(3_599_400), "59m59s");
         assert_eq!(d(3_723_000), "1h02m03s");
         assert_eq!(d(2 * 86_400_000 + 3 * 3_600_000 + 4 * 60_000), "2d03h04m");
-        assert_eq!(d(-5_000), "0.0s", "clock skew is not a negative duration");
+        assert_eq!(d(-5_000), "0s", "clock skew is not a negative duration");
     }
 
     #[test]
@@ -500,7 +504,7 @@ mod tests {
             "Run 4 (Manual)  Running  step 2/3  started 2026-05-01T10:00:00Z (12.5s ago)  next schedule: 2026-05-01T11:00:00Z (in 59m48s)\n\
              STEP         PHASE       START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
              accounts     Succeeded   +0.2s   2.1s       1200     0          crm-4-accounts-1a2b3\n\
-             workspaces   Running     +2.5s   10.0s      -        -          crm-4-workspaces-9f8e7\n\
+             workspaces   Running     +2.5s   10s        -        -          crm-4-workspaces-9f8e7\n\
              contacts     Pending     -       -          -        -          -\n\
              Queued: a Manual run starts when this one ends\n"
         );
@@ -521,10 +525,10 @@ mod tests {
             out,
             "No run in progress; the last finished run:\n\
              Run 3 (Schedule for 2026-05-01T09:00:00Z)  Failed  step 2/3  started 2026-05-01T09:00:00Z  took 1m10s  next schedule: none (manual only)\n\
-             STEP         PHASE                    START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
-             accounts     Succeeded                +0.1s   2.5s       1200     0          crm-4-accounts-1a2b3\n\
-             workspaces   Failed (3 attempts)      +2.8s   1m07s      340      2          crm-4-workspaces-1a2b3   CRM API said 400: owner missing\n\
-             contacts     Skipped                  -       -          -        -          -                        skipped: step workspaces failed\n\
+             STEP         PHASE                 START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
+             accounts     Succeeded             +0.1s   2.5s       1200     0          crm-4-accounts-1a2b3\n\
+             workspaces   Failed (3 attempts)   +2.8s   1m07s      340      2          crm-4-workspaces-1a2b3   CRM API said 400: owner missing\n\
+             contacts     Skipped               -       -          -        -          -                        skipped: step workspaces failed\n\
              Message: step workspaces failed\n"
         );
     }
@@ -581,10 +585,16 @@ mod tests {
             history(&s, t("2026-05-01T10:00:12.5Z")).unwrap(),
             "ID   TRIGGER    PHASE           STARTED                DURATION   FAILED STEP   MESSAGE\n\
              4    Manual     Running (2/3)   2026-05-01T10:00:00Z   12.5s      -\n\
-             3    Schedule   Failed          2026-05-01T09:00:00Z   1m09s      workspaces    step workspaces failed\n\
+             3    Schedule   Failed          2026-05-01T09:00:00Z   1m10s      workspaces    step workspaces failed\n\
              2    Manual     Succeeded       2026-05-01T08:30:00Z   3.2s       -\n"
         );
-        assert_eq!(history(&seq(None, false, Default::default()), t("2026-05-01T10:00:00Z")), None);
+        assert_eq!(
+            history(
+                &seq(None, false, Default::default()),
+                t("2026-05-01T10:00:00Z")
+            ),
+            None
+        );
     }
 
     #[test]
@@ -610,7 +620,9 @@ mod tests {
         );
         assert_eq!(
             step_changes(Some(&run), &later, now),
-            vec!["run 4: step workspaces Succeeded after 1.5s, 340 rows synced, 2 rejected: 2 owners missing"]
+            vec![
+                "run 4: step workspaces Succeeded after 1.5s, 340 rows synced, 2 rejected: 2 owners missing"
+            ]
         );
     }
 }

@@ -216,7 +216,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(run_request(&st, "mine", 2), RunRequest::NotHandled);
-        assert_eq!(run_request(&Default::default(), "mine", 0), RunRequest::NotHandled);
+        assert_eq!(
+            run_request(&Default::default(), "mine", 0),
+            RunRequest::NotHandled
+        );
     }
 
     #[test]
@@ -233,13 +236,19 @@ mod tests {
             current_run: Some(ours.clone()),
             ..handled("mine")
         };
-        assert_eq!(run_request(&st, "mine", 2), RunRequest::Running(ours.clone()));
+        assert_eq!(
+            run_request(&st, "mine", 2),
+            RunRequest::Running(ours.clone())
+        );
 
         let mut done = ours.clone();
         done.phase = RunPhase::Succeeded;
         let st = SyncSequenceStatus {
             last_run: Some(done.clone()),
-            runs: vec![summary(&done), summary(&run(2, TriggerKind::Manual, RunPhase::Failed))],
+            runs: vec![
+                summary(&done),
+                summary(&run(2, TriggerKind::Manual, RunPhase::Failed)),
+            ],
             ..handled("mine")
         };
         assert_eq!(
@@ -265,12 +274,19 @@ mod tests {
         // Only the summary is left when newer runs have finished since.
         let st = SyncSequenceStatus {
             last_run: Some(run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
-            runs: vec![summary(&run(4, TriggerKind::Schedule, RunPhase::Succeeded)), summary(&done)],
+            runs: vec![
+                summary(&run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
+                summary(&done),
+            ],
             ..handled("mine")
         };
         assert!(matches!(
             run_request(&st, "mine", 2),
-            RunRequest::Finished { id: 3, run: None, .. }
+            RunRequest::Finished {
+                id: 3,
+                run: None,
+                ..
+            }
         ));
     }
 
@@ -301,7 +317,10 @@ mod tests {
             runs: vec![summary(&cancelled)],
             ..Default::default()
         };
-        assert_eq!(cancel_request(&st, "c2", Some(5)), CancelRequest::NotHandled);
+        assert_eq!(
+            cancel_request(&st, "c2", Some(5)),
+            CancelRequest::NotHandled
+        );
         assert_eq!(
             cancel_request(&st, "c1", Some(5)),
             CancelRequest::Ended {
@@ -310,6 +329,9 @@ mod tests {
                 run: Some(cancelled)
             }
         );
-        assert_eq!(cancel_request(&st, "c1", None), CancelRequest::NothingToCancel);
+        assert_eq!(
+            cancel_request(&st, "c1", None),
+            CancelRequest::NothingToCancel
+        );
     }
 }

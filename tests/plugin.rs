@@ -1,0 +1,433 @@
+//! The kubectl plugin, run as users run it: the cargo-built binary as `syncseq plugin ...`, the
+//! same binary through a `kubectl-syncseq` symlink (argv[0] dispatch), and through kubectl's
+//! own plugin discovery (`kubectl syncseq ...` with the symlink on PATH).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::fixtures::*;
+use support::*;
+use syncseq::api::{RunPhase, RunSummary, StepPhase, SyncSequence};
+
+const RUN_DEADLINE: Duration = Duration::from_secs(90);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// `syncseq plugin ARGS -n NS --kubeconfig ...`, with $KUBECONFIG unset so only the flag counts.
+fn plugin_command(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncseq"));
+    cmd.arg("plugin")
+        .args(args)
+        .args(["-n", ns, "--kubeconfig"])
+        .arg(kubeconfig_path())
+        .env_remove("KUBECONFIG");
+    cmd
+}
+
+fn plugin(ns: &str, args: &[&str]) -> Output {
+    plugin_command(ns, args).output().unwrap()
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(ns: &TestNamespace) -> Self {
+        let dir = std::env::temp_dir().join(format!("syncseq-plugin-{}", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        ScratchDir(dir)
+    }
+
+    /// `kubectl-syncseq`, a symlink to the cargo-built binary.
+    fn plugin_symlink(&self) -> PathBuf {
+        let link = self.0.join("kubectl-syncseq");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_syncseq"), &link).unwrap();
+        link
+    }
+
+    /// A copy of the test kubeconfig whose current context defaults to `namespace`.
+    fn kubeconfig_defaulting_to(&self, namespace: &str) -> PathBuf {
+        let path = self.0.join("kubeconfig");
+        std::fs::copy(kubeconfig_path(), &path).unwrap();
+        let out = Command::new("kubectl")
+            .args([
+                "config",
+                "set-context",
+                "--current",
+                "--namespace",
+                namespace,
+            ])
+            .arg("--kubeconfig")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn crm(ns: &TestNamespace) {
+    ns.kubectl_apply(&sync_yaml(
+        "accounts",
+        "1s",
+        0,
+        Some(r#"{"rowsSynced":1200,"rowsRejected":0}"#),
+    ));
+    ns.kubectl_apply(&sync_yaml(
+        "workspaces",
+        "1s",
+        0,
+        Some(r#"{"rowsSynced":340,"rowsRejected":2,"message":"2 owners missing"}"#),
+    ));
+    ns.kubectl_apply(&sync_yaml(
+        "contacts",
+        "1s",
+        0,
+        Some(r#"{"rowsSynced":15800,"rowsRejected":12}"#),
+    ));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
+        "",
+    ));
+}
+
+/// The line of the timeline table for `step`, split into columns.
+fn step_line<'a>(out: &'a str, step: &str) -> (usize, Vec<&'a str>) {
+    out.lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with(&format!("{step} ")))
+        .map(|(i, l)| (i, l.split_whitespace().collect()))
+        .unwrap_or_else(|| panic!("no line for step {step} in:\n{out}"))
+}
+
+#[tokio::test]
+async fn run_wait_then_status_history_suspend_and_resume() {
+    install_crds().await;
+    let ns = TestNamespace::new("plugin-run").await;
+    crm(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+
+    let out = plugin(&ns.name, &["run", "crm", "--wait", "--timeout", "90s"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("syncsequence.syncseq.dev/crm run requested (syncseq.dev/requestedAt=")
+            && first.ends_with(')'),
+        "{stdout}"
+    );
+    // The value is an RFC 3339 timestamp with nanoseconds, echoed by the controller.
+    let value = first
+        .split_once("requestedAt=")
+        .unwrap()
+        .1
+        .trim_end_matches(')');
+    assert!(value.parse::<jiff::Timestamp>().is_ok(), "{value}");
+    assert_eq!(
+        value.split_once('.').unwrap().1.len(),
+        10,
+        "nanos + Z: {value}"
+    );
+    assert!(
+        stdout.contains("Run 1 (Manual)  Succeeded  step 3/3"),
+        "{stdout}"
+    );
+    // Three steps, in order, each Succeeded with its rows and Job.
+    let mut previous = 0;
+    for (step, synced, rejected) in [
+        ("accounts", "1200", "0"),
+        ("workspaces", "340", "2"),
+        ("contacts", "15800", "12"),
+    ] {
+        let (at, cols) = step_line(&stdout, step);
+        assert!(at > previous, "{step} out of order:\n{stdout}");
+        previous = at;
+        assert_eq!(cols[1], "Succeeded", "{stdout}");
+        assert!(
+            cols[2].starts_with('+') && cols[3].ends_with('s'),
+            "{stdout}"
+        );
+        assert_eq!((cols[4], cols[5]), (synced, rejected), "{stdout}");
+        assert!(cols[6].starts_with(&format!("crm-1-{step}-")), "{stdout}");
+    }
+    assert!(
+        step_line(&stdout, "workspaces")
+            .1
+            .ends_with(&["2", "owners", "missing"]),
+        "{stdout}"
+    );
+    // Progress went to stderr as the steps moved.
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("run 1 started"), "{stderr}");
+    assert!(
+        stderr.contains("run 1: step contacts Succeeded"),
+        "{stderr}"
+    );
+
+    // status: no run in progress, so the last finished one, saying so. The namespace comes
+    // from the kubeconfig context when -n is not given.
+    let scratch = ScratchDir::new(&ns);
+    let kubeconfig = scratch.kubeconfig_defaulting_to(&ns.name);
+    let out = Command::new(env!("CARGO_BIN_EXE_syncseq"))
+        .args(["plugin", "status", "crm", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let status = text(&out.stdout);
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(
+        lines[0], "No run in progress; the last finished run:",
+        "{status}"
+    );
+    assert!(
+        lines[1].starts_with("Run 1 (Manual)  Succeeded  step 3/3  started ")
+            && lines[1].ends_with("next schedule: none (manual only)"),
+        "{status}"
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        [
+            "STEP", "PHASE", "START", "DURATION", "SYNCED", "REJECTED", "JOB", "MESSAGE"
+        ]
+    );
+    assert_eq!(step_line(&status, "contacts").1[1], "Succeeded");
+
+    let out = plugin(&ns.name, &["status", "crm", "-o", "yaml"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let yaml: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(yaml["lastRun"]["phase"].as_str(), Some("Succeeded"));
+    assert_eq!(yaml["lastHandledRequestAt"].as_str(), Some(value));
+
+    // history: a table, and the runs as JSON.
+    let out = plugin(&ns.name, &["history", "crm"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let history = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "ID", "TRIGGER", "PHASE", "STARTED", "DURATION", "FAILED", "STEP", "MESSAGE"
+        ],
+        "{history}"
+    );
+    assert_eq!(rows.len(), 2, "{history}");
+    assert_eq!(&rows[1][..3], ["1", "Manual", "Succeeded"], "{history}");
+
+    let out = plugin(&ns.name, &["history", "crm", "-o", "json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let runs: Vec<RunSummary> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].id, runs[0].phase), (1, RunPhase::Succeeded));
+    assert!(runs[0].completion_time.is_some());
+
+    // suspend / resume patch spec.suspend.
+    let api = ns.api::<SyncSequence>();
+    let out = plugin(&ns.name, &["suspend", "crm"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "syncsequence.syncseq.dev/crm suspended\n"
+    );
+    assert!(api.get("crm").await.unwrap().spec.suspend);
+    let out = plugin(&ns.name, &["status", "crm"]);
+    assert!(
+        text(&out.stdout).contains("next schedule: none (suspended)"),
+        "{}",
+        describe(&out)
+    );
+    let out = plugin(&ns.name, &["resume", "crm"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "syncsequence.syncseq.dev/crm resumed\n");
+    assert!(!api.get("crm").await.unwrap().spec.suspend);
+}
+
+/// Runs `kubectl-syncseq ARGS` through the symlink, so the binary dispatches on argv[0].
+fn via_symlink(link: &Path, ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(link);
+    cmd.args(args)
+        .args(["-n", ns, "--kubeconfig"])
+        .arg(kubeconfig_path())
+        .env_remove("KUBECONFIG");
+    cmd
+}
+
+#[tokio::test]
+async fn cancel_during_a_long_step_through_the_kubectl_syncseq_symlink() {
+    install_crds().await;
+    let ns = TestNamespace::new("plugin-cancel").await;
+    ns.kubectl_apply(&sync_yaml("quick", "200ms", 0, None));
+    ns.kubectl_apply(&sync_yaml("slow", "1h", 0, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "pipeline",
+        &[("quick", ""), ("slow", "")],
+        "",
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+    let scratch = ScratchDir::new(&ns);
+    let link = scratch.plugin_symlink();
+
+    // A waiting `run` in the background: it must end with exit 1 when the run is cancelled.
+    let waiting = via_symlink(
+        &link,
+        &ns.name,
+        &["run", "pipeline", "--wait", "--timeout", "2m"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let api = ns.api::<SyncSequence>();
+    wait_for_object(&api, "pipeline", RUN_DEADLINE, "step slow Running", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.current_run.as_ref())
+            .is_some_and(|r| r.steps[1].phase == StepPhase::Running)
+    })
+    .await;
+
+    // The same binary answers `kubectl syncseq` when the symlink is on PATH.
+    let path = std::env::join_paths(std::iter::once(scratch.0.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args([
+            "syncseq",
+            "status",
+            "pipeline",
+            "-n",
+            &ns.name,
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig_path())
+        .env("PATH", path)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let status = text(&out.stdout);
+    assert!(
+        status.starts_with("Run 1 (Manual)  Running  step 2/2"),
+        "{status}"
+    );
+    assert_eq!(step_line(&status, "quick").1[1], "Succeeded", "{status}");
+    let (_, slow) = step_line(&status, "slow");
+    assert_eq!(slow[1], "Running", "{status}");
+    assert!(
+        slow[3].ends_with('s'),
+        "running steps show elapsed time: {status}"
+    );
+
+    let out = via_symlink(
+        &link,
+        &ns.name,
+        &["cancel", "pipeline", "--wait", "--timeout", "60s"],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "syncsequence.syncseq.dev/pipeline cancel requested (syncseq.dev/cancelRequestedAt="
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Run 1 (Manual)  Cancelled"), "{stdout}");
+    assert_eq!(step_line(&stdout, "slow").1[1], "Cancelled", "{stdout}");
+
+    let run = waiting.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", describe(&run));
+    assert!(
+        text(&run.stderr).ends_with(
+            "error: run 1 of syncsequence.syncseq.dev/pipeline ended Cancelled: run cancelled by request\n"
+        ),
+        "{}",
+        describe(&run)
+    );
+    assert!(
+        text(&run.stdout).contains("Run 1 (Manual)  Cancelled"),
+        "{}",
+        describe(&run)
+    );
+
+    let seq = api.get("pipeline").await.unwrap();
+    assert_eq!(last_phase(&seq), Some(RunPhase::Cancelled));
+
+    let out = via_symlink(&link, &ns.name, &["history", "pipeline", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let runs: Vec<RunSummary> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].phase, RunPhase::Cancelled);
+}
+
+#[tokio::test]
+async fn errors_read_like_kubectl() {
+    install_crds().await;
+    let ns = TestNamespace::new("plugin-errors").await;
+    for args in [
+        vec!["status", "nope"],
+        vec!["history", "nope", "-o", "json"],
+        vec!["run", "nope"],
+        vec!["cancel", "nope"],
+        vec!["suspend", "nope"],
+    ] {
+        let out = plugin(&ns.name, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        assert_eq!(
+            text(&out.stderr),
+            "error: syncsequences.syncseq.dev \"nope\" not found\n",
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {}", describe(&out));
+    }
+    // A sequence that never ran.
+    ns.kubectl_apply(&sequence_yaml("idle", &[("a", "")], ""));
+    let out = plugin(&ns.name, &["status", "idle"]);
+    assert_eq!(
+        text(&out.stdout),
+        "syncsequence.syncseq.dev/idle has not run yet  next schedule: none (manual only)\n",
+        "{}",
+        describe(&out)
+    );
+    let out = plugin(&ns.name, &["history", "idle"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stderr),
+        "No runs of syncsequence.syncseq.dev/idle yet.\n"
+    );
+    // Usage errors exit 2, as kubectl's do.
+    let out = plugin(&ns.name, &["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let out = plugin(&ns.name, &["history", "idle", "-o", "wide"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
