@@ -818,6 +818,23 @@ proptest! {
         prop_assert!(st.current_run.is_none(), "the run finished");
         let run = &st.runs[0];
         prop_assert!(run.phase.is_finished());
+        // Every step of the finished run is in exactly one final phase, consistent with the run.
+        let last = st.last_run.as_ref().unwrap();
+        prop_assert_eq!(last.steps.len(), n);
+        prop_assert!(last.steps.iter().all(|s| s.phase.is_final()), "{:?}", last.steps);
+        let failed = last.steps.iter().filter(|s| s.phase == StepPhase::Failed).count();
+        let skipped = last.steps.iter().filter(|s| s.phase == StepPhase::Skipped).count();
+        match run.phase {
+            RunPhase::Succeeded => prop_assert_eq!(failed + skipped, 0),
+            RunPhase::SucceededWithErrors => prop_assert!(failed > 0 && skipped == 0),
+            RunPhase::Failed => prop_assert!(failed > 0),
+            other => prop_assert!(false, "unexpected {:?}", other),
+        }
+        // Skipped steps only ever follow the failed step that stopped the run.
+        if let Some(first_skipped) = last.steps.iter().position(|s| s.phase == StepPhase::Skipped) {
+            prop_assert_eq!(last.steps[first_skipped - 1].phase, StepPhase::Failed);
+            prop_assert!(last.steps[first_skipped..].iter().all(|s| s.phase == StepPhase::Skipped));
+        }
         // Each step of a finished run is final exactly once: check via the Jobs created.
         let mut per_step: BTreeMap<String, i32> = BTreeMap::new();
         for name in &w.created {
