@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the run-order, failure, standalone-Sync and schedule integration tests with the
+# Runs the run-order, failure-policy and alert, standalone-Sync and schedule integration tests with the
 # controller authenticated as the Helm chart's ServiceAccount (cluster-wide mode), not as admin:
 # proof that the chart's least-privilege RBAC is enough for everything the controller does.
 #
@@ -21,6 +21,7 @@ ns=syncseq-rbac
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # Only the ServiceAccount and RBAC objects; the Deployment would need a real image.
 "$helm" template "$release" charts/syncseq --namespace "$ns" --set replicaCount=1 \
+  --set "alertSecrets={slack-hook,json-hook,steps-hook,hook,absent}" \
   | python3 -c '
 import sys, yaml
 keep = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
@@ -48,4 +49,4 @@ if KUBECONFIG=$out kubectl auth can-i list secrets --all-namespaces >/dev/null 2
 fi
 echo "controller identity: system:serviceaccount:$ns:$sa"
 SYNCSEQ_CONTROLLER_KUBECONFIG=$out SYNCSEQ_CONTROLLER_NO_LEADER_ELECTION=1 \
-  cargo test --locked --test sequence_run --test standalone_sync --test schedules
+  cargo test --locked --test sequence_run --test standalone_sync --test schedules --test failure_policies

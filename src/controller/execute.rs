@@ -22,12 +22,13 @@ pub enum ExecuteError {
 
 /// Executes a plan for a sequence or a Sync. Status goes first: if the controller dies before
 /// the Jobs are created, the next reconcile sees the recorded attempt and creates the Job then.
+/// Returns the resourceVersion the status write produced, when status was written.
 pub async fn execute<K, S>(
     obj: &K,
     status: Option<&S>,
     actions: &[Action],
     ctx: &Context,
-) -> Result<(), ExecuteError>
+) -> Result<Option<String>, ExecuteError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -37,6 +38,8 @@ where
 {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
+    // The resourceVersion our status write produced, if it wrote one.
+    let mut new_version = None;
     if let Some(status) = status {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
         let body = serde_json::json!({
@@ -44,13 +47,15 @@ where
             "kind": K::kind(&()),
             "status": status,
         });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+        new_version = written.resource_version();
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = obj.object_ref(&());
@@ -123,5 +128,5 @@ where
             Action::Notify(_) => {}
         }
     }
-    Ok(())
+    Ok(new_version)
 }

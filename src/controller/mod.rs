@@ -6,6 +6,7 @@
 
 mod events;
 mod execute;
+mod freshness;
 mod notify;
 mod observe;
 mod reconcile;
@@ -46,6 +47,8 @@ pub struct Context {
     pub notifier: notify::Notifier,
     /// Claims that keep two reconcilers from starting the same Sync at once.
     pub sync_gate: sync_gate::SyncGate,
+    /// Which cached versions our last status writes were decided on.
+    pub freshness: freshness::Freshness,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
@@ -139,6 +142,7 @@ pub async fn run(
         notifier: notify::Notifier::start(client.clone(), reporter.clone()),
         reporter,
         sync_gate: Default::default(),
+        freshness: Default::default(),
         caches_ready,
         metrics: metrics.clone(),
     });

@@ -573,10 +573,11 @@ async fn report(shared: &Shared, d: &Delivery, attempts: u32, result: Result<(),
     }
     let key = (e.namespace.clone(), e.sequence.clone());
     let mut outcomes = shared.outcomes.lock().await;
-    let alerts = outcomes.entry(key).or_default();
-    alerts.insert(n.alert.clone(), outcome);
-    let desired = condition_for(alerts);
-    if let Err(err) = set_condition(&shared.client, &e.namespace, &e.sequence, desired).await {
+    outcomes
+        .entry(key.clone())
+        .or_default()
+        .insert(n.alert.clone(), outcome);
+    if let Err(err) = set_condition(&shared.client, &key, &mut outcomes).await {
         tracing::warn!(sequence = %e.sequence, error = %err, "failed to set the AlertsDelivered condition");
     }
 }
@@ -610,16 +611,26 @@ fn condition_for(alerts: &BTreeMap<String, Outcome>) -> (bool, &'static str, Str
     }
 }
 
+/// Applies the `AlertsDelivered` condition that the recorded outcomes of the sequence's alerts
+/// call for (alerts no longer in the spec are forgotten first). Called with the outcomes locked.
 async fn set_condition(
     client: &Client,
-    namespace: &str,
-    name: &str,
-    (ok, reason, message): (bool, &'static str, String),
+    (namespace, name): &(String, String),
+    outcomes: &mut HashMap<(String, String), BTreeMap<String, Outcome>>,
 ) -> Result<(), kube::Error> {
     let api: Api<SyncSequence> = Api::namespaced(client.clone(), namespace);
     let Some(seq) = api.get_opt(name).await? else {
+        outcomes.remove(&(namespace.clone(), name.clone()));
         return Ok(());
     };
+    let Some(alerts) = outcomes.get_mut(&(namespace.clone(), name.clone())) else {
+        return Ok(());
+    };
+    alerts.retain(|alert, _| seq.spec.alerts.iter().any(|a| a.name == *alert));
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let (ok, reason, message) = condition_for(alerts);
     let status = if ok { "True" } else { "False" };
     let current = seq
         .status
@@ -722,7 +733,7 @@ mod tests {
                 what: "RunFailed notification for run 1".into(),
             },
         );
-        assert_eq!(condition_for(&alerts).0, true);
+        assert!(condition_for(&alerts).0);
         alerts.insert(
             "b".to_string(),
             Outcome::Failed {

@@ -17,7 +17,20 @@ use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
     ctx.caches_synced().await;
     let _timer = ReconcileTimer::start(&ctx.metrics, "SyncSequence");
+    let key = format!(
+        "SyncSequence/{}/{}",
+        seq.namespace().unwrap_or_default(),
+        seq.name_any()
+    );
     if seq.metadata.deletion_timestamp.is_some() {
+        ctx.freshness.forget(&key);
+        return Ok(Requeue::await_change());
+    }
+    // The watch event of our last status write is on its way; decide on that, not on this.
+    if ctx
+        .freshness
+        .is_stale(&key, seq.metadata.resource_version.as_deref())
+    {
         return Ok(Requeue::await_change());
     }
     let ns = seq.namespace().unwrap_or_default();
@@ -51,13 +64,18 @@ pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requ
         "decided"
     );
     let changed = !super::notify::status_unchanged(seq.status.as_ref(), &plan.status);
-    execute(
+    let written = execute(
         seq.as_ref(),
         changed.then_some(&plan.status),
         &plan.actions,
         &ctx,
     )
     .await?;
+    // A write the server found to change nothing keeps the version (and sends no event).
+    if written.is_some() && written.as_deref() != seq.metadata.resource_version.as_deref() {
+        ctx.freshness
+            .wrote(&key, seq.metadata.resource_version.as_deref());
+    }
     record_progress(&ctx.metrics, seq.status.as_ref(), &plan);
     Ok(requeue_at(plan.wake_at, now))
 }

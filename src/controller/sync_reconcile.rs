@@ -17,7 +17,20 @@ use crate::engine::{SyncObserved, decide_sync};
 pub async fn reconcile(sync: Arc<Sync>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
     ctx.caches_synced().await;
     let _timer = super::reconcile::ReconcileTimer::start(&ctx.metrics, "Sync");
+    let key = format!(
+        "Sync/{}/{}",
+        sync.namespace().unwrap_or_default(),
+        sync.name_any()
+    );
     if sync.metadata.deletion_timestamp.is_some() {
+        ctx.freshness.forget(&key);
+        return Ok(Requeue::await_change());
+    }
+    // The watch event of our last status write is on its way; decide on that, not on this.
+    if ctx
+        .freshness
+        .is_stale(&key, sync.metadata.resource_version.as_deref())
+    {
         return Ok(Requeue::await_change());
     }
     let ns = sync.namespace().unwrap_or_default();
@@ -30,13 +43,18 @@ pub async fn reconcile(sync: Arc<Sync>, ctx: Arc<Context>) -> Result<Requeue, Ex
     });
     tracing::debug!(sync = %sync.name_any(), jobs = jobs.len(), actions = plan.actions.len(), wake_at = ?plan.wake_at, "decided");
     let changed = sync.status.as_ref() != Some(&plan.status);
-    execute(
+    let written = execute(
         sync.as_ref(),
         changed.then_some(&plan.status),
         &plan.actions,
         &ctx,
     )
     .await?;
+    // A write the server found to change nothing keeps the version (and sends no event).
+    if written.is_some() && written.as_deref() != sync.metadata.resource_version.as_deref() {
+        ctx.freshness
+            .wrote(&key, sync.metadata.resource_version.as_deref());
+    }
     Ok(requeue_at(plan.wake_at, now))
 }
 

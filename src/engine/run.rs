@@ -235,7 +235,7 @@ fn succeeded(
     actions: &mut Vec<Action>,
     now: Timestamp,
 ) -> Progress {
-    let rows = rows_text(report);
+    let rows = format!("{}{}", rows_text(report), within_limit(spec, report));
     if let Some(exceeded) = rejected_rows_exceeded(spec, report) {
         let policy = spec
             .rejected_rows
@@ -243,10 +243,14 @@ fn succeeded(
             .map(|p| p.on_exceeded)
             .unwrap_or_default();
         let note = format!("step {}: {exceeded}", step.name);
+        let decision = match policy {
+            FailurePolicy::Stop => "stopping the run",
+            FailurePolicy::Continue => "continuing (onExceeded: Continue)",
+        };
         actions.push(Event::warning(
             "RejectedRowsExceeded",
             "CheckRejectedRows",
-            note.clone(),
+            format!("{note}; {decision}"),
         ));
         finish_step(
             step,
@@ -482,6 +486,22 @@ pub(super) fn rejected_rows_exceeded(spec: &Step, report: &Report) -> Option<Str
         }
     }
     None
+}
+
+/// For the success Event of a step with a rejected-rows limit: the numbers against the limit.
+fn within_limit(spec: &Step, report: &Report) -> String {
+    let (Some(policy), Some(rejected)) = (spec.rejected_rows.as_ref(), report.rows_rejected) else {
+        return String::new();
+    };
+    let total = report.rows_synced.unwrap_or(0) + rejected;
+    match (policy.max, policy.max_percent) {
+        (Some(max), _) => format!(" (within the limit of {max})"),
+        (None, Some(pct)) if total > 0 => format!(
+            " ({:.2}%, within the limit of {pct}%)",
+            rejected as f64 * 100.0 / total as f64
+        ),
+        _ => String::new(),
+    }
 }
 
 fn with_sync_message(text: &str, report: &Report) -> String {

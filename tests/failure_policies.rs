@@ -1,0 +1,1046 @@
+//! Failure policies, row-level results, retries, timeouts and alerts on the real control plane
+//! (issue: failure policies, row-level results, retries, timeouts and alerts).
+//!
+//! Alerts are delivered to a small HTTP receiver this test starts on 127.0.0.1; the controller
+//! runs as a process on the same machine, so it reaches it directly.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::fixtures::*;
+use support::*;
+use syncseq::api::{AlertHealth, RunPhase, StepPhase, Sync, SyncSequence};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RUN_DEADLINE: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------------------------
+// A webhook receiver.
+
+/// One request the receiver got, and how it answered.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    status: u16,
+    answered_at: Instant,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body of {} is not JSON ({e}): {}",
+                self.path,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    requests: Vec<Received>,
+    /// Answer 500 to this many requests, then 200.
+    fail_next: usize,
+    /// Wait this long before answering.
+    delay: Duration,
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that records every request.
+struct Receiver {
+    port: u16,
+    state: Arc<Mutex<ReceiverState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(serve(sock, shared.clone()));
+            }
+        });
+        Receiver { port, state, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn fail_next(&self, n: usize) {
+        self.state.lock().unwrap().fail_next = n;
+    }
+
+    fn delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    fn requests(&self, prefix: &str) -> Vec<Received> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head, body_start, length) = loop {
+        let Ok(n) = sock.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_string();
+            let length = header(&head, "content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            break (head, i + 4, length);
+        }
+    };
+    while buf.len() < body_start + length {
+        let Ok(n) = sock.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[body_start..(body_start + length).min(buf.len())].to_vec();
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string();
+    let (status, delay) = {
+        let mut s = state.lock().unwrap();
+        let status = if s.fail_next > 0 {
+            s.fail_next -= 1;
+            500
+        } else {
+            200
+        };
+        (status, s.delay)
+    };
+    tokio::time::sleep(delay).await;
+    let text = if status == 200 { "ok" } else { "oops" };
+    let answer = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        if status == 200 {
+            "OK"
+        } else {
+            "Internal Server Error"
+        },
+        text.len()
+    );
+    let _ = sock.write_all(answer.as_bytes()).await;
+    let _ = sock.shutdown().await;
+    state.lock().unwrap().requests.push(Received {
+        path,
+        content_type: header(&head, "content-type"),
+        body,
+        status,
+        answered_at: Instant::now(),
+    });
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// The events.k8s.io Events about an object: (type, reason, note), oldest first.
+async fn events_of(ns: &TestNamespace, name: &str) -> Vec<(String, String, String)> {
+    let mut list = ns
+        .api::<K8sEvent>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until an Event with `reason` about `name` exists; returns the notes of all such.
+async fn wait_for_events(
+    ns: &TestNamespace,
+    name: &str,
+    reason: &str,
+    count: usize,
+) -> Vec<(String, String)> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} {reason} Event(s) on {name}"),
+        || async {
+            let found: Vec<(String, String)> = events_of(ns, name)
+                .await
+                .into_iter()
+                .filter(|(_, r, _)| r == reason)
+                .map(|(t, _, n)| (t, n))
+                .collect();
+            (found.len() >= count).then_some(found)
+        },
+    )
+    .await
+}
+
+async fn create_secret(ns: &TestNamespace, name: &str, url: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"url": url},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
+
+/// Sets the exit code the Sync's simulated container ends with, for Jobs created from now on.
+async fn set_exit_code(ns: &TestNamespace, sync: &str, code: i32) {
+    let patch = json!({"spec": {"jobTemplate": {"spec": {"template": {"metadata": {
+        "annotations": {"sim.syncseq.dev/exit-code": code.to_string()}
+    }}}}}});
+    ns.api::<Sync>()
+        .patch(sync, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch sync");
+}
+
+async fn run_to_end(ns: &TestNamespace, seq: &str, run: i64) -> SyncSequence {
+    trigger(ns, seq, &format!("run-{run}")).await;
+    wait_for_run(ns, seq, run, RUN_DEADLINE).await
+}
+
+fn condition(seq: &SyncSequence, type_: &str) -> Option<(String, String, String)> {
+    seq.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn jobs_by_attempt(jobs: &[Job]) -> Vec<String> {
+    let mut attempts: Vec<String> = jobs
+        .iter()
+        .map(|j| j.metadata.labels.as_ref().unwrap()["syncseq.dev/attempt"].clone())
+        .collect();
+    attempts.sort();
+    attempts
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Rejected rows.
+
+#[tokio::test]
+async fn rejected_rows_within_a_count_continue_and_over_a_percentage_stop() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-rows").await;
+    let rows = r#"{"rowsSynced":950,"rowsRejected":50}"#;
+    for s in ["accounts-a", "accounts-b"] {
+        ns.kubectl_apply(&sync_yaml(s, "300ms", 0, Some(rows)));
+    }
+    for s in ["contacts-a", "contacts-b"] {
+        ns.kubectl_apply(&sync_yaml(s, "300ms", 0, None));
+    }
+    ns.kubectl_apply(&sequence_yaml(
+        "by-count",
+        &[
+            ("accounts-a", "    rejectedRows: {max: 100}\n"),
+            ("contacts-a", ""),
+        ],
+        "",
+    ));
+    ns.kubectl_apply(&sequence_yaml(
+        "by-share",
+        &[
+            ("accounts-b", "    rejectedRows: {maxPercent: 1}\n"),
+            ("contacts-b", ""),
+        ],
+        "",
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "by-count", "1").await;
+    trigger(&ns, "by-share", "1").await;
+
+    let seq = wait_for_run(&ns, "by-count", 1, RUN_DEADLINE).await;
+    let st = seq.status.unwrap();
+    assert_eq!(st.runs[0].phase, RunPhase::Succeeded, "{:?}", st.runs[0]);
+    let run = st.last_run.unwrap();
+    let steps: Vec<_> = run
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.phase, s.rows_synced, s.rows_rejected))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("accounts-a", StepPhase::Succeeded, Some(950), Some(50)),
+            ("contacts-a", StepPhase::Succeeded, None, None),
+        ]
+    );
+    let ok = wait_for_events(&ns, "by-count", "StepSucceeded", 2).await;
+    assert!(
+        ok.iter().any(|(_, n)| n.contains("accounts-a")
+            && n.contains("950 rows synced, 50 rejected (within the limit of 100)")),
+        "{ok:?}"
+    );
+
+    let seq = wait_for_run(&ns, "by-share", 1, RUN_DEADLINE).await;
+    let st = seq.status.unwrap();
+    assert_eq!(st.runs[0].phase, RunPhase::Failed);
+    assert_eq!(st.runs[0].failed_step.as_deref(), Some("accounts-b"));
+    let run = st.last_run.unwrap();
+    assert_eq!(run.steps[0].phase, StepPhase::Failed);
+    assert_eq!(
+        run.steps[0].message.as_deref(),
+        Some("50 of 1000 rows rejected (5.00%), more than the limit of 1%")
+    );
+    assert_eq!(
+        (run.steps[0].rows_synced, run.steps[0].rows_rejected),
+        (Some(950), Some(50))
+    );
+    assert_eq!(run.steps[1].phase, StepPhase::Skipped);
+    assert_eq!(
+        run.steps[1].message.as_deref(),
+        Some("skipped: step accounts-b failed")
+    );
+    let breach = wait_for_events(&ns, "by-share", "RejectedRowsExceeded", 1).await;
+    assert_eq!(breach[0].0, "Warning");
+    assert_eq!(
+        breach[0].1,
+        "step accounts-b: 50 of 1000 rows rejected (5.00%), more than the limit of 1%; stopping the run"
+    );
+    let jobs = ns.api::<Job>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        !jobs.items.iter().any(|j| j
+            .metadata
+            .name
+            .as_deref()
+            .unwrap()
+            .starts_with("by-share-1-contacts-b")),
+        "the step after a stop must never get a Job"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Retries.
+
+#[tokio::test]
+async fn a_step_that_fails_twice_then_succeeds_within_two_retries() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-retry").await;
+    ns.kubectl_apply(&sync_yaml(
+        "flaky",
+        "300ms",
+        1,
+        Some(r#"{"message":"CRM API said 503"}"#),
+    ));
+    ns.kubectl_apply(&sequence_yaml(
+        "retry",
+        &[("flaky", "    retries: 2\n    retryDelaySeconds: 3\n")],
+        "",
+    ));
+    let log = JobLog::start(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "retry", "1").await;
+
+    // Attempts 1 and 2 fail; the next attempt starts 6 s after the second failure, so there is
+    // ample time to make the Sync succeed before attempt 3's Job is built.
+    eventually(RUN_DEADLINE, "two failed attempts", || async {
+        let finished = log
+            .events()
+            .iter()
+            .filter(|e| matches!(e, JobEvent::Finished(_)))
+            .count();
+        (finished >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(log.created().len(), 2, "{:?}", log.events());
+    set_exit_code(&ns, "flaky", 0).await;
+
+    let seq = wait_for_run(&ns, "retry", 1, RUN_DEADLINE).await;
+    let st = seq.status.unwrap();
+    assert_eq!(st.runs[0].phase, RunPhase::Succeeded, "{:?}", st.runs[0]);
+    let step = &st.last_run.as_ref().unwrap().steps[0];
+    assert_eq!(step.phase, StepPhase::Succeeded);
+    assert_eq!(step.attempts, 3);
+    let jobs = ns
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(jobs_by_attempt(&jobs), vec!["1", "2", "3"]);
+    assert_eq!(
+        step.job_name.as_deref(),
+        log.created().last().map(String::as_str)
+    );
+
+    let retries = wait_for_events(&ns, "retry", "StepRetrying", 2).await;
+    // Distinct notes: a reconcile replayed on a stale cached sequence can repeat an Event.
+    let mut notes: Vec<&str> = retries.iter().map(|(_, n)| n.as_str()).collect();
+    notes.dedup();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].contains(
+            "attempt 1 failed: CRM API said 503 (exit code 1); retrying in 3s (attempt 2 of 3)"
+        ),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].contains(
+            "attempt 2 failed: CRM API said 503 (exit code 1); retrying in 6s (attempt 3 of 3)"
+        ),
+        "{notes:?}"
+    );
+    assert!(retries.iter().all(|(t, _)| t == "Warning"));
+}
+
+#[tokio::test]
+async fn a_step_that_keeps_failing_fails_the_run_after_one_retry() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-retry1").await;
+    ns.kubectl_apply(&sync_yaml("broken", "300ms", 4, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "retry",
+        &[("broken", "    retries: 1\n    retryDelaySeconds: 1\n")],
+        "",
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+    let seq = run_to_end(&ns, "retry", 1).await;
+    let st = seq.status.unwrap();
+    assert_eq!(st.runs[0].phase, RunPhase::Failed);
+    let step = &st.last_run.as_ref().unwrap().steps[0];
+    assert_eq!(step.phase, StepPhase::Failed);
+    assert_eq!(step.attempts, 2);
+    assert!(
+        step.message.as_deref().unwrap().contains("exit code 4"),
+        "{step:?}"
+    );
+    let jobs = ns
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(jobs_by_attempt(&jobs), vec!["1", "2"]);
+    let retried = wait_for_events(&ns, "retry", "StepRetrying", 1).await;
+    assert!(
+        retried[0].1.contains("retrying in 1s (attempt 2 of 2)"),
+        "{retried:?}"
+    );
+    let failed = wait_for_events(&ns, "retry", "StepFailed", 1).await;
+    assert_eq!(failed[0].0, "Warning");
+    assert!(failed[0].1.contains("exit code 4"), "{failed:?}");
+    let retry_notes: std::collections::BTreeSet<String> = events_of(&ns, "retry")
+        .await
+        .into_iter()
+        .filter(|(_, r, _)| r == "StepRetrying")
+        .map(|(_, _, n)| n)
+        .collect();
+    assert_eq!(retry_notes.len(), 1, "one retry: {retry_notes:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Timeouts.
+
+#[tokio::test]
+async fn a_step_that_runs_past_its_timeout_is_reported_as_timed_out() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-timeout").await;
+    ns.kubectl_apply(&sync_yaml("slow", "1h", 0, None));
+    ns.kubectl_apply(&sync_yaml("after", "300ms", 0, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "deadline",
+        &[("slow", "    timeoutSeconds: 3\n"), ("after", "")],
+        "",
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+    let started = Instant::now();
+    let seq = run_to_end(&ns, "deadline", 1).await;
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let st = seq.status.unwrap();
+    assert_eq!(st.runs[0].phase, RunPhase::Failed);
+    let run = st.last_run.unwrap();
+    assert_eq!(run.steps[0].phase, StepPhase::Failed);
+    let message = run.steps[0].message.clone().unwrap();
+    assert!(message.starts_with("timed out after 3s"), "{message}");
+    assert_eq!(run.steps[1].phase, StepPhase::Skipped);
+    let jobs = ns
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].spec.as_ref().unwrap().active_deadline_seconds,
+        Some(3)
+    );
+    let timed_out = wait_for_events(&ns, "deadline", "StepTimedOut", 1).await;
+    assert_eq!(timed_out[0].0, "Warning");
+    assert!(
+        timed_out[0]
+            .1
+            .starts_with("step slow failed: timed out after 3s"),
+        "{timed_out:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Alerts: once per change of state, in both formats.
+
+fn alerts_yaml(alerts: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = String::from("  alerts:\n");
+    for (name, when, secret, format) in alerts {
+        out.push_str(&format!(
+            "  - name: {name}\n    when: [{when}]\n    webhook: {{urlSecretRef: {{name: {secret}, key: url}}, format: {format}}}\n"
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn three_failed_runs_notify_once_and_the_next_success_recovers_once() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-alerts").await;
+    let receiver = Receiver::start().await;
+    create_secret(
+        &ns,
+        "slack-hook",
+        &receiver.url("/slack/T000/B000/tok-slack"),
+    )
+    .await;
+    create_secret(&ns, "json-hook", &receiver.url("/json/tok-json")).await;
+    create_secret(&ns, "steps-hook", &receiver.url("/steps/tok-steps")).await;
+    ns.kubectl_apply(&sync_yaml(
+        "load",
+        "300ms",
+        2,
+        Some(r#"{"rowsSynced":10,"rowsRejected":1,"message":"CRM API said 503 <retry later> & again"}"#),
+    ));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("load", "")],
+        &alerts_yaml(&[
+            (
+                "oncall-slack",
+                "RunFailed, Recovered",
+                "slack-hook",
+                "Slack",
+            ),
+            ("oncall-json", "RunFailed, Recovered", "json-hook", "JSON"),
+            ("steps", "StepFailed", "steps-hook", "JSON"),
+        ]),
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+
+    for run in 1..=3 {
+        let seq = run_to_end(&ns, "crm", run).await;
+        assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+        if run == 1 {
+            eventually(
+                Duration::from_secs(20),
+                "the first failure notifications",
+                || async { (receiver.requests("/").len() >= 3).then_some(()) },
+            )
+            .await;
+        }
+    }
+    let seq = ns.api::<SyncSequence>().get("crm").await.unwrap();
+    let states = seq.status.as_ref().unwrap().alert_states.clone();
+    let slack_state = states.iter().find(|s| s.name == "oncall-slack").unwrap();
+    assert_eq!(slack_state.state, AlertHealth::Failing);
+    assert!(slack_state.run_failed);
+    assert_eq!(slack_state.failing_since_run, Some(1));
+    let steps_state = states.iter().find(|s| s.name == "steps").unwrap();
+    assert_eq!(steps_state.failed_steps, vec!["load".to_string()]);
+
+    set_exit_code(&ns, "load", 0).await;
+    let seq = run_to_end(&ns, "crm", 4).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    eventually(
+        Duration::from_secs(20),
+        "the recovery notifications",
+        || async {
+            (receiver.requests("/slack").len() >= 2 && receiver.requests("/json").len() >= 2)
+                .then_some(())
+        },
+    )
+    .await;
+    // Anything extra would have been sent right after its run; give it a moment anyway.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let slack = receiver.requests("/slack");
+    let json = receiver.requests("/json");
+    let steps = receiver.requests("/steps");
+    assert_eq!(slack.len(), 2, "{slack:?}");
+    assert_eq!(json.len(), 2, "{json:?}");
+    assert_eq!(
+        steps.len(),
+        1,
+        "one StepFailed for a step that kept failing: {steps:?}"
+    );
+    for r in slack.iter().chain(&json).chain(&steps) {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    }
+
+    // JSON format: the documented plain object.
+    let failed = json[0].json();
+    assert_eq!(failed["source"], "syncseq");
+    assert_eq!(failed["alert"], "oncall-json");
+    assert_eq!(failed["kind"], "RunFailed");
+    assert_eq!(failed["namespace"], ns.name.as_str());
+    assert_eq!(failed["sequence"], "crm");
+    assert_eq!(failed["run"], 1);
+    assert_eq!(failed["trigger"], "Manual");
+    assert_eq!(failed["phase"], "Failed");
+    assert_eq!(failed["step"], "load");
+    assert_eq!(failed["sync"], "load");
+    assert_eq!(failed["rows"], json!({"synced": 10, "rejected": 1}));
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("CRM API said 503 <retry later> & again")
+            && message.contains("exit code 2"),
+        "{message}"
+    );
+    assert!(
+        failed["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/crm: run 1 failed", ns.name))
+    );
+    assert!(
+        failed["time"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
+    assert_eq!(failed["failingSinceRun"], Value::Null);
+    let recovered = json[1].json();
+    assert_eq!(recovered["kind"], "Recovered");
+    assert_eq!(recovered["run"], 4);
+    assert_eq!(recovered["phase"], "Succeeded");
+    assert_eq!(recovered["failingSinceRun"], 1);
+    assert_eq!(recovered["step"], Value::Null);
+
+    // Slack format: text plus blocks, text escaped.
+    let failed = slack[0].json();
+    let text = failed["text"].as_str().unwrap();
+    assert!(text.contains("run 1 failed"), "{text}");
+    assert!(text.contains("&lt;retry later&gt; &amp; again"), "{text}");
+    let blocks = failed["blocks"].as_array().unwrap();
+    let types: Vec<&str> = blocks.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["header", "section", "section", "context"]);
+    assert_eq!(blocks[0]["text"]["type"], "plain_text");
+    assert_eq!(blocks[0]["text"]["text"], ":red_circle: crm: run 1 failed");
+    assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
+    let section = blocks[1]["text"]["text"].as_str().unwrap();
+    assert!(
+        section.starts_with("Run *1* (manual request) failed at step *load*."),
+        "{section}"
+    );
+    assert!(
+        section.contains("```step load failed: CRM API said 503 &lt;retry later&gt; &amp; again"),
+        "{section}"
+    );
+    let fields: Vec<&str> = blocks[2]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&format!("*Sequence*\n{}/crm", ns.name).as_str()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"*Rows*\n10 synced, 1 rejected"),
+        "{fields:?}"
+    );
+    let recovered = slack[1].json();
+    assert_eq!(
+        recovered["blocks"][0]["text"]["text"],
+        ":large_green_circle: crm: recovered"
+    );
+
+    let step_failed = steps[0].json();
+    assert_eq!(step_failed["kind"], "StepFailed");
+    assert_eq!(step_failed["run"], 1);
+    assert_eq!(step_failed["step"], "load");
+
+    let seq = ns.api::<SyncSequence>().get("crm").await.unwrap();
+    let st = seq.status.as_ref().unwrap();
+    assert!(
+        st.alert_states
+            .iter()
+            .filter(|s| s.name.starts_with("oncall"))
+            .all(|s| s.state == AlertHealth::Healthy && !s.run_failed),
+        "{:?}",
+        st.alert_states
+    );
+    // The step-only alert has no Recovered in `when`: it clears silently.
+    assert!(st.alert_states.iter().all(|s| s.failed_steps.is_empty()));
+    let delivered = wait_for_object(
+        &ns.api::<SyncSequence>(),
+        "crm",
+        Duration::from_secs(20),
+        "AlertsDelivered=True",
+        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "True"),
+    )
+    .await;
+    assert_eq!(
+        condition(&delivered, "AlertsDelivered").unwrap().1,
+        "Delivered"
+    );
+    let sent = wait_for_events(&ns, "crm", "AlertSent", 5).await;
+    assert_eq!(sent.len(), 5, "{sent:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Delivery: retries, never blocking, and failures shown on the sequence.
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_notification_once_and_reconciling_goes_on_meanwhile() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-deliver").await;
+    let receiver = Receiver::start().await;
+    receiver.fail_next(2);
+    // Each answer takes 1.5 s: with the 1 s and 2 s backoffs, delivery takes about 7.5 s.
+    receiver.delay(Duration::from_millis(1500));
+    let token = "tok-Zq8sECRETvalue";
+    create_secret(&ns, "hook", &receiver.url(&format!("/hooks/{token}"))).await;
+    ns.kubectl_apply(&sync_yaml(
+        "load",
+        "300ms",
+        3,
+        Some("connection reset by CRM"),
+    ));
+    ns.kubectl_apply(&sync_yaml("other", "300ms", 0, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("load", "")],
+        &alerts_yaml(&[("oncall", "RunFailed, Recovered", "hook", "JSON")]),
+    ));
+    ns.kubectl_apply(&sequence_yaml("other", &[("other", "")], ""));
+    let controller = ControllerProcess::start(&ns.name);
+
+    let seq = run_to_end(&ns, "crm", 1).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    // While the receiver answers 500 and the controller backs off, another sequence runs.
+    trigger(&ns, "other", "go").await;
+    let other = wait_for_run(&ns, "other", 1, RUN_DEADLINE).await;
+    let other_done = Instant::now();
+    assert_eq!(last_phase(&other), Some(RunPhase::Succeeded));
+
+    let delivered = eventually(
+        Duration::from_secs(40),
+        "a 200-answered delivery",
+        || async {
+            receiver
+                .requests("/hooks")
+                .into_iter()
+                .find(|r| r.status == 200)
+        },
+    )
+    .await;
+    assert!(
+        other_done < delivered.answered_at,
+        "the other sequence finished only after the delivery: reconciling was blocked"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = receiver.requests("/hooks");
+    let answers: Vec<u16> = requests.iter().map(|r| r.status).collect();
+    assert_eq!(answers, vec![500, 500, 200], "three attempts, one delivery");
+    assert!(requests.iter().all(|r| r.body == requests[0].body));
+    assert_eq!(requests[0].json()["kind"], "RunFailed");
+
+    let sent = wait_for_events(&ns, "crm", "AlertSent", 1).await;
+    assert!(
+        sent[0]
+            .1
+            .contains("alert oncall: RunFailed notification for run 1 delivered (attempt 3)"),
+        "{sent:?}"
+    );
+    let seq = wait_for_object(
+        &ns.api::<SyncSequence>(),
+        "crm",
+        Duration::from_secs(20),
+        "AlertsDelivered=True",
+        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "True"),
+    )
+    .await;
+
+    // The URL (and its token) appears nowhere: not in status, Events or the controller's log.
+    let status = serde_json::to_string(&seq.status).unwrap();
+    assert!(!status.contains(token));
+    let events = events_of(&ns, "crm").await;
+    assert!(
+        events
+            .iter()
+            .all(|(_, _, n)| !n.contains(token) && !n.contains("127.0.0.1"))
+    );
+    let log = std::fs::read_to_string(controller.log_path()).unwrap();
+    assert!(
+        log.contains("alert notification delivered"),
+        "the delivery is logged"
+    );
+    assert!(!log.contains(token), "the webhook URL leaked into the log");
+}
+
+#[tokio::test]
+async fn a_missing_secret_shows_on_the_sequence_until_a_later_delivery_succeeds() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-nosecret").await;
+    let receiver = Receiver::start().await;
+    ns.kubectl_apply(&sync_yaml("load", "300ms", 1, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("load", "")],
+        &alerts_yaml(&[("oncall", "RunFailed, Recovered", "absent", "Slack")]),
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+    let api = ns.api::<SyncSequence>();
+
+    run_to_end(&ns, "crm", 1).await;
+    // Five attempts, 1+2+4+8 s apart.
+    let seq = wait_for_object(
+        &api,
+        "crm",
+        Duration::from_secs(60),
+        "AlertsDelivered=False",
+        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "False"),
+    )
+    .await;
+    let (_, reason, message) = condition(&seq, "AlertsDelivered").unwrap();
+    assert_eq!(reason, "SecretNotFound");
+    assert!(
+        message.contains("alert oncall (Secret absent, key url)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("not delivered after 5 attempts: Secret absent not found"),
+        "{message}"
+    );
+    let warning = wait_for_events(&ns, "crm", "AlertDeliveryFailed", 1).await;
+    assert_eq!(warning[0].0, "Warning");
+    assert!(
+        warning[0].1.contains("Secret absent not found"),
+        "{warning:?}"
+    );
+
+    // The reconciler's own status writes leave the condition alone.
+    let seq = run_to_end(&ns, "crm", 2).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    assert_eq!(
+        condition(&seq, "AlertsDelivered").map(|c| c.0),
+        Some("False".to_string()),
+        "{:?}",
+        seq.status
+    );
+    let fields = kubectl(
+        &[
+            "get",
+            "syncsequence",
+            "crm",
+            "-n",
+            &ns.name,
+            "--show-managed-fields",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let managed: Value = serde_json::from_slice(&fields.stdout).unwrap();
+    let managers: Vec<&str> = managed["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert!(managers.contains(&"syncseq-alerts"), "{managers:?}");
+
+    // Fixed: the next notification (the recovery) is delivered and the condition turns True.
+    create_secret(&ns, "absent", &receiver.url("/late")).await;
+    set_exit_code(&ns, "load", 0).await;
+    let seq = run_to_end(&ns, "crm", 3).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    let seq = wait_for_object(
+        &api,
+        "crm",
+        Duration::from_secs(30),
+        "AlertsDelivered=True",
+        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "True"),
+    )
+    .await;
+    assert_eq!(condition(&seq, "AlertsDelivered").unwrap().1, "Delivered");
+    let late = receiver.requests("/late");
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(
+        late[0].json()["blocks"][0]["text"]["text"],
+        ":large_green_circle: crm: recovered"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Garbage termination messages.
+
+/// About 10 KiB of text that is not JSON: tabs, a byte-order mark, replacement and private-use
+/// characters, broken JSON. (kwok renders the message into YAML and refuses other C0 control
+/// characters, so those are covered by the unit tests of `engine::result`.)
+fn garbage() -> String {
+    let piece = "\t\u{feff}\u{fffd}\u{e000}{\"rowsSynced\": [[\tÿþ\\x00\u{1F4A5}";
+    let mut s = String::new();
+    while s.len() < 10 * 1024 {
+        s.push_str(piece);
+    }
+    s
+}
+
+async fn garbage_sync(ns: &TestNamespace, name: &str, exit_code: i32) {
+    let sync: Sync = serde_json::from_value(json!({
+        "apiVersion": "syncseq.dev/v1alpha1",
+        "kind": "Sync",
+        "metadata": {"name": name},
+        "spec": {"jobTemplate": {"spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {
+                    "sim.syncseq.dev/duration": "300ms",
+                    "sim.syncseq.dev/exit-code": exit_code.to_string(),
+                    "sim.syncseq.dev/message": garbage(),
+                }},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "sync", "image": "registry.example.com/warehouse-sync:1.4"}]},
+            },
+        }}},
+    }))
+    .unwrap();
+    ns.api::<Sync>()
+        .create(&PostParams::default(), &sync)
+        .await
+        .expect("create sync");
+}
+
+#[tokio::test]
+async fn a_garbage_termination_message_still_gives_an_outcome_and_a_truncated_message() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-garbage").await;
+    garbage_sync(&ns, "junk-ok", 0).await;
+    garbage_sync(&ns, "junk-fail", 3).await;
+    ns.kubectl_apply(&sequence_yaml("ok", &[("junk-ok", "")], ""));
+    ns.kubectl_apply(&sequence_yaml("bad", &[("junk-fail", "")], ""));
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "ok", "1").await;
+    trigger(&ns, "bad", "1").await;
+
+    // What arrived in the Pod's status (Kubernetes caps termination messages at 4 KiB on a
+    // real kubelet; kwok copies the annotation as it is).
+    let ok = wait_for_run(&ns, "ok", 1, RUN_DEADLINE).await;
+    let bad = wait_for_run(&ns, "bad", 1, RUN_DEADLINE).await;
+    let pods = ns
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let raw = pods
+        .iter()
+        .find_map(|p| {
+            p.status.as_ref()?.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .message
+                .clone()
+        })
+        .expect("a terminated container with a message");
+    assert!(
+        raw.len() > 10_000,
+        "kwok passed the whole message: {} bytes",
+        raw.len()
+    );
+    assert!(raw.contains('\t'));
+
+    let check = |seq: &SyncSequence, phase: StepPhase| {
+        let st = seq.status.as_ref().unwrap();
+        let step = &st.last_run.as_ref().unwrap().steps[0];
+        assert_eq!(step.phase, phase, "{step:?}");
+        assert_eq!((step.rows_synced, step.rows_rejected), (None, None));
+        let message = step.message.clone().unwrap();
+        assert!(
+            message.contains("termination message is not a syncseq result object: "),
+            "{message}"
+        );
+        assert!(message.contains("(truncated)"), "{message}");
+        assert!(
+            message.chars().count() < 1200,
+            "{} characters",
+            message.chars().count()
+        );
+        assert!(
+            !message.chars().any(|c| c.is_control() && c != '\n'),
+            "control characters in {message:?}"
+        );
+        message
+    };
+    check(&ok, StepPhase::Succeeded);
+    assert_eq!(last_phase(&ok), Some(RunPhase::Succeeded));
+    let message = check(&bad, StepPhase::Failed);
+    assert!(message.ends_with("(exit code 3)"), "{message}");
+    assert_eq!(last_phase(&bad), Some(RunPhase::Failed));
+    let failed = wait_for_events(&ns, "bad", "StepFailed", 1).await;
+    assert!(failed[0].1.len() <= 1024, "Event notes stay within 1 KiB");
+}
