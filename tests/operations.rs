@@ -5,9 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::ListParams;
 use support::fixtures::*;
 use support::*;
 use syncseq::api::RunPhase;
@@ -88,17 +86,7 @@ async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doub
 
     let seq = wait_for_run(&ns, "crm", 1, Duration::from_secs(90)).await;
     assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
-    let jobs = ns
-        .api::<Job>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
-    let mut steps: Vec<String> = jobs
-        .iter()
-        .map(|j| j.metadata.labels.as_ref().unwrap()["syncseq.dev/step"].clone())
-        .collect();
-    steps.sort();
+    let steps = job_steps(&ns).await;
     assert_eq!(
         steps,
         vec!["accounts", "contacts", "workspaces"],

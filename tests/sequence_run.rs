@@ -238,61 +238,22 @@ async fn a_killed_controller_resumes_with_exactly_one_job_per_step() {
     let log = JobLog::start(&ns).await;
     let mut controller = ControllerProcess::start(&ns.name);
     trigger(&ns, "crm", "1").await;
-    let has = |log: &JobLog, e: &dyn Fn(&JobEvent) -> bool| log.events().iter().any(e);
 
     // Point 1: while step 1's Job runs.
-    eventually(RUN_DEADLINE, "step 1 created", || async {
-        has(
-            &log,
-            &|e| matches!(e, JobEvent::Created(n) if n.contains("-accounts-")),
-        )
-        .then_some(())
-    })
-    .await;
+    log.wait_created("-accounts-", RUN_DEADLINE).await;
     controller.restart();
     // Point 2: down while step 2's Job finishes; the restarted controller must start step 3.
-    eventually(RUN_DEADLINE, "step 2 created", || async {
-        has(
-            &log,
-            &|e| matches!(e, JobEvent::Created(n) if n.contains("-workspaces-")),
-        )
-        .then_some(())
-    })
-    .await;
+    log.wait_created("-workspaces-", RUN_DEADLINE).await;
     controller.kill();
-    eventually(RUN_DEADLINE, "step 2 finished", || async {
-        has(
-            &log,
-            &|e| matches!(e, JobEvent::Finished(n) if n.contains("-workspaces-")),
-        )
-        .then_some(())
-    })
-    .await;
+    log.wait_finished("-workspaces-", RUN_DEADLINE).await;
     controller.restart();
     // Point 3: right as step 3 starts.
-    eventually(RUN_DEADLINE, "step 3 created", || async {
-        has(
-            &log,
-            &|e| matches!(e, JobEvent::Created(n) if n.contains("-contacts-")),
-        )
-        .then_some(())
-    })
-    .await;
+    log.wait_created("-contacts-", RUN_DEADLINE).await;
     controller.restart();
 
     let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
     assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
-    let jobs = ns
-        .api::<Job>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
-    let mut steps: Vec<String> = jobs
-        .iter()
-        .map(|j| j.metadata.labels.as_ref().unwrap()["syncseq.dev/step"].clone())
-        .collect();
-    steps.sort();
+    let steps = job_steps(&ns).await;
     assert_eq!(
         steps,
         vec!["accounts", "contacts", "workspaces"],

@@ -86,3 +86,91 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
         .iter()
         .any(|c| c.type_ == type_ && c.status == "True")
 }
+
+/// The spec-health conditions, shared by sequences and Syncs. `Stalled` when the spec cannot
+/// work (with a Warning Event when it becomes so); `Ready` unless stalled or `not_ready` gives
+/// a reason and message; `Reconciling` false, since a decision is recorded in one apply.
+#[allow(clippy::too_many_arguments)]
+pub fn set_spec_health(
+    conds: &mut Vec<Condition>,
+    old: &[Condition],
+    spec_error: Option<&str>,
+    not_ready: Option<(&str, String)>,
+    ready_message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+    actions: &mut Vec<super::Action>,
+) {
+    match spec_error {
+        Some(err) => {
+            if !is_true(old, STALLED) {
+                actions.push(super::Event::warning(
+                    "InvalidSchedule",
+                    "ValidateSpec",
+                    err.to_string(),
+                ));
+            }
+            set(
+                conds,
+                Desired {
+                    type_: STALLED,
+                    status: true,
+                    reason: "InvalidSchedule",
+                    message: err.into(),
+                },
+                generation,
+                now,
+            );
+            set(
+                conds,
+                Desired {
+                    type_: READY,
+                    status: false,
+                    reason: "InvalidSchedule",
+                    message: err.into(),
+                },
+                generation,
+                now,
+            );
+        }
+        None => {
+            set(
+                conds,
+                Desired {
+                    type_: STALLED,
+                    status: false,
+                    reason: "SpecValid",
+                    message: String::new(),
+                },
+                generation,
+                now,
+            );
+            let ready = match not_ready {
+                Some((reason, message)) => Desired {
+                    type_: READY,
+                    status: false,
+                    reason,
+                    message,
+                },
+                None => Desired {
+                    type_: READY,
+                    status: true,
+                    reason: "Reconciled",
+                    message: ready_message.into(),
+                },
+            };
+            set(conds, ready, generation, now);
+        }
+    }
+    set(
+        conds,
+        Desired {
+            type_: RECONCILING,
+            status: false,
+            reason: "Reconciled",
+            message: String::new(),
+        },
+        generation,
+        now,
+    );
+}

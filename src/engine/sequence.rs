@@ -290,88 +290,21 @@ fn set_conditions(
         .filter(|n| !obs.syncs.contains_key(*n))
         .collect();
 
-    match spec_error {
-        Some(err) => {
-            if !conditions::is_true(&old.conditions, conditions::STALLED) {
-                actions.push(Event::warning(
-                    "InvalidSchedule",
-                    "ValidateSpec",
-                    err.to_string(),
-                ));
-            }
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::STALLED,
-                    status: true,
-                    reason: "InvalidSchedule",
-                    message: err.into(),
-                },
-                generation,
-                now,
-            );
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::READY,
-                    status: false,
-                    reason: "InvalidSchedule",
-                    message: err.into(),
-                },
-                generation,
-                now,
-            );
-        }
-        None => {
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::STALLED,
-                    status: false,
-                    reason: "SpecValid",
-                    message: String::new(),
-                },
-                generation,
-                now,
-            );
-            if missing.is_empty() {
-                conditions::set(
-                    conds,
-                    Desired {
-                        type_: conditions::READY,
-                        status: true,
-                        reason: "Reconciled",
-                        message: "spec is valid and every Sync exists".into(),
-                    },
-                    generation,
-                    now,
-                );
-            } else {
-                let message = format!("waiting for Sync(s) not found: {}", missing.join(", "));
-                conditions::set(
-                    conds,
-                    Desired {
-                        type_: conditions::READY,
-                        status: false,
-                        reason: "SyncNotFound",
-                        message,
-                    },
-                    generation,
-                    now,
-                );
-            }
-        }
-    }
-    conditions::set(
+    let not_ready = (!missing.is_empty()).then(|| {
+        (
+            "SyncNotFound",
+            format!("waiting for Sync(s) not found: {}", missing.join(", ")),
+        )
+    });
+    conditions::set_spec_health(
         conds,
-        Desired {
-            type_: conditions::RECONCILING,
-            status: false,
-            reason: "Reconciled",
-            message: String::new(),
-        },
+        &old.conditions,
+        spec_error,
+        not_ready,
+        "spec is valid and every Sync exists",
         generation,
         now,
+        actions,
     );
 
     match st.current_run.as_ref() {

@@ -292,73 +292,15 @@ fn set_conditions(
     actions: &mut Vec<Action>,
 ) {
     let conds = &mut st.conditions;
-    match spec_error {
-        Some(err) => {
-            if !conditions::is_true(&old.conditions, conditions::STALLED) {
-                actions.push(Event::warning(
-                    "InvalidSchedule",
-                    "ValidateSpec",
-                    err.to_string(),
-                ));
-            }
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::STALLED,
-                    status: true,
-                    reason: "InvalidSchedule",
-                    message: err.into(),
-                },
-                generation,
-                now,
-            );
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::READY,
-                    status: false,
-                    reason: "InvalidSchedule",
-                    message: err.into(),
-                },
-                generation,
-                now,
-            );
-        }
-        None => {
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::STALLED,
-                    status: false,
-                    reason: "SpecValid",
-                    message: String::new(),
-                },
-                generation,
-                now,
-            );
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::READY,
-                    status: true,
-                    reason: "Reconciled",
-                    message: "spec is valid".into(),
-                },
-                generation,
-                now,
-            );
-        }
-    }
-    conditions::set(
+    conditions::set_spec_health(
         conds,
-        Desired {
-            type_: conditions::RECONCILING,
-            status: false,
-            reason: "Reconciled",
-            message: String::new(),
-        },
+        &old.conditions,
+        spec_error,
+        None,
+        "spec is valid",
         generation,
         now,
+        actions,
     );
     let waiting = triggers::new_request(meta, &st.last_handled_request_at).is_some();
     match holder {

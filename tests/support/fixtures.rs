@@ -99,6 +99,22 @@ pub fn last_phase(seq: &SyncSequence) -> Option<RunPhase> {
     seq.status.as_ref()?.runs.first().map(|r| r.phase)
 }
 
+/// The step label of every Job in the namespace, sorted: one entry per step means one Job each.
+pub async fn job_steps(ns: &TestNamespace) -> Vec<String> {
+    let jobs = ns
+        .api::<Job>()
+        .list(&Default::default())
+        .await
+        .expect("list jobs")
+        .items;
+    let mut steps: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| j.metadata.labels.as_ref()?.get("syncseq.dev/step").cloned())
+        .collect();
+    steps.sort();
+    steps
+}
+
 /// What a Job watch saw, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEvent {
@@ -171,6 +187,31 @@ impl JobLog {
                 }
             })
             .collect()
+    }
+
+    /// Waits until a Job whose name contains `fragment` was created; returns its name.
+    pub async fn wait_created(&self, fragment: &str, deadline: Duration) -> String {
+        super::eventually(
+            deadline,
+            &format!("a Job named *{fragment}* created"),
+            || async { self.created().into_iter().find(|n| n.contains(fragment)) },
+        )
+        .await
+    }
+
+    /// Waits until a Job whose name contains `fragment` finished.
+    pub async fn wait_finished(&self, fragment: &str, deadline: Duration) {
+        super::eventually(
+            deadline,
+            &format!("a Job named *{fragment}* finished"),
+            || async {
+                self.events()
+                    .iter()
+                    .any(|e| matches!(e, JobEvent::Finished(n) if n.contains(fragment)))
+                    .then_some(())
+            },
+        )
+        .await
     }
 
     /// The most Jobs active at once among those whose name passes `filter`.
