@@ -204,7 +204,13 @@ pub async fn run(
             }
             refs
         })
+        // Only a terminated Pod carries what the engine reads from Pods (the result); its
+        // Pending and Running updates would only cost reconciles.
         .watches_stream(pod_stream, move |pod: Pod| {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if !matches!(phase, Some("Succeeded" | "Failed")) {
+                return None;
+            }
             wake_sync_for_pods(&pod.metadata);
             let ns = pod.namespace();
             pod.labels()

@@ -67,6 +67,7 @@ pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requ
     let written = execute(
         seq.as_ref(),
         changed.then_some(&plan.status),
+        plan.status.last_run_number != seq.status.as_ref().and_then(|s| s.last_run_number),
         &plan.actions,
         &ctx,
     )

@@ -46,6 +46,7 @@ pub async fn reconcile(sync: Arc<Sync>, ctx: Arc<Context>) -> Result<Requeue, Ex
     let written = execute(
         sync.as_ref(),
         changed.then_some(&plan.status),
+        true,
         &plan.actions,
         &ctx,
     )
