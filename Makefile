@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac demo tools cluster cluster-down
+.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac bench demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -44,6 +44,10 @@ test-gitops:
 
 # Everything CI checks.
 test: lint test-unit test-integration test-chart test-rbac test-gitops
+
+# Scale benchmark on the local control plane (BENCH_SEQUENCES, default 1000); see bench/REPORT.md.
+bench: cluster
+	$(CARGO) bench --locked --bench scale
 
 # Start the control plane, run the controller, apply the CRM example, trigger it and watch the
 # three steps run in order; ends with `kubectl describe` of the finished sequence.

@@ -88,8 +88,14 @@ pub async fn run(
     let (pods, pods_writer) = reflector::store();
     let (syncs, syncs_writer) = reflector::store();
 
+    // The caches keep only what the engine reads: labels, owners and status. Managed fields and
+    // specs (a Job's spec carries the whole Pod template) would dominate memory at scale.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
+        .modify(|job: &mut Job| {
+            job.managed_fields_mut().clear();
+            job.spec = None;
+        })
         .reflect(jobs_writer)
         .applied_objects()
         .boxed();
@@ -98,11 +104,16 @@ pub async fn run(
         watcher::Config::default().labels(labels::SYNC),
     )
     .default_backoff()
+    .modify(|pod: &mut Pod| {
+        pod.managed_fields_mut().clear();
+        pod.spec = None;
+    })
     .reflect(pods_writer)
     .applied_objects()
     .boxed();
     let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
         .default_backoff()
+        .modify(|sync: &mut Sync| sync.managed_fields_mut().clear())
         .reflect(syncs_writer)
         .touched_objects()
         .boxed();
