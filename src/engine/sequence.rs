@@ -7,7 +7,7 @@ use kube::ResourceExt;
 
 use super::conditions::{self, Desired};
 use super::run::{RunContext, advance, cancel_run, new_run};
-use super::triggers::{self, ScheduleSettings, ScheduleState, Trigger};
+use super::triggers::{self, Trigger};
 use super::{Action, Event, JobOwner, Observed, Plan, earliest};
 use crate::api::{
     ConcurrencyPolicy, QueuedRun, RunPhase, RunStatus, RunSummary, StepPhase, SyncSequenceStatus,
@@ -37,12 +37,7 @@ pub fn decide(obs: &Observed) -> Plan {
     let mut actions = Vec::new();
     let owner = owner_of(seq);
     let ctx = RunContext { obs, owner: &owner };
-    let settings = ScheduleSettings {
-        schedule: seq.spec.schedule.as_deref(),
-        time_zone: seq.spec.time_zone.as_deref(),
-        starting_deadline_seconds: seq.spec.starting_deadline_seconds,
-        suspend: seq.spec.suspend,
-    };
+    let settings = triggers::schedule_settings!(seq.spec);
     let schedule = triggers::parse_schedule(&settings);
 
     if triggers::cancel_requested(&seq.metadata, &mut st.last_handled_cancel_at) {
@@ -72,15 +67,15 @@ pub fn decide(obs: &Observed) -> Plan {
         &seq.metadata,
         &mut st.last_handled_request_at,
     ));
-    let state = ScheduleState {
-        last_schedule_time: &mut st.last_schedule_time,
-        last_missed_schedule_time: &mut st.last_missed_schedule_time,
-        missed_schedules: &mut st.missed_schedules,
-        next_schedule_time: &mut st.next_schedule_time,
-    };
-    let created = seq.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let (scheduled, next_fire) =
-        triggers::scheduled(&settings, &schedule, created, state, now, &mut actions);
+    let state = triggers::schedule_state!(st);
+    let (scheduled, next_fire) = triggers::scheduled(
+        &settings,
+        &schedule,
+        &seq.metadata,
+        state,
+        now,
+        &mut actions,
+    );
     incoming.extend(scheduled);
     wake = earliest(wake, next_fire);
 

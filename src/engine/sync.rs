@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::conditions::{self, Desired};
-use super::triggers::{self, ScheduleSettings, ScheduleState, Trigger};
+use super::triggers::{self, Trigger};
 use super::{
     Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, build_job, earliest,
     job_name,
@@ -73,12 +73,7 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
 
     let mut st = old.clone();
     let mut actions = Vec::new();
-    let settings = ScheduleSettings {
-        schedule: sync.spec.schedule.as_deref(),
-        time_zone: sync.spec.time_zone.as_deref(),
-        starting_deadline_seconds: sync.spec.starting_deadline_seconds,
-        suspend: sync.spec.suspend,
-    };
+    let settings = triggers::schedule_settings!(sync.spec);
     let schedule = triggers::parse_schedule(&settings);
 
     if triggers::cancel_requested(&sync.metadata, &mut st.last_handled_cancel_at) {
@@ -115,15 +110,15 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
             &mut st.last_handled_request_at,
         ));
     }
-    let state = ScheduleState {
-        last_schedule_time: &mut st.last_schedule_time,
-        last_missed_schedule_time: &mut st.last_missed_schedule_time,
-        missed_schedules: &mut st.missed_schedules,
-        next_schedule_time: &mut st.next_schedule_time,
-    };
-    let created = sync.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let (fired, next) =
-        triggers::scheduled(&settings, &schedule, created, state, now, &mut actions);
+    let state = triggers::schedule_state!(st);
+    let (fired, next) = triggers::scheduled(
+        &settings,
+        &schedule,
+        &sync.metadata,
+        state,
+        now,
+        &mut actions,
+    );
     wake = earliest(wake, next);
     if let (Some(h), Some(_)) = (&holder, fired) {
         actions.push(Event::warning(

@@ -16,6 +16,31 @@ pub(super) struct Trigger {
     pub scheduled: Option<Timestamp>,
 }
 
+/// Builds [`ScheduleSettings`] from a spec (`Sync` and `SyncSequence` name the fields alike).
+macro_rules! schedule_settings {
+    ($spec:expr) => {
+        $crate::engine::triggers::ScheduleSettings {
+            schedule: $spec.schedule.as_deref(),
+            time_zone: $spec.time_zone.as_deref(),
+            starting_deadline_seconds: $spec.starting_deadline_seconds,
+            suspend: $spec.suspend,
+        }
+    };
+}
+
+/// Borrows the [`ScheduleState`] fields of a status (`Sync` and `SyncSequence` name them alike).
+macro_rules! schedule_state {
+    ($status:expr) => {
+        $crate::engine::triggers::ScheduleState {
+            last_schedule_time: &mut $status.last_schedule_time,
+            last_missed_schedule_time: &mut $status.last_missed_schedule_time,
+            missed_schedules: &mut $status.missed_schedules,
+            next_schedule_time: &mut $status.next_schedule_time,
+        }
+    };
+}
+pub(super) use {schedule_settings, schedule_state};
+
 /// The schedule settings of a resource's spec.
 pub(super) struct ScheduleSettings<'a> {
     pub schedule: Option<&'a str>,
@@ -99,7 +124,7 @@ pub(super) fn cancel_requested(meta: &ObjectMeta, handled: &mut Option<String>) 
 pub(super) fn scheduled(
     settings: &ScheduleSettings,
     spec: &ScheduleSpec,
-    created: Option<Timestamp>,
+    meta: &ObjectMeta,
     state: ScheduleState,
     now: Timestamp,
     actions: &mut Vec<Action>,
@@ -120,7 +145,7 @@ pub(super) fn scheduled(
     .flatten()
     .map(|t| t.0)
     .max()
-    .or(created)
+    .or(meta.creation_timestamp.as_ref().map(|t| t.0))
     .unwrap_or(now);
     let due = schedule::due(sched, tz, earliest, now, settings.starting_deadline_seconds);
     *state.next_schedule_time = due.next.map(Time);
