@@ -165,7 +165,7 @@ async fn main() {
                         .as_deref()
                         .is_some_and(|n| n.starts_with("seq-"))
                 })
-                .filter(|s| s.status.as_ref().is_some_and(|st| !st.runs.is_empty()))
+                .filter(|s| s.status.as_ref().is_some_and(|st| !st.book.runs.is_empty()))
                 .count();
             (done == n).then_some(())
         },

@@ -314,7 +314,12 @@ async fn rejected_rows_within_a_count_continue_and_over_a_percentage_stop() {
 
     let seq = wait_for_run(&ns, "by-count", 1, RUN_DEADLINE).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Succeeded, "{:?}", st.runs[0]);
+    assert_eq!(
+        st.book.runs[0].phase,
+        RunPhase::Succeeded,
+        "{:?}",
+        st.book.runs[0]
+    );
     let run = st.last_run.unwrap();
     let steps: Vec<_> = run
         .steps
@@ -337,8 +342,8 @@ async fn rejected_rows_within_a_count_continue_and_over_a_percentage_stop() {
 
     let seq = wait_for_run(&ns, "by-share", 1, RUN_DEADLINE).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Failed);
-    assert_eq!(st.runs[0].failed_step.as_deref(), Some("accounts-b"));
+    assert_eq!(st.book.runs[0].phase, RunPhase::Failed);
+    assert_eq!(st.book.runs[0].failed_step.as_deref(), Some("accounts-b"));
     let run = st.last_run.unwrap();
     assert_eq!(run.steps[0].phase, StepPhase::Failed);
     assert_eq!(
@@ -410,7 +415,12 @@ async fn a_step_that_fails_twice_then_succeeds_within_two_retries() {
 
     let seq = wait_for_run(&ns, "retry", 1, RUN_DEADLINE).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Succeeded, "{:?}", st.runs[0]);
+    assert_eq!(
+        st.book.runs[0].phase,
+        RunPhase::Succeeded,
+        "{:?}",
+        st.book.runs[0]
+    );
     let step = &st.last_run.as_ref().unwrap().steps[0];
     assert_eq!(step.phase, StepPhase::Succeeded);
     assert_eq!(step.attempts, 3);
@@ -459,7 +469,7 @@ async fn a_step_that_keeps_failing_fails_the_run_after_one_retry() {
     let _controller = ControllerProcess::start(&ns.name);
     let seq = run_to_end(&ns, "retry", 1).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Failed);
+    assert_eq!(st.book.runs[0].phase, RunPhase::Failed);
     let step = &st.last_run.as_ref().unwrap().steps[0];
     assert_eq!(step.phase, StepPhase::Failed);
     assert_eq!(step.attempts, 2);
@@ -510,7 +520,7 @@ async fn a_step_that_runs_past_its_timeout_is_reported_as_timed_out() {
     let seq = run_to_end(&ns, "deadline", 1).await;
     assert!(started.elapsed() >= Duration::from_secs(3));
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Failed);
+    assert_eq!(st.book.runs[0].phase, RunPhase::Failed);
     let run = st.last_run.unwrap();
     assert_eq!(run.steps[0].phase, StepPhase::Failed);
     let message = run.steps[0].message.clone().unwrap();

@@ -255,7 +255,7 @@ async fn run_wait_then_status_history_suspend_and_resume() {
         text(&out.stdout),
         "syncsequence.syncseq.dev/crm suspended\n"
     );
-    assert!(api.get("crm").await.unwrap().spec.suspend);
+    assert!(api.get("crm").await.unwrap().spec.scheduling.suspend);
     let out = plugin(&ns.name, &["status", "crm"]);
     assert!(
         text(&out.stdout).contains("next schedule: none (suspended)"),
@@ -265,7 +265,7 @@ async fn run_wait_then_status_history_suspend_and_resume() {
     let out = plugin(&ns.name, &["resume", "crm"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(text(&out.stdout), "syncsequence.syncseq.dev/crm resumed\n");
-    assert!(!api.get("crm").await.unwrap().spec.suspend);
+    assert!(!api.get("crm").await.unwrap().spec.scheduling.suspend);
 }
 
 /// Runs `kubectl-syncseq ARGS` through the symlink, so the binary dispatches on argv[0].
@@ -307,7 +307,7 @@ async fn cancel_during_a_long_step_through_the_kubectl_syncseq_symlink() {
     wait_for_object(&api, "pipeline", RUN_DEADLINE, "step slow Running", |s| {
         s.status
             .as_ref()
-            .and_then(|st| st.current_run.as_ref())
+            .and_then(|st| st.book.current_run.as_ref())
             .is_some_and(|r| r.steps[1].phase == StepPhase::Running)
     })
     .await;

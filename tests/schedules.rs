@@ -28,7 +28,7 @@ async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
 fn run_number(s: &SyncSequence) -> i64 {
     s.status
         .as_ref()
-        .and_then(|st| st.last_run_number)
+        .and_then(|st| st.book.last_run_number)
         .unwrap_or(0)
 }
 
@@ -50,7 +50,7 @@ async fn observe(
                     run_number(&s),
                     s.status
                         .as_ref()
-                        .and_then(|st| st.next_schedule_time.as_ref())
+                        .and_then(|st| st.schedule.next_schedule_time.as_ref())
                         .map(|t| t.0),
                 );
                 if seen.last() != Some(&entry) {
@@ -84,8 +84,13 @@ async fn every_5s_runs_at_least_three_times_in_20s_and_suspend_stops_it() {
     assert!(distinct.len() >= 3, "{nexts:?}");
     let seq = ns.api::<SyncSequence>().get("tick").await.unwrap();
     let st = seq.status.unwrap();
-    assert!(st.runs.iter().all(|r| r.trigger == TriggerKind::Schedule));
-    assert!(st.last_schedule_time.is_some());
+    assert!(
+        st.book
+            .runs
+            .iter()
+            .all(|r| r.trigger == TriggerKind::Schedule)
+    );
+    assert!(st.schedule.last_schedule_time.is_some());
 
     patch_spec(&ns, "tick", serde_json::json!({"suspend": true})).await;
     let suspended = wait_for_object(
@@ -94,9 +99,9 @@ async fn every_5s_runs_at_least_three_times_in_20s_and_suspend_stops_it() {
         Duration::from_secs(10),
         "nextScheduleTime cleared",
         |s| {
-            s.status
-                .as_ref()
-                .is_some_and(|st| st.next_schedule_time.is_none() && st.current_run.is_none())
+            s.status.as_ref().is_some_and(|st| {
+                st.schedule.next_schedule_time.is_none() && st.book.current_run.is_none()
+            })
         },
     )
     .await;
@@ -150,13 +155,19 @@ async fn a_restart_after_30s_of_downtime_starts_exactly_one_catch_up_run() {
         "nightly",
         Duration::from_secs(30),
         "a first scheduled run",
-        |s| run_number(s) >= 1 && s.status.as_ref().is_some_and(|st| st.current_run.is_none()),
+        |s| {
+            run_number(s) >= 1
+                && s.status
+                    .as_ref()
+                    .is_some_and(|st| st.book.current_run.is_none())
+        },
     )
     .await;
     let last_before = before
         .status
         .as_ref()
         .unwrap()
+        .schedule
         .last_schedule_time
         .clone()
         .unwrap()
@@ -177,7 +188,7 @@ async fn a_restart_after_30s_of_downtime_starts_exactly_one_catch_up_run() {
         run_number(&before) + 1,
         "exactly one run started"
     );
-    let caught_up = st.last_schedule_time.clone().unwrap().0;
+    let caught_up = st.schedule.last_schedule_time.clone().unwrap().0;
     // The catch-up run is for the most recent missed time: within 10 s before the restart.
     assert!(
         caught_up <= restarted && restarted.duration_since(caught_up).as_secs() < 10,
@@ -209,7 +220,7 @@ async fn a_restart_after_30s_of_downtime_starts_exactly_one_catch_up_run() {
         |s| run_number(s) > run_number(&after),
     )
     .await;
-    assert!(next.status.unwrap().last_schedule_time.unwrap().0 > restarted);
+    assert!(next.status.unwrap().schedule.last_schedule_time.unwrap().0 > restarted);
 }
 
 #[tokio::test]
@@ -232,7 +243,7 @@ async fn with_starting_deadline_5s_the_same_restart_starts_nothing_and_records_t
         |s| {
             s.status
                 .as_ref()
-                .is_some_and(|st| st.next_schedule_time.is_some())
+                .is_some_and(|st| st.schedule.next_schedule_time.is_some())
         },
     )
     .await;
@@ -252,7 +263,7 @@ async fn with_starting_deadline_5s_the_same_restart_starts_nothing_and_records_t
         |s| {
             s.status
                 .as_ref()
-                .is_some_and(|st| st.missed_schedules.unwrap_or(0) >= 1)
+                .is_some_and(|st| st.schedule.missed_schedules.unwrap_or(0) >= 1)
         },
     )
     .await;
@@ -262,7 +273,7 @@ async fn with_starting_deadline_5s_the_same_restart_starts_nothing_and_records_t
         run_number(&before),
         "no run may start past the deadline"
     );
-    let missed = st.last_missed_schedule_time.clone().unwrap().0;
+    let missed = st.schedule.last_missed_schedule_time.clone().unwrap().0;
     assert_eq!(
         missed.as_second(),
         restarted.as_second() - into_minute(restarted),

@@ -86,8 +86,8 @@ async fn crm_steps_run_strictly_in_order_with_rows_from_the_termination_message(
     );
 
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Succeeded);
-    assert_eq!(st.last_handled_request_at.as_deref(), Some("first"));
+    assert_eq!(st.book.runs[0].phase, RunPhase::Succeeded);
+    assert_eq!(st.book.last_handled_request_at.as_deref(), Some("first"));
     let run = st.last_run.unwrap();
     let rows: Vec<_> = run
         .steps
@@ -120,16 +120,16 @@ async fn a_failed_step_stops_the_run_and_describe_shows_why() {
     trigger(&ns, "crm", "1").await;
     let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Failed);
-    assert_eq!(st.runs[0].failed_step.as_deref(), Some("workspaces"));
+    assert_eq!(st.book.runs[0].phase, RunPhase::Failed);
+    assert_eq!(st.book.runs[0].failed_step.as_deref(), Some("workspaces"));
     assert!(
-        st.runs[0]
+        st.book.runs[0]
             .message
             .as_ref()
             .unwrap()
             .contains("CRM API said 400: owner missing"),
         "{:?}",
-        st.runs[0]
+        st.book.runs[0]
     );
     let run = st.last_run.unwrap();
     assert_eq!(run.steps[2].phase, StepPhase::Skipped);
@@ -167,7 +167,7 @@ async fn a_failed_step_under_continue_runs_the_rest_and_shows_partial_failure() 
     trigger(&ns, "crm", "1").await;
     let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::SucceededWithErrors);
+    assert_eq!(st.book.runs[0].phase, RunPhase::SucceededWithErrors);
     let phases: Vec<_> = st.last_run.unwrap().steps.iter().map(|s| s.phase).collect();
     assert_eq!(
         phases,
@@ -202,14 +202,14 @@ async fn a_missing_sync_waits_then_recovers_when_created() {
         |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.current_run.as_ref())
+                .and_then(|st| st.book.current_run.as_ref())
                 .is_some_and(|r| r.steps[1].phase == StepPhase::Waiting)
         },
     )
     .await;
     let st = seq.status.unwrap();
     assert_eq!(
-        st.current_run.unwrap().steps[1].message.as_deref(),
+        st.book.current_run.unwrap().steps[1].message.as_deref(),
         Some("waiting: sync workspaces not found in namespace")
     );
     let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
@@ -281,7 +281,7 @@ async fn cancel_during_step_2_deletes_its_job_and_skips_step_3() {
     wait_for_object(&api, "crm", RUN_DEADLINE, "step 2 running", |s| {
         s.status
             .as_ref()
-            .and_then(|st| st.current_run.as_ref())
+            .and_then(|st| st.book.current_run.as_ref())
             .is_some_and(|r| r.steps[1].phase == StepPhase::Running)
     })
     .await;
@@ -301,7 +301,7 @@ async fn cancel_during_step_2_deletes_its_job_and_skips_step_3() {
     .await;
     let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
     let st = seq.status.unwrap();
-    assert_eq!(st.runs[0].phase, RunPhase::Cancelled);
+    assert_eq!(st.book.runs[0].phase, RunPhase::Cancelled);
     let phases: Vec<_> = st.last_run.unwrap().steps.iter().map(|s| s.phase).collect();
     assert_eq!(
         phases,
@@ -368,7 +368,7 @@ async fn fifty_sequences_triggered_at_once_all_complete() {
             let list = api.list(&ListParams::default()).await.ok()?;
             list.items
                 .iter()
-                .all(|s| s.status.as_ref().is_some_and(|st| !st.runs.is_empty()))
+                .all(|s| s.status.as_ref().is_some_and(|st| !st.book.runs.is_empty()))
                 .then_some(())
         },
     )
@@ -410,12 +410,12 @@ async fn a_sync_shared_by_two_sequences_never_runs_twice_at_once() {
         |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.current_run.as_ref())
+                .and_then(|st| st.book.current_run.as_ref())
                 .is_some_and(|r| r.steps[0].phase == StepPhase::Waiting)
         },
     )
     .await;
-    let message = waiting.status.unwrap().current_run.unwrap().steps[0]
+    let message = waiting.status.unwrap().book.current_run.unwrap().steps[0]
         .message
         .clone()
         .unwrap();

@@ -49,7 +49,7 @@ async fn a_requested_sync_runs_once_and_reports_its_rows() {
     .await;
     let st = sync.status.unwrap();
     let run = st.last_run.unwrap();
-    assert_eq!(st.last_handled_request_at.as_deref(), Some("now"));
+    assert_eq!(st.book.last_handled_request_at.as_deref(), Some("now"));
     assert_eq!(
         (
             run.trigger,
@@ -80,13 +80,14 @@ async fn cancelling_a_standalone_run_deletes_its_job() {
     wait_for_deletion(&ns.api::<Job>(), &job, Duration::from_secs(30)).await;
     let sync = ns.api::<Sync>().get("accounts").await.unwrap();
     assert_eq!(
-        sync.status.unwrap().last_handled_cancel_at.as_deref(),
+        sync.status.unwrap().book.last_handled_cancel_at.as_deref(),
         Some("stop")
     );
 }
 
 #[tokio::test]
-async fn a_request_waits_while_a_sequence_runs_the_sync_and_the_sync_reports_the_upstream_run() {
+async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_reports_the_upstream_run()
+ {
     install_crds().await;
     let ns = TestNamespace::new("sync-busy").await;
     ns.kubectl_apply(&sync_yaml("accounts", "3s", 0, None));
@@ -119,13 +120,25 @@ async fn a_request_waits_while_a_sequence_runs_the_sync_and_the_sync_reports_the
     );
 
     annotate_sync(&ns, "accounts", annotations::REQUESTED_AT, "mine").await;
-    wait_for_object(&api, "accounts", DEADLINE, "the request to wait", |s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.conditions
-                .iter()
-                .any(|c| c.type_ == "Running" && c.message.ends_with("a run request waits"))
-        })
-    })
+    // The request starts the Sync's own one-step run at once; its step waits for the sequence.
+    wait_for_object(
+        &api,
+        "accounts",
+        DEADLINE,
+        "its own run's step to wait",
+        |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.book.current_run.as_ref().is_some_and(|r| {
+                    r.steps[0].phase == StepPhase::Waiting
+                        && r.steps[0].message.as_deref()
+                            == Some("waiting: sync accounts is running for sequence crm run 1")
+                }) && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Running" && c.message.contains("waiting: sync accounts"))
+            })
+        },
+    )
     .await;
     wait_for_object(&api, "accounts", DEADLINE, "its own run to succeed", |s| {
         s.status

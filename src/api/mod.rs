@@ -7,13 +7,24 @@
 
 mod common;
 mod crd;
+mod run;
 mod sequence;
 mod sync;
 
 pub use common::*;
 pub use crd::{all_crds, crds_yaml};
+pub use run::*;
 pub use sequence::*;
 pub use sync::*;
+
+/// CEL rule on `metadata.name` of both kinds: the name becomes the value of a label on every
+/// Job and Pod they run (`syncseq.dev/sync`, `syncseq.dev/sequence`), and label values are at
+/// most 63 characters. Refused at apply, with this message, rather than by every Job create.
+pub(crate) fn name_rule() -> kube::core::Rule {
+    kube::core::Rule::new("size(self.metadata.name) <= 63").message(
+        "metadata.name must be at most 63 characters: it becomes a label value on the Jobs it runs",
+    )
+}
 
 /// API group of both resources.
 pub const GROUP: &str = "syncseq.dev";
@@ -30,8 +41,6 @@ pub mod labels {
     pub const SYNC: &str = "syncseq.dev/sync";
     /// On Jobs: the attempt number of the step (1-based).
     pub const ATTEMPT: &str = "syncseq.dev/attempt";
-    /// On Jobs of a Sync's own runs: what triggered the run (`Manual` or `Schedule`).
-    pub const TRIGGER: &str = "syncseq.dev/trigger";
     /// On Jobs: identifies Jobs managed by syncseq.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`].

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::SyncRunRecord;
+use super::{RunBook, ScheduleSpec, ScheduleStatus, SyncRunRecord};
 
 /// One data sync: the Job that moves a warehouse model into a business tool.
 ///
@@ -22,6 +22,7 @@ use super::SyncRunRecord;
     namespaced,
     status = "SyncStatus",
     category = "syncseq",
+    validation = super::name_rule(),
     doc = "One data sync: a Job template that moves a warehouse model into a business tool.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(
@@ -47,29 +48,10 @@ pub struct SyncSpec {
     /// it; syncseq adds its labels, an owner reference and, inside a sequence, the step's timeout.
     pub job_template: JobTemplateSpec,
 
-    /// Optional schedule for running this sync on its own, outside any sequence: a 5-field cron
-    /// expression, a macro such as `@hourly`, or `@every <duration>`, exactly as CronJob accepts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = super::sequence::schedule_rule())]
-    #[schemars(length(min = 1, max = 256))]
-    pub schedule: Option<String>,
-
-    /// IANA time zone the schedule is evaluated in (for example `Europe/Berlin`). UTC when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
-        length(max = 64)
-    )]
-    pub time_zone: Option<String>,
-
-    /// How late, in seconds, a missed scheduled run may still start. Unset means no deadline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub starting_deadline_seconds: Option<i64>,
-
-    /// Stops new scheduled runs of this sync on its own; a running Job is left alone.
-    #[serde(default)]
-    pub suspend: bool,
+    /// Optional schedule for running this sync on its own, outside any sequence: `schedule`,
+    /// `timeZone`, `startingDeadlineSeconds`, `suspend`, exactly as a sequence takes them.
+    #[serde(flatten)]
+    pub scheduling: ScheduleSpec,
 }
 
 /// Observed state of a Sync.
@@ -86,25 +68,27 @@ pub struct SyncStatus {
     /// The most recent run of this sync, from its own schedule, a manual request or a sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<SyncRunRecord>,
-    /// Last time the sync's own schedule started a run.
+    /// Schedule bookkeeping of the Sync's own schedule.
+    #[serde(flatten)]
+    pub schedule: ScheduleStatus,
+    /// The Sync's own runs (its schedule and requests): each is a one-step run.
+    #[serde(flatten)]
+    pub book: RunBook,
+    /// The Job that last claimed this Sync. It holds the Sync only while that Job or one of its
+    /// Pods has not terminated. Written with compare-and-swap, so two reconcilers (or two
+    /// replicas) can never both start the Sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_schedule_time: Option<Time>,
-    /// The most recent scheduled time that was not run because it was past `startingDeadlineSeconds`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_missed_schedule_time: Option<Time>,
-    /// Scheduled times that were not run because they were past `startingDeadlineSeconds`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missed_schedules: Option<i64>,
-    /// Next time the sync's own schedule fires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_schedule_time: Option<Time>,
-    /// The value of the `syncseq.dev/requestedAt` annotation handled last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_handled_request_at: Option<String>,
-    /// The value of the `syncseq.dev/cancelRequestedAt` annotation handled last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_handled_cancel_at: Option<String>,
-    /// Sequence of the Sync's own runs; names its Jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run_number: Option<i64>,
+    pub claim: Option<SyncClaim>,
+}
+
+/// A claim on a Sync by the Job about to run it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncClaim {
+    /// Name of the Job.
+    pub job: String,
+    /// Who runs it, for messages: "sequence crm-nightly run 4".
+    pub by: String,
+    /// When the claim was made.
+    pub time: Time,
 }

@@ -5,6 +5,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy}
 use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
+use super::claim::{Claimed, claim};
 use crate::engine::Action;
 
 /// Field manager of everything syncseq writes.
@@ -18,19 +19,47 @@ pub enum ExecuteError {
     CreateJob(String, #[source] kube::Error),
     #[error("deleting job {0}: {1}")]
     DeleteJob(String, #[source] kube::Error),
+    #[error("claiming sync {0}: {1}")]
+    Claim(String, #[source] kube::Error),
+    #[error("reading jobs: {0}")]
+    Read(#[source] kube::Error),
+    /// A bug: the reconcile of one object panicked. Caught so that every other object goes on.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
 }
 
-/// Executes a plan for a sequence or a Sync: status (server-side apply), Jobs, then Events in
-/// the background. With `status_first`, status is written before any Job call: if the
-/// controller dies in between, the next reconcile sees the recorded attempt and creates the Job.
-/// Returns the resourceVersion the status write produced, when status was written.
+/// What executing a plan came to.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// The resourceVersion the last status write produced, when status was written.
+    pub version: Option<String>,
+    /// A Sync the plan would start could not be claimed: nothing was written, and the
+    /// reconcile is retried shortly. Says who holds it.
+    pub deferred: Option<String>,
+}
+
+/// Executes a plan for a sequence or a Sync.
+///
+/// 1. Claims the Sync of every Job the plan creates (compare-and-swap in the API server). If a
+///    claim is refused nothing at all is written — no status that says a step runs a Job that
+///    will not exist, no Event — and the caller requeues.
+/// 2. Writes status (server-side apply) and creates and deletes Jobs. With `status_first`,
+///    status is written before any Job call: a plan that starts a new run names Jobs by a run
+///    number only status knows. Within a run the two go together, so the next step's Job need
+///    not wait for status: names are deterministic and an existing Job is adopted.
+/// 3. A create the API server refuses (invalid, forbidden, over quota, denied by admission, or
+///    a Job of that name that is not ours) is recorded through `refused`, which returns the
+///    status that fails the attempt with the server's message; it is written at once.
+/// 4. Queues alert notifications and records Events in the background; an Event announcing a
+///    Job that was not created is dropped.
 pub async fn execute<K, S>(
     obj: &K,
     status: Option<&S>,
     status_first: bool,
     actions: &[Action],
     ctx: &Context,
-) -> Result<Option<String>, ExecuteError>
+    refused: impl Fn(&[(String, String)]) -> Option<S>,
+) -> Result<Executed, ExecuteError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -41,34 +70,72 @@ where
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let reference = obj.object_ref(&());
-    let write_status = async {
-        let Some(status) = status else {
-            return Ok(None);
-        };
+    let owner_uid = obj.meta().uid.clone().unwrap_or_default();
+
+    for action in actions {
+        if let Action::CreateJob(job) = action {
+            let sync = job
+                .labels()
+                .get(crate::api::labels::SYNC)
+                .cloned()
+                .unwrap_or_default();
+            let by = claimant(K::kind(&()).as_ref(), &name, job);
+            match claim(ctx, &ns, &sync, &job.name_any(), &by)
+                .await
+                .map_err(|e| ExecuteError::Claim(sync.clone(), e))?
+            {
+                Claimed::Yes => {}
+                Claimed::Refused(holder) => {
+                    tracing::info!(object = %name, %sync, %holder, "sync is held; deciding again shortly");
+                    return Ok(Executed {
+                        version: None,
+                        deferred: Some(holder),
+                    });
+                }
+            }
+        }
+    }
+
+    let write_status = |status: Option<&S>| {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
+        let body = status.map(|status| {
+            serde_json::json!({
+                "apiVersion": K::api_version(&()),
+                "kind": K::kind(&()),
+                "status": status,
+            })
         });
-        let written = api
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|e| ExecuteError::Status(name.clone(), e))?;
-        Ok(written.resource_version())
+        let name = name.clone();
+        async move {
+            let Some(body) = body else {
+                return Ok(None);
+            };
+            let written = api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+            Ok::<_, ExecuteError>(written.resource_version())
+        }
     };
     let apply_jobs = async {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut refusals: Vec<(String, String)> = Vec::new();
         for action in actions {
             match action {
-                Action::CreateJob(job) => create_job(&jobs, job, &ns, &name, ctx).await?,
+                Action::CreateJob(job) => {
+                    if let Some(why) = create_job(&jobs, job, &owner_uid, &name).await? {
+                        refusals.push((job.name_any(), why));
+                    }
+                }
                 Action::DeleteJob { name: job_name } => {
+                    // Foreground: the Job stays, marked as being deleted, until its Pods are
+                    // gone, so the caches go on seeing it hold its Sync.
                     let params = DeleteParams {
-                        propagation_policy: Some(PropagationPolicy::Background),
+                        propagation_policy: Some(PropagationPolicy::Foreground),
                         ..Default::default()
                     };
                     match jobs.delete(job_name, &params).await {
@@ -87,21 +154,43 @@ where
                 Action::Notify(_) => {}
             }
         }
-        Ok::<(), ExecuteError>(())
+        Ok::<_, ExecuteError>(refusals)
     };
-    // A plan that starts a new run writes status first: its Jobs carry a run number that only
-    // status knows, and the engine treats a Job of an unknown run as a stale cache. Within a
-    // run, Job names are deterministic and the engine adopts an existing Job, so the status
-    // write and the Job calls run together — the next step's Job need not wait for status.
-    let new_version = if status_first {
-        let version = write_status.await?;
-        apply_jobs.await?;
-        version
+    let (mut version, refusals) = if status_first {
+        let version = write_status(status).await?;
+        (version, apply_jobs.await?)
     } else {
-        let (version, jobs) = tokio::join!(write_status, apply_jobs);
-        jobs?;
-        version?
+        let (version, jobs) = tokio::join!(write_status(status), apply_jobs);
+        (version?, jobs?)
     };
+    let mut events: Vec<crate::engine::Event> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e)
+                if !e
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| refusals.iter().any(|(r, _)| r == j)) =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if !refusals.is_empty() {
+        if let Some(failed) = refused(&refusals) {
+            version = write_status(Some(&failed)).await?;
+        }
+        for (job, why) in &refusals {
+            events.push(crate::engine::Event {
+                warning: true,
+                reason: "JobCreateRefused",
+                action: "CreateJob",
+                note: format!("the API server refused to create job {job}: {why}"),
+                job: None,
+            });
+        }
+    }
     // Alert notifications are queued now that the status recording them is written: queueing
     // never waits, and a failed write above returned before queueing anything.
     for action in actions {
@@ -111,16 +200,6 @@ where
     }
     // Events are recorded off the reconcile path, in order: the next step's Job must not wait
     // for them, and an Event that cannot be recorded must not stop the run.
-    let events: Vec<crate::engine::Event> = actions
-        .iter()
-        .filter_map(|a| {
-            if let Action::Event(e) = a {
-                Some(e.clone())
-            } else {
-                None
-            }
-        })
-        .collect();
     if !events.is_empty() {
         let (client, reporter) = (ctx.client.clone(), ctx.reporter.clone());
         tokio::spawn(async move {
@@ -131,41 +210,74 @@ where
             }
         });
     }
-    Ok(new_version)
+    Ok(Executed {
+        version,
+        deferred: None,
+    })
 }
 
-/// Creates a step's Job after claiming its Sync. `AlreadyExists` is success: names are
-/// deterministic, so the Job is this plan's own from an earlier attempt.
+/// Who a claim is for, as messages name it: "sequence crm run 4" or "its own run 2".
+fn claimant(kind: &str, owner: &str, job: &Job) -> String {
+    let run = job
+        .labels()
+        .get(crate::api::labels::RUN)
+        .cloned()
+        .unwrap_or_default();
+    match kind {
+        "SyncSequence" => format!("sequence {owner} run {run}"),
+        _ => format!("its own run {run}"),
+    }
+}
+
+/// Creates a step's Job. Returns the API server's reason when it refuses the Job for good (the
+/// attempt then fails); errors that may pass (throttling, a server error, the network) are
+/// returned as errors and the reconcile is retried with backoff. `AlreadyExists` is success
+/// only when the existing Job is controlled by this object: then it is this attempt's Job,
+/// created by an earlier reconcile.
 async fn create_job(
     jobs: &Api<Job>,
     job: &Job,
-    ns: &str,
+    owner_uid: &str,
     owner: &str,
-    ctx: &Context,
-) -> Result<(), ExecuteError> {
+) -> Result<Option<String>, ExecuteError> {
     let job_name = job.name_any();
-    let sync = job
-        .labels()
-        .get(crate::api::labels::SYNC)
-        .cloned()
-        .unwrap_or_default();
-    if let Err(holder) = ctx.sync_gate.claim(&ctx.jobs, ns, &sync, &job_name) {
-        // Another reconciler started this Sync a moment ago; the holder's completion wakes us
-        // again, and the engine then reports the wait.
-        tracing::info!(object = %owner, job = %job_name, %holder, "sync is busy; not creating job yet");
-        return Ok(());
-    }
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     match jobs.create(&params, job).await {
-        Ok(_) => tracing::info!(object = %owner, job = %job_name, "created job"),
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => {
-            ctx.sync_gate.release(ns, &sync, &job_name);
-            return Err(ExecuteError::CreateJob(job_name, e));
+        Ok(_) => {
+            tracing::info!(object = %owner, job = %job_name, "created job");
+            Ok(None)
         }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = jobs
+                .get_opt(&job_name)
+                .await
+                .map_err(|e| ExecuteError::CreateJob(job_name.clone(), e))?;
+            let ours = existing.as_ref().is_some_and(|j| {
+                j.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == owner_uid)
+            });
+            match existing {
+                Some(_) if !ours => Ok(Some(format!(
+                    "a Job named {job_name} already exists and is not controlled by {owner}"
+                ))),
+                // Ours, or deleted since: the engine looks again on the next reconcile.
+                _ => Ok(None),
+            }
+        }
+        Err(kube::Error::Api(s)) if refused_for_good(s.code) => {
+            tracing::warn!(object = %owner, job = %job_name, code = s.code, reason = %s.message, "job create refused");
+            Ok(Some(format!("{} ({})", s.message, s.code)))
+        }
+        Err(e) => Err(ExecuteError::CreateJob(job_name, e)),
     }
-    Ok(())
+}
+
+/// Client errors that retrying the same request cannot fix: 400 (bad request), 403 (RBAC,
+/// quota, admission), 404 (the namespace is gone), 422 (invalid). 408 and 429 may pass.
+fn refused_for_good(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 408 | 409 | 429)
 }

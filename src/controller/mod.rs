@@ -4,18 +4,18 @@
 //! triggers, so steady state costs no list calls: Jobs and Pods are watched by label, Syncs and
 //! sequences in full, within the configured namespace scope.
 
+mod backoff;
+mod claim;
 mod events;
 mod execute;
 mod freshness;
 mod notify;
 mod observe;
 mod reconcile;
-mod sync_gate;
-mod sync_reconcile;
 
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Controller;
@@ -45,8 +45,8 @@ pub struct Context {
     pub reporter: events::Reporter,
     /// Queues alert notifications for background delivery.
     pub notifier: notify::Notifier,
-    /// Claims that keep two reconcilers from starting the same Sync at once.
-    pub sync_gate: sync_gate::SyncGate,
+    /// Per-object backoff of failed reconciles.
+    pub backoff: backoff::Backoff,
     /// Which cached versions our last status writes were decided on.
     pub freshness: freshness::Freshness,
     /// Becomes true once every cache holds its initial list.
@@ -90,6 +90,8 @@ pub async fn run(
 
     // The caches keep only what the engine reads: labels, owners and status. Managed fields and
     // specs (a Job's spec carries the whole Pod template) would dominate memory at scale.
+    // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
+    // its owner and whoever waits for its Sync.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .modify(|job: &mut Job| {
@@ -97,7 +99,8 @@ pub async fn run(
             job.spec = None;
         })
         .reflect(jobs_writer)
-        .applied_objects()
+        .map_ok(mark_deleted)
+        .touched_objects()
         .boxed();
     let pod_stream = watcher(
         api::<Pod>(&client, ns),
@@ -109,7 +112,8 @@ pub async fn run(
         pod.spec = None;
     })
     .reflect(pods_writer)
-    .applied_objects()
+    .map_ok(mark_deleted)
+    .touched_objects()
     .boxed();
     let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
         .default_backoff()
@@ -152,7 +156,7 @@ pub async fn run(
         pods: pods.clone(),
         notifier: notify::Notifier::start(client.clone(), reporter.clone()),
         reporter,
-        sync_gate: Default::default(),
+        backoff: Default::default(),
         freshness: Default::default(),
         caches_ready,
         metrics: metrics.clone(),
@@ -176,8 +180,8 @@ pub async fn run(
         .reconcile_on(futures::stream::poll_fn(move |cx| sync_rx.poll_recv(cx)))
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            sync_reconcile::reconcile,
-            sync_reconcile::error_policy,
+            reconcile::reconcile::<Sync>,
+            reconcile::error_policy::<Sync>,
             ctx.clone(),
         )
         .for_each(|result| async move {
@@ -187,6 +191,7 @@ pub async fn run(
         });
 
     let seq_store_for_jobs = seq_store.clone();
+    let seq_store_for_pods = seq_store.clone();
     let sequence_controller = controller
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
@@ -215,20 +220,28 @@ pub async fn run(
             }
             refs
         })
-        // Only a terminated Pod carries what the engine reads from Pods (the result); its
-        // Pending and Running updates would only cost reconciles.
+        // A terminated Pod carries the result the engine reads; a terminated or deleted one
+        // may also free its Sync for those waiting. Pending and Running updates only cost.
         .watches_stream(pod_stream, move |pod: Pod| {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if !matches!(phase, Some("Succeeded" | "Failed")) {
-                return None;
+            let done = matches!(phase, Some("Succeeded" | "Failed"));
+            if !done && pod.metadata.deletion_timestamp.is_none() {
+                return vec![];
             }
             wake_sync_for_pods(&pod.metadata);
             let ns = pod.namespace();
-            pod.labels()
+            let mut refs: Vec<_> = pod
+                .labels()
                 .get(labels::SEQUENCE)
                 .cloned()
-                .zip(ns)
+                .zip(ns.clone())
                 .map(|(seq, ns)| ObjectRef::new(&seq).within(&ns))
+                .into_iter()
+                .collect();
+            if let Some(sync) = pod.labels().get(labels::SYNC) {
+                refs.extend(referencing(&seq_store_for_pods, ns.as_deref(), sync));
+            }
+            refs
         })
         .watches_stream(sync_stream, move |sync: Sync| {
             referencing(
@@ -238,7 +251,11 @@ pub async fn run(
             )
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(
+            reconcile::reconcile::<SyncSequence>,
+            reconcile::error_policy::<SyncSequence>,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
@@ -246,6 +263,20 @@ pub async fn run(
         });
     tokio::join!(sequence_controller, sync_controller);
     Ok(())
+}
+
+/// Marks the object of a Delete event as being deleted, so that the mappers, which see objects
+/// and not events, can tell (an object deleted without grace may carry no deletionTimestamp).
+fn mark_deleted<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Delete(mut obj) => {
+            obj.meta_mut().deletion_timestamp.get_or_insert_with(|| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())
+            });
+            watcher::Event::Delete(obj)
+        }
+        other => other,
+    }
 }
 
 /// The sequences of a namespace that have a step running the given Sync.

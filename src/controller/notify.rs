@@ -527,6 +527,7 @@ async fn report(shared: &Shared, d: &Delivery, attempts: u32, result: Result<(),
                     reason: "AlertSent",
                     action: "Notify",
                     note: format!("alert {}: {what} delivered (attempt {attempts})", n.alert),
+                    job: None,
                 },
                 Outcome::Delivered { what },
             )
@@ -559,6 +560,7 @@ async fn report(shared: &Shared, d: &Delivery, attempts: u32, result: Result<(),
                     reason: "AlertDeliveryFailed",
                     action: "Notify",
                     note: message.clone(),
+                    job: None,
                 },
                 Outcome::Failed {
                     reason: err.reason,
@@ -771,7 +773,7 @@ mod tests {
             last_transition_time: Time(jiff::Timestamp::now()),
         });
         assert!(status_unchanged(Some(&current), &planned));
-        current.last_run_number = Some(1);
+        current.book.last_run_number = Some(1);
         assert!(!status_unchanged(Some(&current), &planned));
         assert!(!status_unchanged(None, &planned));
     }

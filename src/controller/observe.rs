@@ -1,78 +1,102 @@
 //! Turning cached Jobs and Pods into the engine's view of them.
+//!
+//! A Job belongs to the object that controls it (its controller owner reference, by UID):
+//! labels say what a Job is about, but anyone can write labels, and an object deleted and
+//! recreated under the same name has a new UID. Jobs with forged labels, or orphans of an
+//! earlier object of the same name, never join a run.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Api, ResourceExt};
 
 use super::Context;
-use crate::api::TriggerKind;
-use crate::api::labels;
-use crate::engine::{Holder, JobView, SyncJob, job_outcome, pod_report};
+use crate::api::{GROUP, RunStatus, labels};
+use crate::engine::{Holder, JobOutcome, JobView, SyncJob, job_outcome, pod_report};
 
-/// The engine's view of the Jobs of one sequence, with their Pods' results.
-pub fn sequence_jobs(ctx: &Context, namespace: &str, sequence: &str) -> Vec<JobView> {
-    labelled_jobs(ctx, namespace, labels::SEQUENCE, sequence)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect()
+/// The controller owner reference of an object, if any.
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
 }
 
-/// Every Job that runs one Sync (from sequences and its own runs), with who started it.
-pub fn sync_jobs(ctx: &Context, namespace: &str, sync: &str) -> Vec<SyncJob> {
-    labelled_jobs(ctx, namespace, labels::SYNC, sync)
+/// Whether a Job is controlled by a syncseq object (a SyncSequence or a Sync).
+fn syncseq_controlled(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    controller_of(meta).filter(|o| {
+        o.api_version.split('/').next() == Some(GROUP)
+            && matches!(o.kind.as_str(), "SyncSequence" | "Sync")
+    })
+}
+
+/// The Jobs of a namespace that `owner_uid` controls, with their Pods' results.
+pub fn owned_jobs(ctx: &Context, namespace: &str, owner_uid: &str) -> Vec<JobView> {
+    let jobs: Vec<_> = ctx
+        .jobs
+        .state()
         .into_iter()
-        .map(|(job, view)| {
-            let l = job.labels();
-            SyncJob {
-                sequence: l.get(labels::SEQUENCE).cloned(),
-                trigger: match l.get(labels::TRIGGER).map(String::as_str) {
-                    Some("Manual") => Some(TriggerKind::Manual),
-                    Some("Schedule") => Some(TriggerKind::Schedule),
-                    _ => None,
-                },
-                view,
-            }
+        .filter(|j| {
+            j.metadata.namespace.as_deref() == Some(namespace)
+                && controller_of(&j.metadata).is_some_and(|o| o.uid == owner_uid)
         })
-        .collect()
+        .collect();
+    with_pods(ctx, namespace, jobs.iter().map(|j| j.as_ref()))
 }
 
-/// The Jobs of a namespace carrying `key=value`, with their Pods' results.
-fn labelled_jobs(
+/// Views of the given Jobs, each with the results of the Pods it controls.
+fn with_pods<'a>(
     ctx: &Context,
     namespace: &str,
-    key: &str,
-    value: &str,
-) -> Vec<(Arc<Job>, JobView)> {
-    let matches = |m: &ObjectMeta| {
-        m.namespace.as_deref() == Some(namespace)
-            && m.labels
-                .as_ref()
-                .and_then(|l| l.get(key))
-                .map(String::as_str)
-                == Some(value)
-    };
+    jobs: impl Iterator<Item = &'a Job>,
+) -> Vec<JobView> {
+    let jobs: Vec<&Job> = jobs.collect();
+    if jobs.is_empty() {
+        return vec![];
+    }
     let pods: Vec<_> = ctx
         .pods
         .state()
         .into_iter()
-        .filter(|p| matches(&p.metadata))
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
         .collect();
-    ctx.jobs
-        .state()
-        .into_iter()
-        .filter(|j| matches(&j.metadata))
+    jobs.into_iter()
         .filter_map(|job| {
             let uid = job.uid()?;
             let own_pods = pods
                 .iter()
-                .filter(|p| p.owner_references().iter().any(|o| o.uid == uid))
+                .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
                 .map(|p| p.as_ref());
-            let view = job_view(&job, own_pods)?;
-            Some((job, view))
+            job_view(job, own_pods)
+        })
+        .collect()
+}
+
+/// Every Job that runs one Sync and is controlled by a syncseq object, with who started it.
+pub fn sync_jobs(ctx: &Context, namespace: &str, sync: &str) -> Vec<SyncJob> {
+    let jobs: Vec<_> = ctx
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|j| {
+            j.metadata.namespace.as_deref() == Some(namespace)
+                && j.labels().get(labels::SYNC).map(String::as_str) == Some(sync)
+                && syncseq_controlled(&j.metadata).is_some()
+        })
+        .collect();
+    let views = with_pods(ctx, namespace, jobs.iter().map(|j| j.as_ref()));
+    views
+        .into_iter()
+        .map(|view| {
+            let sequence = jobs
+                .iter()
+                .find(|j| j.name_any() == view.name)
+                .and_then(|j| syncseq_controlled(&j.metadata))
+                .filter(|o| o.kind == "SyncSequence")
+                .map(|o| o.name.clone());
+            SyncJob { view, sequence }
         })
         .collect()
 }
@@ -83,6 +107,7 @@ fn job_view<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>) -> Option<Jo
     let (outcome, finished_at) = job_outcome(job);
     Some(JobView {
         name: job.name_any(),
+        uid: job.uid()?,
         run: l.get(labels::RUN)?.parse().ok()?,
         step: l.get(labels::STEP)?.clone(),
         sync: l.get(labels::SYNC)?.clone(),
@@ -95,29 +120,95 @@ fn job_view<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>) -> Option<Jo
     })
 }
 
-/// Jobs that hold a Sync in a namespace: unfinished ones, and ones still being deleted (their
-/// Pod may still be running).
-pub fn holders(ctx: &Context, namespace: &str) -> BTreeMap<String, Vec<Holder>> {
-    let mut out: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
-    for job in ctx.jobs.state() {
-        if job.namespace().as_deref() != Some(namespace) {
+/// A step's Job that status saw but the cache does not hold: the cache may lag behind (a
+/// second replica, a watch that reconnects), so before the engine calls the Job deleted, ask
+/// the API server. Only reads when a seen Job is missing, which is rare.
+pub async fn confirm_missing(
+    ctx: &Context,
+    namespace: &str,
+    run: Option<&RunStatus>,
+    jobs: &mut Vec<JobView>,
+) -> Result<(), kube::Error> {
+    let Some(run) = run else { return Ok(()) };
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    for step in run.steps.iter().filter(|s| !s.phase.is_final()) {
+        let (Some(name), Some(uid)) = (&step.job_name, &step.job_uid) else {
+            continue;
+        };
+        if jobs.iter().any(|j| &j.uid == uid) {
             continue;
         }
-        let (outcome, _) = job_outcome(&job);
-        let active = outcome == crate::engine::JobOutcome::Active
-            || job.metadata.deletion_timestamp.is_some();
-        let l = job.labels();
-        let Some(sync) = l.get(labels::SYNC).filter(|_| active) else {
+        if let Some(job) = api.get_opt(name).await?
+            && job.uid().as_ref() == Some(uid)
+        {
+            jobs.extend(with_pods(ctx, namespace, std::iter::once(&job)));
+        }
+    }
+    Ok(())
+}
+
+/// What holds each Sync of a namespace: Jobs controlled by a syncseq object that have not
+/// finished or are being deleted, and Pods of syncseq Jobs that have not terminated — after a
+/// background delete the Job is gone while its Pod runs out its grace period.
+pub fn holders(ctx: &Context, namespace: &str) -> BTreeMap<String, Vec<Holder>> {
+    let mut out: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
+    let by = |meta: &ObjectMeta, job: &str| {
+        let l = meta.labels.as_ref();
+        match (
+            l.and_then(|l| l.get(labels::SEQUENCE)),
+            l.and_then(|l| l.get(labels::RUN)),
+        ) {
+            (Some(seq), Some(run)) => format!("sequence {seq} run {run}"),
+            (None, Some(run)) => format!("its own run {run}"),
+            _ => format!("job {job}"),
+        }
+    };
+    for job in ctx.jobs.state() {
+        if job.namespace().as_deref() != Some(namespace)
+            || syncseq_controlled(&job.metadata).is_none()
+        {
+            continue;
+        }
+        let active =
+            job_outcome(&job).0 == JobOutcome::Active || job.metadata.deletion_timestamp.is_some();
+        let Some(sync) = job.labels().get(labels::SYNC).filter(|_| active) else {
             continue;
         };
-        let by = match (l.get(labels::SEQUENCE), l.get(labels::RUN)) {
-            (Some(seq), Some(run)) => format!("sequence {seq} run {run}"),
-            _ => format!("job {}", job.name_any()),
-        };
+        let name = job.name_any();
         out.entry(sync.clone()).or_default().push(Holder {
-            job: job.name_any(),
-            by,
+            by: by(&job.metadata, &name),
+            job: name,
         });
+    }
+    for pod in ctx.pods.state() {
+        if pod.namespace().as_deref() != Some(namespace) {
+            continue;
+        }
+        let l = pod.labels();
+        let terminated = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        let Some(job) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
+            continue;
+        };
+        if terminated || l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER) {
+            continue;
+        }
+        let Some(sync) = l.get(labels::SYNC) else {
+            continue;
+        };
+        let holders = out.entry(sync.clone()).or_default();
+        if !holders.iter().any(|h| h.job == job.name) {
+            holders.push(Holder {
+                by: format!(
+                    "{} (a Pod of job {} is still terminating)",
+                    by(&pod.metadata, &job.name),
+                    job.name
+                ),
+                job: job.name.clone(),
+            });
+        }
     }
     out
 }

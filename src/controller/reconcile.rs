@@ -1,85 +1,226 @@
-//! The SyncSequence reconciler: observe, decide (pure), execute.
+//! The one reconciler shape, for both kinds: observe (caches, owner-matched Jobs), decide
+//! (the pure engine), execute (claim, status, Jobs, Events), requeue.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::execute::{ExecuteError, execute};
-use super::observe::{holders, sequence_jobs};
-use crate::api::{SyncSequence, SyncSequenceStatus};
-use crate::engine::{Observed, decide};
+use super::observe::{confirm_missing, holders, owned_jobs};
+use crate::api::{RunBook, Sync, SyncSequence, SyncSequenceStatus, SyncStatus};
+use crate::engine::{JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_refusal};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 
-pub async fn reconcile(seq: Arc<SyncSequence>, ctx: Arc<Context>) -> Result<Requeue, ExecuteError> {
-    ctx.caches_synced().await;
-    let _timer = ReconcileTimer::start(&ctx.metrics, "SyncSequence");
+/// What the reconciler needs to know of a kind.
+pub trait Subject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + std::marker::Sync
+    + 'static
+{
+    type Status: serde::Serialize + Clone + PartialEq + Default + Send;
+
+    fn status(&self) -> Option<&Self::Status>;
+    fn book(status: &mut Self::Status) -> &mut RunBook;
+    /// The engine's decision on what the caches show and the Jobs this object controls.
+    fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan<Self::Status>;
+    /// Whether the planned status differs from the current one in what this reconciler writes.
+    fn changed(current: Option<&Self::Status>, planned: &Self::Status) -> bool {
+        current != Some(planned)
+    }
+    /// The status as this reconciler applies it (without fields other writers own).
+    fn for_apply(status: &Self::Status) -> Self::Status {
+        status.clone()
+    }
+    /// Metrics read from what the plan changed.
+    fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
+}
+
+impl Subject for SyncSequence {
+    type Status = SyncSequenceStatus;
+
+    fn status(&self) -> Option<&SyncSequenceStatus> {
+        self.status.as_ref()
+    }
+    fn book(status: &mut SyncSequenceStatus) -> &mut RunBook {
+        &mut status.book
+    }
+    fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan {
+        let ns = self.namespace().unwrap_or_default();
+        let syncs: BTreeMap<String, Sync> = self
+            .spec
+            .steps
+            .iter()
+            .filter_map(|step| {
+                ctx.syncs
+                    .get(&kube::runtime::reflector::ObjectRef::new(&step.sync_ref.name).within(&ns))
+            })
+            .map(|s| (s.name_any(), s.as_ref().clone()))
+            .collect();
+        decide(&Observed {
+            sequence: self,
+            syncs: &syncs,
+            jobs,
+            holders: &holders(ctx, &ns),
+            now,
+        })
+    }
+    fn changed(current: Option<&SyncSequenceStatus>, planned: &SyncSequenceStatus) -> bool {
+        !super::notify::status_unchanged(current, planned)
+    }
+    fn record(&self, metrics: &Metrics, plan: &Plan) {
+        record_progress(metrics, self.status.as_ref(), plan);
+    }
+}
+
+impl Subject for Sync {
+    type Status = SyncStatus;
+
+    fn status(&self) -> Option<&SyncStatus> {
+        self.status.as_ref()
+    }
+    fn book(status: &mut SyncStatus) -> &mut RunBook {
+        &mut status.book
+    }
+    fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan<SyncStatus> {
+        let ns = self.namespace().unwrap_or_default();
+        decide_sync(&SyncObserved {
+            sync: self,
+            own: jobs,
+            all: &super::observe::sync_jobs(ctx, &ns, &self.name_any()),
+            holders: &holders(ctx, &ns),
+            now,
+        })
+    }
+    fn changed(current: Option<&SyncStatus>, planned: &SyncStatus) -> bool {
+        current.map(Self::for_apply) != Some(Self::for_apply(planned))
+    }
+    /// The claim is written by compare-and-swap alone (see `claim.rs`), never applied.
+    fn for_apply(status: &SyncStatus) -> SyncStatus {
+        SyncStatus {
+            claim: None,
+            ..status.clone()
+        }
+    }
+}
+
+/// Reconciles one object of either kind.
+pub async fn reconcile<K: Subject>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ExecuteError> {
     let key = format!(
-        "SyncSequence/{}/{}",
-        seq.namespace().unwrap_or_default(),
-        seq.name_any()
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
     );
-    if seq.metadata.deletion_timestamp.is_some() {
-        ctx.freshness.forget(&key);
+    let result = isolated(reconcile_object(obj, &key, ctx.clone())).await;
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    result
+}
+
+/// Runs one object's reconcile so that a panic in it (a bug, or input nobody foresaw) fails
+/// only that reconcile, which is retried with backoff: the controller runs every reconcile on
+/// one task, and an unwinding panic would otherwise stop it for every object in the cluster.
+pub async fn isolated<F>(reconcile: F) -> Result<Requeue, ExecuteError>
+where
+    F: std::future::Future<Output = Result<Requeue, ExecuteError>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ExecuteError::Panicked(text))
+        }
+    }
+}
+
+async fn reconcile_object<K: Subject>(
+    obj: Arc<K>,
+    key: &str,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ExecuteError> {
+    ctx.caches_synced().await;
+    let _timer = ReconcileTimer::start(&ctx.metrics, &K::kind(&()));
+    if obj.meta().deletion_timestamp.is_some() {
+        ctx.freshness.forget(key);
         return Ok(Requeue::await_change());
     }
     // The watch event of our last status write is on its way; decide on that, not on this.
-    if ctx
-        .freshness
-        .is_stale(&key, seq.metadata.resource_version.as_deref())
-    {
+    let version = obj.meta().resource_version.as_deref();
+    if ctx.freshness.is_stale(key, version) {
         return Ok(Requeue::await_change());
     }
-    let ns = seq.namespace().unwrap_or_default();
-    let name = seq.name_any();
-    let syncs = seq
-        .spec
-        .steps
-        .iter()
-        .filter_map(|step| {
-            ctx.syncs
-                .get(&ObjectRef::new(&step.sync_ref.name).within(&ns))
-        })
-        .map(|s| (s.name_any(), s.as_ref().clone()))
-        .collect();
-    let jobs = sequence_jobs(&ctx, &ns, &name);
-    let holders = holders(&ctx, &ns);
+    let ns = obj.namespace().unwrap_or_default();
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let mut jobs = owned_jobs(&ctx, &ns, &uid);
+    let mut current = obj.status().cloned().unwrap_or_default();
+    confirm_missing(
+        &ctx,
+        &ns,
+        K::book(&mut current).current_run.as_ref(),
+        &mut jobs,
+    )
+    .await
+    .map_err(ExecuteError::Read)?;
     let now = jiff::Timestamp::now();
-    let plan = decide(&Observed {
-        sequence: &seq,
-        syncs: &syncs,
-        jobs: &jobs,
-        holders: &holders,
-        now,
-    });
+    let plan = obj.decide(&ctx, &jobs, now);
     tracing::debug!(
-        sequence = %name,
+        object = %key,
         jobs = jobs.len(),
-        run = ?plan.status.current_run.as_ref().map(|r| (r.id, r.progress.as_str())),
         actions = plan.actions.len(),
         wake_at = ?plan.wake_at,
         "decided"
     );
-    let changed = !super::notify::status_unchanged(seq.status.as_ref(), &plan.status);
-    let written = execute(
-        seq.as_ref(),
-        changed.then_some(&plan.status),
-        plan.status.last_run_number != seq.status.as_ref().and_then(|s| s.last_run_number),
+    let changed = K::changed(obj.status(), &plan.status);
+    let mut planned = plan.status.clone();
+    let new_run = K::book(&mut planned).last_run_number != K::book(&mut current).last_run_number;
+    let apply = K::for_apply(&plan.status);
+    let executed = execute(
+        obj.as_ref(),
+        changed.then_some(&apply),
+        new_run,
         &plan.actions,
         &ctx,
+        |refusals| {
+            let mut failed = plan.status.clone();
+            let mut any = false;
+            for (job, why) in refusals {
+                any |= record_refusal(K::book(&mut failed).current_run.as_mut(), job, why, now);
+            }
+            any.then(|| K::for_apply(&failed))
+        },
     )
     .await?;
-    // A write the server found to change nothing keeps the version (and sends no event).
-    if written.is_some() && written.as_deref() != seq.metadata.resource_version.as_deref() {
-        ctx.freshness
-            .wrote(&key, seq.metadata.resource_version.as_deref());
+    if executed.deferred.is_some() {
+        // Someone else just claimed the Sync: their Job's events wake us; this is the bound.
+        return Ok(Requeue::requeue(CLAIM_RETRY));
     }
-    record_progress(&ctx.metrics, seq.status.as_ref(), &plan);
+    // A write the server found to change nothing keeps the version (and sends no event).
+    if executed.version.is_some() && executed.version.as_deref() != version {
+        ctx.freshness.wrote(key, version);
+    }
+    obj.record(&ctx.metrics, &plan);
     Ok(requeue_at(plan.wake_at, now))
 }
+
+/// When to decide again after a refused claim, if no watch event comes first.
+const CLAIM_RETRY: Duration = Duration::from_secs(2);
 
 /// Requeue at the engine's wake-up time, or wait for the next watch event.
 pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Requeue {
@@ -98,8 +239,14 @@ fn record_progress(
     old: Option<&SyncSequenceStatus>,
     plan: &crate::engine::Plan,
 ) {
-    let old_runs = old.and_then(|s| s.runs.first()).map(|r| r.id);
-    if let Some(run) = plan.status.runs.first().filter(|r| Some(r.id) != old_runs) {
+    let old_runs = old.and_then(|s| s.book.runs.first()).map(|r| r.id);
+    if let Some(run) = plan
+        .status
+        .book
+        .runs
+        .first()
+        .filter(|r| Some(r.id) != old_runs)
+    {
         metrics
             .runs
             .get_or_create(&OutcomeLabel {
@@ -109,12 +256,13 @@ fn record_progress(
     }
     let old_steps = |run: i64| {
         old.into_iter()
-            .flat_map(|s| s.current_run.iter().chain(s.last_run.iter()))
+            .flat_map(|s| s.book.current_run.iter().chain(s.last_run.iter()))
             .filter(move |r| r.id == run)
             .flat_map(|r| r.steps.iter())
     };
     for run in plan
         .status
+        .book
         .current_run
         .iter()
         .chain(plan.status.last_run.iter())
@@ -173,13 +321,20 @@ impl Drop for ReconcileTimer<'_> {
     }
 }
 
-pub fn error_policy(seq: Arc<SyncSequence>, error: &ExecuteError, ctx: Arc<Context>) -> Requeue {
+/// A failed reconcile is retried with per-object exponential backoff (1 s doubling to 5 min),
+/// so an object the API server keeps refusing costs little and others are not held up.
+pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Context>) -> Requeue {
+    let kind = K::kind(&()).to_string();
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&KindLabel {
-            kind: "SyncSequence".into(),
-        })
+        .get_or_create(&KindLabel { kind: kind.clone() })
         .inc();
-    tracing::warn!(sequence = %seq.name_any(), error = %error, "reconcile failed; retrying");
-    Requeue::requeue(Duration::from_secs(2))
+    let key = format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    let delay = ctx.backoff.next(&key);
+    tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    Requeue::requeue(delay)
 }

@@ -47,12 +47,13 @@ pub(super) fn happenings(
     new: &SyncSequenceStatus,
     jobs: &[JobView],
 ) -> Vec<Happening> {
-    let mut runs: Vec<&RunStatus> = new.last_run.iter().chain(&new.current_run).collect();
+    let mut runs: Vec<&RunStatus> = new.last_run.iter().chain(&new.book.current_run).collect();
     runs.sort_by_key(|r| r.id);
     runs.dedup_by_key(|r| r.id);
     let mut out = Vec::new();
     for run in runs {
         let before = old
+            .book
             .current_run
             .iter()
             .chain(&old.last_run)
@@ -61,7 +62,7 @@ pub(super) fn happenings(
             Some(b) if b == run || b.phase.is_finished() => continue,
             // A run the old status does not know is new only if its number is; otherwise the
             // old status lost it, and replaying its history would notify twice.
-            None if run.id <= old.last_run_number.unwrap_or(0) => continue,
+            None if run.id <= old.book.last_run_number.unwrap_or(0) => continue,
             _ => {}
         }
         let r = RunRef {
@@ -131,7 +132,7 @@ mod tests {
     use jiff::{SignedDuration, Timestamp};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-    use super::super::{JobOutcome, JobView, Observed, Report, decide};
+    use super::super::{JobOutcome, JobView, Observed, Report, decide, fixtures};
     use super::*;
     use crate::alerts::Notification;
     use crate::api::*;
@@ -146,46 +147,19 @@ mod tests {
 
     impl Sim {
         fn new(step: Step, when: &[AlertTrigger]) -> Self {
-            let template = serde_json::from_value(serde_json::json!({
-                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "s", "image": "x"}]}}}
-            }))
-            .unwrap();
-            let sync = Sync::new(
-                &step.sync_ref.name,
-                SyncSpec {
-                    job_template: template,
-                    schedule: None,
-                    time_zone: None,
-                    starting_deadline_seconds: None,
-                    suspend: false,
+            let sync = fixtures::sync(&step.sync_ref.name);
+            let mut seq = fixtures::sequence(vec![step]);
+            seq.spec.alerts = vec![Alert {
+                name: "oncall".into(),
+                when: when.to_vec(),
+                webhook: Webhook {
+                    url_secret_ref: SecretKeyRef {
+                        name: "hook".into(),
+                        key: "url".into(),
+                    },
+                    format: WebhookFormat::Slack,
                 },
-            );
-            let mut seq = SyncSequence::new(
-                "crm",
-                SyncSequenceSpec {
-                    schedule: None,
-                    time_zone: None,
-                    starting_deadline_seconds: None,
-                    concurrency_policy: ConcurrencyPolicy::Forbid,
-                    suspend: false,
-                    history_limit: 3,
-                    steps: vec![step],
-                    alerts: vec![Alert {
-                        name: "oncall".into(),
-                        when: when.to_vec(),
-                        webhook: Webhook {
-                            url_secret_ref: SecretKeyRef {
-                                name: "hook".into(),
-                                key: "url".into(),
-                            },
-                            format: WebhookFormat::Slack,
-                        },
-                    }],
-                },
-            );
-            seq.metadata.namespace = Some("revops".into());
-            seq.metadata.uid = Some("uid-1".into());
-            seq.metadata.generation = Some(1);
+            }];
             Sim {
                 syncs: [(sync.metadata.name.clone().unwrap(), sync)].into(),
                 seq,
@@ -208,21 +182,9 @@ mod tests {
             for a in plan.actions {
                 match a {
                     Action::CreateJob(job) => {
-                        let l = job.metadata.labels.clone().unwrap();
                         let name = job.metadata.name.clone().unwrap();
                         if !self.jobs.iter().any(|j| j.name == name) {
-                            self.jobs.push(JobView {
-                                name,
-                                run: l["syncseq.dev/run"].parse().unwrap(),
-                                step: l["syncseq.dev/step"].clone(),
-                                sync: l["syncseq.dev/sync"].clone(),
-                                attempt: l["syncseq.dev/attempt"].parse().unwrap(),
-                                outcome: JobOutcome::Active,
-                                finished_at: None,
-                                report: None,
-                                deleting: false,
-                                created: Some(self.now),
-                            });
+                            self.jobs.push(fixtures::created(&job, self.now));
                         }
                     }
                     Action::DeleteJob { name } => self.jobs.retain(|j| j.name != name),
@@ -280,17 +242,7 @@ mod tests {
     }
 
     fn step() -> Step {
-        Step {
-            name: "load".into(),
-            sync_ref: SyncRef {
-                name: "load".into(),
-            },
-            on_failure: FailurePolicy::Stop,
-            rejected_rows: None,
-            retries: 0,
-            retry_delay_seconds: 10,
-            timeout_seconds: None,
-        }
+        fixtures::step("load")
     }
 
     fn kinds(n: &[Notification]) -> Vec<(AlertTrigger, i64)> {

@@ -10,10 +10,13 @@ mod conditions;
 mod job;
 mod result;
 mod run;
+mod runs;
 mod sequence;
 mod sync;
 mod triggers;
 
+#[cfg(test)]
+mod fixtures;
 #[cfg(test)]
 mod tests;
 
@@ -26,20 +29,23 @@ use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
 pub use job::{JobIdentity, JobOwner, build_job, job_name};
 pub use result::{
-    JobOutcome, JobView, Report, job_outcome, parse_termination_message, pod_report, truncate,
+    JobOutcome, JobView, Report, job_outcome, parse_termination_message, pod_report, printable,
+    truncate,
 };
+pub use run::record_refusal;
 pub use sequence::decide;
-pub use sync::{SyncJob, SyncObserved, SyncPlan, decide_sync};
+pub use sync::{STANDALONE_STEP, SyncJob, SyncObserved, decide_sync};
 
 /// How long to wait for a finished Job's Pod result to show up in the Pod cache before
 /// deciding without it. Pod and Job watches are separate streams, so the Job's `Complete`
 /// can arrive a moment before the Pod's terminated state.
 pub const POD_RESULT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 
-/// A Job that currently holds a Sync (it is not finished, or is still being deleted).
+/// Something that holds a Sync: a Job of it that has not finished (or is being deleted), or a
+/// Pod of it that has not terminated — a Pod can outlive its deleted Job for its grace period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
-    /// The Job's name.
+    /// The Job's name (for a Pod, the Job it belongs to).
     pub job: String,
     /// Who runs it, for messages: "sequence crm-nightly run 4".
     pub by: String,
@@ -51,19 +57,19 @@ pub struct Observed<'a> {
     pub sequence: &'a SyncSequence,
     /// Syncs of the sequence's namespace, by name (at least the referenced ones).
     pub syncs: &'a BTreeMap<String, Sync>,
-    /// The sequence's own Jobs.
+    /// The Jobs the sequence controls (matched by owner UID), with their Pods' results.
     pub jobs: &'a [JobView],
-    /// For each Sync, the Jobs that currently hold it, across the namespace.
+    /// For each Sync, what holds it now, across the namespace.
     pub holders: &'a BTreeMap<String, Vec<Holder>>,
     pub now: Timestamp,
 }
 
-/// What the controller should do.
+/// What the controller should do, for either kind (`S` is its status type).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// The status to apply. Applied before any action, so that a Job never exists that the
-    /// status does not account for.
-    pub status: SyncSequenceStatus,
+pub struct Plan<S = SyncSequenceStatus> {
+    /// The status to apply. A plan that starts a new run applies it before any Job call, so
+    /// that a Job never exists that the status does not account for.
+    pub status: S,
     /// Actions, in order.
     pub actions: Vec<Action>,
     /// When to reconcile again even if nothing changes (next schedule time, a retry's backoff).
@@ -75,7 +81,8 @@ pub struct Plan {
 pub enum Action {
     /// Create this Job; `AlreadyExists` means it was created before and is fine.
     CreateJob(Box<Job>),
-    /// Delete this Job (and its Pods, in the background).
+    /// Delete this Job. Foreground: the Job stays, marked as being deleted, until its Pods are
+    /// gone, so it goes on holding its Sync while a Pod terminates.
     DeleteJob { name: String },
     /// Record an Event on the sequence.
     Event(Event),
@@ -94,23 +101,29 @@ pub struct Event {
     pub action: &'static str,
     /// Human-readable text, carrying the error text for Warnings.
     pub note: String,
+    /// The Job this Event announces, if any: it is recorded only when that Job was created.
+    pub job: Option<String>,
 }
 
 impl Event {
     pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
-        Action::Event(Event {
-            warning: false,
-            reason,
-            action,
-            note: note.into(),
-        })
+        Self::action(false, reason, action, note)
     }
     pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
+        Self::action(true, reason, action, note)
+    }
+    fn action(
+        warning: bool,
+        reason: &'static str,
+        action: &'static str,
+        note: impl Into<String>,
+    ) -> Action {
         Action::Event(Event {
-            warning: true,
+            warning,
             reason,
             action,
             note: note.into(),
+            job: None,
         })
     }
 }

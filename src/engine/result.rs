@@ -28,6 +28,8 @@ pub enum JobOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobView {
     pub name: String,
+    /// The Job's UID: a Job recreated under the same name is another Job.
+    pub uid: String,
     pub run: i64,
     pub step: String,
     pub sync: String,
@@ -80,7 +82,7 @@ pub fn parse_termination_message(raw: &str) -> Report {
             Report {
                 rows_synced: w.rows_synced,
                 rows_rejected: w.rows_rejected,
-                message: w.message.map(|m| truncate(&m)),
+                message: w.message.map(|m| truncate(&printable(&m))),
                 exit_code: None,
             }
         }
@@ -94,15 +96,16 @@ pub fn parse_termination_message(raw: &str) -> Report {
     }
 }
 
-/// Replaces control characters so binary garbage cannot break status, Events or terminals.
-fn printable(s: &str) -> String {
+/// Makes text from a container or a user safe for status, Events, logs and terminals: line
+/// breaks and tabs become spaces, other control characters (escape sequences, NUL) and the
+/// bidirectional-override characters that can disguise text are dropped.
+pub fn printable(s: &str) -> String {
     s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' {
-                '\u{FFFD}'
-            } else {
-                c
-            }
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => None,
+            c => Some(c),
         })
         .collect()
 }
@@ -132,9 +135,9 @@ pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
                 let timed_out = reason == "DeadlineExceeded";
                 let reason = c
                     .message
-                    .clone()
+                    .as_deref()
                     .filter(|m| !m.is_empty())
-                    .unwrap_or(reason);
+                    .map_or(reason, |m| truncate(&printable(m)));
                 return (JobOutcome::Failed { timed_out, reason }, at);
             }
             _ => {}

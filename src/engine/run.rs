@@ -1,18 +1,36 @@
 //! Advancing one run: step by step, strictly in order, applying each step's failure policy.
+//! Shared by both kinds: a Sync's own run is a one-step run.
+
+use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
-    Action, Event, JobIdentity, JobOutcome, JobOwner, JobView, Observed, POD_RESULT_GRACE, Report,
+    Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, POD_RESULT_GRACE, Report,
     build_job, earliest, job_name,
 };
-use crate::api::{FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus};
+use crate::api::{
+    AttemptFailure, FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus, Sync,
+};
 
-/// The context `advance` needs besides the run itself.
+/// Why an attempt ended without a Job result: its Job was deleted before it finished.
+pub(crate) const JOB_DELETED: &str = "JobDeleted";
+/// Why an attempt ended without a Job result: the API server refused to create its Job.
+pub(crate) const CREATE_REFUSED: &str = "CreateRefused";
+
+/// What advancing a run looks at besides the run itself.
 pub(super) struct RunContext<'a> {
-    pub obs: &'a Observed<'a>,
     pub owner: &'a JobOwner,
+    /// The steps as the spec has them now (a step removed mid-run is skipped).
+    pub steps: &'a [Step],
+    /// Syncs of the namespace, by name (at least the referenced ones).
+    pub syncs: &'a BTreeMap<String, Sync>,
+    /// The Jobs this object controls (matched by owner UID).
+    pub jobs: &'a [JobView],
+    /// For each Sync, what holds it now, across the namespace.
+    pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    pub now: Timestamp,
 }
 
 /// A fresh run with every step Pending.
@@ -38,6 +56,8 @@ pub(super) fn new_run(
                 sync: s.sync_ref.name.clone(),
                 phase: StepPhase::Pending,
                 job_name: None,
+                job_uid: None,
+                attempt_failure: None,
                 attempts: 0,
                 start_time: None,
                 completion_time: None,
@@ -57,8 +77,8 @@ pub(super) fn advance(
     actions: &mut Vec<Action>,
 ) -> Option<Timestamp> {
     let mut wake = None;
-    let now = ctx.obs.now;
-    let steps_spec = &ctx.obs.sequence.spec.steps;
+    let now = ctx.now;
+    let steps_spec = ctx.steps;
     let mut i = 0;
     while i < run.steps.len() && run.phase == RunPhase::Running {
         if run.steps[i].phase.is_final() {
@@ -144,94 +164,193 @@ fn step_progress(
     ctx: &RunContext,
     actions: &mut Vec<Action>,
 ) -> Progress {
-    let now = ctx.obs.now;
+    let now = ctx.now;
     let run_id = run.id;
     let step = &mut run.steps[i];
     if step.attempts == 0 {
         return try_start(run_id, step, spec, 1, ctx, actions);
     }
     let attempt = step.attempts;
-    let Some(job) = ctx
-        .obs
-        .jobs
-        .iter()
-        .find(|j| j.run == run_id && j.step == step.name && j.attempt == attempt)
-    else {
-        // Status records the attempt but its Job is not there: the controller stopped between
-        // writing status and creating the Job, or the Job was deleted. Creating it again is safe.
-        return try_start(run_id, step, spec, attempt, ctx, actions);
-    };
-    match &job.outcome {
-        JobOutcome::Active => {
+    let ended = match attempt_state(run_id, step, ctx, actions) {
+        Attempt::NotCreated => {
+            // Status records the attempt but its Job was never seen: the controller stopped
+            // between writing status and creating the Job. Creating it (same name) is safe.
+            return try_start(run_id, step, spec, attempt, ctx, actions);
+        }
+        Attempt::Running => {
             step.phase = StepPhase::Running;
-            Progress::Blocked(None)
+            return Progress::Blocked(None);
         }
-        outcome => {
-            let finished = job.finished_at.unwrap_or(now);
-            if job.report.is_none() && now < finished + POD_RESULT_GRACE {
-                return Progress::Blocked(Some(finished + POD_RESULT_GRACE));
+        Attempt::AwaitingResult(at) => return Progress::Blocked(Some(at)),
+        Attempt::Ended(ended) => ended,
+    };
+    let Ended {
+        outcome,
+        finished,
+        report,
+        job,
+    } = ended;
+    step.rows_synced = report.rows_synced;
+    step.rows_rejected = report.rows_rejected;
+    let (timed_out, reason) = match outcome {
+        JobOutcome::Succeeded => return succeeded(step, spec, &report, &job, actions, now),
+        JobOutcome::Failed { timed_out, reason } => (timed_out, reason),
+        JobOutcome::Active => unreachable!("an ended attempt is not active"),
+    };
+    let why = failure_message(timed_out, &reason, &report, spec);
+    if attempt <= spec.retries {
+        let delay = retry_delay(spec, attempt);
+        let due = finished + delay;
+        if now < due {
+            if step.phase != StepPhase::Waiting {
+                actions.push(Event::warning(
+                    "StepRetrying",
+                    "RetryStep",
+                    format!(
+                        "step {} attempt {attempt} failed: {why}; retrying in {}s (attempt {} of {})",
+                        step.name,
+                        delay.as_secs(),
+                        attempt.saturating_add(1),
+                        spec.retries.saturating_add(1)
+                    ),
+                ));
             }
-            let report = job.report.clone().unwrap_or_default();
-            step.rows_synced = report.rows_synced;
-            step.rows_rejected = report.rows_rejected;
-            match outcome {
-                JobOutcome::Succeeded => succeeded(step, spec, &report, job, actions, now),
-                JobOutcome::Failed { timed_out, reason } => {
-                    let why = failure_message(*timed_out, reason, &report, spec);
-                    if attempt <= spec.retries {
-                        let delay = retry_delay(spec, attempt);
-                        let due = finished + delay;
-                        if now < due {
-                            if step.phase != StepPhase::Waiting {
-                                actions.push(Event::warning(
-                                    "StepRetrying",
-                                    "RetryStep",
-                                    format!(
-                                        "step {} attempt {attempt} failed: {why}; retrying in {}s (attempt {} of {})",
-                                        step.name,
-                                        delay.as_secs(),
-                                        attempt + 1,
-                                        spec.retries + 1
-                                    ),
-                                ));
-                            }
-                            step.phase = StepPhase::Waiting;
-                            step.message = Some(format!(
-                                "attempt {attempt} failed: {why}; retrying at {due}"
-                            ));
-                            return Progress::Blocked(Some(due));
-                        }
-                        return try_start(run_id, step, spec, attempt + 1, ctx, actions);
-                    }
-                    let reason = if *timed_out {
-                        "StepTimedOut"
-                    } else {
-                        "StepFailed"
-                    };
-                    actions.push(Event::warning(
-                        reason,
-                        "FailStep",
-                        format!("step {} failed: {why}", step.name),
-                    ));
-                    finish_step(step, StepPhase::Failed, Some(why.clone()), now);
-                    match spec.on_failure {
-                        FailurePolicy::Stop => Progress::Done {
-                            stop: Some(format!("step {} failed: {why}", step.name)),
-                        },
-                        FailurePolicy::Continue => Progress::Done { stop: None },
-                    }
-                }
-                JobOutcome::Active => unreachable!("handled above"),
-            }
+            step.phase = StepPhase::Waiting;
+            step.message = Some(format!(
+                "attempt {attempt} failed: {why}; retrying at {due}"
+            ));
+            return Progress::Blocked(Some(due));
         }
+        return try_start(run_id, step, spec, attempt.saturating_add(1), ctx, actions);
     }
+    let reason = if timed_out {
+        "StepTimedOut"
+    } else {
+        "StepFailed"
+    };
+    actions.push(Event::warning(
+        reason,
+        "FailStep",
+        format!("step {} failed: {why}", step.name),
+    ));
+    finish_step(step, StepPhase::Failed, Some(why.clone()), now);
+    match spec.on_failure {
+        FailurePolicy::Stop => Progress::Done {
+            stop: Some(format!("step {} failed: {why}", step.name)),
+        },
+        FailurePolicy::Continue => Progress::Done { stop: None },
+    }
+}
+
+/// Where the latest attempt of a started step stands.
+enum Attempt {
+    /// Its Job was never seen: create it.
+    NotCreated,
+    /// Its Job exists and has not finished.
+    Running,
+    /// Its Job finished; its Pod's result may still be on its way until then.
+    AwaitingResult(Timestamp),
+    Ended(Ended),
+}
+
+/// A finished attempt.
+struct Ended {
+    outcome: JobOutcome,
+    finished: Timestamp,
+    report: Report,
+    /// Its Job's name.
+    job: String,
+}
+
+/// Reads the latest attempt from its Job, or from status when it ended without one. Records the
+/// Job's UID once seen, so that a Job that disappears is never created again.
+fn attempt_state(
+    run_id: i64,
+    step: &mut StepStatus,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+) -> Attempt {
+    let now = ctx.now;
+    let attempt = step.attempts;
+    let job_name = step.job_name.clone().unwrap_or_default();
+    if let Some(failure) = step
+        .attempt_failure
+        .as_ref()
+        .filter(|f| f.attempt == attempt)
+    {
+        return Attempt::Ended(Ended {
+            outcome: JobOutcome::Failed {
+                timed_out: false,
+                reason: failure.reason.clone(),
+            },
+            finished: failure.time.0,
+            report: Report {
+                message: Some(failure.message.clone()),
+                ..Report::default()
+            },
+            job: job_name,
+        });
+    }
+    let job = ctx.jobs.iter().find(|j| {
+        j.run == run_id
+            && j.step == step.name
+            && j.attempt == attempt
+            && step.job_uid.as_ref().is_none_or(|uid| *uid == j.uid)
+    });
+    let Some(job) = job else {
+        if step.job_uid.is_none() {
+            return Attempt::NotCreated;
+        }
+        // Seen before and gone now (deleted by hand, a TTL, lost with its namespace's quota...):
+        // the attempt fails, and counts against retries. Never created again.
+        let message = format!("job {job_name} was deleted before it finished");
+        actions.push(Event::warning(
+            JOB_DELETED,
+            "FailAttempt",
+            format!("step {} attempt {attempt}: {message}", step.name),
+        ));
+        step.attempt_failure = Some(AttemptFailure {
+            attempt,
+            reason: JOB_DELETED.into(),
+            message: message.clone(),
+            time: Time(now),
+        });
+        return Attempt::Ended(Ended {
+            outcome: JobOutcome::Failed {
+                timed_out: false,
+                reason: JOB_DELETED.into(),
+            },
+            finished: now,
+            report: Report {
+                message: Some(message),
+                ..Report::default()
+            },
+            job: job_name,
+        });
+    };
+    if step.job_uid.is_none() {
+        step.job_uid = Some(job.uid.clone());
+    }
+    if job.outcome == JobOutcome::Active {
+        return Attempt::Running;
+    }
+    let finished = job.finished_at.unwrap_or(now);
+    if job.report.is_none() && now < finished + POD_RESULT_GRACE {
+        return Attempt::AwaitingResult(finished + POD_RESULT_GRACE);
+    }
+    Attempt::Ended(Ended {
+        outcome: job.outcome.clone(),
+        finished,
+        report: job.report.clone().unwrap_or_default(),
+        job: job.name.clone(),
+    })
 }
 
 fn succeeded(
     step: &mut StepStatus,
     spec: &Step,
     report: &Report,
-    job: &JobView,
+    job: &str,
     actions: &mut Vec<Action>,
     now: Timestamp,
 ) -> Progress {
@@ -266,7 +385,7 @@ fn succeeded(
     actions.push(Event::normal(
         "StepSucceeded",
         "CompleteStep",
-        format!("step {} succeeded (job {}){rows}", step.name, job.name),
+        format!("step {} succeeded (job {job}){rows}", step.name),
     ));
     finish_step(step, StepPhase::Succeeded, report.message.clone(), now);
     Progress::Done { stop: None }
@@ -281,45 +400,33 @@ fn try_start(
     ctx: &RunContext,
     actions: &mut Vec<Action>,
 ) -> Progress {
-    let obs = ctx.obs;
-    let Some(sync) = obs.syncs.get(&spec.sync_ref.name) else {
+    let Some(sync) = ctx.syncs.get(&spec.sync_ref.name) else {
         let message = format!(
             "waiting: sync {} not found in namespace",
             spec.sync_ref.name
         );
-        if step.message.as_deref() != Some(message.as_str()) {
-            actions.push(Event::warning(
-                "SyncNotFound",
-                "WaitForSync",
-                format!("step {}: {message}", step.name),
-            ));
-        }
-        step.phase = StepPhase::Waiting;
-        step.message = Some(message);
-        return Progress::Blocked(None);
+        return wait(step, "SyncNotFound", message, ctx.now, actions);
     };
-    let name = job_name(&ctx.owner.name, run_id, &step.name, attempt);
-    let busy = obs
+    let name = job_name(
+        &ctx.owner.kind,
+        &ctx.owner.name,
+        run_id,
+        &step.name,
+        attempt,
+    );
+    // What holds the Sync, other than this attempt's own Job (seen again after a restart).
+    let busy = ctx
         .holders
         .get(&spec.sync_ref.name)
         .into_iter()
         .flatten()
-        .find(|h| !obs.jobs.iter().any(|j| j.name == h.job && j.run == run_id));
+        .find(|h| h.job != name);
     if let Some(holder) = busy {
         let message = format!(
             "waiting: sync {} is running for {}",
             spec.sync_ref.name, holder.by
         );
-        if step.message.as_deref() != Some(message.as_str()) {
-            actions.push(Event::normal(
-                "StepWaiting",
-                "WaitForSync",
-                format!("step {}: {message}", step.name),
-            ));
-        }
-        step.phase = StepPhase::Waiting;
-        step.message = Some(message);
-        return Progress::Blocked(None);
+        return wait(step, "SyncBusy", message, ctx.now, actions);
     }
     let id = JobIdentity {
         name: name.clone(),
@@ -335,23 +442,56 @@ fn try_start(
         spec.timeout_seconds,
     ))));
     if step.attempts != attempt || step.phase != StepPhase::Running {
-        actions.push(Event::normal(
-            "StepStarted",
-            "CreateJob",
-            format!(
+        actions.push(Action::Event(Event {
+            warning: false,
+            reason: "StepStarted",
+            action: "CreateJob",
+            note: format!(
                 "step {} started: job {name} (attempt {attempt} of {})",
                 step.name,
-                spec.retries + 1
+                spec.retries.saturating_add(1)
             ),
-        ));
+            job: Some(name.clone()),
+        }));
+    }
+    if step.attempts != attempt {
+        // A new attempt: what was seen of the previous one no longer applies.
+        step.job_uid = None;
+        step.attempt_failure = None;
     }
     step.phase = StepPhase::Running;
     step.attempts = attempt;
     step.job_name = Some(name);
-    step.start_time.get_or_insert(Time(obs.now));
+    step.start_time.get_or_insert(Time(ctx.now));
     step.message = None;
     Progress::Blocked(None)
 }
+
+/// A step that cannot start yet says why in its message (which the `Running` condition
+/// repeats), with a Warning Event when the reason changes, and checks again after
+/// [`WAIT_RECHECK`] even if no watch event wakes it.
+fn wait(
+    step: &mut StepStatus,
+    reason: &'static str,
+    message: String,
+    now: Timestamp,
+    actions: &mut Vec<Action>,
+) -> Progress {
+    if step.message.as_deref() != Some(message.as_str()) {
+        actions.push(Event::warning(
+            reason,
+            "WaitForSync",
+            format!("step {}: {message}", step.name),
+        ));
+    }
+    step.phase = StepPhase::Waiting;
+    step.message = Some(message);
+    Progress::Blocked(Some(now + WAIT_RECHECK))
+}
+
+/// The bounded requeue of a waiting step. Watch events (the holder's Job or Pod finishing, the
+/// Sync appearing) wake it sooner; this only guards against a missed one.
+pub(crate) const WAIT_RECHECK: SignedDuration = SignedDuration::from_secs(60);
 
 fn finish_step(step: &mut StepStatus, phase: StepPhase, message: Option<String>, now: Timestamp) {
     step.phase = phase;
@@ -378,7 +518,9 @@ fn stop_run(run: &mut RunStatus, failed: usize, reason: &str, now: Timestamp) {
     run.progress = progress(run);
 }
 
-/// Cancels a run: its running Job is deleted, that step is Cancelled, later steps Skipped.
+/// Cancels a run: the step in progress is Cancelled, later steps Skipped. Its Jobs are deleted
+/// by the cleanup every reconcile runs (see `runs::cleanup`), so a delete that fails or is lost
+/// is made again.
 pub(super) fn cancel_run(
     run: &mut RunStatus,
     why: &str,
@@ -387,16 +529,10 @@ pub(super) fn cancel_run(
     now: Timestamp,
 ) {
     for step in run.steps.iter_mut().filter(|s| !s.phase.is_final()) {
-        let active: Vec<&JobView> = jobs
+        let active = jobs
             .iter()
-            .filter(|j| j.run == run.id && j.step == step.name && !j.is_finished() && !j.deleting)
-            .collect();
-        for job in &active {
-            actions.push(Action::DeleteJob {
-                name: job.name.clone(),
-            });
-        }
-        if step.phase == StepPhase::Running || !active.is_empty() {
+            .any(|j| j.run == run.id && j.step == step.name && !j.is_finished());
+        if step.phase == StepPhase::Running || active {
             finish_step(
                 step,
                 StepPhase::Cancelled,
@@ -423,6 +559,34 @@ pub(super) fn cancel_run(
     ));
 }
 
+/// Records that the API server refused to create a step attempt's Job: the attempt fails with
+/// the server's message, and the step retries or fails under its policy on the next reconcile.
+/// Returns false when no attempt in progress has that Job (nothing to record).
+pub fn record_refusal(
+    run: Option<&mut RunStatus>,
+    job: &str,
+    message: &str,
+    now: Timestamp,
+) -> bool {
+    let Some(step) = run.filter(|r| r.phase == RunPhase::Running).and_then(|r| {
+        r.steps
+            .iter_mut()
+            .find(|s| s.job_name.as_deref() == Some(job) && s.phase == StepPhase::Running)
+    }) else {
+        return false;
+    };
+    step.attempt_failure = Some(AttemptFailure {
+        attempt: step.attempts,
+        reason: CREATE_REFUSED.into(),
+        message: format!(
+            "the API server refused to create job {job}: {}",
+            super::printable(message)
+        ),
+        time: Time(now),
+    });
+    true
+}
+
 /// `current/total`: the first step not yet final, or the total when all are.
 fn progress(run: &RunStatus) -> String {
     let total = run.steps.len();
@@ -437,7 +601,7 @@ fn progress(run: &RunStatus) -> String {
 /// Exponential backoff: `retryDelaySeconds`, doubled for each further attempt, capped at an hour.
 fn retry_delay(spec: &Step, failed_attempt: i32) -> SignedDuration {
     let base = i64::from(spec.retry_delay_seconds.max(0));
-    let factor = 1i64 << (failed_attempt - 1).clamp(0, 12);
+    let factor = 1i64 << failed_attempt.saturating_sub(1).clamp(0, 12);
     SignedDuration::from_secs((base * factor).min(3600))
 }
 
@@ -475,7 +639,8 @@ pub(super) fn rejected_rows_exceeded(spec: &Step, report: &Report) -> Option<Str
         ));
     }
     if let Some(pct) = policy.max_percent {
-        let total = synced + rejected;
+        // Widened: a container can report any i64, and the sum must neither overflow nor wrap.
+        let total = i128::from(synced) + i128::from(rejected);
         if total > 0 {
             let share = rejected as f64 * 100.0 / total as f64;
             if share > pct {
@@ -493,7 +658,7 @@ fn within_limit(spec: &Step, report: &Report) -> String {
     let (Some(policy), Some(rejected)) = (spec.rejected_rows.as_ref(), report.rows_rejected) else {
         return String::new();
     };
-    let total = report.rows_synced.unwrap_or(0) + rejected;
+    let total = i128::from(report.rows_synced.unwrap_or(0)) + i128::from(rejected);
     match (policy.max, policy.max_percent) {
         (Some(max), _) => format!(" (within the limit of {max})"),
         (None, Some(pct)) if total > 0 => format!(

@@ -1,30 +1,25 @@
-//! The decision for one standalone Sync: run it on its own schedule or on request, cancel it,
-//! and report its most recent run — whoever started it (its schedule, a person, a sequence).
-//!
-//! A Sync never runs twice at once: a request or a fire time that arrives while any Job of the
-//! Sync is active waits (a request stays unhandled until the Sync is free; a fire time is
-//! skipped, as CronJob's Forbid policy does).
+//! The decision for one standalone Sync: its own runs (on its schedule or on request) are
+//! one-step runs of the same engine a sequence's runs use, and its `lastRun` reports the most
+//! recent run of the Sync whoever started it (its schedule, a person, a sequence).
+
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 
 use super::conditions::{self, Desired};
-use super::triggers::{self, Trigger};
-use super::{
-    Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, build_job, earliest,
-    job_name,
+use super::runs::{self, Cluster, Driven, Runner};
+use super::{Action, Holder, JobOutcome, JobOwner, JobView, Plan};
+use crate::api::{
+    ConcurrencyPolicy, FailurePolicy, StepPhase, Sync, SyncRef, SyncRunRecord, SyncStatus,
+    TriggerKind,
 };
-use crate::api::{StepPhase, Sync, SyncRunRecord, SyncStatus, TriggerKind, labels};
 
-/// Standalone runs kept (their Jobs); older Jobs the Sync owns are deleted.
-pub const SYNC_HISTORY: i64 = 3;
+/// Standalone runs kept in `status.runs` (and their Jobs); older Jobs the Sync owns are deleted.
+pub const SYNC_HISTORY: i32 = 3;
 
-/// Ends the Running condition's message while a run request waits for the Sync to be free.
-const REQUEST_WAITS: &str = "a run request waits";
-
-/// Step label of a standalone run's Job.
-const STANDALONE_STEP: &str = "run";
+/// The name of the one step of a Sync's own run (and of its Jobs' step label).
+pub const STANDALONE_STEP: &str = "run";
 
 /// A Job that runs this Sync, and who started it.
 #[derive(Debug, Clone)]
@@ -32,174 +27,94 @@ pub struct SyncJob {
     pub view: JobView,
     /// The sequence that created it, if any; None for the Sync's own runs.
     pub sequence: Option<String>,
-    /// For the Sync's own runs: what triggered it (from the Job's label).
-    pub trigger: Option<TriggerKind>,
 }
 
 /// Everything the engine looks at for one Sync.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncObserved<'a> {
     pub sync: &'a Sync,
-    /// Every Job of this Sync in the namespace.
-    pub jobs: &'a [SyncJob],
+    /// The Jobs the Sync controls (its own runs), matched by owner UID.
+    pub own: &'a [JobView],
+    /// Every Job that runs this Sync, its own and its sequences', for `lastRun`.
+    pub all: &'a [SyncJob],
+    /// What holds the Sync now (under its own name), across the namespace.
+    pub holders: &'a BTreeMap<String, Vec<Holder>>,
     pub now: Timestamp,
 }
 
 /// What to do for a Sync.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncPlan {
-    pub status: SyncStatus,
-    pub actions: Vec<Action>,
-    pub wake_at: Option<Timestamp>,
-}
+pub type SyncPlan = Plan<SyncStatus>;
 
 pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     let sync = obs.sync;
     let now = obs.now;
     let old = sync.status.clone().unwrap_or_default();
     let generation = sync.metadata.generation;
-    let own: Vec<&SyncJob> = obs.jobs.iter().filter(|j| j.sequence.is_none()).collect();
-
-    // Status is written before Jobs are created: a Job of a run status does not know yet means
-    // the cached Sync is older than our last write.
-    let known = old.last_run_number.unwrap_or(0);
-    if own.iter().any(|j| j.view.run > known) {
-        return SyncPlan {
-            status: old,
-            actions: vec![],
-            wake_at: Some(now + jiff::SignedDuration::from_secs(1)),
-        };
-    }
-
     let mut st = old.clone();
     let mut actions = Vec::new();
-    let settings = triggers::schedule_settings!(sync.spec);
-    let schedule = triggers::parse_schedule(&settings);
-
-    if triggers::cancel_requested(&sync.metadata, &mut st.last_handled_cancel_at) {
-        let running: Vec<&&SyncJob> = own
-            .iter()
-            .filter(|j| !j.view.is_finished() && !j.view.deleting)
-            .collect();
-        for job in &running {
-            actions.push(Action::DeleteJob {
-                name: job.view.name.clone(),
-            });
-        }
-        let note = match running.first() {
-            Some(j) => format!(
-                "run {} cancelled by request: job {} deleted",
-                j.view.run, j.view.name
-            ),
-            None => "cancel requested, but no run of this sync's own is in progress".to_string(),
-        };
-        actions.push(Event::normal("RunCancelled", "CancelRun", note));
-    }
-
-    let holder = obs
-        .jobs
-        .iter()
-        .find(|j| !j.view.is_finished() || j.view.deleting)
-        .map(holder_of);
-    let mut wake = None;
-    let mut incoming: Vec<Trigger> = Vec::new();
-    // A request waits, unhandled, while the Sync is busy; it starts once the Sync is free.
-    if holder.is_none() {
-        incoming.extend(triggers::manual(
-            &sync.metadata,
-            &mut st.last_handled_request_at,
-        ));
-    }
-    let state = triggers::schedule_state!(st);
-    let (fired, next) = triggers::scheduled(
-        &settings,
-        &schedule,
-        &sync.metadata,
-        state,
+    let owner = JobOwner::of(sync);
+    let steps = [crate::api::Step {
+        name: STANDALONE_STEP.into(),
+        sync_ref: SyncRef {
+            name: owner.name.clone(),
+        },
+        on_failure: FailurePolicy::Stop,
+        rejected_rows: None,
+        retries: 0,
+        retry_delay_seconds: 0,
+        timeout_seconds: None,
+    }];
+    let syncs = BTreeMap::from([(owner.name.clone(), sync.clone())]);
+    let runner = Runner {
+        owner,
+        meta: &sync.metadata,
+        scheduling: &sync.spec.scheduling,
+        // CronJob's default: a trigger that arrives while the Sync's own run is in progress is
+        // dropped (and counted); one that arrives while a sequence runs the Sync starts a run
+        // whose step waits for it.
+        concurrency: ConcurrencyPolicy::Forbid,
+        steps: &steps,
+        history_limit: runs::history_limit(SYNC_HISTORY),
+    };
+    let cluster = Cluster {
+        syncs: &syncs,
+        jobs: obs.own,
+        holders: obs.holders,
         now,
+    };
+    let (schedule_error, wake) = match runs::drive(
+        &runner,
+        cluster,
+        &mut st.schedule,
+        &mut st.book,
         &mut actions,
-    );
-    wake = earliest(wake, next);
-    if let (Some(h), Some(_)) = (&holder, fired) {
-        actions.push(Event::warning(
-            "ScheduleSkipped",
-            "SkipRun",
-            format!("scheduled run skipped: sync is running for {}", h.by),
-        ));
+    ) {
+        Driven::Stale(at) => {
+            return SyncPlan {
+                status: old,
+                actions: vec![],
+                wake_at: Some(at),
+            };
+        }
+        Driven::Done {
+            schedule_error,
+            wake,
+            ..
+        } => (schedule_error, wake),
+    };
+    if let Some(newest) = newest(obs.all) {
+        st.last_run = Some(record(newest, &st));
     }
-    incoming.extend(fired.filter(|_| holder.is_none()));
-
-    if let Some(trigger) = incoming.first() {
-        let run = st.last_run_number.unwrap_or(0) + 1;
-        st.last_run_number = Some(run);
-        let owner = JobOwner {
-            api_version: "syncseq.dev/v1alpha1".into(),
-            kind: "Sync".into(),
-            name: sync.name_any(),
-            uid: sync.metadata.uid.clone().unwrap_or_default(),
-            namespace: sync.namespace().unwrap_or_default(),
-        };
-        let id = JobIdentity {
-            name: job_name(&owner.name, run, STANDALONE_STEP, 1),
-            run,
-            step: STANDALONE_STEP.into(),
-            sync: owner.name.clone(),
-            attempt: 1,
-        };
-        let mut job = build_job(&owner, &id, sync, None);
-        let kind = format!("{:?}", trigger.kind);
-        job.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(labels::TRIGGER.into(), kind.clone());
-        actions.push(Action::CreateJob(Box::new(job)));
-        actions.push(Event::normal(
-            "RunStarted",
-            "CreateJob",
-            format!("run {run} started ({kind}): job {}", id.name),
-        ));
-        st.last_run = Some(SyncRunRecord {
-            job_name: id.name,
-            trigger: Some(trigger.kind),
-            start_time: Some(Time(now)),
-            outcome: Some(StepPhase::Running),
-            ..SyncRunRecord::default()
-        });
-    } else if let Some(newest) = newest(obs.jobs) {
-        st.last_run = Some(record(newest));
-    }
-    // Say once (not on every reconcile) that a request waits for the Sync to be free.
-    let already_said = old
-        .conditions
-        .iter()
-        .any(|c| c.type_ == conditions::RUNNING && c.message.ends_with(REQUEST_WAITS));
-    if let Some(h) = &holder
-        && triggers::new_request(&sync.metadata, &st.last_handled_request_at).is_some()
-        && !already_said
-    {
-        actions.push(Event::normal(
-            "RequestWaiting",
-            "WaitForSync",
-            format!("run request waits: sync is running for {}", h.by),
-        ));
-    }
-
-    // Keep the newest standalone runs' Jobs; delete older ones the Sync owns.
-    let newest_own = own.iter().map(|j| j.view.run).max().unwrap_or(0);
-    for job in own.iter().filter(|j| {
-        j.view.run <= newest_own - SYNC_HISTORY && !j.view.deleting && j.view.is_finished()
-    }) {
-        actions.push(Action::DeleteJob {
-            name: job.view.name.clone(),
-        });
-    }
-
+    let holder = obs
+        .holders
+        .get(&runner.owner.name)
+        .and_then(|h| h.first())
+        .cloned();
     set_conditions(
         &mut st,
-        schedule.error.as_deref(),
+        schedule_error.as_deref(),
         &old,
         holder.as_ref(),
-        &sync.metadata,
         generation,
         now,
         &mut actions,
@@ -212,24 +127,13 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     }
 }
 
-fn holder_of(job: &SyncJob) -> Holder {
-    let by = match &job.sequence {
-        Some(seq) => format!("sequence {seq} run {}", job.view.run),
-        None => format!("its own run {}", job.view.run),
-    };
-    Holder {
-        job: job.view.name.clone(),
-        by,
-    }
-}
-
 fn newest(jobs: &[SyncJob]) -> Option<&SyncJob> {
     jobs.iter()
         .max_by(|a, b| (a.view.created, &a.view.name).cmp(&(b.view.created, &b.view.name)))
 }
 
 /// The Sync's last run, as its newest Job tells it.
-fn record(job: &SyncJob) -> SyncRunRecord {
+fn record(job: &SyncJob, st: &SyncStatus) -> SyncRunRecord {
     let v = &job.view;
     let report = v.report.clone().unwrap_or_default();
     let (outcome, message) = match &v.outcome {
@@ -260,7 +164,14 @@ fn record(job: &SyncJob) -> SyncRunRecord {
             Some(TriggerKind::Upstream),
             Some(format!("{seq}/{}", v.run)),
         ),
-        None => (job.trigger, None),
+        None => {
+            let own = st.book.current_run.iter().map(|r| (r.id, r.trigger));
+            let trigger = own
+                .chain(st.book.runs.iter().map(|r| (r.id, r.trigger)))
+                .find(|(id, _)| *id == v.run)
+                .map(|(_, t)| t);
+            (trigger, None)
+        }
     };
     SyncRunRecord {
         job_name: v.name.clone(),
@@ -275,13 +186,11 @@ fn record(job: &SyncJob) -> SyncRunRecord {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn set_conditions(
     st: &mut SyncStatus,
     spec_error: Option<&str>,
     old: &SyncStatus,
     holder: Option<&Holder>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     generation: Option<i64>,
     now: Timestamp,
     actions: &mut Vec<Action>,
@@ -297,26 +206,31 @@ fn set_conditions(
         now,
         actions,
     );
-    let waiting = triggers::new_request(meta, &st.last_handled_request_at).is_some();
-    match holder {
-        Some(h) => {
-            let message = if waiting {
-                format!("running for {}; {REQUEST_WAITS}", h.by)
-            } else {
-                format!("running for {}", h.by)
-            };
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::RUNNING,
-                    status: true,
-                    reason: "JobActive",
-                    message,
-                },
-                generation,
-                now,
-            );
-        }
+    // Its own run in progress says where it stands (waiting for a sequence that runs the Sync,
+    // say); otherwise whoever holds the Sync.
+    let own = st.book.current_run.as_ref().and_then(|run| {
+        let step = run.steps.first()?;
+        Some(format!(
+            "its own run {}: {}",
+            run.id,
+            step.message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", step.phase))
+        ))
+    });
+    let running = own.or_else(|| holder.map(|h| format!("running for {}", h.by)));
+    match running {
+        Some(message) => conditions::set(
+            conds,
+            Desired {
+                type_: conditions::RUNNING,
+                status: true,
+                reason: "RunInProgress",
+                message,
+            },
+            generation,
+            now,
+        ),
         None => conditions::set(
             conds,
             Desired {
@@ -376,95 +290,146 @@ fn set_conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{SyncSpec, annotations};
-    use crate::engine::Report;
+    use crate::api::{RunPhase, annotations, labels};
+    use crate::engine::fixtures::{self, t0};
+    use crate::engine::{Report, job_name};
 
-    fn sync() -> Sync {
-        let template = serde_json::from_value(serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "s", "image": "x"}]}}}})).unwrap();
-        let mut s = Sync::new(
-            "accounts",
-            SyncSpec {
-                job_template: template,
-                schedule: None,
-                time_zone: None,
-                starting_deadline_seconds: None,
-                suspend: false,
-            },
-        );
-        s.metadata.namespace = Some("revops".into());
-        s.metadata.uid = Some("u".into());
-        s.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
-        s
+    /// Plays the cluster around one Sync: its own Jobs, and a sequence's Job of it.
+    struct World {
+        sync: Sync,
+        own: Vec<JobView>,
+        elsewhere: Vec<SyncJob>,
+        now: Timestamp,
     }
 
-    fn now() -> Timestamp {
-        "2026-01-01T00:10:00Z".parse().unwrap()
-    }
+    impl World {
+        fn new() -> Self {
+            World {
+                sync: fixtures::sync("accounts"),
+                own: vec![],
+                elsewhere: vec![],
+                now: t0(),
+            }
+        }
 
-    fn job(name: &str, run: i64, sequence: Option<&str>, outcome: JobOutcome) -> SyncJob {
-        SyncJob {
-            view: JobView {
-                name: name.into(),
-                run,
-                step: "run".into(),
-                sync: "accounts".into(),
-                attempt: 1,
-                finished_at: (outcome != JobOutcome::Active).then(now),
-                outcome,
-                report: Some(Report {
-                    rows_synced: Some(7),
-                    rows_rejected: Some(1),
-                    message: Some("ok".into()),
-                    exit_code: Some(0),
-                }),
-                deleting: false,
-                created: Some(now()),
-            },
-            sequence: sequence.map(String::from),
-            trigger: None,
+        fn request(&mut self, key: &str, v: &str) {
+            self.sync
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(key.into(), v.into());
+        }
+
+        fn holders(&self) -> BTreeMap<String, Vec<Holder>> {
+            let mut out: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
+            for j in self.all().iter().filter(|j| !j.view.is_finished()) {
+                out.entry("accounts".into()).or_default().push(Holder {
+                    job: j.view.name.clone(),
+                    by: match &j.sequence {
+                        Some(s) => format!("sequence {s} run {}", j.view.run),
+                        None => format!("its own run {}", j.view.run),
+                    },
+                });
+            }
+            out
+        }
+
+        fn all(&self) -> Vec<SyncJob> {
+            let own = self.own.iter().map(|v| SyncJob {
+                view: v.clone(),
+                sequence: None,
+            });
+            own.chain(self.elsewhere.iter().cloned()).collect()
+        }
+
+        /// Decides and applies the plan; returns the names of the Jobs it created.
+        fn reconcile(&mut self) -> (SyncPlan, Vec<String>) {
+            let all = self.all();
+            let plan = decide_sync(&SyncObserved {
+                sync: &self.sync,
+                own: &self.own,
+                all: &all,
+                holders: &self.holders(),
+                now: self.now,
+            });
+            self.sync.status = Some(plan.status.clone());
+            let mut created = vec![];
+            for a in &plan.actions {
+                match a {
+                    Action::CreateJob(job) => {
+                        created.push(job.metadata.name.clone().unwrap());
+                        if !self
+                            .own
+                            .iter()
+                            .any(|j| Some(&j.name) == job.metadata.name.as_ref())
+                        {
+                            self.own.push(fixtures::created(job, self.now));
+                        }
+                    }
+                    Action::DeleteJob { name } => self.own.retain(|j| &j.name != name),
+                    _ => {}
+                }
+            }
+            (plan, created)
+        }
+
+        fn finish_own(&mut self, outcome: JobOutcome) {
+            self.now += jiff::SignedDuration::from_secs(1);
+            let job = self.own.iter_mut().find(|j| !j.is_finished()).unwrap();
+            job.outcome = outcome;
+            job.finished_at = Some(self.now);
+            job.report = Some(report());
         }
     }
 
-    fn request(s: &mut Sync, key: &str, v: &str) {
-        s.metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(key.into(), v.into());
+    fn report() -> Report {
+        Report {
+            rows_synced: Some(7),
+            rows_rejected: Some(1),
+            message: Some("ok".into()),
+            exit_code: Some(0),
+        }
     }
 
-    fn created(plan: &SyncPlan) -> Vec<String> {
-        plan.actions
-            .iter()
-            .filter_map(|a| {
-                if let Action::CreateJob(j) = a {
-                    j.metadata.name.clone()
-                } else {
-                    None
-                }
-            })
-            .collect()
+    fn sequence_job(outcome: JobOutcome) -> SyncJob {
+        SyncJob {
+            view: JobView {
+                name: "crm-3-accounts-1-x".into(),
+                uid: "uid-seq-job".into(),
+                run: 3,
+                step: "accounts".into(),
+                sync: "accounts".into(),
+                attempt: 1,
+                finished_at: (outcome != JobOutcome::Active).then(t0),
+                outcome,
+                report: Some(report()),
+                deleting: false,
+                created: Some(t0()),
+            },
+            sequence: Some("crm".into()),
+        }
     }
 
     #[test]
-    fn a_request_starts_one_owned_run_and_is_echoed() {
-        let mut s = sync();
-        request(&mut s, annotations::REQUESTED_AT, "r1");
-        let plan = decide_sync(&SyncObserved {
-            sync: &s,
-            jobs: &[],
-            now: now(),
-        });
-        let names = created(&plan);
-        assert_eq!(names.len(), 1);
-        assert!(names[0].starts_with("accounts-1-run-1-"));
-        let Action::CreateJob(new_job) = &plan.actions[0] else {
+    fn a_request_starts_one_owned_one_step_run_and_is_echoed() {
+        let mut w = World::new();
+        w.request(annotations::REQUESTED_AT, "r1");
+        let (plan, created) = w.reconcile();
+        assert_eq!(
+            created,
+            vec![job_name("Sync", "accounts", 1, STANDALONE_STEP, 1)]
+        );
+        let Some(Action::CreateJob(new_job)) = plan
+            .actions
+            .iter()
+            .find(|a| matches!(a, Action::CreateJob(_)))
+        else {
             panic!()
         };
         let owner = &new_job.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(owner.kind, "Sync");
         assert_eq!(
-            new_job.metadata.labels.as_ref().unwrap()[labels::TRIGGER],
-            "Manual"
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Sync", "uid-sync-accounts")
         );
         assert!(
             !new_job
@@ -474,111 +439,121 @@ mod tests {
                 .unwrap()
                 .contains_key(labels::SEQUENCE)
         );
-        assert_eq!(plan.status.last_handled_request_at.as_deref(), Some("r1"));
-        assert_eq!(plan.status.last_run_number, Some(1));
+        let st = &plan.status;
+        assert_eq!(st.book.last_handled_request_at.as_deref(), Some("r1"));
+        assert_eq!(st.book.last_run_number, Some(1));
+        let run = st.book.current_run.as_ref().unwrap();
+        assert_eq!((run.trigger, run.steps.len()), (TriggerKind::Manual, 1));
         // Replaying with the written status starts nothing new.
-        s.status = Some(plan.status);
-        let again = decide_sync(&SyncObserved {
-            sync: &s,
-            jobs: &[job("accounts-1-run-1-x", 1, None, JobOutcome::Active)],
-            now: now(),
-        });
-        assert!(created(&again).is_empty());
+        assert!(w.reconcile().1.is_empty());
+        w.finish_own(JobOutcome::Succeeded);
+        let (plan, created) = w.reconcile();
+        assert!(created.is_empty());
+        assert_eq!(plan.status.book.runs[0].phase, RunPhase::Succeeded);
+        let last = plan.status.last_run.unwrap();
+        assert_eq!(
+            (last.trigger, last.outcome, last.rows_synced),
+            (
+                Some(TriggerKind::Manual),
+                Some(StepPhase::Succeeded),
+                Some(7)
+            )
+        );
     }
 
     #[test]
-    fn a_request_waits_while_a_sequence_runs_the_sync() {
-        let mut s = sync();
-        request(&mut s, annotations::REQUESTED_AT, "r1");
-        let busy = [job(
-            "crm-3-accounts-1-x",
-            3,
-            Some("crm"),
-            JobOutcome::Active,
-        )];
-        let plan = decide_sync(&SyncObserved {
-            sync: &s,
-            jobs: &busy,
-            now: now(),
-        });
-        assert!(created(&plan).is_empty());
-        assert_eq!(plan.status.last_handled_request_at, None, "still waiting");
+    fn its_run_waits_while_a_sequence_runs_the_sync_and_starts_when_it_is_free() {
+        let mut w = World::new();
+        w.elsewhere.push(sequence_job(JobOutcome::Active));
+        w.request(annotations::REQUESTED_AT, "r1");
+        let (plan, created) = w.reconcile();
+        assert!(created.is_empty());
+        let step = &plan.status.book.current_run.as_ref().unwrap().steps[0];
+        assert_eq!(step.phase, StepPhase::Waiting);
+        assert_eq!(
+            step.message.as_deref(),
+            Some("waiting: sync accounts is running for sequence crm run 3")
+        );
+        assert!(
+            plan.wake_at.is_some(),
+            "a waiting step has a bounded requeue"
+        );
         let running = plan
             .status
             .conditions
             .iter()
             .find(|c| c.type_ == "Running")
             .unwrap();
-        assert_eq!(
-            running.message,
-            "running for sequence crm run 3; a run request waits"
+        assert!(
+            running
+                .message
+                .contains("waiting: sync accounts is running for sequence crm run 3")
         );
         let last = plan.status.last_run.as_ref().unwrap();
         assert_eq!(
             (last.trigger, last.sequence_run.as_deref()),
             (Some(TriggerKind::Upstream), Some("crm/3"))
         );
-        s.status = Some(plan.status);
-        let done = [job(
-            "crm-3-accounts-1-x",
-            3,
-            Some("crm"),
-            JobOutcome::Succeeded,
-        )];
-        let plan = decide_sync(&SyncObserved {
-            sync: &s,
-            jobs: &done,
-            now: now(),
-        });
-        assert_eq!(created(&plan).len(), 1, "starts once the Sync is free");
+        w.elsewhere = vec![sequence_job(JobOutcome::Succeeded)];
+        assert_eq!(w.reconcile().1.len(), 1, "starts once the Sync is free");
     }
 
     #[test]
-    fn cancel_deletes_only_its_own_running_job() {
-        let mut s = sync();
-        request(&mut s, annotations::CANCEL_REQUESTED_AT, "c1");
-        let jobs = [
-            job("accounts-1-run-1-x", 1, None, JobOutcome::Active),
-            job("crm-3-accounts-1-x", 3, Some("crm"), JobOutcome::Active),
-        ];
-        s.status = Some(SyncStatus {
-            last_run_number: Some(1),
-            ..Default::default()
-        });
+    fn cancel_deletes_only_its_own_running_job_and_again_if_the_delete_was_lost() {
+        let mut w = World::new();
+        w.elsewhere.push(sequence_job(JobOutcome::Active));
+        w.request(annotations::REQUESTED_AT, "r1");
+        w.elsewhere.clear();
+        w.reconcile();
+        w.elsewhere.push(sequence_job(JobOutcome::Active));
+        w.request(annotations::CANCEL_REQUESTED_AT, "c1");
+        let all = w.all();
         let plan = decide_sync(&SyncObserved {
-            sync: &s,
-            jobs: &jobs,
-            now: now(),
+            sync: &w.sync,
+            own: &w.own,
+            all: &all,
+            holders: &w.holders(),
+            now: w.now,
         });
-        let deleted: Vec<_> = plan
-            .actions
-            .iter()
-            .filter_map(|a| {
-                if let Action::DeleteJob { name } = a {
-                    Some(name.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect();
-        assert_eq!(deleted, vec!["accounts-1-run-1-x"]);
-        assert_eq!(plan.status.last_handled_cancel_at.as_deref(), Some("c1"));
+        let deleted = |plan: &SyncPlan| -> Vec<String> {
+            plan.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::DeleteJob { name } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let own = job_name("Sync", "accounts", 1, STANDALONE_STEP, 1);
+        assert_eq!(deleted(&plan), vec![own.clone()]);
+        assert_eq!(
+            plan.status.book.last_handled_cancel_at.as_deref(),
+            Some("c1")
+        );
+        assert_eq!(plan.status.book.runs[0].phase, RunPhase::Cancelled);
+        // The delete was lost: the next reconcile deletes again (level-triggered).
+        w.sync.status = Some(plan.status);
+        let again = decide_sync(&SyncObserved {
+            sync: &w.sync,
+            own: &w.own,
+            all: &all,
+            holders: &w.holders(),
+            now: w.now,
+        });
+        assert_eq!(deleted(&again), vec![own]);
     }
 
     #[test]
     fn its_own_schedule_runs_it() {
-        let mut s = sync();
-        s.spec.schedule = Some("*/5 * * * *".into());
-        let plan = decide_sync(&SyncObserved {
-            sync: &s,
-            jobs: &[],
-            now: now(),
-        });
-        assert_eq!(created(&plan).len(), 1);
-        assert_eq!(plan.status.last_schedule_time, Some(Time(now())));
+        let mut w = World::new();
+        w.sync.spec.scheduling.schedule = Some("*/5 * * * *".into());
+        w.now = "2026-01-05T10:10:00Z".parse().unwrap();
+        let (plan, created) = w.reconcile();
+        assert_eq!(created.len(), 1);
+        assert_eq!(plan.status.schedule.last_schedule_time, Some(Time(w.now)));
         assert_eq!(
             plan.wake_at,
-            Some(now() + jiff::SignedDuration::from_mins(5))
+            Some(w.now + jiff::SignedDuration::from_mins(5))
         );
     }
 }

@@ -8,64 +8,9 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 
+use super::fixtures::{created, sequence, step, sync, t0};
 use super::*;
 use crate::api::*;
-
-fn t0() -> Timestamp {
-    "2026-01-05T10:00:00Z".parse().unwrap()
-}
-
-fn step(name: &str) -> Step {
-    Step {
-        name: name.into(),
-        sync_ref: SyncRef { name: name.into() },
-        on_failure: FailurePolicy::Stop,
-        rejected_rows: None,
-        retries: 0,
-        retry_delay_seconds: 10,
-        timeout_seconds: None,
-    }
-}
-
-fn sequence(steps: Vec<Step>) -> SyncSequence {
-    let mut seq = SyncSequence::new(
-        "crm",
-        SyncSequenceSpec {
-            schedule: None,
-            time_zone: None,
-            starting_deadline_seconds: None,
-            concurrency_policy: ConcurrencyPolicy::Forbid,
-            suspend: false,
-            history_limit: 3,
-            steps,
-            alerts: vec![],
-        },
-    );
-    seq.metadata.namespace = Some("revops".into());
-    seq.metadata.uid = Some("uid-1".into());
-    seq.metadata.generation = Some(1);
-    seq.metadata.creation_timestamp = Some(Time(t0()));
-    seq
-}
-
-fn sync(name: &str) -> Sync {
-    let template = serde_json::from_value(serde_json::json!({
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "s", "image": "x"}]}}}
-    }))
-    .unwrap();
-    let mut s = Sync::new(
-        name,
-        SyncSpec {
-            job_template: template,
-            schedule: None,
-            time_zone: None,
-            starting_deadline_seconds: None,
-            suspend: false,
-        },
-    );
-    s.metadata.namespace = Some("revops".into());
-    s
-}
 
 /// Plays the cluster around the engine.
 struct World {
@@ -117,19 +62,7 @@ impl World {
                     if self.jobs.iter().any(|j| j.name == name) {
                         continue;
                     }
-                    let l = job.metadata.labels.as_ref().unwrap();
-                    self.jobs.push(JobView {
-                        name: name.clone(),
-                        run: l["syncseq.dev/run"].parse().unwrap(),
-                        step: l["syncseq.dev/step"].clone(),
-                        sync: l["syncseq.dev/sync"].clone(),
-                        attempt: l["syncseq.dev/attempt"].parse().unwrap(),
-                        outcome: JobOutcome::Active,
-                        finished_at: None,
-                        report: None,
-                        deleting: false,
-                        created: Some(self.now),
-                    });
+                    self.jobs.push(created(&job, self.now));
                     self.created.push(name.clone());
                     new.push(name);
                 }
@@ -204,11 +137,12 @@ impl World {
     }
 
     fn last_run(&self) -> &RunSummary {
-        &self.status().runs[0]
+        &self.status().book.runs[0]
     }
 
     fn phases(&self) -> Vec<StepPhase> {
         self.status()
+            .book
             .current_run
             .as_ref()
             .unwrap()
@@ -238,12 +172,18 @@ fn steps_run_strictly_in_order_and_the_run_succeeds() {
     let created = w.trigger("1");
     assert_eq!(created.len(), 1);
     assert!(created[0].starts_with("crm-1-accounts-1-"));
-    assert_eq!(w.status().last_handled_request_at.as_deref(), Some("1"));
+    assert_eq!(
+        w.status().book.last_handled_request_at.as_deref(),
+        Some("1")
+    );
     assert_eq!(
         w.phases(),
         vec![StepPhase::Running, StepPhase::Pending, StepPhase::Pending]
     );
-    assert_eq!(w.status().current_run.as_ref().unwrap().progress, "1/3");
+    assert_eq!(
+        w.status().book.current_run.as_ref().unwrap().progress,
+        "1/3"
+    );
     assert_eq!(w.condition("Running"), "True");
 
     // Nothing new while step 1 runs, however often we reconcile.
@@ -258,11 +198,11 @@ fn steps_run_strictly_in_order_and_the_run_succeeds() {
     assert!(w.reconcile().is_empty());
 
     let st = w.status();
-    assert!(st.current_run.is_none());
-    assert_eq!(st.runs.len(), 1);
-    assert_eq!(st.runs[0].phase, RunPhase::Succeeded);
-    assert_eq!(st.last_run_result, Some(RunPhase::Succeeded));
-    assert!(st.last_successful_time.is_some());
+    assert!(st.book.current_run.is_none());
+    assert_eq!(st.book.runs.len(), 1);
+    assert_eq!(st.book.runs[0].phase, RunPhase::Succeeded);
+    assert_eq!(st.book.last_run_result, Some(RunPhase::Succeeded));
+    assert!(st.book.last_successful_time.is_some());
     assert_eq!(w.condition("LastRunSucceeded"), "True");
     assert_eq!(w.condition("Running"), "False");
     assert_eq!(w.condition("Ready"), "True");
@@ -442,7 +382,7 @@ fn a_missing_sync_waits_with_a_message_and_recovers() {
     assert_eq!(w.condition("Ready"), "False");
     w.succeed(1, 0);
     assert!(w.reconcile().is_empty());
-    let step = &w.status().current_run.as_ref().unwrap().steps[1];
+    let step = &w.status().book.current_run.as_ref().unwrap().steps[1];
     assert_eq!(step.phase, StepPhase::Waiting);
     assert!(
         step.message
@@ -471,7 +411,7 @@ fn a_busy_sync_waits_and_says_for_whom() {
         }],
     );
     assert!(w.trigger("1").is_empty());
-    let step = &w.status().current_run.as_ref().unwrap().steps[0];
+    let step = &w.status().book.current_run.as_ref().unwrap().steps[0];
     assert_eq!(
         step.message.as_deref(),
         Some("waiting: sync accounts is running for sequence crm-nightly run 7")
@@ -491,10 +431,13 @@ fn cancel_deletes_the_running_job_and_skips_the_rest() {
     assert!(plan.actions.contains(&Action::DeleteJob { name: job }));
     w.reconcile();
     assert_eq!(w.last_run().phase, RunPhase::Cancelled);
-    assert_eq!(w.status().last_handled_cancel_at.as_deref(), Some("c1"));
+    assert_eq!(
+        w.status().book.last_handled_cancel_at.as_deref(),
+        Some("c1")
+    );
     // The same annotation value is handled once.
     assert!(w.trigger("2").len() == 1);
-    assert_eq!(w.status().current_run.as_ref().unwrap().id, 2);
+    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
 }
 
 #[test]
@@ -503,8 +446,11 @@ fn concurrency_policies() {
     let mut w = crm();
     w.trigger("1");
     w.trigger("2");
-    assert_eq!(w.status().skipped_triggers, Some(1));
-    assert_eq!(w.status().last_handled_request_at.as_deref(), Some("2"));
+    assert_eq!(w.status().book.skipped_triggers, Some(1));
+    assert_eq!(
+        w.status().book.last_handled_request_at.as_deref(),
+        Some("2")
+    );
 
     // Queue: one follow-up run starts when the current one ends.
     let mut w = crm();
@@ -512,14 +458,14 @@ fn concurrency_policies() {
     w.trigger("1");
     w.trigger("2");
     w.trigger("3");
-    assert!(w.status().queued_run.is_some());
-    assert_eq!(w.status().skipped_triggers, Some(1));
+    assert!(w.status().book.queued_run.is_some());
+    assert_eq!(w.status().book.skipped_triggers, Some(1));
     for _ in 0..3 {
         w.succeed(1, 0);
         w.reconcile();
     }
-    assert_eq!(w.status().current_run.as_ref().unwrap().id, 2);
-    assert!(w.status().queued_run.is_none());
+    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
+    assert!(w.status().book.queued_run.is_none());
 
     // Replace: the running run is cancelled; the new one waits for the old Job to be gone.
     let mut w = crm();
@@ -536,7 +482,7 @@ fn concurrency_policies() {
     w.trigger("2");
     assert!(!w.jobs.iter().any(|j| j.name == old), "old job deleted");
     assert_eq!(w.last_run().phase, RunPhase::Cancelled);
-    assert_eq!(w.status().current_run.as_ref().unwrap().id, 2);
+    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
     w.holders.clear();
     assert_eq!(w.reconcile().len(), 1);
 }
@@ -587,7 +533,7 @@ fn history_is_cut_to_the_limit_and_old_jobs_are_deleted() {
         w.succeed(1, 0);
         w.reconcile();
     }
-    let ids: Vec<i64> = w.status().runs.iter().map(|r| r.id).collect();
+    let ids: Vec<i64> = w.status().book.runs.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![5, 4, 3]);
     let mut runs: Vec<i64> = w.jobs.iter().map(|j| j.run).collect();
     runs.sort();
@@ -643,7 +589,7 @@ fn jobs_carry_labels_owner_and_timeout() {
 #[test]
 fn an_invalid_schedule_stalls_with_a_warning_once() {
     let mut w = crm();
-    w.seq.spec.schedule = Some("61 * * * *".into());
+    w.seq.spec.scheduling.schedule = Some("61 * * * *".into());
     w.reconcile();
     assert_eq!(w.condition("Stalled"), "True");
     assert_eq!(w.condition("Ready"), "False");
@@ -662,23 +608,23 @@ fn an_invalid_schedule_stalls_with_a_warning_once() {
 #[test]
 fn the_schedule_starts_runs_and_wakes_at_the_next_fire_time() {
     let mut w = crm();
-    w.seq.spec.schedule = Some("*/5 * * * *".into());
+    w.seq.spec.scheduling.schedule = Some("*/5 * * * *".into());
     w.now = t0() + SignedDuration::from_secs(60);
     assert!(w.reconcile().is_empty());
     assert_eq!(w.plan().wake_at, Some(t0() + SignedDuration::from_mins(5)));
     assert_eq!(
-        w.status().next_schedule_time,
+        w.status().schedule.next_schedule_time,
         Some(Time(t0() + SignedDuration::from_mins(5)))
     );
     w.now = t0() + SignedDuration::from_mins(5);
     assert_eq!(w.reconcile().len(), 1);
     let st = w.status();
     assert_eq!(
-        st.current_run.as_ref().unwrap().trigger,
+        st.book.current_run.as_ref().unwrap().trigger,
         TriggerKind::Schedule
     );
     assert_eq!(
-        st.last_schedule_time,
+        st.schedule.last_schedule_time,
         Some(Time(t0() + SignedDuration::from_mins(5)))
     );
 }
@@ -686,7 +632,7 @@ fn the_schedule_starts_runs_and_wakes_at_the_next_fire_time() {
 #[test]
 fn after_downtime_one_catch_up_run_or_none_past_the_deadline() {
     let mut w = World::new(vec![step("accounts")]);
-    w.seq.spec.schedule = Some("* * * * *".into());
+    w.seq.spec.scheduling.schedule = Some("* * * * *".into());
     w.now = t0() + SignedDuration::from_mins(30);
     assert_eq!(
         w.reconcile().len(),
@@ -694,17 +640,17 @@ fn after_downtime_one_catch_up_run_or_none_past_the_deadline() {
         "exactly one run for 30 missed times"
     );
     assert_eq!(
-        w.status().last_schedule_time,
+        w.status().schedule.last_schedule_time,
         Some(Time(t0() + SignedDuration::from_mins(30)))
     );
     assert!(w.events.iter().any(|e| e.reason == "MissedSchedules"));
 
     let mut w = World::new(vec![step("accounts")]);
-    w.seq.spec.schedule = Some("* * * * *".into());
-    w.seq.spec.starting_deadline_seconds = Some(5);
+    w.seq.spec.scheduling.schedule = Some("* * * * *".into());
+    w.seq.spec.scheduling.starting_deadline_seconds = Some(5);
     w.now = t0() + SignedDuration::from_mins(30) + SignedDuration::from_secs(30);
     assert!(w.reconcile().is_empty());
-    assert_eq!(w.status().missed_schedules, Some(1));
+    assert_eq!(w.status().schedule.missed_schedules, Some(1));
     assert!(
         w.events
             .iter()
@@ -714,24 +660,24 @@ fn after_downtime_one_catch_up_run_or_none_past_the_deadline() {
         w.reconcile().is_empty(),
         "the same missed time is recorded once"
     );
-    assert_eq!(w.status().missed_schedules, Some(1));
+    assert_eq!(w.status().schedule.missed_schedules, Some(1));
 }
 
 #[test]
 fn suspend_stops_new_runs_but_not_the_running_one() {
     let mut w = World::new(vec![step("accounts"), step("contacts")]);
-    w.seq.spec.schedule = Some("* * * * *".into());
+    w.seq.spec.scheduling.schedule = Some("* * * * *".into());
     w.now = t0() + SignedDuration::from_mins(1);
     w.reconcile();
-    w.seq.spec.suspend = true;
+    w.seq.spec.scheduling.suspend = true;
     w.succeed(1, 0);
     assert_eq!(w.reconcile().len(), 1, "the running run goes on");
-    assert!(w.status().next_schedule_time.is_none());
+    assert!(w.status().schedule.next_schedule_time.is_none());
     w.now += SignedDuration::from_mins(10);
     w.succeed(1, 0);
     w.reconcile();
     assert!(w.reconcile().is_empty());
-    assert!(w.status().current_run.is_none());
+    assert!(w.status().book.current_run.is_none());
 }
 
 // ---- properties ----
@@ -791,7 +737,7 @@ proptest! {
         for _ in 0..60 {
             // Never two steps of one run active at once.
             prop_assert!(w.jobs.iter().filter(|j| j.outcome == JobOutcome::Active).count() <= 1);
-            let Some(run) = w.status().current_run.clone() else { break };
+            let Some(run) = w.status().book.current_run.clone() else { break };
             // A step only starts after every earlier step is final.
             for (i, s) in run.steps.iter().enumerate() {
                 if s.attempts > 0 {
@@ -815,8 +761,8 @@ proptest! {
             }
         }
         let st = w.status();
-        prop_assert!(st.current_run.is_none(), "the run finished");
-        let run = &st.runs[0];
+        prop_assert!(st.book.current_run.is_none(), "the run finished");
+        let run = &st.book.runs[0];
         prop_assert!(run.phase.is_finished());
         // Every step of the finished run is in exactly one final phase, consistent with the run.
         let last = st.last_run.as_ref().unwrap();

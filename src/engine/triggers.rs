@@ -1,11 +1,11 @@
 //! What asks for a new run: the schedule and the manual-request annotation. Shared by
-//! sequences and standalone Syncs, which hold the same schedule fields.
+//! sequences and standalone Syncs, whose specs and statuses share the schedule types.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::{Action, Event};
-use crate::api::{TriggerKind, annotations};
+use crate::api::{ScheduleSpec, ScheduleStatus, TriggerKind, annotations};
 use crate::schedule::{self, Schedule};
 
 /// A request for a run.
@@ -16,69 +16,28 @@ pub(super) struct Trigger {
     pub scheduled: Option<Timestamp>,
 }
 
-/// Builds [`ScheduleSettings`] from a spec (`Sync` and `SyncSequence` name the fields alike).
-macro_rules! schedule_settings {
-    ($spec:expr) => {
-        $crate::engine::triggers::ScheduleSettings {
-            schedule: $spec.schedule.as_deref(),
-            time_zone: $spec.time_zone.as_deref(),
-            starting_deadline_seconds: $spec.starting_deadline_seconds,
-            suspend: $spec.suspend,
-        }
-    };
-}
-
-/// Borrows the [`ScheduleState`] fields of a status (`Sync` and `SyncSequence` name them alike).
-macro_rules! schedule_state {
-    ($status:expr) => {
-        $crate::engine::triggers::ScheduleState {
-            last_schedule_time: &mut $status.last_schedule_time,
-            last_missed_schedule_time: &mut $status.last_missed_schedule_time,
-            missed_schedules: &mut $status.missed_schedules,
-            next_schedule_time: &mut $status.next_schedule_time,
-        }
-    };
-}
-pub(super) use {schedule_settings, schedule_state};
-
-/// The schedule settings of a resource's spec.
-pub(super) struct ScheduleSettings<'a> {
-    pub schedule: Option<&'a str>,
-    pub time_zone: Option<&'a str>,
-    pub starting_deadline_seconds: Option<i64>,
-    pub suspend: bool,
-}
-
-/// The schedule bookkeeping in a resource's status.
-pub(super) struct ScheduleState<'a> {
-    pub last_schedule_time: &'a mut Option<Time>,
-    pub last_missed_schedule_time: &'a mut Option<Time>,
-    pub missed_schedules: &'a mut Option<i64>,
-    pub next_schedule_time: &'a mut Option<Time>,
-}
-
 /// The parsed schedule, or why it cannot be used.
-pub(super) struct ScheduleSpec {
+pub(super) struct ParsedSchedule {
     pub parsed: Option<(Schedule, jiff::tz::TimeZone)>,
     /// An invalid schedule or unknown time zone: the spec is stalled.
     pub error: Option<String>,
 }
 
-pub(super) fn parse_schedule(settings: &ScheduleSettings) -> ScheduleSpec {
-    let Some(expr) = settings.schedule else {
-        return ScheduleSpec {
+pub(super) fn parse_schedule(settings: &ScheduleSpec) -> ParsedSchedule {
+    let Some(expr) = settings.schedule.as_deref() else {
+        return ParsedSchedule {
             parsed: None,
             error: None,
         };
     };
-    let parsed =
-        Schedule::parse(expr).and_then(|s| Ok((s, schedule::parse_time_zone(settings.time_zone)?)));
+    let parsed = Schedule::parse(expr)
+        .and_then(|s| Ok((s, schedule::parse_time_zone(settings.time_zone.as_deref())?)));
     match parsed {
-        Ok(p) => ScheduleSpec {
+        Ok(p) => ParsedSchedule {
             parsed: Some(p),
             error: None,
         },
-        Err(e) => ScheduleSpec {
+        Err(e) => ParsedSchedule {
             parsed: None,
             error: Some(e.to_string()),
         },
@@ -122,19 +81,19 @@ pub(super) fn cancel_requested(meta: &ObjectMeta, handled: &mut Option<String>) 
 /// `startingDeadlineSeconds`. Updates the schedule fields of status; returns the trigger and
 /// the next fire time to wake at.
 pub(super) fn scheduled(
-    settings: &ScheduleSettings,
-    spec: &ScheduleSpec,
+    settings: &ScheduleSpec,
+    spec: &ParsedSchedule,
     meta: &ObjectMeta,
-    state: ScheduleState,
+    state: &mut ScheduleStatus,
     now: Timestamp,
     actions: &mut Vec<Action>,
 ) -> (Option<Trigger>, Option<Timestamp>) {
     let Some((sched, tz)) = &spec.parsed else {
-        *state.next_schedule_time = None;
+        state.next_schedule_time = None;
         return (None, None);
     };
     if settings.suspend {
-        *state.next_schedule_time = None;
+        state.next_schedule_time = None;
         return (None, None);
     }
     let earliest = [
@@ -148,10 +107,10 @@ pub(super) fn scheduled(
     .or(meta.creation_timestamp.as_ref().map(|t| t.0))
     .unwrap_or(now);
     let due = schedule::due(sched, tz, earliest, now, settings.starting_deadline_seconds);
-    *state.next_schedule_time = due.next.map(Time);
+    state.next_schedule_time = due.next.map(Time);
     if let Some(missed) = due.missed_past_deadline {
-        *state.last_missed_schedule_time = Some(Time(missed));
-        *state.missed_schedules = Some(state.missed_schedules.unwrap_or(0) + 1);
+        state.last_missed_schedule_time = Some(Time(missed));
+        state.missed_schedules = Some(state.missed_schedules.unwrap_or(0).saturating_add(1));
         actions.push(Event::warning(
             "MissedSchedule",
             "SkipSchedule",
@@ -172,7 +131,7 @@ pub(super) fn scheduled(
                 ),
             ));
         }
-        *state.last_schedule_time = Some(Time(t));
+        state.last_schedule_time = Some(Time(t));
         Trigger {
             kind: TriggerKind::Schedule,
             scheduled: Some(t),

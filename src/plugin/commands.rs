@@ -109,7 +109,7 @@ pub async fn run(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow
     let before = seq
         .status
         .as_ref()
-        .and_then(|s| s.last_run_number)
+        .and_then(|s| s.book.last_run_number)
         .unwrap_or(0);
     let mut progress = Progress::default();
     let mut said_queued = false;
@@ -145,6 +145,7 @@ pub async fn run(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow
             } => Some(Ok((id, phase, None, message))),
             RunRequest::Skipped => {
                 let busy = status
+                    .book
                     .current_run
                     .as_ref()
                     .map_or("a run".to_string(), |r| format!("run {}", r.id));
@@ -181,7 +182,7 @@ pub async fn cancel(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> any
     let running = seq
         .status
         .as_ref()
-        .and_then(|s| s.current_run.as_ref())
+        .and_then(|s| s.book.current_run.as_ref())
         .filter(|r| r.phase == RunPhase::Running)
         .map(|r| r.id);
     let follow = wait::watch(api, name, |seq| {
@@ -245,7 +246,7 @@ pub async fn history(
             format,
             &seq.status
                 .as_ref()
-                .map(|s| s.runs.clone())
+                .map(|s| s.book.runs.clone())
                 .unwrap_or_default(),
         ),
         None => {

@@ -101,7 +101,7 @@ pub enum PluginCommand {
     History {
         /// Name of the SyncSequence.
         name: String,
-        /// Output format: the `status.runs` list instead of the table.
+        /// Output format: the `status.book.runs` list instead of the table.
         #[arg(short, long, value_enum)]
         output: Option<OutputFormat>,
     },

@@ -103,12 +103,12 @@ pub fn next_schedule(seq: &SyncSequence, now: Timestamp) -> String {
     let next = seq
         .status
         .as_ref()
-        .and_then(|s| s.next_schedule_time.as_ref());
+        .and_then(|s| s.schedule.next_schedule_time.as_ref());
     match next {
         Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
         Some(t) => format!("{} (due)", time(t.0)),
-        None if seq.spec.suspend => "none (suspended)".into(),
-        None if seq.spec.schedule.is_none() => "none (manual only)".into(),
+        None if seq.spec.scheduling.suspend => "none (suspended)".into(),
+        None if seq.spec.scheduling.schedule.is_none() => "none (manual only)".into(),
         None => "none".into(),
     }
 }
@@ -194,9 +194,16 @@ pub fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp
 pub fn status(seq: &SyncSequence, name: &str, now: Timestamp) -> String {
     let next = next_schedule(seq, now);
     let st = seq.status.clone().unwrap_or_default();
-    let current = st.current_run.as_ref().filter(|r| !r.phase.is_finished());
+    let current = st
+        .book
+        .current_run
+        .as_ref()
+        .filter(|r| !r.phase.is_finished());
     let mut out = String::new();
-    match (current, st.last_run.as_ref().or(st.current_run.as_ref())) {
+    match (
+        current,
+        st.last_run.as_ref().or(st.book.current_run.as_ref()),
+    ) {
         (Some(run), _) => out.push_str(&run_timeline(run, Some(&next), now)),
         (None, Some(run)) => {
             out.push_str("No run in progress; the last finished run:\n");
@@ -207,7 +214,7 @@ pub fn status(seq: &SyncSequence, name: &str, now: Timestamp) -> String {
             reference(name)
         )),
     }
-    if let Some(q) = &st.queued_run {
+    if let Some(q) = &st.book.queued_run {
         out.push_str(&format!(
             "Queued: a {} run starts when this one ends\n",
             trigger(q.trigger, q.scheduled_time.as_ref())
@@ -230,6 +237,7 @@ pub fn history(seq: &SyncSequence, now: Timestamp) -> Option<String> {
     let st = seq.status.clone().unwrap_or_default();
     let mut rows = Vec::new();
     if let Some(run) = st
+        .book
         .current_run
         .as_ref()
         .filter(|r| r.phase == RunPhase::Running)
@@ -244,7 +252,7 @@ pub fn history(seq: &SyncSequence, now: Timestamp) -> Option<String> {
             run.message.as_deref().map(one_line).unwrap_or_default(),
         ]);
     }
-    for r in &st.runs {
+    for r in &st.book.runs {
         rows.push(vec![
             r.id.to_string(),
             format!("{:?}", r.trigger),
@@ -307,7 +315,10 @@ pub fn step_changes(prev: Option<&RunStatus>, run: &RunStatus, now: Timestamp) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{QueuedRun, RunSummary, Step, SyncRef, SyncSequenceSpec, SyncSequenceStatus};
+    use crate::api::{
+        QueuedRun, RunBook, RunSummary, ScheduleSpec, ScheduleStatus, Step, SyncRef,
+        SyncSequenceSpec, SyncSequenceStatus,
+    };
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -321,11 +332,12 @@ mod tests {
         let mut seq = SyncSequence::new(
             "crm",
             SyncSequenceSpec {
-                schedule: schedule.map(Into::into),
-                time_zone: None,
-                starting_deadline_seconds: None,
+                scheduling: ScheduleSpec {
+                    schedule: schedule.map(Into::into),
+                    suspend,
+                    ..Default::default()
+                },
                 concurrency_policy: Default::default(),
-                suspend,
                 history_limit: 10,
                 steps: ["accounts", "workspaces", "contacts"]
                     .into_iter()
@@ -352,6 +364,8 @@ mod tests {
             sync: name.into(),
             phase,
             job_name: None,
+            job_uid: None,
+            attempt_failure: None,
             attempts: 0,
             start_time: None,
             completion_time: None,
@@ -489,12 +503,18 @@ mod tests {
             Some("0 * * * *"),
             false,
             SyncSequenceStatus {
-                current_run: Some(running_run()),
-                next_schedule_time: Some(time_at("2026-05-01T11:00:00Z")),
-                queued_run: Some(QueuedRun {
-                    trigger: TriggerKind::Manual,
-                    scheduled_time: None,
-                }),
+                book: RunBook {
+                    current_run: Some(running_run()),
+                    queued_run: Some(QueuedRun {
+                        trigger: TriggerKind::Manual,
+                        scheduled_time: None,
+                    }),
+                    ..Default::default()
+                },
+                schedule: ScheduleStatus {
+                    next_schedule_time: Some(time_at("2026-05-01T11:00:00Z")),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );
@@ -544,7 +564,10 @@ mod tests {
             Some("@hourly"),
             false,
             SyncSequenceStatus {
-                next_schedule_time: Some(time_at("2026-05-01T10:00:00Z")),
+                schedule: ScheduleStatus {
+                    next_schedule_time: Some(time_at("2026-05-01T10:00:00Z")),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );
@@ -557,27 +580,30 @@ mod tests {
             None,
             false,
             SyncSequenceStatus {
-                current_run: Some(running_run()),
-                runs: vec![
-                    RunSummary {
-                        id: 3,
-                        trigger: TriggerKind::Schedule,
-                        phase: RunPhase::Failed,
-                        start_time: time_at("2026-05-01T09:00:00.4Z"),
-                        completion_time: Some(time_at("2026-05-01T09:01:10Z")),
-                        failed_step: Some("workspaces".into()),
-                        message: Some("step workspaces failed".into()),
-                    },
-                    RunSummary {
-                        id: 2,
-                        trigger: TriggerKind::Manual,
-                        phase: RunPhase::Succeeded,
-                        start_time: time_at("2026-05-01T08:30:00Z"),
-                        completion_time: Some(time_at("2026-05-01T08:30:03.2Z")),
-                        failed_step: None,
-                        message: None,
-                    },
-                ],
+                book: RunBook {
+                    current_run: Some(running_run()),
+                    runs: vec![
+                        RunSummary {
+                            id: 3,
+                            trigger: TriggerKind::Schedule,
+                            phase: RunPhase::Failed,
+                            start_time: time_at("2026-05-01T09:00:00.4Z"),
+                            completion_time: Some(time_at("2026-05-01T09:01:10Z")),
+                            failed_step: Some("workspaces".into()),
+                            message: Some("step workspaces failed".into()),
+                        },
+                        RunSummary {
+                            id: 2,
+                            trigger: TriggerKind::Manual,
+                            phase: RunPhase::Succeeded,
+                            start_time: time_at("2026-05-01T08:30:00Z"),
+                            completion_time: Some(time_at("2026-05-01T08:30:03.2Z")),
+                            failed_step: None,
+                            message: None,
+                        },
+                    ],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );

@@ -34,6 +34,7 @@ pub enum RunRequest {
 pub fn run_request(status: &SyncSequenceStatus, request: &str, before: i64) -> RunRequest {
     let ours = |id: i64, trigger: TriggerKind| id > before && trigger == TriggerKind::Manual;
     let finished = status
+        .book
         .runs
         .iter()
         .filter(|r| ours(r.id, r.trigger))
@@ -47,6 +48,7 @@ pub fn run_request(status: &SyncSequenceStatus, request: &str, before: i64) -> R
         )
         .min_by_key(|(id, ..)| *id);
     let running = status
+        .book
         .current_run
         .as_ref()
         .filter(|r| ours(r.id, r.trigger) && !r.phase.is_finished());
@@ -59,16 +61,17 @@ pub fn run_request(status: &SyncSequenceStatus, request: &str, before: i64) -> R
                 .last_run
                 .as_ref()
                 .filter(|r| r.id == id)
-                .or(status.current_run.as_ref().filter(|r| r.id == id))
+                .or(status.book.current_run.as_ref().filter(|r| r.id == id))
                 .cloned(),
             message,
         },
         (Some(run), None) => RunRequest::Running(run.clone()),
-        (None, None) if status.last_handled_request_at.as_deref() != Some(request) => {
+        (None, None) if status.book.last_handled_request_at.as_deref() != Some(request) => {
             RunRequest::NotHandled
         }
         (None, None)
             if status
+                .book
                 .queued_run
                 .as_ref()
                 .is_some_and(|q| q.trigger == TriggerKind::Manual) =>
@@ -102,7 +105,7 @@ pub fn cancel_request(
     request: &str,
     running: Option<i64>,
 ) -> CancelRequest {
-    if status.last_handled_cancel_at.as_deref() != Some(request) {
+    if status.book.last_handled_cancel_at.as_deref() != Some(request) {
         return CancelRequest::NotHandled;
     }
     let Some(id) = running else {
@@ -115,13 +118,13 @@ pub fn cancel_request(
             run: Some(run.clone()),
         };
     }
-    match status.runs.iter().find(|r| r.id == id) {
+    match status.book.runs.iter().find(|r| r.id == id) {
         Some(r) => CancelRequest::Ended {
             id,
             phase: r.phase,
             run: None,
         },
-        None => match status.current_run.as_ref().filter(|r| r.id == id) {
+        None => match status.book.current_run.as_ref().filter(|r| r.id == id) {
             Some(r) if r.phase.is_finished() => CancelRequest::Ended {
                 id,
                 phase: r.phase,
@@ -172,7 +175,7 @@ pub async fn watch<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{QueuedRun, RunSummary};
+    use crate::api::{QueuedRun, RunBook, RunSummary};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn run(id: i64, trigger: TriggerKind, phase: RunPhase) -> RunStatus {
@@ -201,20 +204,31 @@ mod tests {
         }
     }
 
-    fn handled(value: &str) -> SyncSequenceStatus {
-        SyncSequenceStatus {
+    fn handled(value: &str) -> RunBook {
+        RunBook {
             last_handled_request_at: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    fn status(book: RunBook, last_run: Option<RunStatus>) -> SyncSequenceStatus {
+        SyncSequenceStatus {
+            book,
+            last_run,
             ..Default::default()
         }
     }
 
     #[test]
     fn a_run_request_is_pending_until_the_controller_echoes_it() {
-        let st = SyncSequenceStatus {
-            last_handled_request_at: Some("older".into()),
-            current_run: Some(run(2, TriggerKind::Manual, RunPhase::Running)),
-            ..Default::default()
-        };
+        let st = status(
+            RunBook {
+                last_handled_request_at: Some("older".into()),
+                current_run: Some(run(2, TriggerKind::Manual, RunPhase::Running)),
+                ..Default::default()
+            },
+            None,
+        );
         assert_eq!(run_request(&st, "mine", 2), RunRequest::NotHandled);
         assert_eq!(
             run_request(&Default::default(), "mine", 0),
@@ -225,17 +239,23 @@ mod tests {
     #[test]
     fn a_run_request_follows_the_first_manual_run_after_it() {
         // A scheduled run that started meanwhile is not ours.
-        let st = SyncSequenceStatus {
-            current_run: Some(run(3, TriggerKind::Schedule, RunPhase::Running)),
-            ..handled("mine")
-        };
+        let st = status(
+            RunBook {
+                current_run: Some(run(3, TriggerKind::Schedule, RunPhase::Running)),
+                ..handled("mine")
+            },
+            None,
+        );
         assert_eq!(run_request(&st, "mine", 2), RunRequest::Skipped);
 
         let ours = run(3, TriggerKind::Manual, RunPhase::Running);
-        let st = SyncSequenceStatus {
-            current_run: Some(ours.clone()),
-            ..handled("mine")
-        };
+        let st = status(
+            RunBook {
+                current_run: Some(ours.clone()),
+                ..handled("mine")
+            },
+            None,
+        );
         assert_eq!(
             run_request(&st, "mine", 2),
             RunRequest::Running(ours.clone())
@@ -243,14 +263,16 @@ mod tests {
 
         let mut done = ours.clone();
         done.phase = RunPhase::Succeeded;
-        let st = SyncSequenceStatus {
-            last_run: Some(done.clone()),
-            runs: vec![
-                summary(&done),
-                summary(&run(2, TriggerKind::Manual, RunPhase::Failed)),
-            ],
-            ..handled("mine")
-        };
+        let st = status(
+            RunBook {
+                runs: vec![
+                    summary(&done),
+                    summary(&run(2, TriggerKind::Manual, RunPhase::Failed)),
+                ],
+                ..handled("mine")
+            },
+            Some(done.clone()),
+        );
         assert_eq!(
             run_request(&st, "mine", 2),
             RunRequest::Finished {
@@ -261,25 +283,29 @@ mod tests {
             }
         );
         // Someone else's later request has been handled since: ours is still found.
-        let st = SyncSequenceStatus {
-            current_run: Some(run(4, TriggerKind::Manual, RunPhase::Running)),
-            last_run: Some(done.clone()),
-            runs: vec![summary(&done)],
-            ..handled("theirs")
-        };
+        let st = status(
+            RunBook {
+                current_run: Some(run(4, TriggerKind::Manual, RunPhase::Running)),
+                runs: vec![summary(&done)],
+                ..handled("theirs")
+            },
+            Some(done.clone()),
+        );
         assert!(matches!(
             run_request(&st, "mine", 2),
             RunRequest::Finished { id: 3, .. }
         ));
         // Only the summary is left when newer runs have finished since.
-        let st = SyncSequenceStatus {
-            last_run: Some(run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
-            runs: vec![
-                summary(&run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
-                summary(&done),
-            ],
-            ..handled("mine")
-        };
+        let st = status(
+            RunBook {
+                runs: vec![
+                    summary(&run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
+                    summary(&done),
+                ],
+                ..handled("mine")
+            },
+            Some(run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
+        );
         assert!(matches!(
             run_request(&st, "mine", 2),
             RunRequest::Finished {
@@ -292,18 +318,24 @@ mod tests {
 
     #[test]
     fn a_run_request_dropped_or_queued_by_the_concurrency_policy() {
-        let busy = SyncSequenceStatus {
+        let busy = RunBook {
             current_run: Some(run(2, TriggerKind::Schedule, RunPhase::Running)),
             ..handled("mine")
         };
-        assert_eq!(run_request(&busy, "mine", 2), RunRequest::Skipped);
-        let queued = SyncSequenceStatus {
-            queued_run: Some(QueuedRun {
-                trigger: TriggerKind::Manual,
-                scheduled_time: None,
-            }),
-            ..busy
-        };
+        assert_eq!(
+            run_request(&status(busy.clone(), None), "mine", 2),
+            RunRequest::Skipped
+        );
+        let queued = status(
+            RunBook {
+                queued_run: Some(QueuedRun {
+                    trigger: TriggerKind::Manual,
+                    scheduled_time: None,
+                }),
+                ..busy
+            },
+            None,
+        );
         assert_eq!(run_request(&queued, "mine", 2), RunRequest::Queued);
     }
 
@@ -311,12 +343,14 @@ mod tests {
     fn a_cancel_request_reports_the_run_it_ended() {
         let mut cancelled = run(5, TriggerKind::Manual, RunPhase::Cancelled);
         cancelled.message = Some("run cancelled by request".into());
-        let st = SyncSequenceStatus {
-            last_handled_cancel_at: Some("c1".into()),
-            last_run: Some(cancelled.clone()),
-            runs: vec![summary(&cancelled)],
-            ..Default::default()
-        };
+        let st = status(
+            RunBook {
+                last_handled_cancel_at: Some("c1".into()),
+                runs: vec![summary(&cancelled)],
+                ..Default::default()
+            },
+            Some(cancelled.clone()),
+        );
         assert_eq!(
             cancel_request(&st, "c2", Some(5)),
             CancelRequest::NotHandled

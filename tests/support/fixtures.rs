@@ -88,7 +88,7 @@ pub async fn wait_for_run(
         move |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.runs.first())
+                .and_then(|st| st.book.runs.first())
                 .is_some_and(|r| r.id >= run)
         },
     )
@@ -96,7 +96,7 @@ pub async fn wait_for_run(
 }
 
 pub fn last_phase(seq: &SyncSequence) -> Option<RunPhase> {
-    seq.status.as_ref()?.runs.first().map(|r| r.phase)
+    seq.status.as_ref()?.book.runs.first().map(|r| r.phase)
 }
 
 /// The step label of every Job in the namespace, sorted: one entry per step means one Job each.

@@ -1,0 +1,208 @@
+//! Runs and their steps: the records the one run engine keeps for both kinds. A Sync's own
+//! run is a one-step run of the same shape as a sequence's.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{RunPhase, StepPhase, TriggerKind};
+
+/// When runs start on their own: the schedule fields both kinds' specs share (flattened into
+/// them, so manifests name them `spec.schedule`, `spec.timeZone`, ...).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// When runs start: a 5-field cron expression (with month and weekday names, `?`, ranges,
+    /// lists and steps), a macro (`@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`, ...) or
+    /// `@every <duration>`, with exactly CronJob's meaning. Unset: runs start only on request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::sequence::schedule_rule())]
+    #[schemars(length(min = 1, max = 256))]
+    pub schedule: Option<String>,
+
+    /// IANA time zone the schedule is evaluated in (for example `America/New_York`). UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"),
+        length(max = 64)
+    )]
+    pub time_zone: Option<String>,
+
+    /// How late, in seconds, a missed scheduled run may still start (after controller downtime,
+    /// say). Unset means no deadline: the most recent missed time always starts one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_deadline_seconds: Option<i64>,
+
+    /// Stops new scheduled runs. The run in progress goes on; manual requests still start runs.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Schedule bookkeeping in the status of either kind (flattened into it).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// Last time the schedule started a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// Next time the schedule fires (unset when suspended or manual only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// The most recent scheduled time that was not run because it was past `startingDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_missed_schedule_time: Option<Time>,
+    /// Scheduled times that were not run because they were past `startingDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_schedules: Option<i64>,
+}
+
+/// Run bookkeeping in the status of either kind (flattened into it).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunBook {
+    /// When the last run that succeeded finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    /// The value of the `syncseq.dev/requestedAt` annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_request_at: Option<String>,
+    /// The value of the `syncseq.dev/cancelRequestedAt` annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_cancel_at: Option<String>,
+    /// Phase of the last finished run (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_result: Option<RunPhase>,
+    /// Number of the newest run started; run numbers name the Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_number: Option<i64>,
+    /// Triggers dropped because a run was in progress (`concurrencyPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_triggers: Option<i64>,
+    /// A follow-up run waiting for the current one to end (`concurrencyPolicy: Queue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_run: Option<QueuedRun>,
+    /// The run in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_run: Option<RunStatus>,
+    /// The last `historyLimit` finished runs, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunSummary>,
+}
+
+/// An attempt that ended without a Job to read its result from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptFailure {
+    /// The attempt this is about (1-based).
+    pub attempt: i32,
+    /// `JobDeleted` or `CreateRefused`.
+    pub reason: String,
+    /// What happened, with the API server's own message for a refusal.
+    pub message: String,
+    /// When the controller saw it.
+    pub time: Time,
+}
+
+/// A run waiting to start after the current one (`concurrencyPolicy: Queue`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedRun {
+    /// What triggered it.
+    pub trigger: TriggerKind,
+    /// The scheduled time, for a scheduled trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<Time>,
+}
+
+/// A run: in progress (`currentRun`) or the most recent finished one (`lastRun`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// Run number, unique within the sequence or Sync.
+    pub id: i64,
+    /// What started the run.
+    pub trigger: TriggerKind,
+    /// The schedule time the run is for, when the schedule started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<Time>,
+    /// When the run started.
+    pub start_time: Time,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Phase of the run.
+    pub phase: RunPhase,
+    /// The step in progress, as `current/total` (for `kubectl get`).
+    pub progress: String,
+    /// One entry per step, in order.
+    pub steps: Vec<StepStatus>,
+    /// Why the run ended, or what it is waiting for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// State of one step of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// Step name.
+    pub name: String,
+    /// Name of the Sync it runs.
+    pub sync: String,
+    /// Phase of the step.
+    pub phase: StepPhase,
+    /// Name of the Job of the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// UID of the latest attempt's Job, once the controller has seen it. A Job that was seen
+    /// and then disappeared is never created again: the attempt fails instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_uid: Option<String>,
+    /// How the latest attempt ended when there was no Job to read it from: the Job was deleted
+    /// before it finished, or the API server refused to create it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_failure: Option<AttemptFailure>,
+    /// Attempts made so far (each attempt is one Job).
+    #[serde(default)]
+    pub attempts: i32,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the step reached its final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Rows synced, from the termination message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_synced: Option<i64>,
+    /// Rows rejected, from the termination message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_rejected: Option<i64>,
+    /// The error text, the sync's own message, or why the step waits or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One finished run, for the history in `status.runs`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Run number.
+    pub id: i64,
+    /// What started the run.
+    pub trigger: TriggerKind,
+    /// How the run ended.
+    pub phase: RunPhase,
+    /// When the run started.
+    pub start_time: Time,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// The first step that failed, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// Why the run ended as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

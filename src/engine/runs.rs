@@ -1,0 +1,374 @@
+//! The one run engine, for both kinds: cancel requests, advancing the current run, archiving
+//! it, triggers under the concurrency policy, starting the next run, and deleting every Job
+//! that the runs no longer account for. A sequence's runs have its steps; a Sync's own runs
+//! have one step that runs the Sync itself.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::run::{RunContext, advance, cancel_run, new_run};
+use super::triggers::{self, Trigger};
+use super::{Action, Event, Holder, JobOwner, JobView, earliest};
+use crate::api::{
+    ConcurrencyPolicy, QueuedRun, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec,
+    ScheduleStatus, Step, StepPhase, Sync, TriggerKind,
+};
+
+/// How long a Job that status does not know may be taken for a cache that lags behind our own
+/// status write. Past it, status is taken to be behind (restored from a backup, a lost write)
+/// and the Job is adopted into it.
+pub(super) const STALE_LIMIT: SignedDuration = SignedDuration::from_secs(30);
+
+/// The object whose runs the engine drives.
+pub(super) struct Runner<'a> {
+    pub owner: JobOwner,
+    pub meta: &'a ObjectMeta,
+    pub scheduling: &'a ScheduleSpec,
+    pub concurrency: ConcurrencyPolicy,
+    pub steps: &'a [Step],
+    pub history_limit: usize,
+}
+
+/// What the runs see of the cluster.
+#[derive(Clone, Copy)]
+pub(super) struct Cluster<'a> {
+    pub syncs: &'a BTreeMap<String, Sync>,
+    /// The Jobs the object controls.
+    pub jobs: &'a [JobView],
+    pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    pub now: Timestamp,
+}
+
+/// The result of driving the runs one reconcile further.
+pub(super) enum Driven {
+    /// The cache holds a Job that status does not know yet: our own status write is on its
+    /// way. Decide nothing; look again at the given time.
+    Stale(Timestamp),
+    Done {
+        /// The run that finished last in this decision, with all its steps.
+        archived: Option<RunStatus>,
+        /// An invalid schedule or unknown time zone.
+        schedule_error: Option<String>,
+        wake: Option<Timestamp>,
+    },
+}
+
+/// Drives the object's runs: updates `schedule` and `book` and pushes the actions.
+pub(super) fn drive(
+    runner: &Runner,
+    cluster: Cluster,
+    schedule: &mut ScheduleStatus,
+    book: &mut RunBook,
+    actions: &mut Vec<Action>,
+) -> Driven {
+    let now = cluster.now;
+    match unknown_job(book, cluster.jobs) {
+        Some(job) if job.created.is_none_or(|at| now < at + STALE_LIMIT) => {
+            return Driven::Stale(now + SignedDuration::from_secs(1));
+        }
+        Some(_) => adopt_unknown_jobs(book, cluster.jobs, actions),
+        None => {}
+    }
+    let ctx = RunContext {
+        owner: &runner.owner,
+        steps: runner.steps,
+        syncs: cluster.syncs,
+        jobs: cluster.jobs,
+        holders: cluster.holders,
+        now,
+    };
+    let parsed = triggers::parse_schedule(runner.scheduling);
+    let mut archived = None;
+
+    if triggers::cancel_requested(runner.meta, &mut book.last_handled_cancel_at) {
+        match book.current_run.as_mut() {
+            Some(run) if run.phase == RunPhase::Running => {
+                cancel_run(run, "cancelled by request", cluster.jobs, actions, now)
+            }
+            _ => actions.push(Event::normal(
+                "CancelIgnored",
+                "CancelRun",
+                "cancel requested, but no run is in progress",
+            )),
+        }
+    }
+
+    let mut wake = None;
+    if let Some(run) = book.current_run.as_mut()
+        && run.phase == RunPhase::Running
+    {
+        wake = earliest(wake, advance(run, &ctx, actions));
+    }
+    archive_finished(book, runner.history_limit, &mut archived);
+
+    // Triggers: manual first, then the schedule; each subject to the concurrency policy.
+    let mut incoming: Vec<Trigger> = Vec::new();
+    incoming.extend(triggers::manual(
+        runner.meta,
+        &mut book.last_handled_request_at,
+    ));
+    let (scheduled, next_fire) = triggers::scheduled(
+        runner.scheduling,
+        &parsed,
+        runner.meta,
+        schedule,
+        now,
+        actions,
+    );
+    incoming.extend(scheduled);
+    wake = earliest(wake, next_fire);
+
+    for trigger in incoming {
+        let busy = book
+            .current_run
+            .as_ref()
+            .is_some_and(|r| r.phase == RunPhase::Running);
+        if !busy {
+            start_run(
+                book,
+                runner,
+                trigger,
+                &ctx,
+                actions,
+                &mut wake,
+                &mut archived,
+            );
+            continue;
+        }
+        match runner.concurrency {
+            ConcurrencyPolicy::Forbid => skip_trigger(
+                book,
+                trigger,
+                "a run is in progress and concurrencyPolicy is Forbid",
+                actions,
+            ),
+            ConcurrencyPolicy::Queue if book.queued_run.is_none() => {
+                book.queued_run = Some(QueuedRun {
+                    trigger: trigger.kind,
+                    scheduled_time: trigger.scheduled.map(Time),
+                });
+                actions.push(Event::normal(
+                    "RunQueued",
+                    "QueueRun",
+                    format!(
+                        "{} run queued behind the run in progress",
+                        trigger_name(trigger.kind)
+                    ),
+                ));
+            }
+            ConcurrencyPolicy::Queue => skip_trigger(
+                book,
+                trigger,
+                "a run is in progress and one is already queued",
+                actions,
+            ),
+            ConcurrencyPolicy::Replace => {
+                if let Some(run) = book.current_run.as_mut() {
+                    cancel_run(run, "replaced by a newer run", cluster.jobs, actions, now);
+                }
+                archive_finished(book, runner.history_limit, &mut archived);
+                start_run(
+                    book,
+                    runner,
+                    trigger,
+                    &ctx,
+                    actions,
+                    &mut wake,
+                    &mut archived,
+                );
+            }
+        }
+    }
+    if book.current_run.is_none()
+        && let Some(q) = book.queued_run.take()
+    {
+        let trigger = Trigger {
+            kind: q.trigger,
+            scheduled: q.scheduled_time.map(|t| t.0),
+        };
+        start_run(
+            book,
+            runner,
+            trigger,
+            &ctx,
+            actions,
+            &mut wake,
+            &mut archived,
+        );
+    }
+    cleanup(book, runner.history_limit, cluster.jobs, actions);
+    Driven::Done {
+        archived,
+        schedule_error: parsed.error,
+        wake,
+    }
+}
+
+/// A Job of ours that status does not account for: of a newer run than status has started, or
+/// of a later attempt of a current step than status records. Status is written before a run's
+/// first Job, and within a run together with its Jobs, so this is normally a cache that has
+/// not yet seen our own status write.
+fn unknown_job<'a>(book: &RunBook, jobs: &'a [JobView]) -> Option<&'a JobView> {
+    let known = book.last_run_number.unwrap_or(0);
+    jobs.iter().find(|j| {
+        j.run > known
+            || book.current_run.as_ref().is_some_and(|run| {
+                run.id == j.run
+                    && run
+                        .steps
+                        .iter()
+                        .any(|s| s.name == j.step && s.attempts < j.attempt)
+            })
+    })
+}
+
+/// Status is behind its Jobs for longer than a cache can lag: take the Jobs' word for it.
+/// Newer runs are counted (their Jobs, of no current run, are then cleaned up) and a later
+/// attempt of a current step becomes the step's attempt.
+fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Action>) {
+    let newest = jobs.iter().map(|j| j.run).max().unwrap_or(0);
+    if newest > book.last_run_number.unwrap_or(0) {
+        book.last_run_number = Some(newest);
+    }
+    if let Some(run) = book.current_run.as_mut() {
+        for step in run.steps.iter_mut() {
+            if let Some(job) = jobs
+                .iter()
+                .filter(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
+                .max_by_key(|j| j.attempt)
+            {
+                step.attempts = job.attempt;
+                step.job_name = Some(job.name.clone());
+                step.job_uid = None;
+                step.attempt_failure = None;
+                if !step.phase.is_final() {
+                    step.phase = StepPhase::Running;
+                }
+            }
+        }
+    }
+    actions.push(Event::warning(
+        "StatusBehindJobs",
+        "AdoptJobs",
+        format!(
+            "status did not account for Jobs older than {}s; took them into status (newest run {newest})",
+            STALE_LIMIT.as_secs()
+        ),
+    ));
+}
+
+fn start_run(
+    book: &mut RunBook,
+    runner: &Runner,
+    trigger: Trigger,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+    wake: &mut Option<Timestamp>,
+    archived: &mut Option<RunStatus>,
+) {
+    let id = book.last_run_number.unwrap_or(0).saturating_add(1);
+    book.last_run_number = Some(id);
+    let mut run = new_run(id, runner.steps, trigger.kind, trigger.scheduled, ctx.now);
+    let what = match trigger.scheduled {
+        Some(t) => format!("run {id} started by the schedule (for {t})"),
+        None => format!("run {id} started by {}", trigger_name(trigger.kind)),
+    };
+    actions.push(Event::normal("RunStarted", "StartRun", what));
+    *wake = earliest(*wake, advance(&mut run, ctx, actions));
+    book.current_run = Some(run);
+    archive_finished(book, runner.history_limit, archived);
+}
+
+fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut Vec<Action>) {
+    book.skipped_triggers = Some(book.skipped_triggers.unwrap_or(0).saturating_add(1));
+    actions.push(Event::warning(
+        "TriggerSkipped",
+        "SkipRun",
+        format!("{} trigger skipped: {why}", trigger_name(trigger.kind)),
+    ));
+}
+
+fn trigger_name(kind: TriggerKind) -> &'static str {
+    match kind {
+        TriggerKind::Schedule => "schedule",
+        TriggerKind::Manual => "manual request",
+        TriggerKind::Upstream => "upstream",
+    }
+}
+
+/// Moves a finished current run into the history, newest first, cut to `limit`.
+fn archive_finished(book: &mut RunBook, limit: usize, archived: &mut Option<RunStatus>) {
+    let Some(run) = book.current_run.take_if(|r| r.phase.is_finished()) else {
+        return;
+    };
+    let summary = summarize(&run);
+    if run.phase == RunPhase::Succeeded {
+        book.last_successful_time = run.completion_time.clone();
+    }
+    book.last_run_result = Some(run.phase);
+    book.runs.retain(|r| r.id != summary.id);
+    book.runs.insert(0, summary);
+    book.runs.truncate(limit);
+    *archived = Some(run);
+}
+
+fn summarize(run: &RunStatus) -> RunSummary {
+    RunSummary {
+        id: run.id,
+        trigger: run.trigger,
+        phase: run.phase,
+        start_time: run.start_time.clone(),
+        completion_time: run.completion_time.clone(),
+        failed_step: run
+            .steps
+            .iter()
+            .find(|s| s.phase == StepPhase::Failed)
+            .map(|s| s.name.clone()),
+        message: run.message.clone(),
+    }
+}
+
+/// Level-triggered cleanup, on every reconcile: a Job that has not finished is deleted unless
+/// it is the current attempt of a step in progress (so the Jobs of a cancelled, replaced or
+/// failed run, of a removed step, or a stranger recreated under an attempt's name go, even
+/// when an earlier delete was lost); a finished Job is deleted once its run has left the kept
+/// history. Jobs already being deleted are left to finish.
+fn cleanup(book: &RunBook, limit: usize, jobs: &[JobView], actions: &mut Vec<Action>) {
+    let running = book
+        .current_run
+        .as_ref()
+        .filter(|r| r.phase == RunPhase::Running);
+    let kept: Vec<i64> = running
+        .iter()
+        .map(|r| r.id)
+        .chain(book.runs.iter().take(limit).map(|r| r.id))
+        .collect();
+    for job in jobs.iter().filter(|j| !j.deleting) {
+        let accounted = running.is_some_and(|run| {
+            run.id == job.run
+                && run.steps.iter().any(|s| {
+                    s.name == job.step
+                        && !s.phase.is_final()
+                        && s.attempts == job.attempt
+                        && s.job_uid.as_ref().is_none_or(|uid| *uid == job.uid)
+                })
+        });
+        let delete = if job.is_finished() {
+            !kept.contains(&job.run)
+        } else {
+            !accounted
+        };
+        if delete {
+            actions.push(Action::DeleteJob {
+                name: job.name.clone(),
+            });
+        }
+    }
+}
+
+/// The history limit as a count.
+pub(super) fn history_limit(limit: i32) -> usize {
+    usize::try_from(limit.max(1)).unwrap_or(1)
+}
