@@ -235,3 +235,100 @@ impl Drop for JobLog {
         self.task.abort();
     }
 }
+
+/// A Sync whose Pods, once deleted, keep running for `grace` (a Go duration) before they go, as a
+/// real kubelet's Pod runs out its termination grace period (see hack/kwok/stages.yaml).
+pub fn sync_yaml_with_grace(name: &str, duration: &str, grace: &str) -> String {
+    sync_yaml(name, duration, 0, None).replace(
+        "            sim.syncseq.dev/duration:",
+        &format!("            sim.syncseq.dev/termination-grace: \"{grace}\"\n            sim.syncseq.dev/duration:"),
+    )
+}
+
+/// Watches the namespace's Pods and keeps, per Sync, the most Pods that existed at once without
+/// having terminated (phase neither Succeeded nor Failed, deleted or not): "a Sync never runs
+/// twice at once", counted as the promise counts it.
+pub struct PodLog {
+    max: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+    alive: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodLog {
+    pub async fn start(ns: &TestNamespace) -> Self {
+        use k8s_openapi::api::core::v1::Pod;
+        let api: Api<Pod> = ns.api();
+        let max = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        // Pod name -> Sync, for Pods that have not terminated.
+        let alive = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let (max_sink, alive_sink) = (max.clone(), alive.clone());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let mut alive = alive_sink.lock().unwrap();
+                match ev {
+                    watcher::Event::InitDone => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
+                    watcher::Event::Delete(pod) => {
+                        alive.remove(&pod.name_any());
+                    }
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        let terminated = matches!(
+                            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            Some("Succeeded" | "Failed")
+                        );
+                        let sync = pod.labels().get("syncseq.dev/sync").cloned();
+                        match (terminated, sync) {
+                            (false, Some(sync)) => {
+                                alive.insert(pod.name_any(), sync);
+                            }
+                            _ => {
+                                alive.remove(&pod.name_any());
+                            }
+                        }
+                    }
+                    watcher::Event::Init => continue,
+                }
+                let mut counts = std::collections::BTreeMap::<String, usize>::new();
+                for sync in alive.values() {
+                    *counts.entry(sync.clone()).or_default() += 1;
+                }
+                let mut max = max_sink.lock().unwrap();
+                for (sync, n) in counts {
+                    let m: &mut usize = max.entry(sync).or_default();
+                    *m = (*m).max(n);
+                }
+            }
+        });
+        let _ = ready_rx.await;
+        PodLog { max, alive, task }
+    }
+
+    /// The most non-terminated Pods one Sync had at once, per Sync.
+    pub fn max_alive(&self) -> std::collections::BTreeMap<String, usize> {
+        self.max.lock().unwrap().clone()
+    }
+
+    /// How many Pods of the Sync have not terminated now.
+    pub fn alive(&self, sync: &str) -> usize {
+        self.alive
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| *s == sync)
+            .count()
+    }
+}
+
+impl Drop for PodLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

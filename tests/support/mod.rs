@@ -91,6 +91,24 @@ where
     }
 }
 
+/// The notes of the Events of `reason` about the named object, oldest first.
+pub async fn event_notes(ns: &TestNamespace, object: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut list: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+        })
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter().filter_map(|e| e.note).collect()
+}
+
 /// Waits until the named object is gone.
 pub async fn wait_for_deletion<K>(api: &Api<K>, name: &str, deadline: Duration)
 where
@@ -261,6 +279,16 @@ impl ControllerProcess {
         Self::start_replica(namespace, "controller", extra_env)
     }
 
+    /// A replica that does not take part in leader election: it reconciles at once, beside any
+    /// other (two such replicas model a hand-over in which both briefly act).
+    pub fn start_unelected(namespace: &str, identity: &str) -> Self {
+        Self::start_replica(
+            namespace,
+            identity,
+            vec![("SYNCSEQ_TEST_NO_LEADER_ELECTION".into(), "1".into())],
+        )
+    }
+
     /// One replica of several: `identity` tells replicas apart in leader election.
     pub fn start_replica(
         namespace: &str,
@@ -295,8 +323,12 @@ impl ControllerProcess {
         let kubeconfig = std::env::var_os("SYNCSEQ_CONTROLLER_KUBECONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(kubeconfig_path);
+        let unelected = self
+            .extra_env
+            .iter()
+            .any(|(k, _)| k == "SYNCSEQ_TEST_NO_LEADER_ELECTION");
         let election: &[&str] =
-            if std::env::var_os("SYNCSEQ_CONTROLLER_NO_LEADER_ELECTION").is_some() {
+            if unelected || std::env::var_os("SYNCSEQ_CONTROLLER_NO_LEADER_ELECTION").is_some() {
                 &["--no-leader-election"]
             } else {
                 &[]

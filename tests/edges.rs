@@ -1,0 +1,448 @@
+//! The three promises at Kubernetes' edges (issue: the guarantees hold at Kubernetes' edges):
+//! Jobs deleted by hand, API refusals, names shared across kinds, cancelled holders, Pods that
+//! outlive their Job, untrusted container output, and two controllers at once.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use support::fixtures::*;
+use support::*;
+use syncseq::api::{RunPhase, RunStatus, StepPhase, StepStatus, Sync, SyncSequence, annotations};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The step's state in the current run, or else in the last finished one.
+fn step_of(seq: &SyncSequence, step: &str) -> Option<StepStatus> {
+    let st = seq.status.as_ref()?;
+    let runs: Vec<&RunStatus> = st.book.current_run.iter().chain(&st.last_run).collect();
+    runs.into_iter()
+        .flat_map(|r| r.steps.iter())
+        .find(|s| s.name == step)
+        .cloned()
+}
+
+fn current_step(seq: &SyncSequence, step: &str) -> Option<StepStatus> {
+    seq.status
+        .as_ref()?
+        .book
+        .current_run
+        .as_ref()?
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .cloned()
+}
+
+async fn annotate_sync(ns: &TestNamespace, name: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    ns.api::<Sync>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_job_deleted_by_hand_fails_its_attempt_and_is_never_created_again() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-deleted").await;
+    // The deleted Job's Pod runs on for 5 s: the retry must wait for it.
+    ns.kubectl_apply(&sync_yaml_with_grace("accounts", "1h", "5s"));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", "    retries: 1\n    retryDelaySeconds: 0\n")],
+        "",
+    ));
+    let log = JobLog::start(&ns).await;
+    let pods = PodLog::start(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "crm", "1").await;
+    let seqs = ns.api::<SyncSequence>();
+    let seen = wait_for_object(&seqs, "crm", DEADLINE, "the step's Job to be seen", |s| {
+        current_step(s, "accounts").is_some_and(|st| st.job_uid.is_some())
+    })
+    .await;
+    let first = current_step(&seen, "accounts").unwrap().job_name.unwrap();
+    // `kubectl delete job`: background propagation, the Job object goes at once.
+    ns.api::<Job>()
+        .delete(&first, &DeleteParams::background())
+        .await
+        .unwrap();
+
+    let retried = wait_for_object(&seqs, "crm", DEADLINE, "attempt 2 to run", |s| {
+        current_step(s, "accounts")
+            .is_some_and(|st| st.attempts == 2 && st.phase == StepPhase::Running)
+    })
+    .await;
+    let step = current_step(&retried, "accounts").unwrap();
+    assert_ne!(step.job_name.as_deref(), Some(first.as_str()));
+    let notes = event_notes(&ns, "crm", "JobDeleted").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("job {first} was deleted before it finished"))),
+        "{notes:?}"
+    );
+    // Attempt 2's Job exists; the deleted one was never created again.
+    let second = step.job_name.unwrap();
+    log.wait_created(&second, DEADLINE).await;
+    ns.api::<Job>()
+        .delete(&second, &DeleteParams::background())
+        .await
+        .unwrap();
+    let done = wait_for_run(&ns, "crm", 1, DEADLINE).await;
+    assert_eq!(last_phase(&done), Some(RunPhase::Failed));
+    let step = step_of(&done, "accounts").unwrap();
+    assert_eq!(step.phase, StepPhase::Failed);
+    assert!(
+        step.message
+            .as_deref()
+            .is_some_and(|m| m.contains("was deleted before it finished")),
+        "{step:?}"
+    );
+    // A later wake-up (a new run) creates nothing for run 1 again.
+    trigger(&ns, "crm", "2").await;
+    log.wait_created("crm-2-accounts-1-", DEADLINE).await;
+    let run1: Vec<String> = log
+        .created()
+        .into_iter()
+        .filter(|n| n.starts_with("crm-1-"))
+        .collect();
+    assert_eq!(run1, vec![first.clone(), second]);
+    assert!(
+        ns.api::<Job>().get_opt(&first).await.unwrap().is_none(),
+        "no Job was created again under the deleted one's name"
+    );
+    assert_eq!(
+        pods.max_alive().get("accounts"),
+        Some(&1),
+        "a deleted Job's terminating Pod and the retry never ran at once"
+    );
+}
+
+#[tokio::test]
+async fn names_that_cannot_be_label_values_are_refused_at_apply() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-names").await;
+    let long = "a".repeat(64);
+    for yaml in [
+        sync_yaml(&long, "1s", 0, None),
+        sequence_yaml(&long, &[("accounts", "")], ""),
+    ] {
+        let out = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&yaml));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("metadata.name must be at most 63 characters"),
+            "{stderr}"
+        );
+    }
+    // 63 is fine.
+    ns.kubectl_apply(&sync_yaml(&"a".repeat(63), "1s", 0, None));
+}
+
+#[tokio::test]
+async fn a_job_create_refused_by_quota_fails_the_step_with_the_api_message() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-quota").await;
+    ns.kubectl_apply(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: no-jobs\nspec:\n  hard:\n    count/jobs.batch: \"0\"\n",
+    );
+    ns.kubectl_apply(&sync_yaml("accounts", "1s", 0, None));
+    ns.kubectl_apply(&sequence_yaml("crm", &[("accounts", "")], ""));
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "crm", "1").await;
+    let seq = wait_for_run(&ns, "crm", 1, DEADLINE).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    let step = step_of(&seq, "accounts").unwrap();
+    let message = step.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("the API server refused to create job") && message.contains("quota"),
+        "{step:?}"
+    );
+    assert_eq!(
+        step.attempt_failure.map(|f| f.reason).as_deref(),
+        Some("CreateRefused")
+    );
+    let refused = event_notes(&ns, "crm", "JobCreateRefused").await;
+    assert!(refused.iter().any(|n| n.contains("quota")), "{refused:?}");
+    assert!(
+        event_notes(&ns, "crm", "StepStarted").await.is_empty(),
+        "no Event announces a Job that was never created"
+    );
+    assert!(
+        ns.api::<Job>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_sync_and_a_sequence_of_the_same_name_each_run_their_own_jobs() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-samename").await;
+    ns.kubectl_apply(&sync_yaml("x", "300ms", 0, None));
+    // Sequence `x`, step `run`: the readable Job name of the Sync's own run 1 as well.
+    ns.kubectl_apply(
+        "apiVersion: syncseq.dev/v1alpha1\nkind: SyncSequence\nmetadata:\n  name: x\nspec:\n  steps:\n  - name: run\n    syncRef: {name: x}\n",
+    );
+    let log = JobLog::start(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    annotate_sync(&ns, "x", annotations::REQUESTED_AT, "1").await;
+    wait_for_object(&ns.api::<Sync>(), "x", DEADLINE, "its own run", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.book
+                .runs
+                .first()
+                .is_some_and(|r| r.phase == RunPhase::Succeeded)
+        })
+    })
+    .await;
+    trigger(&ns, "x", "1").await;
+    let seq = wait_for_run(&ns, "x", 1, DEADLINE).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    let created = log.created();
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_ne!(created[0], created[1]);
+}
+
+#[tokio::test]
+async fn a_sequence_waiting_for_a_sync_starts_when_the_holder_is_cancelled() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-waiter").await;
+    ns.kubectl_apply(&sync_yaml("s", "1h", 0, None));
+    ns.kubectl_apply(&sequence_yaml("a", &[("s", "")], ""));
+    ns.kubectl_apply(&sequence_yaml("b", &[("s", "")], ""));
+    let log = JobLog::start(&ns).await;
+    let pods = PodLog::start(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "a", "1").await;
+    log.wait_created("a-1-s-1-", DEADLINE).await;
+    trigger(&ns, "b", "1").await;
+    let seqs = ns.api::<SyncSequence>();
+    let waiting = wait_for_object(&seqs, "b", DEADLINE, "b to wait for a", |s| {
+        current_step(s, "s").is_some_and(|st| st.phase == StepPhase::Waiting)
+    })
+    .await;
+    let step = current_step(&waiting, "s").unwrap();
+    assert_eq!(
+        step.message.as_deref(),
+        Some("waiting: sync s is running for sequence a run 1")
+    );
+    assert_eq!(step.job_name, None, "a waiting step names no Job");
+    let running = waiting
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Running")
+        .unwrap()
+        .message
+        .clone();
+    assert!(running.contains("waiting: sync s is running"), "{running}");
+    assert!(!event_notes(&ns, "b", "SyncBusy").await.is_empty());
+
+    annotate(&ns, "a", annotations::CANCEL_REQUESTED_AT, "stop").await;
+    let b_job = log.wait_created("b-1-s-1-", DEADLINE).await;
+    let started = event_notes(&ns, "b", "StepStarted").await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(started[0].contains(&b_job));
+    assert_eq!(pods.max_alive().get("s"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_pod_that_outlives_its_job_by_20s_never_runs_beside_the_next_one() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-grace").await;
+    ns.kubectl_apply(&sync_yaml_with_grace("s", "1h", "20s"));
+    ns.kubectl_apply(&sequence_yaml(
+        "a",
+        &[("s", "")],
+        "  concurrencyPolicy: Replace\n",
+    ));
+    let log = JobLog::start(&ns).await;
+    let pods = PodLog::start(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    let seqs = ns.api::<SyncSequence>();
+
+    trigger(&ns, "a", "1").await;
+    log.wait_created("a-1-s-1-", DEADLINE).await;
+    eventually(DEADLINE, "run 1's Pod to run", || async {
+        (pods.alive("s") == 1).then_some(())
+    })
+    .await;
+    // Replace: run 1 is cancelled and its Job deleted, but its Pod runs on for 20 s.
+    trigger(&ns, "a", "2").await;
+    let waiting = wait_for_object(&seqs, "a", DEADLINE, "run 2 to wait for run 1's Pod", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.book
+                .current_run
+                .as_ref()
+                .is_some_and(|r| r.id == 2 && r.steps[0].phase == StepPhase::Waiting)
+        })
+    })
+    .await;
+    assert!(
+        current_step(&waiting, "s")
+            .and_then(|s| s.message)
+            .is_some_and(|m| m.contains("running for sequence a run 1")),
+        "{waiting:?}"
+    );
+    let started = std::time::Instant::now();
+    log.wait_created("a-2-s-1-", DEADLINE).await;
+    assert!(
+        started.elapsed() > Duration::from_secs(10),
+        "run 2 started {:?} after the replace, while run 1's Pod was still terminating",
+        started.elapsed()
+    );
+    // Cancel: the same again, run 3 waits for run 2's Pod.
+    eventually(DEADLINE, "run 2's Pod to run", || async {
+        (pods.alive("s") == 1).then_some(())
+    })
+    .await;
+    annotate(&ns, "a", annotations::CANCEL_REQUESTED_AT, "c").await;
+    wait_for_run(&ns, "a", 2, DEADLINE).await;
+    trigger(&ns, "a", "3").await;
+    log.wait_created("a-3-s-1-", DEADLINE).await;
+    assert_eq!(
+        pods.max_alive().get("s"),
+        Some(&1),
+        "two Pods of one Sync ran at once"
+    );
+}
+
+#[tokio::test]
+async fn rows_at_the_i64_edge_neither_panic_nor_wrap() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-rows").await;
+    let max = i64::MAX;
+    ns.kubectl_apply(&sync_yaml(
+        "accounts",
+        "300ms",
+        0,
+        Some(&format!(
+            r#"{{"rowsSynced": {max}, "rowsRejected": {max}, "message": "ok\u001b[31m red\u202e"}}"#
+        )),
+    ));
+    ns.kubectl_apply(&sync_yaml("contacts", "300ms", 0, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[(
+            "accounts",
+            "    rejectedRows: {maxPercent: 10, onExceeded: Stop}\n",
+        )],
+        "",
+    ));
+    ns.kubectl_apply(&sequence_yaml("other", &[("contacts", "")], ""));
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "crm", "1").await;
+    let seq = wait_for_run(&ns, "crm", 1, DEADLINE).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    let step = step_of(&seq, "accounts").unwrap();
+    assert_eq!(step.rows_synced, Some(max));
+    let message = step.message.unwrap();
+    assert!(message.contains("(50.00%)"), "{message}");
+    assert!(
+        !message.contains('\u{1b}') && !message.contains('\u{202e}'),
+        "{message:?}"
+    );
+    // The controller is still there for everyone else.
+    trigger(&ns, "other", "1").await;
+    let other = wait_for_run(&ns, "other", 1, DEADLINE).await;
+    assert_eq!(last_phase(&other), Some(RunPhase::Succeeded));
+}
+
+#[tokio::test]
+async fn two_controllers_at_once_for_30s_never_run_a_sync_twice_and_leave_nothing_stuck() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-two").await;
+    ns.kubectl_apply(&sync_yaml("s1", "700ms", 0, None));
+    ns.kubectl_apply(&sync_yaml("s2", "500ms", 0, None));
+    ns.kubectl_apply(&sequence_yaml("p1", &[("s1", ""), ("s2", "")], ""));
+    ns.kubectl_apply(
+        "apiVersion: syncseq.dev/v1alpha1\nkind: SyncSequence\nmetadata:\n  name: p2\nspec:\n  concurrencyPolicy: Queue\n  steps:\n  - name: b\n    syncRef: {name: s2}\n  - name: a\n    syncRef: {name: s1}\n",
+    );
+    ns.kubectl_apply(&sequence_yaml(
+        "p3",
+        &[("s1", "")],
+        "  schedule: \"@every 2s\"\n",
+    ));
+    let pods = PodLog::start(&ns).await;
+    let log = JobLog::start(&ns).await;
+    let _c1 = ControllerProcess::start_unelected(&ns.name, "replica-a");
+    let _c2 = ControllerProcess::start_unelected(&ns.name, "replica-b");
+    let patch = serde_json::json!({"spec": {"schedule": "@every 3s"}});
+    ns.api::<Sync>()
+        .patch("s2", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    // 30 s of triggers: manual requests on p1 and p2 every 1.5 s, on top of both schedules.
+    let mut pace = tokio::time::interval(Duration::from_millis(1500));
+    for i in 0..20 {
+        pace.tick().await;
+        trigger(&ns, "p1", &format!("r{i}")).await;
+        trigger(&ns, "p2", &format!("r{i}")).await;
+    }
+    // Stop the schedules; every run must then come to an end.
+    let suspend = serde_json::json!({"spec": {"suspend": true}});
+    ns.api::<SyncSequence>()
+        .patch("p3", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
+    ns.api::<Sync>()
+        .patch("s2", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
+    let seqs = ns.api::<SyncSequence>();
+    for name in ["p1", "p2", "p3"] {
+        wait_for_object(
+            &seqs,
+            name,
+            Duration::from_secs(120),
+            "no run left in progress",
+            |s| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|st| st.book.current_run.is_none() && st.book.queued_run.is_none())
+            },
+        )
+        .await;
+    }
+    wait_for_object(
+        &ns.api::<Sync>(),
+        "s2",
+        Duration::from_secs(120),
+        "its own runs to end",
+        |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.book.current_run.is_none())
+        },
+    )
+    .await;
+    let max = pods.max_alive();
+    assert!(
+        log.created().len() >= 10,
+        "the test drove too few runs: {:?}",
+        log.created()
+    );
+    for sync in ["s1", "s2"] {
+        assert_eq!(max.get(sync), Some(&1), "{sync}: {max:?}");
+    }
+    // Every run that finished, finished as it should: each step succeeded.
+    for name in ["p1", "p2", "p3"] {
+        let seq = seqs.get(name).await.unwrap();
+        let runs = &seq.status.unwrap().book.runs;
+        assert!(!runs.is_empty(), "{name} never ran");
+        for r in runs {
+            assert_eq!(r.phase, RunPhase::Succeeded, "{name} run {r:?}");
+        }
+    }
+}
