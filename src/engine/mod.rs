@@ -18,6 +18,8 @@ mod triggers;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

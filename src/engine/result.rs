@@ -205,4 +205,63 @@ mod tests {
         let r = parse_termination_message("[1,2]");
         assert!(r.message.unwrap().contains("[1,2]"));
     }
+
+    fn clean(m: &str) -> bool {
+        m.chars()
+            .all(|c| !c.is_control() && !('\u{202A}'..='\u{202E}').contains(&c))
+            && m.chars().count() <= MAX_MESSAGE_CHARS + 80
+    }
+
+    #[test]
+    fn numbers_at_and_past_the_i64_edges() {
+        let max = i64::MAX;
+        let r =
+            parse_termination_message(&format!(r#"{{"rowsSynced":{max},"rowsRejected":{max}}}"#));
+        assert_eq!((r.rows_synced, r.rows_rejected), (Some(max), Some(max)));
+        for raw in [
+            r#"{"rowsSynced":9223372036854775808}"#,
+            r#"{"rowsSynced":-9223372036854775808}"#,
+            r#"{"rowsSynced":1e400}"#,
+            r#"{"rowsSynced":1.5}"#,
+            r#"{"rowsRejected":"12"}"#,
+        ] {
+            let r = parse_termination_message(raw);
+            assert_eq!((r.rows_synced, r.rows_rejected), (None, None), "{raw}");
+            assert!(r.message.unwrap().contains("not a syncseq result"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_message_loses_its_escape_sequences_and_line_breaks() {
+        let r =
+            parse_termination_message(r#"{"message":"ok\u001b[2J\u0000 done\nnext\u202eevil"}"#);
+        assert_eq!(r.message.as_deref(), Some("ok[2J done nextevil"));
+    }
+
+    proptest::proptest! {
+        /// Whatever a container writes (any bytes, read as the kubelet's lossy UTF-8), the
+        /// parser returns a report: rows never negative, a message clean and bounded.
+        #[test]
+        fn any_bytes_give_a_clean_report(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..6000)) {
+            let r = parse_termination_message(&String::from_utf8_lossy(&bytes));
+            proptest::prop_assert!(r.rows_synced.is_none_or(|n| n >= 0));
+            proptest::prop_assert!(r.rows_rejected.is_none_or(|n| n >= 0));
+            proptest::prop_assert!(r.message.as_deref().is_none_or(clean));
+        }
+
+        /// Well-formed objects with any numbers and any message text.
+        #[test]
+        fn any_result_object_gives_a_clean_report(
+            synced in proptest::num::i64::ANY,
+            rejected in proptest::num::i64::ANY,
+            message in "\\PC{0,3000}|[\u{0}-\u{1f}\u{7f}\u{202a}-\u{202e}a]{0,50}",
+        ) {
+            let raw = serde_json::json!({"rowsSynced": synced, "rowsRejected": rejected, "message": message}).to_string();
+            let r = parse_termination_message(&raw);
+            if synced >= 0 && rejected >= 0 {
+                proptest::prop_assert_eq!((r.rows_synced, r.rows_rejected), (Some(synced), Some(rejected)));
+            }
+            proptest::prop_assert!(r.message.as_deref().is_none_or(clean), "{:?}", r.message);
+        }
+    }
 }

@@ -414,13 +414,15 @@ fn try_start(
         &step.name,
         attempt,
     );
-    // What holds the Sync, other than this attempt's own Job (seen again after a restart).
+    // Anything that holds the Sync blocks, this attempt's own name included: when the attempt's
+    // Job is not there to be read but still holds the Sync, it was deleted before it was seen
+    // and its Pod is still terminating.
     let busy = ctx
         .holders
         .get(&spec.sync_ref.name)
         .into_iter()
         .flatten()
-        .find(|h| h.job != name);
+        .next();
     if let Some(holder) = busy {
         let message = format!(
             "waiting: sync {} is running for {}",

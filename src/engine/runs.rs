@@ -198,6 +198,7 @@ pub(super) fn drive(
             &mut archived,
         );
     }
+    drop_unaccounted_creates(book, actions);
     cleanup(book, runner.history_limit, cluster.jobs, actions);
     Driven::Done {
         archived,
@@ -233,19 +234,33 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
         book.last_run_number = Some(newest);
     }
     if let Some(run) = book.current_run.as_mut() {
-        for step in run.steps.iter_mut() {
+        // The latest step the Jobs show started: it becomes the step in progress, and the
+        // steps before it, which must have finished for it to start, are closed.
+        let latest = run.steps.iter().rposition(|step| {
+            jobs.iter()
+                .any(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
+        });
+        if let Some(k) = latest {
+            let name = run.steps[k].name.clone();
+            // What they did is not in status any more; they are closed, not run again.
+            for step in run.steps[..k].iter_mut().filter(|s| !s.phase.is_final()) {
+                step.phase = StepPhase::Skipped;
+                step.message = Some(format!(
+                    "skipped: status was behind its Jobs, which show step {name} had started"
+                ));
+            }
+            let step = &mut run.steps[k];
             if let Some(job) = jobs
                 .iter()
-                .filter(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
+                .filter(|j| j.run == run.id && j.step == step.name)
                 .max_by_key(|j| j.attempt)
             {
                 step.attempts = job.attempt;
                 step.job_name = Some(job.name.clone());
                 step.job_uid = None;
                 step.attempt_failure = None;
-                if !step.phase.is_final() {
-                    step.phase = StepPhase::Running;
-                }
+                step.phase = StepPhase::Running;
+                step.completion_time = None;
             }
         }
     }
@@ -330,35 +345,77 @@ fn summarize(run: &RunStatus) -> RunSummary {
     }
 }
 
+/// Whether a Job is the current attempt of a step in progress of the running run.
+fn accounted(
+    running: Option<&RunStatus>,
+    run: i64,
+    step: &str,
+    attempt: i32,
+    uid: Option<&str>,
+) -> bool {
+    running.is_some_and(|r| {
+        r.id == run
+            && r.steps.iter().any(|s| {
+                s.name == step
+                    && !s.phase.is_final()
+                    && s.attempts == attempt
+                    && s.job_uid.as_deref().is_none_or(|u| Some(u) == uid)
+            })
+    })
+}
+
+fn running(book: &RunBook) -> Option<&RunStatus> {
+    book.current_run
+        .as_ref()
+        .filter(|r| r.phase == RunPhase::Running)
+}
+
+/// A plan never creates a Job its own status does not account for: a create decided for a run
+/// that the same decision then cancelled (a `Replace`, a cancel request) is dropped, with the
+/// Event announcing it. Otherwise the cancelled run's Job would start beside the new run's.
+fn drop_unaccounted_creates(book: &RunBook, actions: &mut Vec<Action>) {
+    let running = running(book);
+    let mut dropped: Vec<String> = Vec::new();
+    actions.retain(|a| {
+        let Action::CreateJob(job) = a else {
+            return true;
+        };
+        let l = job.metadata.labels.as_ref();
+        let label = |k: &str| l.and_then(|l| l.get(k)).cloned().unwrap_or_default();
+        let keep = accounted(
+            running,
+            label(crate::api::labels::RUN).parse().unwrap_or(-1),
+            &label(crate::api::labels::STEP),
+            label(crate::api::labels::ATTEMPT).parse().unwrap_or(-1),
+            None,
+        );
+        if !keep {
+            dropped.extend(job.metadata.name.clone());
+        }
+        keep
+    });
+    actions.retain(
+        |a| !matches!(a, Action::Event(e) if e.job.as_ref().is_some_and(|j| dropped.contains(j))),
+    );
+}
+
 /// Level-triggered cleanup, on every reconcile: a Job that has not finished is deleted unless
 /// it is the current attempt of a step in progress (so the Jobs of a cancelled, replaced or
 /// failed run, of a removed step, or a stranger recreated under an attempt's name go, even
 /// when an earlier delete was lost); a finished Job is deleted once its run has left the kept
 /// history. Jobs already being deleted are left to finish.
 fn cleanup(book: &RunBook, limit: usize, jobs: &[JobView], actions: &mut Vec<Action>) {
-    let running = book
-        .current_run
-        .as_ref()
-        .filter(|r| r.phase == RunPhase::Running);
+    let running = running(book);
     let kept: Vec<i64> = running
         .iter()
         .map(|r| r.id)
         .chain(book.runs.iter().take(limit).map(|r| r.id))
         .collect();
     for job in jobs.iter().filter(|j| !j.deleting) {
-        let accounted = running.is_some_and(|run| {
-            run.id == job.run
-                && run.steps.iter().any(|s| {
-                    s.name == job.step
-                        && !s.phase.is_final()
-                        && s.attempts == job.attempt
-                        && s.job_uid.as_ref().is_none_or(|uid| *uid == job.uid)
-                })
-        });
         let delete = if job.is_finished() {
             !kept.contains(&job.run)
         } else {
-            !accounted
+            !accounted(running, job.run, &job.step, job.attempt, Some(&job.uid))
         };
         if delete {
             actions.push(Action::DeleteJob {

@@ -525,6 +525,142 @@ fn a_lost_job_create_is_redone_under_the_same_name() {
     assert_eq!(names, created);
 }
 
+fn creates(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateJob(j) => j.metadata.name.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn deletes(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteJob { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_seen_job_that_vanishes_fails_its_attempt_and_is_never_created_again() {
+    let mut steps = vec![step("accounts")];
+    steps[0].retries = 1;
+    let mut w = World::new(steps);
+    let first = w.trigger("1");
+    w.reconcile(); // the Job is seen: its UID goes into status
+    let st = &w.status().book.current_run.as_ref().unwrap().steps[0];
+    assert_eq!(
+        st.job_uid.as_deref(),
+        Some(format!("uid-{}", first[0]).as_str())
+    );
+    w.jobs.clear(); // kubectl delete job
+    let plan = w.plan();
+    assert!(!creates(&plan).contains(&first[0]), "never re-created");
+    let step = &plan.status.book.current_run.as_ref().unwrap().steps[0];
+    assert_eq!(
+        step.attempt_failure.as_ref().map(|f| f.reason.as_str()),
+        Some("JobDeleted")
+    );
+    assert!(
+        plan.actions.iter().any(|a| matches!(a, Action::Event(e)
+        if e.warning && e.reason == "JobDeleted" && e.note.contains("deleted before it finished")))
+    );
+    // It counts against retries: after the backoff, attempt 2 starts under a new name.
+    w.reconcile();
+    w.now += SignedDuration::from_secs(10);
+    let second = w.reconcile();
+    assert_eq!(second.len(), 1);
+    assert!(second[0].starts_with("crm-1-accounts-2-"), "{second:?}");
+    // Attempt 2 vanishes too: no retries left, the step fails with the reason.
+    w.reconcile();
+    w.jobs.clear();
+    w.reconcile();
+    let run = w.last_run();
+    assert_eq!(run.phase, RunPhase::Failed);
+    assert!(
+        run.message
+            .as_ref()
+            .unwrap()
+            .contains("was deleted before it finished")
+    );
+}
+
+#[test]
+fn a_refused_create_fails_the_attempt_with_the_servers_message() {
+    let mut w = crm();
+    let created = w.trigger("1");
+    w.jobs.clear(); // the API server refused it
+    let mut st = w.status().clone();
+    assert!(record_refusal(
+        st.book.current_run.as_mut(),
+        &created[0],
+        "jobs.batch \"x\" is forbidden: exceeded quota: no-jobs\u{1b}[0m",
+        w.now
+    ));
+    w.seq.status = Some(st);
+    assert!(w.reconcile().is_empty(), "retries 0: no second create");
+    let run = w.last_run();
+    assert_eq!(run.phase, RunPhase::Failed);
+    let message = run.message.as_ref().unwrap();
+    assert!(
+        message.contains("the API server refused to create job")
+            && message.contains("exceeded quota"),
+        "{message}"
+    );
+    assert!(!message.contains('\u{1b}'));
+}
+
+#[test]
+fn a_cancelled_runs_job_is_deleted_on_every_reconcile_until_it_goes() {
+    let mut w = crm();
+    let created = w.trigger("1");
+    w.annotate(annotations::CANCEL_REQUESTED_AT, "c");
+    let plan = w.plan();
+    assert_eq!(deletes(&plan), created);
+    // The delete was lost (the controller died): the next reconcile deletes again.
+    w.seq.status = Some(plan.status);
+    assert_eq!(deletes(&w.plan()), created);
+    // Once it is being deleted, it is left to go.
+    w.jobs[0].deleting = true;
+    assert!(deletes(&w.plan()).is_empty());
+}
+
+#[test]
+fn a_job_the_status_does_not_know_waits_a_bounded_time_then_is_adopted() {
+    let mut w = crm();
+    w.trigger("1");
+    let before = w.status().clone();
+    w.succeed(1, 0);
+    w.reconcile(); // step 2 starts
+    // The cached sequence is older than the Job of step 2.
+    w.seq.status = Some(before);
+    let plan = w.plan();
+    assert!(
+        plan.actions.is_empty() && plan.wake_at.is_some(),
+        "waits for a fresher copy"
+    );
+    w.now += SignedDuration::from_secs(31);
+    let plan = w.plan();
+    let run = plan.status.book.current_run.as_ref().unwrap();
+    assert_eq!(run.steps[1].phase, StepPhase::Running);
+    assert_eq!(run.steps[1].attempts, 1);
+    assert!(run.steps[0].phase.is_final());
+    assert!(
+        creates(&plan).is_empty() && deletes(&plan).is_empty(),
+        "{:?}",
+        plan.actions
+    );
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(e) if e.reason == "StatusBehindJobs"))
+    );
+}
+
 #[test]
 fn history_is_cut_to_the_limit_and_old_jobs_are_deleted() {
     let mut w = World::new(vec![step("accounts")]);

@@ -300,6 +300,18 @@ proptest! {
 
     /// `@every` with arbitrary duration text never panics either.
     #[test]
+    fn every_at_the_integer_edges_never_panics(
+        n in prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(0i64), Just(i64::MAX / 1_000_000_000), proptest::num::i64::ANY],
+        unit in prop_oneof![Just("ns"), Just("us"), Just("ms"), Just("s"), Just("m"), Just("h")],
+        extra in prop_oneof![Just(""), Just("0"), Just("9999999999"), Just(".5"), Just("e9")],
+        from in arb_instant(),
+    ) {
+        if let Ok(s) = Schedule::parse(&format!("@every {n}{extra}{unit}")) {
+            let _ = s.next_after(from, &TimeZone::UTC);
+        }
+    }
+
+    #[test]
     fn every_parse_never_panics(text in "[0-9.+\\-µμnsuhm ]{0,30}") {
         if let Ok(schedule) = Schedule::parse(&format!("@every {text}")) {
             prop_assert!(schedule.every_interval().unwrap().as_secs() >= 1);
