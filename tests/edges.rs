@@ -36,14 +36,6 @@ fn current_step(seq: &SyncSequence, step: &str) -> Option<StepStatus> {
         .cloned()
 }
 
-async fn annotate_sync(ns: &TestNamespace, name: &str, key: &str, value: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
-    ns.api::<Sync>()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_job_deleted_by_hand_fails_its_attempt_and_is_never_created_again() {
     install_crds().await;

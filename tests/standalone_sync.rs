@@ -6,20 +6,11 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Patch, PatchParams};
 use support::fixtures::*;
 use support::*;
 use syncseq::api::{StepPhase, Sync, TriggerKind, annotations};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-async fn annotate_sync(ns: &TestNamespace, name: &str, key: &str, value: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
-    ns.api::<Sync>()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn a_requested_sync_runs_once_and_reports_its_rows() {

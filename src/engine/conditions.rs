@@ -44,6 +44,31 @@ pub fn set(conditions: &mut Vec<Condition>, d: Desired, generation: Option<i64>,
     }
 }
 
+/// `Running`: True with what is in progress (`Some(message)`), or False with `idle`.
+pub fn set_running(
+    conditions: &mut Vec<Condition>,
+    in_progress: Option<String>,
+    idle: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let desired = match in_progress {
+        Some(message) => Desired {
+            type_: RUNNING,
+            status: true,
+            reason: "RunInProgress",
+            message,
+        },
+        None => Desired {
+            type_: RUNNING,
+            status: false,
+            reason: "Idle",
+            message: idle.into(),
+        },
+    };
+    set(conditions, desired, generation, now);
+}
+
 /// Sets a condition to Unknown (used for `LastRunSucceeded` before any run).
 pub fn set_unknown(
     conditions: &mut Vec<Condition>,

@@ -123,45 +123,21 @@ fn set_conditions(
         actions,
     );
 
-    match st.book.current_run.as_ref() {
-        Some(run) => {
-            let current = run.steps.iter().find(|s| !s.phase.is_final());
-            let message = match current {
-                Some(s) => format!(
-                    "run {} step {} ({}): {}",
-                    run.id,
-                    run.progress,
-                    s.name,
-                    s.message
-                        .clone()
-                        .unwrap_or_else(|| format!("{:?}", s.phase))
-                ),
-                None => format!("run {}", run.id),
-            };
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::RUNNING,
-                    status: true,
-                    reason: "RunInProgress",
-                    message,
-                },
-                generation,
-                now,
-            );
+    let in_progress = st.book.current_run.as_ref().map(|run| {
+        match run.steps.iter().find(|s| !s.phase.is_final()) {
+            Some(s) => format!(
+                "run {} step {} ({}): {}",
+                run.id,
+                run.progress,
+                s.name,
+                s.message
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", s.phase))
+            ),
+            None => format!("run {}", run.id),
         }
-        None => conditions::set(
-            conds,
-            Desired {
-                type_: conditions::RUNNING,
-                status: false,
-                reason: "Idle",
-                message: "no run in progress".into(),
-            },
-            generation,
-            now,
-        ),
-    }
+    });
+    conditions::set_running(conds, in_progress, "no run in progress", generation, now);
     match st.book.runs.first() {
         Some(last) => {
             let ok = matches!(last.phase, RunPhase::Succeeded);

@@ -219,30 +219,13 @@ fn set_conditions(
         ))
     });
     let running = own.or_else(|| holder.map(|h| format!("running for {}", h.by)));
-    match running {
-        Some(message) => conditions::set(
-            conds,
-            Desired {
-                type_: conditions::RUNNING,
-                status: true,
-                reason: "RunInProgress",
-                message,
-            },
-            generation,
-            now,
-        ),
-        None => conditions::set(
-            conds,
-            Desired {
-                type_: conditions::RUNNING,
-                status: false,
-                reason: "Idle",
-                message: "no job of this sync is running".into(),
-            },
-            generation,
-            now,
-        ),
-    }
+    conditions::set_running(
+        conds,
+        running,
+        "no job of this sync is running",
+        generation,
+        now,
+    );
     match st.last_run.as_ref().and_then(|r| r.outcome) {
         Some(StepPhase::Succeeded) => conditions::set(
             conds,

@@ -73,6 +73,15 @@ pub async fn annotate(ns: &TestNamespace, sequence: &str, key: &str, value: &str
         .expect("annotate");
 }
 
+/// Sets an annotation of a Sync (a run or cancel request).
+pub async fn annotate_sync(ns: &TestNamespace, name: &str, key: &str, value: &str) {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    ns.api::<syncseq::api::Sync>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate sync");
+}
+
 /// Waits until the sequence has finished the given run; returns the sequence.
 pub async fn wait_for_run(
     ns: &TestNamespace,
