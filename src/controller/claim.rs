@@ -7,8 +7,8 @@
 //! merge patch that carries the resourceVersion just read, which the API server refuses with
 //! 409 when anyone wrote the Sync in between. Exactly one claimant wins; the others requeue.
 //!
-//! A claim is never released by hand: it holds only while its Job (or a Pod of it) runs, or,
-//! while that Job is not in the cache yet, for [`CLAIM_YOUNG`] after it was made. So a claimant
+//! A claim is never released by hand: it holds while its Job (or a Pod of it) runs, and for
+//! [`CLAIM_YOUNG`] after it was made unless the cache shows its Job finished. So a claimant
 //! killed between claiming and creating blocks the Sync for at most that long.
 
 use jiff::{SignedDuration, Timestamp};
@@ -19,6 +19,7 @@ use kube::{Api, ResourceExt};
 use super::Context;
 use super::observe::holders;
 use crate::api::{Sync, SyncClaim};
+use crate::engine::{JobOutcome, job_outcome};
 
 /// Field manager of claim writes (separate from the status the Sync reconciler applies).
 const CLAIM_MANAGER: &str = "syncseq-claim";
@@ -56,15 +57,26 @@ pub async fn claim(
         if c.job == job {
             return Ok(Claimed::Yes);
         }
-        let job_cached = ctx
-            .jobs
-            .state()
-            .iter()
-            .any(|j| j.namespace().as_deref() == Some(namespace) && j.name_any() == c.job);
-        if !job_cached && now < c.time.0 + CLAIM_YOUNG {
+        // Young claims hold unless the cache shows their Job finished. (Asking only whether
+        // the Job is cached would race with the holders read above: a Job that reached the
+        // cache in between, just created and running, would count as neither.)
+        let finished = ctx.jobs.state().iter().any(|j| {
+            j.namespace().as_deref() == Some(namespace)
+                && j.name_any() == c.job
+                && job_outcome(j).0 != JobOutcome::Active
+        });
+        if !finished && now < c.time.0 + CLAIM_YOUNG {
             return Ok(Claimed::Refused(c.by.clone()));
         }
     }
+    tracing::debug!(
+        %sync,
+        %job,
+        claim = ?current.status.as_ref().and_then(|s| s.claim.as_ref()).map(|c| &c.job),
+        version = ?current.resource_version(),
+        holders = ?cached_holders.iter().map(|h| &h.job).collect::<Vec<_>>(),
+        "claiming"
+    );
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": current.resource_version()},
         "status": {"claim": SyncClaim {

@@ -311,6 +311,14 @@ impl PodLog {
                 }
                 let mut max = max_sink.lock().unwrap();
                 for (sync, n) in counts {
+                    if n > 1 {
+                        let pods: Vec<&String> = alive
+                            .iter()
+                            .filter(|(_, s)| **s == sync)
+                            .map(|(p, _)| p)
+                            .collect();
+                        eprintln!("PodLog: {n} Pods of sync {sync} alive at once: {pods:?}");
+                    }
                     let m: &mut usize = max.entry(sync).or_default();
                     *m = (*m).max(n);
                 }
