@@ -933,3 +933,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Whatever a user or a tool writes into the annotations and the schedule fields (the API
+    /// server checks only their shape), deciding never panics, and a request is echoed as given.
+    #[test]
+    fn any_annotation_and_schedule_text_is_decided_without_a_panic(
+        request in "\\PC{0,300}",
+        cancel in "\\PC{0,40}",
+        schedule in "@every [0-9]{1,25}(ns|s|m|h)|[0-9*/,?-]{1,6} [0-9*/,-]{1,6} [0-9*/,?LW#-]{1,6} [0-9A-Za-z*/,-]{1,6} [0-9A-Za-z*/,?L#-]{1,6}|\\PC{0,20}",
+        zone in "[A-Za-z_/+-]{0,30}",
+        deadline in proptest::option::of(any::<i64>().prop_map(|n| n.saturating_abs())),
+        jump in 0i64..4_000_000_000,
+    ) {
+        let mut w = crm();
+        w.seq.spec.scheduling = ScheduleSpec {
+            schedule: Some(schedule),
+            time_zone: Some(zone),
+            starting_deadline_seconds: deadline,
+            suspend: false,
+        };
+        w.annotate(annotations::REQUESTED_AT, &request);
+        w.reconcile();
+        prop_assert_eq!(w.status().book.last_handled_request_at.as_deref(), Some(request.as_str()));
+        w.annotate(annotations::CANCEL_REQUESTED_AT, &cancel);
+        w.now += SignedDuration::from_secs(jump);
+        w.reconcile();
+        w.reconcile();
+    }
+}
