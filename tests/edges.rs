@@ -70,7 +70,7 @@ async fn a_job_deleted_by_hand_fails_its_attempt_and_is_never_created_again() {
     .await;
     let step = current_step(&retried, "accounts").unwrap();
     assert_ne!(step.job_name.as_deref(), Some(first.as_str()));
-    let notes = event_notes(&ns, "crm", "JobDeleted").await;
+    let notes = wait_event_notes(&ns, "crm", "JobDeleted", DEADLINE).await;
     assert!(
         notes
             .iter()
@@ -158,7 +158,7 @@ async fn a_job_create_refused_by_quota_fails_the_step_with_the_api_message() {
         step.attempt_failure.map(|f| f.reason).as_deref(),
         Some("CreateRefused")
     );
-    let refused = event_notes(&ns, "crm", "JobCreateRefused").await;
+    let refused = wait_event_notes(&ns, "crm", "JobCreateRefused", DEADLINE).await;
     assert!(refused.iter().any(|n| n.contains("quota")), "{refused:?}");
     assert!(
         event_notes(&ns, "crm", "StepStarted").await.is_empty(),
@@ -238,11 +238,11 @@ async fn a_sequence_waiting_for_a_sync_starts_when_the_holder_is_cancelled() {
         .message
         .clone();
     assert!(running.contains("waiting: sync s is running"), "{running}");
-    assert!(!event_notes(&ns, "b", "SyncBusy").await.is_empty());
+    wait_event_notes(&ns, "b", "SyncBusy", DEADLINE).await;
 
     annotate(&ns, "a", annotations::CANCEL_REQUESTED_AT, "stop").await;
     let b_job = log.wait_created("b-1-s-1-", DEADLINE).await;
-    let started = event_notes(&ns, "b", "StepStarted").await;
+    let started = wait_event_notes(&ns, "b", "StepStarted", DEADLINE).await;
     assert_eq!(started.len(), 1, "{started:?}");
     assert!(started[0].contains(&b_job));
     assert_eq!(pods.max_alive().get("s"), Some(&1));

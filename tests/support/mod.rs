@@ -109,6 +109,25 @@ pub async fn event_notes(ns: &TestNamespace, object: &str, reason: &str) -> Vec<
     list.into_iter().filter_map(|e| e.note).collect()
 }
 
+/// Waits until at least one Event of `reason` about the object exists (Events are recorded in
+/// the background, after the action they report); returns all their notes.
+pub async fn wait_event_notes(
+    ns: &TestNamespace,
+    object: &str,
+    reason: &str,
+    deadline: Duration,
+) -> Vec<String> {
+    eventually(
+        deadline,
+        &format!("a {reason} Event on {object}"),
+        || async {
+            let notes = event_notes(ns, object, reason).await;
+            (!notes.is_empty()).then_some(notes)
+        },
+    )
+    .await
+}
+
 /// Waits until the named object is gone.
 pub async fn wait_for_deletion<K>(api: &Api<K>, name: &str, deadline: Duration)
 where
