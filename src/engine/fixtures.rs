@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{JobOutcome, JobView};
+use super::{Action, JobOutcome, JobView};
 use crate::api::*;
 
 /// The tests' "now" at the start.
@@ -81,4 +81,26 @@ pub fn created(job: &Job, now: Timestamp) -> JobView {
         deleting: false,
         created: Some(now),
     }
+}
+
+/// The names of the Jobs a plan's actions create.
+pub fn creates(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateJob(j) => j.metadata.name.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The names of the Jobs a plan's actions delete.
+pub fn deletes(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteJob { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }

@@ -498,17 +498,8 @@ mod tests {
             holders: &w.holders(),
             now: w.now,
         });
-        let deleted = |plan: &SyncPlan| -> Vec<String> {
-            plan.actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::DeleteJob { name } => Some(name.clone()),
-                    _ => None,
-                })
-                .collect()
-        };
         let own = job_name("Sync", "accounts", 1, STANDALONE_STEP, 1);
-        assert_eq!(deleted(&plan), vec![own.clone()]);
+        assert_eq!(fixtures::deletes(&plan.actions), vec![own.clone()]);
         assert_eq!(
             plan.status.book.last_handled_cancel_at.as_deref(),
             Some("c1")
@@ -523,7 +514,7 @@ mod tests {
             holders: &w.holders(),
             now: w.now,
         });
-        assert_eq!(deleted(&again), vec![own]);
+        assert_eq!(fixtures::deletes(&again.actions), vec![own]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 
-use super::fixtures::{created, sequence, step, sync, t0};
+use super::fixtures::{created, creates, deletes, sequence, step, sync, t0};
 use super::*;
 use crate::api::*;
 
@@ -525,26 +525,6 @@ fn a_lost_job_create_is_redone_under_the_same_name() {
     assert_eq!(names, created);
 }
 
-fn creates(plan: &Plan) -> Vec<String> {
-    plan.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::CreateJob(j) => j.metadata.name.clone(),
-            _ => None,
-        })
-        .collect()
-}
-
-fn deletes(plan: &Plan) -> Vec<String> {
-    plan.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::DeleteJob { name } => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_seen_job_that_vanishes_fails_its_attempt_and_is_never_created_again() {
     let mut steps = vec![step("accounts")];
@@ -559,7 +539,10 @@ fn a_seen_job_that_vanishes_fails_its_attempt_and_is_never_created_again() {
     );
     w.jobs.clear(); // kubectl delete job
     let plan = w.plan();
-    assert!(!creates(&plan).contains(&first[0]), "never re-created");
+    assert!(
+        !creates(&plan.actions).contains(&first[0]),
+        "never re-created"
+    );
     let step = &plan.status.book.current_run.as_ref().unwrap().steps[0];
     assert_eq!(
         step.attempt_failure.as_ref().map(|f| f.reason.as_str()),
@@ -620,13 +603,13 @@ fn a_cancelled_runs_job_is_deleted_on_every_reconcile_until_it_goes() {
     let created = w.trigger("1");
     w.annotate(annotations::CANCEL_REQUESTED_AT, "c");
     let plan = w.plan();
-    assert_eq!(deletes(&plan), created);
+    assert_eq!(deletes(&plan.actions), created);
     // The delete was lost (the controller died): the next reconcile deletes again.
     w.seq.status = Some(plan.status);
-    assert_eq!(deletes(&w.plan()), created);
+    assert_eq!(deletes(&w.plan().actions), created);
     // Once it is being deleted, it is left to go.
     w.jobs[0].deleting = true;
-    assert!(deletes(&w.plan()).is_empty());
+    assert!(deletes(&w.plan().actions).is_empty());
 }
 
 #[test]
@@ -650,7 +633,7 @@ fn a_job_the_status_does_not_know_waits_a_bounded_time_then_is_adopted() {
     assert_eq!(run.steps[1].attempts, 1);
     assert!(run.steps[0].phase.is_final());
     assert!(
-        creates(&plan).is_empty() && deletes(&plan).is_empty(),
+        creates(&plan.actions).is_empty() && deletes(&plan.actions).is_empty(),
         "{:?}",
         plan.actions
     );
