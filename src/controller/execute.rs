@@ -1,4 +1,5 @@
-//! Executing a plan: status first (server-side apply), then Jobs, then Events.
+//! Executing a plan: claim the Syncs it starts, write status (server-side apply) and Jobs,
+//! record refusals, then queue alerts and Events.
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};

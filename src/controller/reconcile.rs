@@ -28,7 +28,8 @@ pub trait Subject:
     type Status: serde::Serialize + Clone + PartialEq + Default + Send;
 
     fn status(&self) -> Option<&Self::Status>;
-    fn book(status: &mut Self::Status) -> &mut RunBook;
+    fn book(status: &Self::Status) -> &RunBook;
+    fn book_mut(status: &mut Self::Status) -> &mut RunBook;
     /// The engine's decision on what the caches show and the Jobs this object controls.
     fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan<Self::Status>;
     /// Whether the planned status differs from the current one in what this reconciler writes.
@@ -49,7 +50,10 @@ impl Subject for SyncSequence {
     fn status(&self) -> Option<&SyncSequenceStatus> {
         self.status.as_ref()
     }
-    fn book(status: &mut SyncSequenceStatus) -> &mut RunBook {
+    fn book(status: &SyncSequenceStatus) -> &RunBook {
+        &status.book
+    }
+    fn book_mut(status: &mut SyncSequenceStatus) -> &mut RunBook {
         &mut status.book
     }
     fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan {
@@ -86,7 +90,10 @@ impl Subject for Sync {
     fn status(&self) -> Option<&SyncStatus> {
         self.status.as_ref()
     }
-    fn book(status: &mut SyncStatus) -> &mut RunBook {
+    fn book(status: &SyncStatus) -> &RunBook {
+        &status.book
+    }
+    fn book_mut(status: &mut SyncStatus) -> &mut RunBook {
         &mut status.book
     }
     fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan<SyncStatus> {
@@ -169,11 +176,11 @@ async fn reconcile_object<K: Subject>(
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.meta().uid.clone().unwrap_or_default();
     let mut jobs = owned_jobs(&ctx, &ns, &uid);
-    let mut current = obj.status().cloned().unwrap_or_default();
+    let current = obj.status().map(K::book);
     confirm_missing(
         &ctx,
         &ns,
-        K::book(&mut current).current_run.as_ref(),
+        current.and_then(|b| b.current_run.as_ref()),
         &mut jobs,
     )
     .await
@@ -188,8 +195,7 @@ async fn reconcile_object<K: Subject>(
         "decided"
     );
     let changed = K::changed(obj.status(), &plan.status);
-    let mut planned = plan.status.clone();
-    let new_run = K::book(&mut planned).last_run_number != K::book(&mut current).last_run_number;
+    let new_run = K::book(&plan.status).last_run_number != current.and_then(|b| b.last_run_number);
     let apply = K::for_apply(&plan.status);
     let executed = execute(
         obj.as_ref(),
@@ -201,7 +207,7 @@ async fn reconcile_object<K: Subject>(
             let mut failed = plan.status.clone();
             let mut any = false;
             for (job, why) in refusals {
-                any |= record_refusal(K::book(&mut failed).current_run.as_mut(), job, why, now);
+                any |= record_refusal(K::book_mut(&mut failed).current_run.as_mut(), job, why, now);
             }
             any.then(|| K::for_apply(&failed))
         },

@@ -1,9 +1,11 @@
 //! The pure core: given what is in the cluster and the time now, decide what happens next.
 //!
-//! Nothing here performs I/O. [`sequence::decide`] takes a [`Observed`] snapshot — the
-//! sequence, its Syncs, its Jobs with their Pods' results, who holds which Sync, and `now` —
-//! and returns a [`Plan`]: the status to write, the actions to execute, and when to wake up.
-//! The controller executes plans; tests drive this module directly, without an API server.
+//! Nothing here performs I/O. One run engine (`runs.rs`, `run.rs`) serves both kinds:
+//! [`decide`] takes an [`Observed`] snapshot of a sequence — its Syncs, the Jobs it controls
+//! with their Pods' results, what holds each Sync, and `now` — and [`decide_sync`] the same for
+//! a Sync, whose own run is a one-step run. Each returns a [`Plan`]: the status to write, the
+//! actions to execute, and when to wake up. The controller executes plans; tests drive this
+//! module directly, without an API server.
 
 mod alerting;
 mod conditions;

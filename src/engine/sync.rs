@@ -325,16 +325,19 @@ mod tests {
             own.chain(self.elsewhere.iter().cloned()).collect()
         }
 
-        /// Decides and applies the plan; returns the names of the Jobs it created.
-        fn reconcile(&mut self) -> (SyncPlan, Vec<String>) {
-            let all = self.all();
-            let plan = decide_sync(&SyncObserved {
+        fn plan(&self) -> SyncPlan {
+            decide_sync(&SyncObserved {
                 sync: &self.sync,
                 own: &self.own,
-                all: &all,
+                all: &self.all(),
                 holders: &self.holders(),
                 now: self.now,
-            });
+            })
+        }
+
+        /// Decides and applies the plan; returns the names of the Jobs it created.
+        fn reconcile(&mut self) -> (SyncPlan, Vec<String>) {
+            let plan = self.plan();
             self.sync.status = Some(plan.status.clone());
             let mut created = vec![];
             for a in &plan.actions {
@@ -490,14 +493,7 @@ mod tests {
         w.reconcile();
         w.elsewhere.push(sequence_job(JobOutcome::Active));
         w.request(annotations::CANCEL_REQUESTED_AT, "c1");
-        let all = w.all();
-        let plan = decide_sync(&SyncObserved {
-            sync: &w.sync,
-            own: &w.own,
-            all: &all,
-            holders: &w.holders(),
-            now: w.now,
-        });
+        let plan = w.plan();
         let own = job_name("Sync", "accounts", 1, STANDALONE_STEP, 1);
         assert_eq!(fixtures::deletes(&plan.actions), vec![own.clone()]);
         assert_eq!(
@@ -507,13 +503,7 @@ mod tests {
         assert_eq!(plan.status.book.runs[0].phase, RunPhase::Cancelled);
         // The delete was lost: the next reconcile deletes again (level-triggered).
         w.sync.status = Some(plan.status);
-        let again = decide_sync(&SyncObserved {
-            sync: &w.sync,
-            own: &w.own,
-            all: &all,
-            holders: &w.holders(),
-            now: w.now,
-        });
+        let again = w.plan();
         assert_eq!(fixtures::deletes(&again.actions), vec![own]);
     }
 
