@@ -11,6 +11,7 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 pub const RUNNING: &str = "Running";
 pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+pub const STATUS_RECOVERED: &str = "StatusRecovered";
 
 /// One condition's desired state.
 pub struct Desired<'a> {
@@ -198,4 +199,32 @@ pub fn set_spec_health(
         generation,
         now,
     );
+}
+
+/// `StatusRecovered`: present (True) from the reconcile in which the stale-status guard gave up
+/// and rebuilt status from the object's Jobs until the next run finishes, so that `kubectl
+/// describe` shows why steps of that run say "skipped: status was behind its Jobs" and the
+/// wait before it is not silent. Absent otherwise (it is not a health condition).
+pub fn set_recovered(
+    conditions: &mut Vec<Condition>,
+    recovered: Option<String>,
+    run_finished: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    match recovered {
+        Some(message) => set(
+            conditions,
+            Desired {
+                type_: STATUS_RECOVERED,
+                status: true,
+                reason: super::runs::STATUS_BEHIND_JOBS,
+                message,
+            },
+            generation,
+            now,
+        ),
+        None if run_finished => conditions.retain(|c| c.type_ != STATUS_RECOVERED),
+        None => {}
+    }
 }

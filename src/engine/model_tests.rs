@@ -4,7 +4,7 @@
 //! controller killed mid-plan, a lost request), and between reconciles outside actors act at
 //! random: a Job deleted by hand or by a TTL (its Pod running out a grace period), a Pod result
 //! lost, a step renamed or removed mid-run, status rolled back behind newer Jobs, the clock
-//! jumping, another sequence holding a Sync, triggers and cancels. After every step the
+//! jumping, another sequence holding a Sync, requests and cancels, and a schedule firing. After every step the
 //! promises are checked.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,9 +95,10 @@ struct Model {
 }
 
 impl Model {
-    fn new(steps: Vec<Step>, policy: ConcurrencyPolicy) -> Self {
+    fn new(steps: Vec<Step>, policy: ConcurrencyPolicy, schedule: Option<&str>) -> Self {
         let mut seq = sequence(steps.clone());
         seq.spec.concurrency_policy = policy;
+        seq.spec.scheduling.schedule = schedule.map(str::to_string);
         Model {
             syncs: ["a", "b"]
                 .into_iter()
@@ -275,19 +276,32 @@ impl Model {
                 }
             }
         }
-        // Every trigger ends as exactly one of started, queued or skipped.
-        if st.book.last_handled_request_at != old.book.last_handled_request_at {
-            let outcomes = plan
-                .actions
+        // Every trigger ends as exactly one of started, queued or skipped: a manual request
+        // is handled when status records its value, a scheduled time when status records it.
+        let outcomes = |source: &str| {
+            plan.actions
                 .iter()
                 .filter(|a| {
                     matches!(a, Action::Event(e)
-                        if e.note.contains("manual request")
-                            && matches!(e.reason, "RunStarted" | "RunQueued" | "TriggerSkipped"))
+                        if matches!(e.reason, "RunStarted" | "RunQueued" | "TriggerSkipped")
+                            && !e.note.contains("from the queue")
+                            && e.note.contains(source))
                 })
-                .count();
-            prop_assert_eq!(outcomes, 1, "{:?}", plan.actions);
-        }
+                .count()
+        };
+        let handled = |changed: bool| usize::from(changed);
+        prop_assert_eq!(
+            outcomes("manual request"),
+            handled(st.book.last_handled_request_at != old.book.last_handled_request_at),
+            "manual: {:?}",
+            plan.actions
+        );
+        prop_assert_eq!(
+            outcomes("schedule"),
+            handled(st.schedule.last_schedule_time != old.schedule.last_schedule_time),
+            "schedule: {:?}",
+            plan.actions
+        );
         Ok(())
     }
 
@@ -469,6 +483,15 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     })
 }
 
+/// No schedule (manual requests only), or one that fires between the model's clock jumps.
+fn schedule() -> impl Strategy<Value = Option<&'static str>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("@every 1m")),
+        Just(Some("*/2 * * * *"))
+    ]
+}
+
 fn policy() -> impl Strategy<Value = ConcurrencyPolicy> {
     prop_oneof![
         Just(ConcurrencyPolicy::Forbid),
@@ -484,15 +507,18 @@ proptest! {
     fn the_promises_hold_against_partial_plans_and_outside_actors(
         steps in steps(),
         policy in policy(),
+        schedule in schedule(),
         ops in proptest::collection::vec(op(), 1..120),
     ) {
-        let mut m = Model::new(steps, policy);
+        let mut m = Model::new(steps, policy, schedule);
         m.apply(Op::Trigger)?;
         for op in ops {
             m.apply(op)?;
         }
-        // Let the cluster settle: Jobs finish, time passes, every reconcile applies fully.
+        // Let the cluster settle: Jobs finish, time passes, every reconcile applies fully, and
+        // the schedule stops starting runs.
         m.foreign = false;
+        m.seq.spec.scheduling.suspend = true;
         for _ in 0..60 {
             m.apply(Op::Finish { ok: true, rejected: 0 })?;
             m.apply(Op::Clock(120))?;

@@ -71,6 +71,11 @@ pub(super) fn new_run(
 }
 
 /// Moves a running run forward as far as the observed Jobs allow. Returns when to wake up.
+///
+/// A step is ready when every step it depends on is final under its policy: succeeded, failed
+/// with `onFailure: Continue`, or skipped (a step that fails under `Stop` ends the run
+/// instead). Dependencies always name earlier steps, so one pass in order sees every step
+/// that became ready during it.
 pub(super) fn advance(
     run: &mut RunStatus,
     ctx: &RunContext,
@@ -78,14 +83,14 @@ pub(super) fn advance(
 ) -> Option<Timestamp> {
     let mut wake = None;
     let now = ctx.now;
-    let steps_spec = ctx.steps;
-    let mut i = 0;
-    while i < run.steps.len() && run.phase == RunPhase::Running {
-        if run.steps[i].phase.is_final() {
-            i += 1;
+    for i in 0..run.steps.len() {
+        if run.phase != RunPhase::Running {
+            break;
+        }
+        if run.steps[i].phase.is_final() || !ready(run, i) {
             continue;
         }
-        let Some(spec) = steps_spec.iter().find(|s| s.name == run.steps[i].name) else {
+        let Some(spec) = ctx.steps.iter().find(|s| s.name == run.steps[i].name) else {
             // The step was removed from the spec while the run was in progress.
             finish_step(
                 &mut run.steps[i],
@@ -93,14 +98,10 @@ pub(super) fn advance(
                 Some("skipped: step removed from the sequence".into()),
                 now,
             );
-            i += 1;
             continue;
         };
         match step_progress(run, i, spec, ctx, actions) {
-            Progress::Blocked(at) => {
-                wake = earliest(wake, at);
-                break;
-            }
+            Progress::Blocked(at) => wake = earliest(wake, at),
             Progress::Done { stop: Some(reason) } => {
                 stop_run(run, i, &reason, now);
                 actions.push(Event::warning(
@@ -108,9 +109,8 @@ pub(super) fn advance(
                     "StopRun",
                     run.message.clone().unwrap_or_default(),
                 ));
-                break;
             }
-            Progress::Done { stop: None } => i += 1,
+            Progress::Done { stop: None } => {}
         }
     }
     run.progress = progress(run);
@@ -150,8 +150,18 @@ pub(super) fn advance(
     wake
 }
 
+/// The steps step `i` waits for: the one before it, the default chain. (Non-linear sequences
+/// will name them with `dependsOn`; this is the one place that reads them.)
+fn dependencies(i: usize) -> impl Iterator<Item = usize> {
+    i.checked_sub(1).into_iter()
+}
+
+fn ready(run: &RunStatus, i: usize) -> bool {
+    dependencies(i).all(|d| run.steps.get(d).is_some_and(|s| s.phase.is_final()))
+}
+
 enum Progress {
-    /// The step is not final; stop walking. Wake at the time, if any.
+    /// The step is not final yet. Wake at the time, if any.
     Blocked(Option<Timestamp>),
     /// The step reached its final phase; `stop` carries the reason when the run must stop.
     Done { stop: Option<String> },
@@ -501,18 +511,16 @@ fn finish_step(step: &mut StepStatus, phase: StepPhase, message: Option<String>,
     step.completion_time = Some(Time(now));
 }
 
-/// Stops the run at step `failed`: every later step is Skipped with the reason.
+/// Stops the run at step `failed`: every other step not yet final is Skipped with the reason.
 fn stop_run(run: &mut RunStatus, failed: usize, reason: &str, now: Timestamp) {
     let failed_name = run.steps[failed].name.clone();
-    for step in run.steps.iter_mut().skip(failed + 1) {
-        if !step.phase.is_final() {
-            finish_step(
-                step,
-                StepPhase::Skipped,
-                Some(format!("skipped: step {failed_name} failed")),
-                now,
-            );
-        }
+    for step in run.steps.iter_mut().filter(|s| !s.phase.is_final()) {
+        finish_step(
+            step,
+            StepPhase::Skipped,
+            Some(format!("skipped: step {failed_name} failed")),
+            now,
+        );
     }
     run.phase = RunPhase::Failed;
     run.completion_time = Some(Time(now));

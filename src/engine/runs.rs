@@ -41,7 +41,9 @@ pub(super) struct Cluster<'a> {
     pub now: Timestamp,
 }
 
-/// The result of driving the runs one reconcile further.
+/// The result of driving the runs one reconcile further. (Made once per decision and taken
+/// apart at once: the size of `Done` costs nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Driven {
     /// The cache holds a Job that status does not know yet: our own status write is on its
     /// way. Decide nothing; look again at the given time.
@@ -49,6 +51,9 @@ pub(super) enum Driven {
     Done {
         /// The run that finished last in this decision, with all its steps.
         archived: Option<RunStatus>,
+        /// Set when status was behind its Jobs for longer than [`STALE_LIMIT`] and was rebuilt
+        /// from them: what was done, for the `StatusRecovered` condition.
+        recovered: Option<String>,
         /// An invalid schedule or unknown time zone.
         schedule_error: Option<String>,
         wake: Option<Timestamp>,
@@ -64,13 +69,13 @@ pub(super) fn drive(
     actions: &mut Vec<Action>,
 ) -> Driven {
     let now = cluster.now;
-    match unknown_job(book, cluster.jobs) {
+    let recovered = match unknown_job(book, cluster.jobs) {
         Some(job) if job.created.is_none_or(|at| now < at + STALE_LIMIT) => {
             return Driven::Stale(now + SignedDuration::from_secs(1));
         }
-        Some(_) => adopt_unknown_jobs(book, cluster.jobs, actions),
-        None => {}
-    }
+        Some(_) => Some(adopt_unknown_jobs(book, cluster.jobs, actions)),
+        None => None,
+    };
     let ctx = RunContext {
         owner: &runner.owner,
         steps: runner.steps,
@@ -103,6 +108,9 @@ pub(super) fn drive(
     }
     archive_finished(book, runner.history_limit, &mut archived);
 
+    // The queued run goes first, before triggers that arrive now (which then queue behind it).
+    start_queued(book, runner, &ctx, actions, &mut wake, &mut archived);
+
     // Triggers: manual first, then the schedule; each subject to the concurrency policy.
     let mut incoming: Vec<Trigger> = Vec::new();
     incoming.extend(triggers::manual(
@@ -130,6 +138,7 @@ pub(super) fn drive(
                 book,
                 runner,
                 trigger,
+                false,
                 &ctx,
                 actions,
                 &mut wake,
@@ -173,6 +182,7 @@ pub(super) fn drive(
                     book,
                     runner,
                     trigger,
+                    false,
                     &ctx,
                     actions,
                     &mut wake,
@@ -181,27 +191,13 @@ pub(super) fn drive(
             }
         }
     }
-    if book.current_run.is_none()
-        && let Some(q) = book.queued_run.take()
-    {
-        let trigger = Trigger {
-            kind: q.trigger,
-            scheduled: q.scheduled_time.map(|t| t.0),
-        };
-        start_run(
-            book,
-            runner,
-            trigger,
-            &ctx,
-            actions,
-            &mut wake,
-            &mut archived,
-        );
-    }
+    // A run started above may have finished at once (every step skipped): the queue moves on.
+    start_queued(book, runner, &ctx, actions, &mut wake, &mut archived);
     drop_unaccounted_creates(book, actions);
     cleanup(book, runner.history_limit, cluster.jobs, actions);
     Driven::Done {
         archived,
+        recovered,
         schedule_error: parsed.error,
         wake,
     }
@@ -227,8 +223,8 @@ fn unknown_job<'a>(book: &RunBook, jobs: &'a [JobView]) -> Option<&'a JobView> {
 
 /// Status is behind its Jobs for longer than a cache can lag: take the Jobs' word for it.
 /// Newer runs are counted (their Jobs, of no current run, are then cleaned up) and a later
-/// attempt of a current step becomes the step's attempt.
-fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Action>) {
+/// attempt of a current step becomes the step's attempt. Returns what it did.
+fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Action>) -> String {
     let newest = jobs.iter().map(|j| j.run).max().unwrap_or(0);
     if newest > book.last_run_number.unwrap_or(0) {
         book.last_run_number = Some(newest);
@@ -264,20 +260,50 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
             }
         }
     }
+    let what = format!(
+        "status did not account for Jobs older than {}s; took them into status (newest run {newest})",
+        STALE_LIMIT.as_secs()
+    );
     actions.push(Event::warning(
-        "StatusBehindJobs",
+        STATUS_BEHIND_JOBS,
         "AdoptJobs",
-        format!(
-            "status did not account for Jobs older than {}s; took them into status (newest run {newest})",
-            STALE_LIMIT.as_secs()
-        ),
+        what.clone(),
     ));
+    what
 }
 
+/// The reason of the Warning Event and the `StatusRecovered` condition when status is rebuilt
+/// from its Jobs.
+pub(super) const STATUS_BEHIND_JOBS: &str = "StatusBehindJobs";
+
+/// Starts the queued run when no run is in progress.
+fn start_queued(
+    book: &mut RunBook,
+    runner: &Runner,
+    ctx: &RunContext,
+    actions: &mut Vec<Action>,
+    wake: &mut Option<Timestamp>,
+    archived: &mut Option<RunStatus>,
+) {
+    if book.current_run.is_some() {
+        return;
+    }
+    let Some(q) = book.queued_run.take() else {
+        return;
+    };
+    let trigger = Trigger {
+        kind: q.trigger,
+        scheduled: q.scheduled_time.map(|t| t.0),
+    };
+    start_run(book, runner, trigger, true, ctx, actions, wake, archived);
+}
+
+#[allow(clippy::too_many_arguments)]
 fn start_run(
     book: &mut RunBook,
     runner: &Runner,
     trigger: Trigger,
+    from_queue: bool,
     ctx: &RunContext,
     actions: &mut Vec<Action>,
     wake: &mut Option<Timestamp>,
@@ -286,9 +312,13 @@ fn start_run(
     let id = book.last_run_number.unwrap_or(0).saturating_add(1);
     book.last_run_number = Some(id);
     let mut run = new_run(id, runner.steps, trigger.kind, trigger.scheduled, ctx.now);
-    let what = match trigger.scheduled {
-        Some(t) => format!("run {id} started by the schedule (for {t})"),
-        None => format!("run {id} started by {}", trigger_name(trigger.kind)),
+    let what = match (from_queue, trigger.scheduled) {
+        (true, _) => format!(
+            "run {id} started from the queue (queued by {})",
+            trigger_name(trigger.kind)
+        ),
+        (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
+        (false, None) => format!("run {id} started by {}", trigger_name(trigger.kind)),
     };
     actions.push(Event::normal("RunStarted", "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));

@@ -466,6 +466,24 @@ fn concurrency_policies() {
     }
     assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
     assert!(w.status().book.queued_run.is_none());
+    // The queued run goes before a trigger that arrives as the run in progress ends, which
+    // then queues behind it.
+    w.succeed(1, 0);
+    w.reconcile();
+    w.succeed(1, 0);
+    w.reconcile();
+    w.trigger("4");
+    w.succeed(1, 0);
+    w.annotate(annotations::REQUESTED_AT, "5");
+    w.reconcile();
+    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 3);
+    let started = w.events.iter().rev().find(|e| e.reason == "RunStarted");
+    assert!(
+        started.is_some_and(|e| e.note.contains("run 3 started from the queue")),
+        "{started:?}"
+    );
+    assert!(w.status().book.queued_run.is_some());
+    assert_eq!(w.status().book.skipped_triggers, Some(1));
 
     // Replace: the running run is cancelled; the new one waits for the old Job to be gone.
     let mut w = crm();
@@ -642,6 +660,26 @@ fn a_job_the_status_does_not_know_waits_a_bounded_time_then_is_adopted() {
             .iter()
             .any(|a| matches!(a, Action::Event(e) if e.reason == "StatusBehindJobs"))
     );
+    let recovered = |st: &crate::api::SyncSequenceStatus| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "StatusRecovered")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        recovered(&plan.status),
+        Some(("True".into(), "StatusBehindJobs".into()))
+    );
+    // It stays while the recovered run goes on, and goes once that run has finished.
+    w.seq.status = Some(plan.status);
+    w.reconcile();
+    assert!(recovered(w.status()).is_some());
+    w.succeed(1, 1);
+    w.reconcile();
+    w.succeed(1, 2);
+    w.reconcile();
+    assert!(w.status().book.current_run.is_none());
+    assert_eq!(recovered(w.status()), None);
 }
 
 #[test]

@@ -18,9 +18,14 @@ use crate::api::{RunPhase, RunStatus, SyncSequence};
 /// Field manager of the plugin's patches, as `managedFields` shows it.
 const FIELD_MANAGER: &str = "kubectl-syncseq";
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth reporting.
+/// Writes to stdout, terminal-safe; a closed pipe (`| head`) is not an error worth reporting.
 fn emit(text: &str) {
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    let _ = std::io::stdout().write_all(render::terminal_safe(text).as_bytes());
+}
+
+/// A progress line on stderr, terminal-safe.
+fn say(line: &str) {
+    eprintln!("{}", render::terminal_safe(line));
 }
 
 /// A new request value: the time now as RFC 3339 with nanoseconds, unique per request.
@@ -85,10 +90,10 @@ impl Progress {
     fn show(&mut self, run: &RunStatus) {
         if self.seen.as_ref().is_none_or(|s| s.id != run.id) {
             self.seen = None;
-            eprintln!("run {} started", run.id);
+            say(&format!("run {} started", run.id));
         }
         for line in render::step_changes(self.seen.as_ref(), run, Timestamp::now()) {
-            eprintln!("{line}");
+            say(&line);
         }
         self.seen = Some(run.clone());
     }
@@ -120,7 +125,7 @@ pub async fn run(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow
             RunRequest::Queued => {
                 if !said_queued {
                     said_queued = true;
-                    eprintln!("run queued behind the run in progress");
+                    say("run queued behind the run in progress");
                 }
                 None
             }
@@ -252,7 +257,7 @@ pub async fn history(
         None => {
             match render::history(&seq, Timestamp::now()) {
                 Some(table) => emit(&table),
-                None => eprintln!("No runs of {} yet.", reference(name)),
+                None => say(&format!("No runs of {} yet.", reference(name))),
             }
             Ok(())
         }

@@ -153,7 +153,7 @@ pub async fn main() -> ExitCode {
     match run(cli.args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render::terminal_safe(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

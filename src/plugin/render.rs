@@ -82,6 +82,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Text as it may reach a terminal. Status can be written by anyone allowed to write it, so
+/// control characters (escape sequences that rewrite the screen or the title) and bidi
+/// overrides are dropped, as the controller drops them; line breaks stay.
+pub fn terminal_safe(text: &str) -> String {
+    text.split('\n')
+        .map(crate::engine::printable)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A message on one line.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -461,6 +471,22 @@ mod tests {
             ],
             message: Some("step workspaces failed".into()),
         }
+    }
+
+    #[test]
+    fn output_drops_escape_sequences_and_bidi_overrides_but_keeps_lines() {
+        let hostile = "step\u{1b}]0;owned\u{7}\u{1b}[2J ok\r\nnext \u{202e}gnp.exe\n";
+        assert_eq!(
+            terminal_safe(hostile),
+            "step]0;owned[2J ok \nnext gnp.exe\n"
+        );
+        let mut run = finished_run();
+        run.steps[1].message = Some("bad\u{1b}[31m red".into());
+        let out = terminal_safe(&run_timeline(&run, None, t("2026-05-01T09:05:00Z")));
+        assert!(
+            !out.contains('\u{1b}') && out.contains("bad[31m red"),
+            "{out}"
+        );
     }
 
     #[test]
