@@ -52,6 +52,9 @@ ready() { # quiet check of the whole readiness condition
 
 start_time=$(date +%s)
 bin=$("$hack_dir/build-tools.sh") || die "hack/build-tools.sh failed"
+# What the cluster is started with besides the binaries: a running cluster set up by another
+# version of this script or of the kwok stages is restarted.
+setup=$(cat "$hack_dir/cluster-up.sh" "$hack_dir"/kwok/*.yaml | sha256sum | cut -c1-16)
 for p in "${components[@]}"; do [ -x "$bin/$p" ] || die "$bin/$p missing"; done
 
 # ---- reuse a running cluster --------------------------------------------------------------
@@ -59,6 +62,8 @@ for p in "${components[@]}"; do [ -x "$bin/$p" ] || die "$bin/$p missing"; done
 if [ -f "$kubeconfig" ] && all_alive; then
   if ! grep -qxF "BIN=$bin" "$state/env" 2>/dev/null; then
     log "the running cluster uses other binaries than the current pins; restarting it"
+  elif ! grep -qxF "SETUP=$setup" "$state/env" 2>/dev/null; then
+    log "the running cluster was set up by another version of hack/; restarting it"
   else
     # A node may be briefly NotReady (e.g. a late lease renewal): give it the usual deadline.
     reuse_deadline=$(($(date +%s) + timeout))
@@ -110,6 +115,8 @@ scheduler_port=$(free_port); chosen+="$scheduler_port "
 server=https://127.0.0.1:$apiserver_port
 cat >"$state/env" <<EOF
 BIN=$bin
+SETUP=$setup
+AUDIT_LOG=$state/logs/audit.log
 ETCD_PORT=$etcd_port
 ETCD_PEER_PORT=$etcd_peer_port
 APISERVER_PORT=$apiserver_port
@@ -245,8 +252,24 @@ etcd_health() {
 }
 wait_for "etcd /health" etcd_health
 
+# Audit log of the writes made with the admin credentials (tests and the controllers they
+# start): the fencing test reads it to show that a leader that lost its lease wrote nothing.
+cat >"$state/config/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: [syncseq-admin]
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+EOF
+
 start kube-apiserver \
   --bind-address=127.0.0.1 \
+  --audit-policy-file="$state/config/audit-policy.yaml" \
+  --audit-log-path="$state/logs/audit.log" \
+  --audit-log-maxsize=200 --audit-log-maxbackup=1 \
   --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
   --secure-port="$apiserver_port" \

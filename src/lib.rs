@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod engine;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;
@@ -26,17 +27,24 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     use futures::FutureExt;
 
     telemetry::init_logging(&args.log_format, &args.log_level)?;
-    let client = kube::Client::try_default().await?;
+    let kube_config = kube::Config::infer().await?;
     let instance = args.instance.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "syncseq".into());
         format!("{host}-{}", std::process::id())
     });
+    // Every write of the controller passes the fence; the Lease's own client is not fenced
+    // (the election guards its renewals itself).
+    let client_with = |fence: leader::Fence| -> anyhow::Result<kube::Client> {
+        Ok(kube::client::ClientBuilder::try_from(kube_config.clone())?
+            .with_layer(&leader::FenceLayer::new(fence, &instance))
+            .build())
+    };
     let config = controller::Config {
         namespace: args.namespace.clone(),
         instance: Some(instance.clone()),
     };
     let metrics = Arc::new(metrics::Metrics::new());
-    let health = Arc::new(server::Health::default());
+    let health = Arc::new(health::Health::default());
     let address = server::serve(&args.metrics_address, metrics.clone(), health.clone()).await?;
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
     let shutdown = telemetry::shutdown_signal().shared();
@@ -45,10 +53,10 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
         health.leading.store(true, Ordering::SeqCst);
         tracing::info!(namespace = ?config.namespace, "starting syncseq controller (no leader election)");
         return controller::run(
-            client,
+            client_with(leader::Fence::open())?,
             config,
             metrics,
-            health.caches_synced.clone(),
+            health.clone(),
             shutdown,
         )
         .await;
@@ -60,10 +68,11 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
             .clone()
             .or(args.namespace.clone())
             .unwrap_or_else(|| "default".into()),
-        identity: instance,
+        identity: instance.clone(),
         duration: std::time::Duration::from_secs(args.lease_duration_seconds),
     };
-    let mut election = leader::Election::start(client.clone(), &lease).await?;
+    let mut election = leader::Election::start(client_with(leader::Fence::open())?, &lease).await?;
+    let client = client_with(election.fence())?;
     health.electing.store(true, Ordering::SeqCst);
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for leadership");
     tokio::select! {
@@ -85,17 +94,25 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let run = controller::run(client, config, metrics, health.caches_synced.clone(), stop);
+    let run = controller::run(client, config, metrics, health.clone(), stop);
     tokio::pin!(run);
     let result = tokio::select! {
         result = &mut run => result,
         _ = election.lost() => {
-            tracing::error!("lost the lease: stopping");
+            health.leading.store(false, Ordering::SeqCst);
             let _ = lost_tx.send(());
-            let _ = run.await;
+            // Writes are fenced already, so nothing in flight can act; give it a moment to end
+            // cleanly, then exit regardless (a reconcile stuck on a hung request must not keep
+            // a replica that cannot lead alive).
+            if tokio::time::timeout(STOP_AFTER_LOSS, &mut run).await.is_err() {
+                tracing::warn!("reconciles still in flight {STOP_AFTER_LOSS:?} after losing the lease; exiting");
+            }
             anyhow::bail!("lost leadership of lease {}", lease.name);
         }
     };
     election.release().await;
     result
 }
+
+/// How long a replica that lost the lease waits for its reconciles to end before it exits.
+const STOP_AFTER_LOSS: std::time::Duration = std::time::Duration::from_secs(3);

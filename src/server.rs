@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,31 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
-
-/// What the probes report.
-#[derive(Default)]
-pub struct Health {
-    /// This replica holds the lease (always true without leader election).
-    pub leading: AtomicBool,
-    /// Leader election is running, so a standby is healthy while it waits.
-    pub electing: AtomicBool,
-    /// The leader's caches hold their initial lists.
-    pub caches_synced: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Ready: a standby that takes part in the election, or a leader whose caches have synced.
-    /// Standbys must be Ready, or a rolling update and a PodDisruptionBudget would wait forever
-    /// for the replica that cannot lead while the old leader holds the lease.
-    pub fn ready(&self) -> bool {
-        if self.leading.load(Ordering::SeqCst) {
-            self.caches_synced.load(Ordering::SeqCst)
-        } else {
-            self.electing.load(Ordering::SeqCst)
-        }
-    }
-}
 
 struct AppState {
     metrics: Arc<Metrics>,
@@ -54,7 +31,7 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Arc::new(AppState { metrics, health }));
     tokio::spawn(async move {
@@ -75,8 +52,15 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoRespons
     )
 }
 
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    match state.health.problem(Instant::now()) {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(problem) => (StatusCode::SERVICE_UNAVAILABLE, problem),
+    }
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if state.health.ready() {
+    if state.health.ready(Instant::now()) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -24,8 +24,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{Sync, SyncSequence, labels};
+use crate::health::Health;
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +53,8 @@ pub struct Context {
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// What `/healthz` and `/readyz` report; reconciles in flight are tracked in it.
+    pub health: Arc<Health>,
 }
 
 impl Context {
@@ -78,7 +81,7 @@ pub async fn run(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static,
 ) -> anyhow::Result<()> {
     let ns = config.namespace.as_deref();
@@ -94,6 +97,7 @@ pub async fn run(
     // its owner and whoever waits for its Sync.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
+        .inspect(watch_health(&health, "Job"))
         .modify(|job: &mut Job| {
             job.managed_fields_mut().clear();
             job.spec = None;
@@ -107,6 +111,7 @@ pub async fn run(
         watcher::Config::default().labels(labels::SYNC),
     )
     .default_backoff()
+    .inspect(watch_health(&health, "Pod"))
     .modify(|pod: &mut Pod| {
         pod.managed_fields_mut().clear();
         pod.spec = None;
@@ -117,6 +122,7 @@ pub async fn run(
     .boxed();
     let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
         .default_backoff()
+        .inspect(watch_health(&health, "Sync"))
         .modify(|sync: &mut Sync| sync.managed_fields_mut().clear())
         .reflect(syncs_writer)
         .touched_objects()
@@ -129,9 +135,13 @@ pub async fn run(
             .clone()
             .unwrap_or_else(|| format!("syncseq-{}", std::process::id())),
     };
-    let sequences = api::<SyncSequence>(&client, ns);
-    let controller = Controller::new(sequences, watcher::Config::default());
-    let seq_store = controller.store();
+    let (seq_store, seq_writer) = reflector::store();
+    let seq_stream = watcher(api::<SyncSequence>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .inspect(watch_health(&health, "SyncSequence"))
+        .reflect(seq_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(seq_stream, seq_store.clone());
     let seq_store_for_syncs = seq_store.clone();
 
     // One task waits on the stores and publishes readiness to every reconcile. (Store's own
@@ -140,12 +150,13 @@ pub async fn run(
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {
         let (jobs, pods, syncs) = (jobs.clone(), pods.clone(), syncs.clone());
+        let ready = health.clone();
         tokio::spawn(async move {
             let _ = jobs.wait_until_ready().await;
             let _ = pods.wait_until_ready().await;
             let _ = syncs.wait_until_ready().await;
             let _ = ready_tx.send(true);
-            ready.store(true, Ordering::SeqCst);
+            ready.caches_synced.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
         });
     }
@@ -160,6 +171,7 @@ pub async fn run(
         freshness: Default::default(),
         caches_ready,
         metrics: metrics.clone(),
+        health: health.clone(),
     });
 
     // Job and Pod events also wake the Sync they run, through this channel: one watch per kind
@@ -184,11 +196,7 @@ pub async fn run(
             reconcile::error_policy::<Sync>,
             ctx.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "sync reconcile failed");
-            }
-        });
+        .for_each(|result| async move { log_failure(result.map(|_| ())) });
 
     let seq_store_for_jobs = seq_store.clone();
     let seq_store_for_pods = seq_store.clone();
@@ -256,13 +264,41 @@ pub async fn run(
             reconcile::error_policy::<SyncSequence>,
             ctx,
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile failed");
-            }
-        });
+        .for_each(|result| async move { log_failure(result.map(|_| ())) });
     tokio::join!(sequence_controller, sync_controller);
     Ok(())
+}
+
+/// Feeds a watch's results to the health probes.
+fn watch_health<K>(
+    health: &Arc<Health>,
+    kind: &'static str,
+) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let health = health.clone();
+    move |result| {
+        if let Err(e) = result {
+            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+        }
+        health.watch_result(
+            kind,
+            result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        );
+    }
+}
+
+/// What the controller runtime reports besides reconciles: a failed reconcile was logged
+/// (at warn, with its object) and counted by the error policy already.
+fn log_failure<E: std::fmt::Display>(
+    result: Result<(), kube::runtime::controller::Error<E, watcher::Error>>,
+) {
+    use kube::runtime::controller::Error;
+    match result {
+        Ok(()) | Err(Error::ReconcilerFailed(..)) => {}
+        Err(Error::ObjectNotFound(obj)) => {
+            tracing::debug!(object = %obj, "object gone before its reconcile")
+        }
+        Err(e) => tracing::warn!(error = %e, "controller queue failed"),
+    }
 }
 
 /// Marks the object of a Delete event as being deleted, so that the mappers, which see objects

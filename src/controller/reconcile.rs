@@ -164,6 +164,7 @@ async fn reconcile_object<K: Subject>(
 ) -> Result<Requeue, ExecuteError> {
     ctx.caches_synced().await;
     let _timer = ReconcileTimer::start(&ctx.metrics, &K::kind(&()));
+    let _tracked = ctx.health.reconciling();
     if obj.meta().deletion_timestamp.is_some() {
         ctx.freshness.forget(key);
         return Ok(Requeue::await_change());

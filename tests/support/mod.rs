@@ -19,6 +19,7 @@ use kube::{Api, Client, Config, Resource};
 use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
+pub mod audit;
 pub mod fixtures;
 
 /// Repository root.
@@ -337,7 +338,7 @@ impl ControllerProcess {
         // Leader election runs as in production, on a Lease in the test's namespace. The
         // identity is stable across restarts, so a restarted process reclaims its own lease at
         // once instead of waiting for it to expire (a second replica gets its own identity).
-        let identity = format!("{}-{}", self.identity, self.namespace);
+        let identity = self.identity();
         // hack/test-as-serviceaccount.sh runs the controllers as the Helm chart's ServiceAccount.
         let kubeconfig = std::env::var_os("SYNCSEQ_CONTROLLER_KUBECONFIG")
             .map(PathBuf::from)
@@ -408,6 +409,33 @@ impl ControllerProcess {
             },
         )
         .await
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`) to the running process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("a running controller").to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits until the process exits on its own; returns its exit status.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("a running controller");
+        let status = eventually(deadline, "the controller process to exit", || {
+            let status = child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    /// The identity this replica uses for its Lease, its Events and its User-Agent.
+    pub fn identity(&self) -> String {
+        format!("{}-{}", self.identity, self.namespace)
     }
 
     /// The OS process id, while running.
