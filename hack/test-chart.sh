@@ -194,6 +194,13 @@ if [ -s "$work/namespaced.json" ]; then
   expect namespaced "--namespace flag" "map(select(.kind == \"Deployment\"))[0].spec.template.spec.containers[0].args | index(\"--namespace=$watched\") != null"
   expect namespaced "Secret get limited to alertSecrets" '[.[] | select(.kind == "Role") | .rules[] | select(.resources | index("secrets"))] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-webhook", "oncall-webhook"], "verbs": ["get"]}]'
 fi
+if [ -s "$work/egress.json" ]; then
+  expect egress "--webhook-allow per allowed entry" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | index("--webhook-allow=169.254.1.1/32") != null and index("--webhook-allow=receiver.internal") != null'
+  expect egress "egress NetworkPolicy without link-local" 'map(select(.kind == "NetworkPolicy"))[0].spec | .policyTypes == ["Egress"] and (.egress[0].to | map(.ipBlock.except[0]) == ["169.254.0.0/16", "fe80::/10"])'
+fi
+if [ -s "$work/default.json" ]; then
+  expect default "no NetworkPolicy by default" 'all(.kind != "NetworkPolicy")'
+fi
 if [ -s "$work/alert-secrets.json" ]; then
   expect alert-secrets "ClusterRole gets exactly the alertSecrets" '[.[] | select(.kind == "ClusterRole") | .rules[] | select(.resources | index("secrets"))] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-webhook"], "verbs": ["get"]}]'
 fi

@@ -66,6 +66,10 @@ pub struct ControllerArgs {
     /// Seconds a lease lasts without renewal: how long a standby waits after the leader dies.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Hosts or CIDRs alert webhooks may reach although they are loopback, link-local or
+    /// unspecified addresses (refused by default). Repeat, or separate with commas.
+    #[arg(long, env = "SYNCSEQ_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -42,6 +42,8 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     let config = controller::Config {
         namespace: args.namespace.clone(),
         instance: Some(instance.clone()),
+        egress: controller::EgressPolicy::parse(&args.webhook_allow)
+            .map_err(|e| anyhow::anyhow!(e))?,
     };
     let metrics = Arc::new(metrics::Metrics::new());
     let health = Arc::new(health::Health::default());

@@ -944,6 +944,87 @@ async fn a_missing_secret_shows_on_the_sequence_until_a_later_delivery_succeeds(
     );
 }
 
+/// A webhook URL is a tenant's input: by default it may not reach loopback, link-local (cloud
+/// metadata) or unspecified addresses, whether written as an address or as a name that
+/// resolves to one. Each refusal is final, says why, and reaches the condition and an Event.
+#[tokio::test]
+async fn webhooks_to_loopback_or_metadata_addresses_are_refused_by_default() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-egress").await;
+    let receiver = Receiver::start().await;
+    ns.kubectl_apply(&sync_yaml("load", "300ms", 1, None));
+    let hooks = [
+        ("v4", receiver.url("/v4/tok")),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data".to_string(),
+        ),
+        ("v6", "http://[::1]:9/x".to_string()),
+        (
+            "named",
+            format!("http://localhost:{}/named/tok", receiver.port),
+        ),
+    ];
+    for (name, url) in &hooks {
+        create_secret(&ns, &format!("{name}-hook"), url).await;
+    }
+    let alerts: Vec<(String, String)> = hooks
+        .iter()
+        .map(|(name, _)| (name.to_string(), format!("{name}-hook")))
+        .collect();
+    let alerts: Vec<(&str, &str, &str, &str)> = alerts
+        .iter()
+        .map(|(a, s)| (a.as_str(), "RunFailed", s.as_str(), "JSON"))
+        .collect();
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("load", "")],
+        &alerts_yaml(&alerts),
+    ));
+    // The harness allows 127.0.0.1 for the other tests' receiver; this controller has the default.
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        vec![("SYNCSEQ_WEBHOOK_ALLOW".into(), String::new())],
+    );
+    run_to_end(&ns, "crm", 1).await;
+
+    let refused = wait_for_events(&ns, "crm", "AlertDeliveryFailed", hooks.len()).await;
+    for (name, kind) in [
+        ("v4", "127.0.0.1, a loopback"),
+        ("metadata", "169.254.169.254, a link-local"),
+        ("v6", "::1, a loopback"),
+        ("named", "a loopback"),
+    ] {
+        let note = refused
+            .iter()
+            .map(|(_, n)| n)
+            .find(|n| n.starts_with(&format!("alert {name} ")))
+            .unwrap_or_else(|| panic!("no refusal for {name}: {refused:?}"));
+        assert!(
+            note.contains(kind)
+                && note.contains("after 1 attempt:")
+                && note.contains("(not retried)"),
+            "{name}: {note}"
+        );
+        assert!(!note.contains("tok"), "the URL leaked: {note}");
+    }
+    let seq = wait_for_object(
+        &ns.api::<SyncSequence>(),
+        "crm",
+        Duration::from_secs(30),
+        "AlertsDelivered=False",
+        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "False"),
+    )
+    .await;
+    let (_, reason, message) = condition(&seq, "AlertsDelivered").unwrap();
+    assert_eq!(reason, "EgressRefused", "{message}");
+    assert!(message.contains("--webhook-allow"), "{message}");
+    assert!(
+        receiver.requests("/").is_empty(),
+        "nothing reached the receiver"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Garbage termination messages.
 

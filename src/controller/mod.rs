@@ -6,6 +6,7 @@
 
 mod backoff;
 mod claim;
+mod egress;
 mod events;
 mod execute;
 mod freshness;
@@ -28,6 +29,8 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
 
+pub use egress::EgressPolicy;
+
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -35,6 +38,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Identity in Events (`reportingInstance`), e.g. the Pod name.
     pub instance: Option<String>,
+    /// Where alert webhooks may connect.
+    pub egress: EgressPolicy,
 }
 
 /// Shared state of the reconcilers: the client and the caches fed by the watches.
@@ -165,7 +170,7 @@ pub async fn run(
         syncs: syncs.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
-        notifier: notify::Notifier::start(client.clone(), reporter.clone()),
+        notifier: notify::Notifier::start(client.clone(), reporter.clone(), config.egress.clone()),
         reporter,
         backoff: Default::default(),
         freshness: Default::default(),

@@ -33,6 +33,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
+use super::egress::{CheckedResolver, EgressPolicy, EgressRefused, refusal};
 use super::events::{self, Reporter};
 use crate::alerts::{self, ALERTS_DELIVERED, Notification};
 use crate::api::{SecretKeyRef, SyncSequence, SyncSequenceStatus};
@@ -49,8 +50,6 @@ const MAX_IN_FLIGHT: usize = 16;
 const LANE_IDLE: Duration = Duration::from_secs(60);
 /// How many delivered keys the dispatcher remembers to drop duplicates.
 const RECENT_KEYS: usize = 4096;
-/// The most of a failed answer's body quoted in the error.
-const MAX_ANSWER_QUOTE: usize = 200;
 
 /// Retries and timeouts of one delivery.
 #[derive(Debug, Clone, Copy)]
@@ -95,16 +94,23 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts the dispatcher; must be called within the Tokio runtime.
-    pub fn start(client: Client, reporter: Reporter) -> Self {
-        Self::start_with(client, reporter, RetryPolicy::default())
+    pub fn start(client: Client, reporter: Reporter, egress: EgressPolicy) -> Self {
+        Self::start_with(client, reporter, egress, RetryPolicy::default())
     }
 
-    pub fn start_with(client: Client, reporter: Reporter, policy: RetryPolicy) -> Self {
+    pub fn start_with(
+        client: Client,
+        reporter: Reporter,
+        egress: EgressPolicy,
+        policy: RetryPolicy,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let egress = Arc::new(egress);
         let shared = Arc::new(Shared {
             client,
             reporter,
-            http: http_client(),
+            http: http_client(egress.clone()),
+            egress,
             policy,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             outcomes: Mutex::new(HashMap::new()),
@@ -160,10 +166,12 @@ pub fn status_unchanged(
     &current == planned
 }
 
-type Http = HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Http = HttpClient<HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>;
 
 struct Shared {
     client: Client,
+    /// Where webhooks may connect (checked again on every resolution by `http`).
+    egress: Arc<EgressPolicy>,
     reporter: Reporter,
     http: Http,
     policy: RetryPolicy,
@@ -184,8 +192,9 @@ enum Outcome {
     },
 }
 
-/// An HTTPS (rustls, platform verifier: the OS trust store) or plain-HTTP client.
-fn http_client() -> Http {
+/// An HTTPS (rustls, platform verifier: the OS trust store) or plain-HTTP client that connects
+/// only where the egress policy allows.
+fn http_client(egress: Arc<EgressPolicy>) -> Http {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -201,11 +210,13 @@ fn http_client() -> Http {
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         });
+    let mut http = HttpConnector::new_with_resolver(CheckedResolver { policy: egress });
+    http.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     HttpClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector)
@@ -333,6 +344,7 @@ async fn attempt_once(
     body: Bytes,
 ) -> Result<(), AttemptError> {
     let url = webhook_url(&shared.client, namespace, secret).await?;
+    shared.egress.check_literal(&url).map_err(refused)?;
     post(&shared.http, &url, body, shared.policy.request_timeout)
         .await
         .map_err(|mut e| {
@@ -402,33 +414,21 @@ async fn post(
         .body(Full::new(body))
         .map_err(|e| AttemptError::retry("DeliveryFailed", e.to_string()))?;
     let exchange = async {
-        let response = http
-            .request(request)
-            .await
-            .map_err(|e| AttemptError::retry("DeliveryFailed", error_chain(&e)))?;
+        let response = http.request(request).await.map_err(|e| match refusal(&e) {
+            Some(r) => refused(r),
+            None => AttemptError::retry("DeliveryFailed", error_chain(&e)),
+        })?;
         let status = response.status();
+        // Read the (small) answer so the connection can be reused. Its body is never quoted:
+        // it is whatever answers at the tenant's URL chose to say, and would reach status and
+        // Events; the status code is what counts.
+        let _ = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await;
         if status.is_success() {
-            // Read the (small) answer so the connection can be reused.
-            let _ = Limited::new(response.into_body(), 64 * 1024)
-                .collect()
-                .await;
             return Ok(());
         }
-        let answer = Limited::new(response.into_body(), 4096)
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
-            .unwrap_or_default();
-        let quote: String = answer
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(MAX_ANSWER_QUOTE)
-            .collect();
-        let message = if quote.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            format!("HTTP {status}: {quote}")
-        };
+        let message = format!("HTTP {status}");
         let retry = status.is_server_error()
             || status == http::StatusCode::REQUEST_TIMEOUT
             || status == http::StatusCode::TOO_MANY_REQUESTS;
@@ -450,6 +450,15 @@ async fn post(
                 format!("no answer within {}s", timeout.as_secs()),
             ))
         })
+}
+
+/// A connection the egress policy refused: final, since retrying cannot change the answer.
+fn refused(r: EgressRefused) -> AttemptError {
+    AttemptError {
+        reason: "EgressRefused",
+        message: format!("{r} (not retried)"),
+        retry: false,
+    }
 }
 
 /// An error and its sources, as one line.
@@ -814,14 +823,17 @@ mod tests {
                 sock.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        let http = http_client();
+        let http = http_client(Arc::new(EgressPolicy::parse(&["127.0.0.1"]).unwrap()));
         let url: http::Uri = format!("http://{addr}/hook/T0/SECRET").parse().unwrap();
         let t = Duration::from_secs(5);
         let body = Bytes::from_static(b"{}");
         assert!(post(&http, &url, body.clone(), t).await.is_ok());
         let e = post(&http, &url, body.clone(), t).await.unwrap_err();
         assert!(e.retry);
-        assert_eq!(e.message, "HTTP 503 Service Unavailable: no_such_token");
+        assert_eq!(
+            e.message, "HTTP 503 Service Unavailable",
+            "the body is not quoted"
+        );
         let e = post(&http, &url, body.clone(), t).await.unwrap_err();
         assert!(!e.retry);
         assert!(e.message.starts_with("HTTP 404 Not Found"), "{}", e.message);

@@ -369,6 +369,9 @@ impl ControllerProcess {
             ])
             .args(election)
             .env("KUBECONFIG", &kubeconfig)
+            // The tests' webhook receivers listen on 127.0.0.1, which webhooks may not reach
+            // by default; a test that checks the default sets this empty.
+            .env("SYNCSEQ_WEBHOOK_ALLOW", "127.0.0.1")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
