@@ -32,6 +32,9 @@ pub struct Metrics {
     pub runs: Family<OutcomeLabel, Counter>,
     pub step_duration: Histogram,
     pub step_handoff: Histogram,
+    /// Alert notifications the delivery queue had no room for (they stay pending in status and
+    /// are offered again).
+    pub alert_queue_dropped: Counter,
     /// When the controller saw each Job finish, for the hand-off histogram. Entries are taken
     /// when the next step starts and dropped after a while otherwise.
     finished_seen: Mutex<HashMap<String, Instant>>,
@@ -82,8 +85,15 @@ impl Metrics {
             "Time from the controller seeing a step's Job finish to the next step's Job being created",
             step_handoff.clone(),
         );
+        let alert_queue_dropped = Counter::default();
+        registry.register(
+            "alert_queue_dropped",
+            "Alert notifications the delivery queue had no room for; they stay pending and are offered again",
+            alert_queue_dropped.clone(),
+        );
         Metrics {
             registry,
+            alert_queue_dropped,
             reconciles,
             reconcile_errors,
             reconcile_duration,

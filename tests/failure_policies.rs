@@ -29,6 +29,7 @@ const RUN_DEADLINE: Duration = Duration::from_secs(90);
 struct Received {
     path: String,
     content_type: Option<String>,
+    idempotency_key: Option<String>,
     body: Vec<u8>,
     status: u16,
     answered_at: Instant,
@@ -51,6 +52,8 @@ struct ReceiverState {
     requests: Vec<Received>,
     /// Answer 500 to this many requests, then 200.
     fail_next: usize,
+    /// Answer 503 until then (an outage).
+    down_until: Option<Instant>,
     /// Wait this long before answering.
     delay: Duration,
 }
@@ -85,6 +88,10 @@ impl Receiver {
 
     fn fail_next(&self, n: usize) {
         self.state.lock().unwrap().fail_next = n;
+    }
+
+    fn down_for(&self, d: Duration) {
+        self.state.lock().unwrap().down_until = Some(Instant::now() + d);
     }
 
     fn delay(&self, d: Duration) {
@@ -146,7 +153,9 @@ async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>
         .to_string();
     let (status, delay) = {
         let mut s = state.lock().unwrap();
-        let status = if s.fail_next > 0 {
+        let status = if s.down_until.is_some_and(|t| Instant::now() < t) {
+            503
+        } else if s.fail_next > 0 {
             s.fail_next -= 1;
             500
         } else {
@@ -170,6 +179,7 @@ async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>
     state.lock().unwrap().requests.push(Received {
         path,
         content_type: header(&head, "content-type"),
+        idempotency_key: header(&head, "idempotency-key"),
         body,
         status,
         answered_at: Instant::now(),
@@ -865,7 +875,6 @@ async fn a_missing_secret_shows_on_the_sequence_until_a_later_delivery_succeeds(
     let api = ns.api::<SyncSequence>();
 
     run_to_end(&ns, "crm", 1).await;
-    // Five attempts, 1+2+4+8 s apart.
     let seq = wait_for_object(
         &api,
         "crm",
@@ -881,9 +890,11 @@ async fn a_missing_secret_shows_on_the_sequence_until_a_later_delivery_succeeds(
         "{message}"
     );
     assert!(
-        message.contains("not delivered after 5 attempts: Secret absent not found"),
+        message.contains("not delivered yet after 1 attempt (retrying until the receiver accepts it): Secret absent not found"),
         "{message}"
     );
+    let pending = &seq.status.as_ref().unwrap().pending_alerts;
+    assert_eq!(pending.len(), 1, "the notification waits in the outbox");
     let warning = wait_for_events(&ns, "crm", "AlertDeliveryFailed", 1).await;
     assert_eq!(warning[0].0, "Warning");
     assert!(
@@ -922,26 +933,134 @@ async fn a_missing_secret_shows_on_the_sequence_until_a_later_delivery_succeeds(
         .collect();
     assert!(managers.contains(&"syncseq-alerts"), "{managers:?}");
 
-    // Fixed: the next notification (the recovery) is delivered and the condition turns True.
+    // Fixed: the failure still pending is delivered, once, and the condition turns True; the
+    // next run's recovery follows it.
     create_secret(&ns, "absent", &receiver.url("/late")).await;
-    set_exit_code(&ns, "load", 0).await;
-    let seq = run_to_end(&ns, "crm", 3).await;
-    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    eventually(
+        Duration::from_secs(90),
+        "the pending failure delivered",
+        || async { (!receiver.requests("/late").is_empty()).then_some(()) },
+    )
+    .await;
     let seq = wait_for_object(
         &api,
         "crm",
         Duration::from_secs(30),
-        "AlertsDelivered=True",
-        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "True"),
+        "AlertsDelivered=True and an empty outbox",
+        |s| {
+            condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "True")
+                && s.status
+                    .as_ref()
+                    .is_some_and(|st| st.pending_alerts.is_empty())
+        },
     )
     .await;
     assert_eq!(condition(&seq, "AlertsDelivered").unwrap().1, "Delivered");
+    set_exit_code(&ns, "load", 0).await;
+    let seq = run_to_end(&ns, "crm", 3).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    eventually(
+        Duration::from_secs(30),
+        "the recovery delivered",
+        || async { (receiver.requests("/late").len() >= 2).then_some(()) },
+    )
+    .await;
     let late = receiver.requests("/late");
-    assert_eq!(late.len(), 1, "{late:?}");
+    let texts: Vec<String> = late
+        .iter()
+        .map(|r| {
+            r.json()["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     assert_eq!(
-        late[0].json()["blocks"][0]["text"]["text"],
-        ":large_green_circle: crm: recovered"
+        texts,
+        vec![
+            ":red_circle: crm: run 1 failed",
+            ":large_green_circle: crm: recovered"
+        ],
+        "each once, in order"
     );
+}
+
+/// A receiver that is down for a long outage (`SYNCSEQ_TEST_OUTAGE_SECONDS`, 60 s in CI; `make
+/// soak` runs it at 600), with the controller restarted in the middle of it: the notification
+/// arrives once after the receiver recovers, with the same idempotency key on every attempt.
+#[tokio::test]
+async fn a_notification_survives_a_receiver_outage_and_a_controller_restart() {
+    let outage = std::env::var("SYNCSEQ_TEST_OUTAGE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(60), Duration::from_secs);
+    install_crds().await;
+    let ns = TestNamespace::new("fp-outage").await;
+    let receiver = Receiver::start().await;
+    receiver.down_for(outage);
+    ns.kubectl_apply(&sync_yaml("load", "300ms", 1, None));
+    create_secret(&ns, "hook", &receiver.url("/outage")).await;
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("load", "")],
+        &alerts_yaml(&[("oncall", "RunFailed", "hook", "JSON")]),
+    ));
+    let mut controller = ControllerProcess::start(&ns.name);
+    run_to_end(&ns, "crm", 1).await;
+    eventually(
+        Duration::from_secs(30),
+        "a first refused attempt",
+        || async { (!receiver.requests("/outage").is_empty()).then_some(()) },
+    )
+    .await;
+    // Halfway through the outage the controller dies without a goodbye and comes back.
+    let restart_at = receiver.requests("/outage")[0].answered_at + outage / 2;
+    eventually(outage, "halfway through the outage", || async {
+        (Instant::now() >= restart_at).then_some(())
+    })
+    .await;
+    controller.restart();
+    let seq = eventually(
+        outage + Duration::from_secs(120),
+        "the notification delivered and the outbox empty",
+        || async {
+            let seq = ns.api::<SyncSequence>().get("crm").await.ok()?;
+            let st = seq.status.as_ref()?;
+            let delivered = receiver.requests("/outage").iter().any(|r| r.status == 200);
+            (delivered && st.pending_alerts.is_empty()).then_some(seq)
+        },
+    )
+    .await;
+    let requests = receiver.requests("/outage");
+    let accepted: Vec<&Received> = requests.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(accepted.len(), 1, "delivered once: {requests:#?}");
+    let keys: std::collections::BTreeSet<Option<String>> =
+        requests.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), 1, "one key on every attempt: {keys:?}");
+    let key = keys
+        .into_iter()
+        .next()
+        .flatten()
+        .expect("an Idempotency-Key header");
+    assert_eq!(accepted[0].json()["idempotencyKey"], key.as_str());
+    let refused = requests.iter().filter(|r| r.status == 503).count();
+    assert!(refused >= 2, "retried during the outage: {refused}");
+    assert_eq!(
+        condition(&seq, "AlertsDelivered").map(|c| c.0),
+        Some("True".into())
+    );
+    // Nothing is sent again afterwards, across another restart.
+    controller.restart();
+    run_to_end(&ns, "crm", 2).await;
+    assert_eq!(
+        receiver
+            .requests("/outage")
+            .iter()
+            .filter(|r| r.status == 200)
+            .count(),
+        1
+    );
+    eprintln!("outage {outage:?}: {refused} refused attempts, then one delivery");
 }
 
 /// A webhook URL is a tenant's input: by default it may not reach loopback, link-local (cloud

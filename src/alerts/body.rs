@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::{AlertEvent, Notification};
-use crate::api::{AlertTrigger, TriggerKind, WebhookFormat};
+use super::Notification;
+use crate::api::{AlertEvent, AlertTrigger, TriggerKind, WebhookFormat};
 
 /// Slack limits (Block Kit reference): header text 150 characters, section text 3000, section
 /// field text 2000.
@@ -24,7 +24,8 @@ pub fn render(n: &Notification) -> Value {
 
 /// One line a person can read in a notification list:
 /// `revops/crm-hourly: run 12 failed: step workspaces failed: …`.
-pub fn summary(e: &AlertEvent) -> String {
+pub fn summary(n: &Notification) -> String {
+    let e = &n.event;
     let what = match e.kind {
         AlertTrigger::RunFailed => format!("run {} failed", e.run),
         AlertTrigger::StepFailed => format!("step {} failed in run {}", step_name(e), e.run),
@@ -41,7 +42,7 @@ pub fn summary(e: &AlertEvent) -> String {
             None => format!("recovered: run {} succeeded", e.run),
         },
     };
-    let mut line = format!("{}/{}: {what}", e.namespace, e.sequence);
+    let mut line = format!("{}/{}: {what}", n.namespace, n.sequence);
     if e.kind != AlertTrigger::Recovered && !e.message.is_empty() {
         line.push_str(": ");
         line.push_str(&cut(&e.message.replace('\n', " "), SUMMARY_MESSAGE_MAX));
@@ -58,11 +59,12 @@ pub fn json_body(n: &Notification) -> Value {
         .map(|s| json!({"synced": s.rows_synced, "rejected": s.rows_rejected}));
     json!({
         "source": "syncseq",
+        "idempotencyKey": n.key,
         "alert": n.alert,
         "kind": kind_name(e.kind),
-        "summary": summary(e),
-        "namespace": e.namespace,
-        "sequence": e.sequence,
+        "summary": summary(n),
+        "namespace": n.namespace,
+        "sequence": n.sequence,
         "run": e.run,
         "trigger": trigger_name(e.trigger),
         "phase": e.phase,
@@ -71,7 +73,7 @@ pub fn json_body(n: &Notification) -> Value {
         "message": e.message,
         "rows": rows,
         "failingSinceRun": e.failing_since_run,
-        "time": e.time.to_string(),
+        "time": e.time.0.to_string(),
     })
 }
 
@@ -83,21 +85,21 @@ pub fn slack_body(n: &Notification) -> Value {
     let (emoji, title) = match e.kind {
         AlertTrigger::RunFailed => (
             ":red_circle:",
-            format!("{}: run {} failed", e.sequence, e.run),
+            format!("{}: run {} failed", n.sequence, e.run),
         ),
         AlertTrigger::StepFailed => (
             ":warning:",
-            format!("{}: step {} failed", e.sequence, step_name(e)),
+            format!("{}: step {} failed", n.sequence, step_name(e)),
         ),
         AlertTrigger::RejectedRows => (
             ":warning:",
             format!(
                 "{}: step {} rejected too many rows",
-                e.sequence,
+                n.sequence,
                 step_name(e)
             ),
         ),
-        AlertTrigger::Recovered => (":large_green_circle:", format!("{}: recovered", e.sequence)),
+        AlertTrigger::Recovered => (":large_green_circle:", format!("{}: recovered", n.sequence)),
     };
     let trigger = trigger_text(e.trigger);
     let lead = match e.kind {
@@ -139,7 +141,7 @@ pub fn slack_body(n: &Notification) -> Value {
     };
 
     let mut fields = vec![
-        field("Sequence", &format!("{}/{}", e.namespace, e.sequence)),
+        field("Sequence", &format!("{}/{}", n.namespace, n.sequence)),
         field("Run", &format!("{} ({})", e.run, trigger_name(e.trigger))),
     ];
     if let Some(s) = &e.step {
@@ -160,7 +162,7 @@ pub fn slack_body(n: &Notification) -> Value {
     }
 
     json!({
-        "text": escape_fit(&summary(e), SLACK_SECTION_MAX),
+        "text": escape_fit(&summary(n), SLACK_SECTION_MAX),
         "blocks": [
             {
                 "type": "header",
@@ -180,7 +182,7 @@ pub fn slack_body(n: &Notification) -> Value {
                 "elements": [{
                     "type": "mrkdwn",
                     "text": escape_fit(
-                        &format!("syncseq alert {} · {} · {}", n.alert, kind_name(e.kind), e.time),
+                        &format!("syncseq alert {} · {} · {}", n.alert, kind_name(e.kind), e.time.0),
                         SLACK_FIELD_MAX,
                     ),
                 }],

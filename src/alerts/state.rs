@@ -20,15 +20,20 @@
 //! follows only a failure that was notified.
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{AlertEvent, Notification};
-use crate::api::{Alert, AlertHealth, AlertState, AlertTrigger, RunPhase, TriggerKind};
+use super::Notification;
+use crate::api::{
+    Alert, AlertEvent, AlertHealth, AlertState, AlertStep, AlertTrigger, RunPhase, TriggerKind,
+};
 
 /// The sequence the happenings belong to, and when they were decided.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     pub namespace: &'a str,
     pub sequence: &'a str,
+    /// The sequence's UID, part of every notification's key.
+    pub uid: &'a str,
     pub now: Timestamp,
 }
 
@@ -37,16 +42,6 @@ pub struct Subject<'a> {
 pub struct RunRef {
     pub id: i64,
     pub trigger: TriggerKind,
-}
-
-/// A step's facts from status, for notifications.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepInfo {
-    pub name: String,
-    pub sync: String,
-    pub message: Option<String>,
-    pub rows_synced: Option<i64>,
-    pub rows_rejected: Option<i64>,
 }
 
 /// How a step ended, as far as alerts care.
@@ -66,7 +61,7 @@ pub enum Happening {
     /// A step reached a final phase.
     Step {
         run: RunRef,
-        step: StepInfo,
+        step: AlertStep,
         outcome: StepOutcome,
     },
     /// A run ended.
@@ -75,7 +70,7 @@ pub enum Happening {
         phase: RunPhase,
         message: Option<String>,
         /// The first failed step, if any.
-        failed_step: Option<StepInfo>,
+        failed_step: Option<AlertStep>,
     },
 }
 
@@ -111,7 +106,16 @@ pub fn evaluate(
             AlertHealth::Healthy
         };
         notifications.extend(events.into_iter().map(|event| Notification {
+            namespace: subject.namespace.to_string(),
+            sequence: subject.sequence.to_string(),
             alert: alert.name.clone(),
+            key: super::key(
+                subject.uid,
+                &alert.name,
+                event.kind,
+                event.run,
+                event.step.as_ref().map(|s| s.name.as_str()),
+            ),
             webhook: alert.webhook.clone(),
             event,
         }));
@@ -132,18 +136,17 @@ fn apply(
     events: &mut Vec<AlertEvent>,
 ) {
     let wants = |t: AlertTrigger| alert.when.contains(&t);
-    let event = |kind, run: &RunRef, phase, step: Option<&StepInfo>, message: String| AlertEvent {
-        kind,
-        namespace: subject.namespace.to_string(),
-        sequence: subject.sequence.to_string(),
-        run: run.id,
-        trigger: run.trigger,
-        phase,
-        step: step.cloned(),
-        message,
-        failing_since_run: None,
-        time: subject.now,
-    };
+    let event =
+        |kind, run: &RunRef, phase: &str, step: Option<&AlertStep>, message: String| AlertEvent {
+            kind,
+            run: run.id,
+            trigger: run.trigger,
+            phase: phase.to_string(),
+            step: step.cloned(),
+            message,
+            failing_since_run: None,
+            time: Time(subject.now),
+        };
     match h {
         Happening::Step {
             step,

@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::body::escape_fit;
 use super::*;
 use crate::api::{
-    Alert, AlertHealth, AlertState, AlertTrigger, RunPhase, SecretKeyRef, TriggerKind, Webhook,
-    WebhookFormat,
+    Alert, AlertHealth, AlertState, AlertStep, AlertTrigger, RunPhase, SecretKeyRef, TriggerKind,
+    Webhook, WebhookFormat,
 };
 
 fn now() -> Timestamp {
@@ -19,6 +19,7 @@ fn subject() -> Subject<'static> {
     Subject {
         namespace: "revops",
         sequence: "crm",
+        uid: "6d3e0c1a-uid",
         now: now(),
     }
 }
@@ -51,8 +52,8 @@ fn run(id: i64) -> RunRef {
     }
 }
 
-fn info(name: &str, message: &str) -> StepInfo {
-    StepInfo {
+fn info(name: &str, message: &str) -> AlertStep {
+    AlertStep {
         name: name.into(),
         sync: name.into(),
         message: Some(message.into()),
@@ -324,6 +325,7 @@ fn json_body_has_the_documented_fields() {
     let mut expected = vec![
         "alert",
         "failingSinceRun",
+        "idempotencyKey",
         "kind",
         "message",
         "namespace",
@@ -343,6 +345,7 @@ fn json_body_has_the_documented_fields() {
     keys_sorted.sort();
     assert_eq!(keys_sorted, expected);
     assert_eq!(body["source"], "syncseq");
+    assert_eq!(body["idempotencyKey"], n[0].key.as_str());
     assert_eq!(body["kind"], "RunFailed");
     assert_eq!(body["namespace"], "revops");
     assert_eq!(body["sequence"], "crm");
@@ -416,7 +419,7 @@ fn keys_distinguish_alert_kind_run_and_step() {
         alert("b", &ALL, WebhookFormat::Json),
     ];
     let (n, _) = play(&alerts, &[failed_run(1), good_run(2)]);
-    let keys: std::collections::BTreeSet<String> = n.iter().map(Notification::key).collect();
+    let keys: std::collections::BTreeSet<String> = n.iter().map(|n| n.key.clone()).collect();
     assert_eq!(keys.len(), n.len());
 }
 
@@ -506,7 +509,7 @@ proptest! {
             prop_assert!(again.is_empty());
             prop_assert_eq!(&same, &s);
 
-            let keys: std::collections::BTreeSet<String> = n.iter().map(Notification::key).collect();
+            let keys: std::collections::BTreeSet<String> = n.iter().map(|n| n.key.clone()).collect();
             prop_assert_eq!(keys.len(), n.len(), "one notification per alert, kind, run and step");
             for note in &n {
                 prop_assert!(wants(note.event.kind), "{:?} is not in {:?}", note.event.kind, when);
@@ -573,7 +576,7 @@ proptest! {
         let h = vec![
             Happening::Step {
                 run: run(1),
-                step: StepInfo { name: step_name.clone(), sync: step_name.clone(), message: Some(message.clone()), rows_synced: None, rows_rejected: Some(3) },
+                step: AlertStep { name: step_name.clone(), sync: step_name.clone(), message: Some(message.clone()), rows_synced: None, rows_rejected: Some(3) },
                 outcome: StepOutcome::Failed,
             },
             Happening::Run {

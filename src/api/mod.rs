@@ -7,12 +7,14 @@
 
 mod common;
 mod crd;
+mod outbox;
 mod run;
 mod sequence;
 mod sync;
 
 pub use common::*;
 pub use crd::{all_crds, crds_yaml};
+pub use outbox::*;
 pub use run::*;
 pub use sequence::*;
 pub use sync::*;

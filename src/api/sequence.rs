@@ -278,6 +278,15 @@ pub struct SyncSequenceStatus {
     /// Per alert: the state last notified, so that repeated failures notify once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alert_states: Vec<AlertState>,
+    /// Notifications decided and not yet handled by the delivery worker, oldest first (the
+    /// outbox; see docs/alerts.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_alerts: Vec<super::PendingAlert>,
+    /// Keys of pending notifications the delivery worker is done with: accepted by their
+    /// receiver, or refused for good. Written by the worker (field manager `syncseq-alerts`);
+    /// the controller then removes them from `pendingAlerts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handled_alerts: Vec<String>,
 }
 
 /// What an alert has notified and not yet seen recover, so a failure that goes on run after

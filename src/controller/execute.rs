@@ -1,5 +1,5 @@
 //! Executing a plan: claim the Syncs it starts, write status (server-side apply) and Jobs,
-//! record refusals, then queue alerts and Events.
+//! record refusals, then record Events.
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -51,8 +51,8 @@ pub struct Executed {
 /// 3. A create the API server refuses (invalid, forbidden, over quota, denied by admission, or
 ///    a Job of that name that is not ours) is recorded through `refused`, which returns the
 ///    status that fails the attempt with the server's message; it is written at once.
-/// 4. Queues alert notifications and records Events in the background; an Event announcing a
-///    Job that was not created is dropped.
+/// 4. Records Events in the background; an Event announcing a Job that was not created is
+///    dropped. (Alert notifications travel in the status written: see `notify`.)
 pub async fn execute<K, S>(
     obj: &K,
     status: Option<&S>,
@@ -151,8 +151,6 @@ where
                 Action::Event(ev) => {
                     tracing::info!(object = %name, reason = ev.reason, "{}", ev.note)
                 }
-                // Queued once the status recording them is written, below.
-                Action::Notify(_) => {}
             }
         }
         Ok::<_, ExecuteError>(refusals)
@@ -190,13 +188,6 @@ where
                 note: format!("the API server refused to create job {job}: {why}"),
                 job: None,
             });
-        }
-    }
-    // Alert notifications are queued now that the status recording them is written: queueing
-    // never waits, and a failed write above returned before queueing anything.
-    for action in actions {
-        if let Action::Notify(n) = action {
-            ctx.notifier.enqueue(&reference, n);
         }
     }
     // Events are recorded off the reconcile path, in order: the next step's Job must not wait

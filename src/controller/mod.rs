@@ -170,7 +170,12 @@ pub async fn run(
         syncs: syncs.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
-        notifier: notify::Notifier::start(client.clone(), reporter.clone(), config.egress.clone()),
+        notifier: notify::Notifier::start(
+            client.clone(),
+            reporter.clone(),
+            config.egress.clone(),
+            metrics.clone(),
+        ),
         reporter,
         backoff: Default::default(),
         freshness: Default::default(),

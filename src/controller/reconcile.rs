@@ -42,6 +42,8 @@ pub trait Subject:
     }
     /// Metrics read from what the plan changed.
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
+    /// Hands the alert notifications `status` holds pending to the delivery worker.
+    fn offer_alerts(&self, _ctx: &Context, _status: Option<&Self::Status>) {}
 }
 
 impl Subject for SyncSequence {
@@ -81,6 +83,11 @@ impl Subject for SyncSequence {
     }
     fn record(&self, metrics: &Metrics, plan: &Plan) {
         record_progress(metrics, self.status.as_ref(), plan);
+    }
+    fn offer_alerts(&self, ctx: &Context, status: Option<&SyncSequenceStatus>) {
+        if let Some(status) = status.filter(|s| !s.pending_alerts.is_empty()) {
+            ctx.notifier.offer(self, status);
+        }
     }
 }
 
@@ -174,6 +181,9 @@ async fn reconcile_object<K: Subject>(
     if ctx.freshness.is_stale(key, version) {
         return Ok(Requeue::await_change());
     }
+    // What status already holds is written: its pending notifications go out (again, after a
+    // restart or a lost queue entry; the worker skips what it has queued or handled).
+    obj.offer_alerts(&ctx, obj.status());
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.meta().uid.clone().unwrap_or_default();
     let mut jobs = owned_jobs(&ctx, &ns, &uid);
@@ -223,6 +233,10 @@ async fn reconcile_object<K: Subject>(
         ctx.freshness.wrote(key, version);
     }
     obj.record(&ctx.metrics, &plan);
+    // The notifications the written status added.
+    if changed {
+        obj.offer_alerts(&ctx, Some(&plan.status));
+    }
     Ok(requeue_at(plan.wake_at, now))
 }
 

@@ -6,14 +6,19 @@
 //! is seen the same way, and a decision replayed on a status that already records it finds
 //! nothing new — the same guarantee Events rely on.
 
+use super::Event;
 use super::{Action, JobOutcome, JobView, Observed};
-use crate::alerts::{self, Happening, RunRef, StepInfo, StepOutcome, Subject};
-use crate::api::{RunStatus, StepPhase, StepStatus, SyncSequenceStatus};
+use crate::alerts::{self, Happening, RunRef, StepOutcome, Subject};
+use crate::api::{AlertStep, RunStatus, StepPhase, StepStatus, SyncSequenceStatus};
 
-/// Updates the alert states in `st` and appends one `Action::Notify` per notification.
+/// Updates the alert states in `st` and the outbox (`st.pending_alerts`): notifications the
+/// delivery worker has handled leave it, as do those of alerts no longer in the spec, and each
+/// new notification joins it. The controller delivers what the written status holds, so a
+/// notification is never lost between deciding and delivering.
 ///
-/// The `AlertsDelivered` condition belongs to the delivery worker (its own field manager): it
-/// is removed from the status the reconciler applies, so the two writers never fight over it.
+/// The delivery worker's fields (`handledAlerts`, the `AlertsDelivered` condition) are its own
+/// (field manager `syncseq-alerts`): they are left out of the status the reconciler applies,
+/// so the two writers never fight over them.
 pub(super) fn notify(
     old: &SyncSequenceStatus,
     st: &mut SyncSequenceStatus,
@@ -24,22 +29,48 @@ pub(super) fn notify(
     let happenings = happenings(old, st, obs.jobs);
     let namespace = seq.metadata.namespace.clone().unwrap_or_default();
     let name = seq.metadata.name.clone().unwrap_or_default();
+    let uid = seq.metadata.uid.clone().unwrap_or_default();
     let subject = Subject {
         namespace: &namespace,
         sequence: &name,
+        uid: &uid,
         now: obs.now,
     };
     let (notifications, states) =
         alerts::evaluate(&seq.spec.alerts, &st.alert_states, &happenings, &subject);
     st.alert_states = states;
-    actions.extend(
-        notifications
-            .into_iter()
-            .map(|n| Action::Notify(Box::new(n))),
-    );
+    let handled = std::mem::take(&mut st.handled_alerts);
+    st.pending_alerts
+        .retain(|p| !handled.contains(&p.key) && seq.spec.alerts.iter().any(|a| a.name == p.alert));
+    for n in notifications {
+        if !st.pending_alerts.iter().any(|p| p.key == n.key) {
+            st.pending_alerts.push(n.pending());
+        }
+    }
+    if let Some(excess) = st.pending_alerts.len().checked_sub(MAX_PENDING)
+        && excess > 0
+    {
+        let dropped: Vec<String> = st
+            .pending_alerts
+            .drain(..excess)
+            .map(|p| format!("alert {} {:?} run {}", p.alert, p.event.kind, p.event.run))
+            .collect();
+        actions.push(Event::warning(
+            "AlertsDropped",
+            "Notify",
+            format!(
+                "more than {MAX_PENDING} notifications wait for delivery; dropped the oldest: {}",
+                dropped.join(", ")
+            ),
+        ));
+    }
     st.conditions
         .retain(|c| c.type_ != alerts::ALERTS_DELIVERED);
 }
+
+/// The most notifications a sequence's outbox keeps; a receiver down for long enough loses the
+/// oldest (with a Warning Event) rather than growing the status without bound.
+pub(crate) const MAX_PENDING: usize = 20;
 
 /// Steps and runs that reached a final phase between `old` and `new`, oldest run first.
 pub(super) fn happenings(
@@ -115,8 +146,8 @@ fn classify(run: i64, step: &StepStatus, jobs: &[JobView]) -> StepOutcome {
     }
 }
 
-fn info(step: &StepStatus) -> StepInfo {
-    StepInfo {
+fn info(step: &StepStatus) -> AlertStep {
+    AlertStep {
         name: step.name.clone(),
         sync: step.sync.clone(),
         message: step.message.clone(),
@@ -134,7 +165,6 @@ mod tests {
 
     use super::super::{JobOutcome, JobView, Observed, Report, decide, fixtures};
     use super::*;
-    use crate::alerts::Notification;
     use crate::api::*;
 
     struct Sim {
@@ -169,7 +199,20 @@ mod tests {
             }
         }
 
-        fn reconcile(&mut self) -> Vec<Notification> {
+        /// Decides and applies the plan; returns the notifications that joined the outbox. With
+        /// `deliver`, the delivery worker then handles everything pending.
+        fn reconcile(&mut self) -> Vec<PendingAlert> {
+            self.reconcile_delivering(true)
+        }
+
+        fn reconcile_delivering(&mut self, deliver: bool) -> Vec<PendingAlert> {
+            let before: Vec<String> = self
+                .seq
+                .status
+                .iter()
+                .flat_map(|s| &s.pending_alerts)
+                .map(|p| p.key.clone())
+                .collect();
             let plan = decide(&Observed {
                 sequence: &self.seq,
                 syncs: &self.syncs,
@@ -177,8 +220,17 @@ mod tests {
                 holders: &BTreeMap::new(),
                 now: self.now,
             });
+            let out = plan
+                .status
+                .pending_alerts
+                .iter()
+                .filter(|p| !before.contains(&p.key))
+                .cloned()
+                .collect();
             self.seq.status = Some(plan.status);
-            let mut out = vec![];
+            if deliver && let Some(st) = self.seq.status.as_mut() {
+                st.handled_alerts = st.pending_alerts.iter().map(|p| p.key.clone()).collect();
+            }
             for a in plan.actions {
                 match a {
                     Action::CreateJob(job) => {
@@ -188,7 +240,6 @@ mod tests {
                         }
                     }
                     Action::DeleteJob { name } => self.jobs.retain(|j| j.name != name),
-                    Action::Notify(n) => out.push(*n),
                     Action::Event(_) => {}
                 }
             }
@@ -196,7 +247,7 @@ mod tests {
         }
 
         /// Triggers one run whose single Job ends with `outcome` and `report`.
-        fn run(&mut self, outcome: JobOutcome, report: Report) -> Vec<Notification> {
+        fn run(&mut self, outcome: JobOutcome, report: Report) -> Vec<PendingAlert> {
             self.requests += 1;
             self.seq
                 .metadata
@@ -215,7 +266,7 @@ mod tests {
             out
         }
 
-        fn fail(&mut self) -> Vec<Notification> {
+        fn fail(&mut self) -> Vec<PendingAlert> {
             self.run(
                 JobOutcome::Failed {
                     timed_out: false,
@@ -228,7 +279,7 @@ mod tests {
             )
         }
 
-        fn succeed(&mut self, synced: i64, rejected: i64) -> Vec<Notification> {
+        fn succeed(&mut self, synced: i64, rejected: i64) -> Vec<PendingAlert> {
             self.run(
                 JobOutcome::Succeeded,
                 Report {
@@ -245,7 +296,7 @@ mod tests {
         fixtures::step("load")
     }
 
-    fn kinds(n: &[Notification]) -> Vec<(AlertTrigger, i64)> {
+    fn kinds(n: &[PendingAlert]) -> Vec<(AlertTrigger, i64)> {
         n.iter().map(|n| (n.event.kind, n.event.run)).collect()
     }
 
@@ -337,5 +388,95 @@ mod tests {
                 .all(|c| c.type_ != crate::alerts::ALERTS_DELIVERED)
         );
         assert_eq!(st.alert_states.len(), 1);
+    }
+
+    #[test]
+    fn a_notification_stays_in_the_outbox_until_the_worker_handled_it() {
+        let mut sim = Sim::new(step(), &[AlertTrigger::RunFailed, AlertTrigger::Recovered]);
+        sim.requests += 1;
+        sim.seq
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(annotations::REQUESTED_AT.into(), "1".into());
+        sim.reconcile_delivering(false);
+        let job = sim.jobs.iter_mut().find(|j| !j.is_finished()).unwrap();
+        job.outcome = JobOutcome::Failed {
+            timed_out: false,
+            reason: "BackoffLimitExceeded".into(),
+        };
+        job.finished_at = Some(sim.now);
+        job.report = Some(Report::default());
+        sim.now += SignedDuration::from_secs(60);
+        let new = sim.reconcile_delivering(false);
+        assert_eq!(kinds(&new), vec![(AlertTrigger::RunFailed, 1)]);
+        let key = new[0].key.clone();
+        assert_eq!(key.len(), 32, "a compact, header-safe key: {key}");
+        // Not handled yet: it stays, once, across any number of reconciles (a restart, a new
+        // leader), and nothing new joins it.
+        for _ in 0..3 {
+            assert!(sim.reconcile_delivering(false).is_empty());
+            let st = sim.seq.status.as_ref().unwrap();
+            assert_eq!(st.pending_alerts.len(), 1);
+            assert!(
+                st.handled_alerts.is_empty(),
+                "never applied by the reconciler"
+            );
+        }
+        // The worker handled it: the next decision removes it.
+        let st = sim.seq.status.as_mut().unwrap();
+        st.handled_alerts = vec![key];
+        sim.reconcile_delivering(false);
+        let st = sim.seq.status.as_ref().unwrap();
+        assert!(st.pending_alerts.is_empty() && st.handled_alerts.is_empty());
+    }
+
+    #[test]
+    fn the_outbox_forgets_removed_alerts_and_keeps_at_most_its_limit() {
+        let mut sim = Sim::new(step(), &[AlertTrigger::RunFailed, AlertTrigger::Recovered]);
+        let pending = |i: i64| PendingAlert {
+            key: format!("k{i}"),
+            alert: "oncall".into(),
+            event: AlertEvent {
+                kind: AlertTrigger::RunFailed,
+                run: i,
+                trigger: TriggerKind::Manual,
+                phase: "Failed".into(),
+                step: None,
+                message: "x".into(),
+                failing_since_run: None,
+                time: Time(sim.now),
+            },
+        };
+        sim.seq.status = Some(SyncSequenceStatus {
+            pending_alerts: (1..=25).map(pending).collect(),
+            ..Default::default()
+        });
+        let plan = decide(&Observed {
+            sequence: &sim.seq,
+            syncs: &sim.syncs,
+            jobs: &sim.jobs,
+            holders: &BTreeMap::new(),
+            now: sim.now,
+        });
+        let runs: Vec<i64> = plan
+            .status
+            .pending_alerts
+            .iter()
+            .map(|p| p.event.run)
+            .collect();
+        assert_eq!(runs, (6..=25).collect::<Vec<_>>(), "the oldest go first");
+        assert!(plan.actions.iter().any(
+            |a| matches!(a, Action::Event(e) if e.reason == "AlertsDropped" && e.note.contains("run 5"))
+        ));
+        assert!(
+            plan.wake_at.is_some(),
+            "pending notifications are looked at again"
+        );
+        // The alert is removed from the spec: its notifications go.
+        sim.seq.status = Some(plan.status);
+        sim.seq.spec.alerts.clear();
+        sim.reconcile_delivering(false);
+        assert!(sim.seq.status.unwrap().pending_alerts.is_empty());
     }
 }

@@ -90,9 +90,6 @@ pub enum Action {
     DeleteJob { name: String },
     /// Record an Event on the sequence.
     Event(Event),
-    /// Send an alert notification. The controller queues it and delivers it in the background,
-    /// with retries; delivery never holds up the reconcile.
-    Notify(Box<crate::alerts::Notification>),
 }
 
 /// An Event to record (events.k8s.io), shown by `kubectl describe`.

@@ -204,7 +204,7 @@ impl Model {
                         }
                     }
                 }
-                Action::Event(_) | Action::Notify(_) => {}
+                Action::Event(_) => {}
             }
         }
         // Names the engine saw, whose UID the applied status now records.

@@ -72,12 +72,21 @@ pub fn decide(obs: &Observed) -> Plan {
     );
     super::alerting::notify(&old, &mut st, obs, &mut actions);
     st.observed_generation = generation;
+    // Notifications waiting for delivery are handed to the delivery worker again at this
+    // bound, in case one was dropped on its way (a full queue, a restart).
+    let wake = match st.pending_alerts.is_empty() {
+        true => wake,
+        false => super::earliest(wake, Some(now + PENDING_RECHECK)),
+    };
     Plan {
         status: st,
         actions,
         wake_at: wake,
     }
 }
+
+/// How often a sequence with notifications waiting for delivery is looked at again.
+const PENDING_RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 impl JobOwner {
     /// The owner reference fields of any syncseq object.

@@ -68,8 +68,6 @@ impl World {
                 }
                 Action::DeleteJob { name } => self.jobs.retain(|j| j.name != name),
                 Action::Event(e) => self.events.push(e),
-                // Alert semantics are tested in engine/alerting.rs and alerts/tests.rs.
-                Action::Notify(_) => {}
             }
         }
         new
