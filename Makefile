@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac bench demo tools cluster cluster-down
+.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac bench soak demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -25,7 +25,7 @@ test-unit:
 
 # Integration tests against the real local control plane.
 test-integration: cluster
-	$(CARGO) test --locked --test '*'
+	$(CARGO) test --locked --features failpoints --test '*'
 
 # The Helm chart: lint, render, server-side dry-run, RBAC checks, and a run under the chart's
 # ServiceAccount instead of admin.
@@ -48,6 +48,13 @@ test: lint test-unit test-integration test-chart test-rbac test-gitops
 # Scale benchmark on the local control plane (BENCH_SEQUENCES, default 1000); see bench/REPORT.md.
 bench: cluster
 	$(CARGO) bench --locked --bench scale
+
+# The long fault runs (not in CI, which runs them short): 100 leader kills over a few hundred
+# runs, and a 10-minute alert receiver outage with a controller restart. See bench/SOAK.md.
+soak: cluster
+	SYNCSEQ_SOAK_KILLS=100 SYNCSEQ_TEST_OUTAGE_SECONDS=600 $(CARGO) test --locked --features failpoints \
+		--test soak --test failure_policies -- --nocapture \
+		the_promises_hold_while_the_leader_is_killed a_notification_survives_a_receiver_outage
 
 # Start the control plane, run the controller, apply the CRM example, trigger it and watch the
 # three steps run in order; ends with `kubectl describe` of the finished sequence.

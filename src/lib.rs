@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod engine;
+pub mod failpoints;
 pub mod health;
 pub mod leader;
 pub mod metrics;

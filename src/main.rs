@@ -3,6 +3,8 @@ use syncseq::cli::{Cli, Command, ScheduleCommand, schedule_next};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = syncseq::failpoints::setup();
     if syncseq::plugin::invoked_as_plugin() {
         return syncseq::plugin::main().await;
     }

@@ -8,6 +8,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::Context;
 use super::claim::{Claimed, claim};
 use crate::engine::Action;
+use crate::failpoints::{self, crash_point};
 
 /// Field manager of everything syncseq writes.
 pub const FIELD_MANAGER: &str = "syncseq";
@@ -119,6 +120,7 @@ where
                 )
                 .await
                 .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+            crash_point(failpoints::STATUS_WRITTEN);
             Ok::<_, ExecuteError>(written.resource_version())
         }
     };
@@ -127,11 +129,10 @@ where
         let mut refusals: Vec<(String, String)> = Vec::new();
         for action in actions {
             match action {
-                Action::CreateJob(job) => {
-                    if let Some(why) = create_job(&jobs, job, &owner_uid, &name).await? {
-                        refusals.push((job.name_any(), why));
-                    }
-                }
+                Action::CreateJob(job) => match create_job(&jobs, job, &owner_uid, &name).await? {
+                    Some(why) => refusals.push((job.name_any(), why)),
+                    None => crash_point(failpoints::JOB_CREATED),
+                },
                 Action::DeleteJob { name: job_name } => {
                     // Foreground: the Job stays, marked as being deleted, until its Pods are
                     // gone, so the caches go on seeing it hold its Sync.
@@ -140,7 +141,10 @@ where
                         ..Default::default()
                     };
                     match jobs.delete(job_name, &params).await {
-                        Ok(_) => tracing::info!(object = %name, job = %job_name, "deleted job"),
+                        Ok(_) => {
+                            tracing::info!(object = %name, job = %job_name, "deleted job");
+                            crash_point(failpoints::JOB_DELETED);
+                        }
                         Err(kube::Error::Api(s)) if s.code == 404 => {}
                         Err(e) => return Err(ExecuteError::DeleteJob(job_name.clone(), e)),
                     }

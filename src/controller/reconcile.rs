@@ -43,7 +43,7 @@ pub trait Subject:
     /// Metrics read from what the plan changed.
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
     /// Hands the alert notifications `status` holds pending to the delivery worker.
-    fn offer_alerts(&self, _ctx: &Context, _status: Option<&Self::Status>) {}
+    fn offer_alerts(&self, _ctx: &Context, _status: &Self::Status) {}
 }
 
 impl Subject for SyncSequence {
@@ -84,10 +84,21 @@ impl Subject for SyncSequence {
     fn record(&self, metrics: &Metrics, plan: &Plan) {
         record_progress(metrics, self.status.as_ref(), plan);
     }
-    fn offer_alerts(&self, ctx: &Context, status: Option<&SyncSequenceStatus>) {
-        if let Some(status) = status.filter(|s| !s.pending_alerts.is_empty()) {
-            ctx.notifier.offer(self, status);
+    fn offer_alerts(&self, ctx: &Context, status: &SyncSequenceStatus) {
+        if status.pending_alerts.is_empty() {
+            return;
         }
+        let known = |key: &str| {
+            self.status
+                .iter()
+                .flat_map(|s| &s.pending_alerts)
+                .any(|p| p.key == key)
+        };
+        if status.pending_alerts.iter().any(|p| !known(&p.key)) {
+            // Written, not handed over yet: a crash here is what the outbox is for.
+            crate::failpoints::crash_point(crate::failpoints::BEFORE_NOTIFY);
+        }
+        ctx.notifier.offer(self, status);
     }
 }
 
@@ -183,7 +194,9 @@ async fn reconcile_object<K: Subject>(
     }
     // What status already holds is written: its pending notifications go out (again, after a
     // restart or a lost queue entry; the worker skips what it has queued or handled).
-    obj.offer_alerts(&ctx, obj.status());
+    if let Some(status) = obj.status() {
+        obj.offer_alerts(&ctx, status);
+    }
     let ns = obj.namespace().unwrap_or_default();
     let uid = obj.meta().uid.clone().unwrap_or_default();
     let mut jobs = owned_jobs(&ctx, &ns, &uid);
@@ -235,7 +248,7 @@ async fn reconcile_object<K: Subject>(
     obj.record(&ctx.metrics, &plan);
     // The notifications the written status added.
     if changed {
-        obj.offer_alerts(&ctx, Some(&plan.status));
+        obj.offer_alerts(&ctx, &plan.status);
     }
     Ok(requeue_at(plan.wake_at, now))
 }

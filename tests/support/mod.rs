@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 pub mod audit;
 pub mod fixtures;
+pub mod receiver;
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {

@@ -1,0 +1,32 @@
+//! Crash points: the lines where a controller killed mid-reconcile leaves the most behind (a
+//! status written but no Job, a Job created but no status, a delete sent, notifications
+//! decided but not handed over). With the `failpoints` feature, `FAILPOINTS=<name>=1*return`
+//! in the environment aborts the process the first time it reaches the point, as `SIGKILL`
+//! would; without it, a crash point compiles to nothing.
+
+/// After a status write succeeded.
+pub(crate) const STATUS_WRITTEN: &str = "status-written";
+/// After a Job create succeeded.
+pub(crate) const JOB_CREATED: &str = "job-created";
+/// After a Job delete was sent.
+pub(crate) const JOB_DELETED: &str = "job-deleted";
+/// After the status holding new notifications was written, before they are handed over.
+pub(crate) const BEFORE_NOTIFY: &str = "before-notify";
+
+/// Aborts here if the environment says so (only with the `failpoints` feature).
+#[inline]
+pub(crate) fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort()
+    });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Reads `FAILPOINTS`; keep the result alive for the process's life.
+#[cfg(feature = "failpoints")]
+pub fn setup() -> fail::FailScenario<'static> {
+    fail::FailScenario::setup()
+}

@@ -1,0 +1,196 @@
+//! A webhook receiver for alert tests: a plain HTTP/1.1 server on 127.0.0.1 that records every
+//! request and answers as the test says (failures, an outage, a delay).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::TestNamespace;
+
+/// One request the receiver got, and how it answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub content_type: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    pub answered_at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body of {} is not JSON ({e}): {}",
+                self.path,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    requests: Vec<Received>,
+    /// Answer 500 to this many requests, then 200.
+    fail_next: usize,
+    /// Answer 503 until then (an outage).
+    down_until: Option<Instant>,
+    /// Wait this long before answering.
+    delay: Duration,
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that records every request.
+pub struct Receiver {
+    pub port: u16,
+    state: Arc<Mutex<ReceiverState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(serve(sock, shared.clone()));
+            }
+        });
+        Receiver { port, state, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn fail_next(&self, n: usize) {
+        self.state.lock().unwrap().fail_next = n;
+    }
+
+    pub fn down_for(&self, d: Duration) {
+        self.state.lock().unwrap().down_until = Some(Instant::now() + d);
+    }
+
+    pub fn delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    pub fn requests(&self, prefix: &str) -> Vec<Received> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head, body_start, length) = loop {
+        let Ok(n) = sock.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_string();
+            let length = header(&head, "content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            break (head, i + 4, length);
+        }
+    };
+    while buf.len() < body_start + length {
+        let Ok(n) = sock.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[body_start..(body_start + length).min(buf.len())].to_vec();
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_string();
+    let (status, delay) = {
+        let mut s = state.lock().unwrap();
+        let status = if s.down_until.is_some_and(|t| Instant::now() < t) {
+            503
+        } else if s.fail_next > 0 {
+            s.fail_next -= 1;
+            500
+        } else {
+            200
+        };
+        (status, s.delay)
+    };
+    tokio::time::sleep(delay).await;
+    let text = if status == 200 { "ok" } else { "oops" };
+    let answer = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        if status == 200 {
+            "OK"
+        } else {
+            "Internal Server Error"
+        },
+        text.len()
+    );
+    let _ = sock.write_all(answer.as_bytes()).await;
+    let _ = sock.shutdown().await;
+    state.lock().unwrap().requests.push(Received {
+        path,
+        content_type: header(&head, "content-type"),
+        idempotency_key: header(&head, "idempotency-key"),
+        body,
+        status,
+        answered_at: Instant::now(),
+    });
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// A Secret holding a webhook URL under the key `url`.
+pub async fn create_secret(ns: &TestNamespace, name: &str, url: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"url": url},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
