@@ -70,6 +70,10 @@ pub struct ControllerArgs {
     /// unspecified addresses (refused by default). Repeat, or separate with commas.
     #[arg(long, env = "SYNCSEQ_WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<String>,
+    /// Seconds a watch may keep failing (or, doubled, a reconcile may run) before /healthz
+    /// fails.
+    #[arg(long, env = "SYNCSEQ_HEALTH_STALL_SECONDS", default_value_t = 60)]
+    pub health_stall_seconds: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,14 +9,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a watch may fail without a success before the replica is unhealthy.
+/// How long a watch may fail without a success before the replica is unhealthy (the default
+/// of `--health-stall-seconds`).
 pub const WATCH_STALL: Duration = Duration::from_secs(60);
-/// How long one reconcile may run before the replica is unhealthy (its API calls have their
-/// own timeouts, so one this slow is stuck).
-pub const RECONCILE_STALL: Duration = Duration::from_secs(120);
 
-#[derive(Default)]
 pub struct Health {
+    /// How long a watch may fail without a success before the replica is unhealthy; a
+    /// reconcile may run twice as long (its API calls have their own timeouts, so one this
+    /// slow is stuck).
+    stall: Duration,
     /// This replica holds the lease (always true without leader election).
     pub leading: AtomicBool,
     /// Leader election is running, so a standby is healthy while it waits.
@@ -35,7 +36,25 @@ struct Failing {
     error: String,
 }
 
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(WATCH_STALL)
+    }
+}
+
 impl Health {
+    pub fn new(stall: Duration) -> Self {
+        Health {
+            stall,
+            leading: AtomicBool::default(),
+            electing: AtomicBool::default(),
+            caches_synced: AtomicBool::default(),
+            watches: Mutex::default(),
+            reconciles: Mutex::default(),
+            next_token: AtomicU64::default(),
+        }
+    }
+
     /// Ready: a standby that takes part in the election, or a leader whose caches have synced
     /// and that is live. Standbys must be Ready, or a rolling update and a PodDisruptionBudget
     /// would wait forever for the replica that cannot lead while the old leader holds the lease.
@@ -52,7 +71,7 @@ impl Health {
         let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((kind, f)) = watches
             .iter()
-            .find(|(_, f)| now.saturating_duration_since(f.since) >= WATCH_STALL)
+            .find(|(_, f)| now.saturating_duration_since(f.since) >= self.stall)
         {
             return Some(format!(
                 "the {kind} watch has failed for {}s: {}",
@@ -64,7 +83,7 @@ impl Health {
         let reconciles = self.reconciles.lock().unwrap_or_else(|e| e.into_inner());
         let oldest = reconciles.values().min()?;
         let running = now.saturating_duration_since(*oldest);
-        (running >= RECONCILE_STALL)
+        (running >= self.stall * 2)
             .then(|| format!("a reconcile has been running for {}s", running.as_secs()))
     }
 
@@ -175,10 +194,10 @@ mod tests {
             let _a = h.reconciling();
             let _b = h.reconciling();
             assert_eq!(h.problem(now), None);
-            let later = now + RECONCILE_STALL + Duration::from_secs(1);
+            let later = now + WATCH_STALL * 2 + Duration::from_secs(1);
             assert!(h.problem(later).is_some_and(|p| p.contains("reconcile")));
         }
-        let later = now + RECONCILE_STALL + Duration::from_secs(1);
+        let later = now + WATCH_STALL * 2 + Duration::from_secs(1);
         assert_eq!(h.problem(later), None, "finished reconciles are forgotten");
     }
 }

@@ -47,7 +47,9 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?,
     };
     let metrics = Arc::new(metrics::Metrics::new());
-    let health = Arc::new(health::Health::default());
+    let health = Arc::new(health::Health::new(std::time::Duration::from_secs(
+        args.health_stall_seconds.max(1),
+    )));
     let address = server::serve(&args.metrics_address, metrics.clone(), health.clone()).await?;
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
     let shutdown = telemetry::shutdown_signal().shared();

@@ -32,17 +32,6 @@ async fn dies_then_restarts(controller: &mut ControllerProcess, ns: &TestNamespa
     *controller = ControllerProcess::start(&ns.name);
 }
 
-async fn three_steps(ns: &TestNamespace, extra: &str) {
-    for s in ["accounts", "workspaces", "contacts"] {
-        ns.kubectl_apply(&sync_yaml(s, "1s", 0, None));
-    }
-    ns.kubectl_apply(&sequence_yaml(
-        "crm",
-        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
-        extra,
-    ));
-}
-
 /// Exactly one Job per step attempt: every creation the Job watch saw has a name of its own,
 /// and there are as many as the runs' steps' attempts say.
 fn assert_once_per_attempt(log: &JobLog, seq: &SyncSequence, runs: usize) {
@@ -68,13 +57,13 @@ fn assert_once_per_attempt(log: &JobLog, seq: &SyncSequence, runs: usize) {
     );
 }
 
-#[tokio::test]
-async fn killed_right_after_writing_a_new_runs_status() {
+/// Runs the CRM sequence once with the controller dying at `point` during the run.
+async fn a_run_survives_a_crash_at(prefix: &str, point: &str) {
     install_crds().await;
-    let ns = TestNamespace::new("crash-status").await;
-    three_steps(&ns, "").await;
+    let ns = TestNamespace::new(prefix).await;
+    apply_crm(&ns, "1s", "");
     let (jobs, pods) = (JobLog::start(&ns).await, PodLog::start(&ns).await);
-    let mut controller = crashing_at(&ns, "status-written");
+    let mut controller = crashing_at(&ns, point);
     trigger(&ns, "crm", "1").await;
     dies_then_restarts(&mut controller, &ns).await;
     let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
@@ -84,18 +73,13 @@ async fn killed_right_after_writing_a_new_runs_status() {
 }
 
 #[tokio::test]
+async fn killed_right_after_writing_a_new_runs_status() {
+    a_run_survives_a_crash_at("crash-status", "status-written").await;
+}
+
+#[tokio::test]
 async fn killed_right_after_creating_a_job() {
-    install_crds().await;
-    let ns = TestNamespace::new("crash-create").await;
-    three_steps(&ns, "").await;
-    let (jobs, pods) = (JobLog::start(&ns).await, PodLog::start(&ns).await);
-    let mut controller = crashing_at(&ns, "job-created");
-    trigger(&ns, "crm", "1").await;
-    dies_then_restarts(&mut controller, &ns).await;
-    let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
-    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
-    assert_once_per_attempt(&jobs, &seq, 1);
-    assert!(pods.max_alive().values().all(|n| *n <= 1));
+    a_run_survives_a_crash_at("crash-create", "job-created").await;
 }
 
 /// In the middle of a cancel: status says Cancelled and the Job delete went out, then the
@@ -105,14 +89,7 @@ async fn killed_right_after_creating_a_job() {
 async fn killed_in_the_middle_of_a_cancel() {
     install_crds().await;
     let ns = TestNamespace::new("crash-cancel").await;
-    for s in ["accounts", "workspaces", "contacts"] {
-        ns.kubectl_apply(&sync_yaml(s, "30s", 0, None));
-    }
-    ns.kubectl_apply(&sequence_yaml(
-        "crm",
-        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
-        "",
-    ));
+    apply_crm(&ns, "30s", "");
     let (jobs, pods) = (JobLog::start(&ns).await, PodLog::start(&ns).await);
     let mut controller = crashing_at(&ns, "job-deleted");
     trigger(&ns, "crm", "1").await;
@@ -160,7 +137,7 @@ async fn killed_in_the_middle_of_a_cancel() {
 async fn killed_in_the_middle_of_history_trimming() {
     install_crds().await;
     let ns = TestNamespace::new("crash-trim").await;
-    three_steps(&ns, "  historyLimit: 1\n").await;
+    apply_crm(&ns, "1s", "  historyLimit: 1\n");
     let jobs = JobLog::start(&ns).await;
     let mut controller = ControllerProcess::start(&ns.name);
     trigger(&ns, "crm", "1").await;

@@ -6,16 +6,9 @@ mod support;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::coordination::v1::Lease;
 use support::fixtures::*;
 use support::*;
 use syncseq::api::{RunPhase, StepPhase, SyncSequence};
-
-const LEASE: &str = "syncseq-controller";
-
-async fn lease(ns: &TestNamespace) -> Option<Lease> {
-    ns.api::<Lease>().get_opt(LEASE).await.ok()?
-}
 
 /// `SIGSTOP` the leader past its lease: the standby takes over and finishes a step; on
 /// `SIGCONT` the old leader writes nothing (its fence closed on its own clock while it was
@@ -24,14 +17,7 @@ async fn lease(ns: &TestNamespace) -> Option<Lease> {
 async fn a_paused_leader_writes_nothing_after_the_standby_took_over_and_exits() {
     install_crds().await;
     let ns = TestNamespace::new("fence").await;
-    for s in ["accounts", "workspaces", "contacts"] {
-        ns.kubectl_apply(&sync_yaml(s, "3s", 0, None));
-    }
-    ns.kubectl_apply(&sequence_yaml(
-        "crm",
-        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
-        "",
-    ));
+    apply_crm(&ns, "3s", "");
     let pods = PodLog::start(&ns).await;
     let mut a = ControllerProcess::start_replica(&ns.name, "replica-a", vec![]);
     let a_id = a.identity();

@@ -5,19 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
 use support::fixtures::*;
 use support::*;
 use syncseq::api::RunPhase;
-
-async fn holder(ns: &TestNamespace) -> Option<String> {
-    let lease = ns
-        .api::<Lease>()
-        .get_opt("syncseq-controller")
-        .await
-        .ok()??;
-    lease.spec?.holder_identity
-}
 
 async fn http_get(address: &str, path: &str) -> (u16, String) {
     let out = std::process::Command::new("curl")
@@ -40,18 +30,13 @@ async fn http_get(address: &str, path: &str) -> (u16, String) {
 async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doubled_step() {
     install_crds().await;
     let ns = TestNamespace::new("ha").await;
-    for s in ["accounts", "workspaces", "contacts"] {
-        ns.kubectl_apply(&sync_yaml(s, "3s", 0, None));
-    }
-    ns.kubectl_apply(&sequence_yaml(
-        "crm",
-        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
-        "",
-    ));
+    apply_crm(&ns, "3s", "");
     let log = JobLog::start(&ns).await;
     let mut a = ControllerProcess::start_replica(&ns.name, "replica-a", vec![]);
     let leader_a = eventually(Duration::from_secs(30), "replica a to lead", || async {
-        holder(&ns).await.filter(|h| h.starts_with("replica-a"))
+        lease_holder(&ns)
+            .await
+            .filter(|h| h.starts_with("replica-a"))
     })
     .await;
     let b = ControllerProcess::start_replica(&ns.name, "replica-b", vec![]);
@@ -75,7 +60,11 @@ async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doub
     eventually(
         Duration::from_secs(20),
         "replica b to take the lease",
-        || async { holder(&ns).await.filter(|h| h.starts_with("replica-b")) },
+        || async {
+            lease_holder(&ns)
+                .await
+                .filter(|h| h.starts_with("replica-b"))
+        },
     )
     .await;
     let takeover = killed.elapsed();
@@ -101,14 +90,7 @@ async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doub
 async fn metrics_show_runs_and_step_handoffs_after_a_run() {
     install_crds().await;
     let ns = TestNamespace::new("metrics").await;
-    for s in ["accounts", "workspaces", "contacts"] {
-        ns.kubectl_apply(&sync_yaml(s, "300ms", 0, None));
-    }
-    ns.kubectl_apply(&sequence_yaml(
-        "crm",
-        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
-        "",
-    ));
+    apply_crm(&ns, "300ms", "");
     let controller = ControllerProcess::start(&ns.name);
     let address = controller.metrics_address().await;
     assert_eq!(
@@ -152,4 +134,85 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
     assert_eq!(value("syncseq_step_duration_seconds_count"), 3.0);
     let p_handoff = value("syncseq_step_handoff_seconds_sum") / 2.0;
     eprintln!("mean step hand-off: {:.1} ms", p_handoff * 1000.0);
+}
+
+/// A controller whose credentials may not list anything (a ServiceAccount without roles):
+/// `/readyz` stays false, since its caches never sync, and `/healthz` fails once the watches
+/// have failed for the stall bound, naming the watch and the API server's refusal.
+#[tokio::test]
+async fn healthz_fails_and_says_why_when_the_watches_cannot_list() {
+    install_crds().await;
+    let ns = TestNamespace::new("health").await;
+    let sa = "no-rights";
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(kubectl(
+        &["create", "serviceaccount", sa, "-n", &ns.name],
+        None,
+    ));
+    let token = ok(kubectl(
+        &["create", "token", sa, "-n", &ns.name, "--duration", "1h"],
+        None,
+    ));
+    let view = |path: &str| {
+        ok(kubectl(
+            &[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ],
+            None,
+        ))
+    };
+    let kubeconfig = repo_root().join(format!(".cluster/logs/{}-{sa}.kubeconfig", ns.name));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{}\", certificate-authority-data: \"{}\"}}}}]\nusers: [{{name: u, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n",
+            view(".clusters[0].cluster.server"),
+            view(".clusters[0].cluster.certificate-authority-data"),
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let controller = ControllerProcess::start_replica(
+        &ns.name,
+        "no-rights",
+        vec![
+            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+            ("SYNCSEQ_TEST_NO_LEADER_ELECTION".into(), "1".into()),
+            ("SYNCSEQ_HEALTH_STALL_SECONDS".into(), "3".into()),
+        ],
+    );
+    let address = controller.metrics_address().await;
+    let (code, body) = eventually(Duration::from_secs(30), "/healthz to fail", || async {
+        let (code, body) = http_get(&address, "/healthz").await;
+        (code == 503).then_some((code, body))
+    })
+    .await;
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("watch has failed for") && body.contains("forbidden"),
+        "{body}"
+    );
+    assert_eq!(
+        http_get(&address, "/readyz").await.0,
+        503,
+        "caches never synced"
+    );
+    let log = std::fs::read_to_string(controller.log_path()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("watch failed")),
+        "watch failures are logged at warn"
+    );
 }

@@ -227,14 +227,7 @@ async fn a_missing_sync_waits_then_recovers_when_created() {
 async fn a_killed_controller_resumes_with_exactly_one_job_per_step() {
     install_crds().await;
     let ns = TestNamespace::new("seq-kill").await;
-    for s in ["accounts", "workspaces", "contacts"] {
-        ns.kubectl_apply(&sync_yaml(s, "3s", 0, None));
-    }
-    ns.kubectl_apply(&sequence_yaml(
-        "crm",
-        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
-        "",
-    ));
+    apply_crm(&ns, "3s", "");
     let log = JobLog::start(&ns).await;
     let mut controller = ControllerProcess::start(&ns.name);
     trigger(&ns, "crm", "1").await;

@@ -10,22 +10,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
 use support::fixtures::*;
 use support::receiver::{Receiver, create_secret};
 use support::*;
 use syncseq::api::{RunPhase, SyncSequence};
 
 const SEQUENCES: [&str; 4] = ["s1", "s2", "s3", "s4"];
-
-async fn holder(ns: &TestNamespace) -> Option<String> {
-    let lease = ns
-        .api::<Lease>()
-        .get_opt("syncseq-controller")
-        .await
-        .ok()??;
-    lease.spec?.holder_identity
-}
 
 #[tokio::test]
 async fn the_promises_hold_while_the_leader_is_killed_again_and_again() {
@@ -84,7 +74,7 @@ async fn the_promises_hold_while_the_leader_is_killed_again_and_again() {
             trigger(&ns, seq, &format!("k{i}")).await;
         }
         let current = eventually(Duration::from_secs(30), "a leader", || async {
-            holder(&ns).await.as_deref().and_then(leader)
+            lease_holder(&ns).await.as_deref().and_then(leader)
         })
         .await;
         // Let it work a little (0.5 to 3 s), then kill it mid-flight.
@@ -103,7 +93,8 @@ async fn the_promises_hold_while_the_leader_is_killed_again_and_again() {
                 Duration::from_secs(30),
                 "the standby to take over",
                 || async {
-                    (holder(&ns).await.as_deref().and_then(leader) == Some(other)).then_some(())
+                    (lease_holder(&ns).await.as_deref().and_then(leader) == Some(other))
+                        .then_some(())
                 },
             )
             .await;

@@ -60,6 +60,20 @@ pub fn sequence_yaml(name: &str, steps: &[(&str, &str)], spec_extra: &str) -> St
     out
 }
 
+/// The CRM example's shape: Syncs `accounts`, `workspaces` and `contacts` whose containers run
+/// for `duration`, and a sequence `crm` over them in that order (`spec_extra` as in
+/// [`sequence_yaml`]).
+pub fn apply_crm(ns: &TestNamespace, duration: &str, spec_extra: &str) {
+    for s in CRM_STEPS {
+        ns.kubectl_apply(&sync_yaml(s, duration, 0, None));
+    }
+    let steps: Vec<(&str, &str)> = CRM_STEPS.iter().map(|s| (*s, "")).collect();
+    ns.kubectl_apply(&sequence_yaml("crm", &steps, spec_extra));
+}
+
+/// The steps of [`apply_crm`]'s sequence, in order.
+pub const CRM_STEPS: [&str; 3] = ["accounts", "workspaces", "contacts"];
+
 /// Sets the manual-request annotation to a new value.
 pub async fn trigger(ns: &TestNamespace, sequence: &str, value: &str) {
     annotate(ns, sequence, syncseq::api::annotations::REQUESTED_AT, value).await;

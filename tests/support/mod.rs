@@ -282,6 +282,16 @@ pub async fn install_crds() {
     let _ = DONE.set(());
 }
 
+/// The leader-election Lease the test controllers use in a namespace.
+pub async fn lease(ns: &TestNamespace) -> Option<k8s_openapi::api::coordination::v1::Lease> {
+    ns.api().get_opt("syncseq-controller").await.ok()?
+}
+
+/// Who holds that Lease.
+pub async fn lease_holder(ns: &TestNamespace) -> Option<String> {
+    lease(ns).await?.spec?.holder_identity
+}
+
 /// A `syncseq controller` process scoped to one namespace. Killed (SIGKILL) when dropped.
 pub struct ControllerProcess {
     child: Option<Child>,
