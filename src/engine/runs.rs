@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
 use super::run::{RunContext, advance, cancel_run, new_run};
 use super::triggers::{self, Trigger};
@@ -51,21 +51,20 @@ pub(super) enum Driven {
     Done {
         /// The run that finished last in this decision, with all its steps.
         archived: Option<RunStatus>,
-        /// Set when status was behind its Jobs for longer than [`STALE_LIMIT`] and was rebuilt
-        /// from them: what was done, for the `StatusRecovered` condition.
-        recovered: Option<String>,
         /// An invalid schedule or unknown time zone.
         schedule_error: Option<String>,
         wake: Option<Timestamp>,
     },
 }
 
-/// Drives the object's runs: updates `schedule` and `book` and pushes the actions.
+/// Drives the object's runs: updates `schedule`, `book` and the `StatusRecovered` condition
+/// and pushes the actions.
 pub(super) fn drive(
     runner: &Runner,
     cluster: Cluster,
     schedule: &mut ScheduleStatus,
     book: &mut RunBook,
+    conditions: &mut Vec<Condition>,
     actions: &mut Vec<Action>,
 ) -> Driven {
     let now = cluster.now;
@@ -195,9 +194,15 @@ pub(super) fn drive(
     start_queued(book, runner, &ctx, actions, &mut wake, &mut archived);
     drop_unaccounted_creates(book, actions);
     cleanup(book, runner.history_limit, cluster.jobs, actions);
+    super::conditions::set_recovered(
+        conditions,
+        recovered,
+        archived.is_some(),
+        runner.meta.generation,
+        now,
+    );
     Driven::Done {
         archived,
-        recovered,
         schedule_error: parsed.error,
         wake,
     }

@@ -31,11 +31,12 @@ pub fn decide(obs: &Observed) -> Plan {
         holders: obs.holders,
         now,
     };
-    let (archived, recovered, schedule_error, wake) = match runs::drive(
+    let (archived, schedule_error, wake) = match runs::drive(
         &runner,
         cluster,
         &mut st.schedule,
         &mut st.book,
+        &mut st.conditions,
         &mut actions,
     ) {
         Driven::Stale(at) => {
@@ -47,18 +48,10 @@ pub fn decide(obs: &Observed) -> Plan {
         }
         Driven::Done {
             archived,
-            recovered,
             schedule_error,
             wake,
-        } => (archived, recovered, schedule_error, wake),
+        } => (archived, schedule_error, wake),
     };
-    conditions::set_recovered(
-        &mut st.conditions,
-        recovered,
-        archived.is_some(),
-        generation,
-        now,
-    );
     if archived.is_some() {
         st.last_run = archived;
     }

@@ -87,6 +87,7 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         cluster,
         &mut st.schedule,
         &mut st.book,
+        &mut st.conditions,
         &mut actions,
     ) {
         Driven::Stale(at) => {
@@ -97,20 +98,10 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
             };
         }
         Driven::Done {
-            archived,
-            recovered,
             schedule_error,
             wake,
-        } => {
-            conditions::set_recovered(
-                &mut st.conditions,
-                recovered,
-                archived.is_some(),
-                generation,
-                now,
-            );
-            (schedule_error, wake)
-        }
+            ..
+        } => (schedule_error, wake),
     };
     if let Some(newest) = newest(obs.all) {
         st.last_run = Some(record(newest, &st));
