@@ -145,7 +145,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         req.headers_mut()
             .insert(header::USER_AGENT, self.layer.user_agent.clone());
-        // Checked as late as the client stack allows: right before the request goes out.
+        // Checked as the request enters the client stack; the fence closes a third of a lease
+        // before a standby may acquire, which covers the time it takes to go out.
         if is_write(req.method()) && !self.layer.fence.allows() {
             return Box::pin(std::future::ready(Err(Box::new(Fenced) as BoxError)));
         }
