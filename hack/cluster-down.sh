@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops every process hack/cluster-up.sh started (SIGTERM to each component's process group,
-# SIGKILL after 10 s), verifies none is left, and removes the cluster state in .cluster/ (PKI,
+# SIGKILL after 15 s), verifies none is left, and removes the cluster state in .cluster/ (PKI,
 # etcd data, kubeconfigs, pid files) so the next `make cluster` starts fresh. Logs in
 # .cluster/logs/ are kept for post-mortems. Safe to run when nothing is running.
 set -euo pipefail

@@ -74,6 +74,10 @@ pub struct ControllerArgs {
     /// fails.
     #[arg(long, env = "SYNCSEQ_HEALTH_STALL_SECONDS", default_value_t = 60)]
     pub health_stall_seconds: u64,
+    /// Seconds a request to the API server (other than a watch) may go unanswered before it is
+    /// abandoned and the reconcile retried.
+    #[arg(long, env = "SYNCSEQ_API_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub api_timeout_seconds: u64,
 }
 
 #[derive(Subcommand, Debug)]

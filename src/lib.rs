@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod api;
+mod apiclient;
 pub mod cli;
 pub mod controller;
 pub mod engine;
@@ -35,10 +36,14 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     });
     // Every write of the controller passes the fence; the Lease's own client is not fenced
     // (the election guards its renewals itself).
+    let api_timeout = std::time::Duration::from_secs(args.api_timeout_seconds.max(1));
     let client_with = |fence: leader::Fence| -> anyhow::Result<kube::Client> {
-        Ok(kube::client::ClientBuilder::try_from(kube_config.clone())?
-            .with_layer(&leader::FenceLayer::new(fence, &instance))
-            .build())
+        Ok(apiclient::build(
+            &kube_config,
+            fence,
+            &instance,
+            api_timeout,
+        )?)
     };
     let config = controller::Config {
         namespace: args.namespace.clone(),

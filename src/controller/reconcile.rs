@@ -370,5 +370,31 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
     );
     let delay = ctx.backoff.next(&key);
     tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    // Said on the object too, where `kubectl describe` shows it: a reconcile that keeps
+    // failing (the API server refusing, throttling or not answering) is a stall. The backoff
+    // spaces these Events out like the retries.
+    let event = crate::engine::Event {
+        warning: true,
+        reason: RECONCILE_FAILED,
+        action: "Reconcile",
+        note: crate::engine::printable(&format!(
+            "reconcile failed, retrying in {} s: {error}",
+            delay.as_secs()
+        )),
+        job: None,
+    };
+    let (client, reporter, regarding) = (
+        ctx.client.clone(),
+        ctx.reporter.clone(),
+        obj.object_ref(&()),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = super::events::publish(&client, &reporter, &regarding, &event).await {
+            tracing::debug!(object = %key, error = %e, "failed to record the ReconcileFailed event");
+        }
+    });
     Requeue::requeue(delay)
 }
+
+/// Reason of the Warning Event a failed reconcile records.
+pub(crate) const RECONCILE_FAILED: &str = "ReconcileFailed";

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 pub mod audit;
 pub mod fixtures;
+pub mod proxy;
 pub mod receiver;
 
 /// Repository root.
@@ -299,6 +300,10 @@ pub struct ControllerProcess {
     log: PathBuf,
     extra_env: Vec<(String, String)>,
     identity: String,
+    /// The kubeconfig it connects with, when not the usual one (see [`Self::start_through`]).
+    kubeconfig: Option<PathBuf>,
+    /// Watches every namespace (`namespace` then only names its log and identity).
+    all_namespaces: bool,
 }
 
 impl ControllerProcess {
@@ -320,24 +325,56 @@ impl ControllerProcess {
         )
     }
 
+    /// A controller that reaches the API server through `kubeconfig` (a fault proxy's).
+    pub fn start_through(
+        namespace: &str,
+        kubeconfig: &Path,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
+        let mut p = Self::prepare(namespace, "controller", extra_env);
+        p.kubeconfig = Some(kubeconfig.to_path_buf());
+        p.spawn();
+        p
+    }
+
+    /// A controller for all namespaces, as the chart installs it, without leader election
+    /// (whose Lease would be shared). Only for a test binary that runs alone: it acts on
+    /// every namespace's objects. `label` names its log and identity.
+    pub fn start_cluster_wide(label: &str) -> Self {
+        let mut p = Self::prepare(
+            label,
+            "cluster-wide",
+            vec![("SYNCSEQ_TEST_NO_LEADER_ELECTION".into(), "1".into())],
+        );
+        p.all_namespaces = true;
+        p.spawn();
+        p
+    }
+
     /// One replica of several: `identity` tells replicas apart in leader election.
     pub fn start_replica(
         namespace: &str,
         identity: &str,
         extra_env: Vec<(String, String)>,
     ) -> Self {
+        let mut p = Self::prepare(namespace, identity, extra_env);
+        p.spawn();
+        p
+    }
+
+    fn prepare(namespace: &str, identity: &str, extra_env: Vec<(String, String)>) -> Self {
         let logs = repo_root().join(".cluster/logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("{identity}-{namespace}.log"));
-        let mut p = ControllerProcess {
+        ControllerProcess {
             child: None,
             namespace: namespace.to_string(),
             log,
             extra_env,
             identity: identity.to_string(),
-        };
-        p.spawn();
-        p
+            kubeconfig: None,
+            all_namespaces: false,
+        }
     }
 
     fn spawn(&mut self) {
@@ -351,9 +388,11 @@ impl ControllerProcess {
         // once instead of waiting for it to expire (a second replica gets its own identity).
         let identity = self.identity();
         // hack/test-as-serviceaccount.sh runs the controllers as the Helm chart's ServiceAccount.
-        let kubeconfig = std::env::var_os("SYNCSEQ_CONTROLLER_KUBECONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(kubeconfig_path);
+        let kubeconfig = self.kubeconfig.clone().unwrap_or_else(|| {
+            std::env::var_os("SYNCSEQ_CONTROLLER_KUBECONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_else(kubeconfig_path)
+        });
         let unelected = self
             .extra_env
             .iter()
@@ -367,8 +406,6 @@ impl ControllerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_syncseq"))
             .args([
                 "controller",
-                "--namespace",
-                &self.namespace,
                 "--log-level",
                 "info,syncseq=debug",
                 "--metrics-address",
@@ -378,6 +415,11 @@ impl ControllerProcess {
                 "--lease-duration-seconds",
                 "6",
             ])
+            .args(if self.all_namespaces {
+                vec![]
+            } else {
+                vec!["--namespace", &self.namespace]
+            })
             .args(election)
             .env("KUBECONFIG", &kubeconfig)
             // The tests' webhook receivers listen on 127.0.0.1, which webhooks may not reach
@@ -445,6 +487,18 @@ impl ControllerProcess {
         .await;
         self.child = None;
         status
+    }
+
+    /// Whether the process has exited on its own (it is then no longer tracked).
+    pub fn exited(&mut self) -> bool {
+        let gone = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if gone {
+            self.child = None;
+        }
+        gone
     }
 
     /// The identity this replica uses for its Lease, its Events and its User-Agent.
