@@ -372,16 +372,6 @@ async fn a_step_that_runs_past_its_timeout_is_reported_as_timed_out() {
 // ---------------------------------------------------------------------------------------------
 // 4. Alerts: once per change of state, in both formats.
 
-fn alerts_yaml(alerts: &[(&str, &str, &str, &str)]) -> String {
-    let mut out = String::from("  alerts:\n");
-    for (name, when, secret, format) in alerts {
-        out.push_str(&format!(
-            "  - name: {name}\n    when: [{when}]\n    webhook: {{urlSecretRef: {{name: {secret}, key: url}}, format: {format}}}\n"
-        ));
-    }
-    out
-}
-
 #[tokio::test]
 async fn three_failed_runs_notify_once_and_the_next_success_recovers_once() {
     install_crds().await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use syncseq::api::{RunPhase, SyncSequence};
 
@@ -69,6 +69,17 @@ pub fn apply_crm(ns: &TestNamespace, duration: &str, spec_extra: &str) {
     }
     let steps: Vec<(&str, &str)> = CRM_STEPS.iter().map(|s| (*s, "")).collect();
     ns.kubectl_apply(&sequence_yaml("crm", &steps, spec_extra));
+}
+
+/// The `alerts:` of a sequence spec: (name, when, Secret holding the URL under `url`, format).
+pub fn alerts_yaml(alerts: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = String::from("  alerts:\n");
+    for (name, when, secret, format) in alerts {
+        out.push_str(&format!(
+            "  - name: {name}\n    when: [{when}]\n    webhook: {{urlSecretRef: {{name: {secret}, key: url}}, format: {format}}}\n"
+        ));
+    }
+    out
 }
 
 /// The steps of [`apply_crm`]'s sequence, in order.
@@ -288,12 +299,24 @@ impl PodLog {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            // Backoff: the watch survives an API server restart without spinning.
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            // During a relist, the Pods listed so far: a Pod deleted while the watch was down
+            // is not listed again, and is forgotten when the relist is done.
+            let mut relisted: Option<std::collections::BTreeSet<String>> = None;
             while let Some(ev) = stream.next().await {
                 let Ok(ev) = ev else { continue };
                 let mut alive = alive_sink.lock().unwrap();
+                if let (Some(seen), watcher::Event::InitApply(pod)) = (relisted.as_mut(), &ev) {
+                    seen.insert(pod.name_any());
+                }
                 match ev {
                     watcher::Event::InitDone => {
+                        if let Some(seen) = relisted.take() {
+                            alive.retain(|pod, _| seen.contains(pod));
+                        }
                         if let Some(tx) = ready.take() {
                             let _ = tx.send(());
                         }
@@ -317,7 +340,10 @@ impl PodLog {
                             }
                         }
                     }
-                    watcher::Event::Init => continue,
+                    watcher::Event::Init => {
+                        relisted = Some(Default::default());
+                        continue;
+                    }
                 }
                 let mut counts = std::collections::BTreeMap::<String, usize>::new();
                 for sync in alive.values() {

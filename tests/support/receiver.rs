@@ -103,6 +103,75 @@ impl Drop for Receiver {
     }
 }
 
+/// A tarpit: accepts connections, reads what is sent, never answers. Counts the connections
+/// open at once (a client that gives up closes its connection).
+pub struct Tarpit {
+    pub port: u16,
+    open: Arc<Mutex<TarpitCounts>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct TarpitCounts {
+    open: usize,
+    most_open: usize,
+    first_accepted: Option<Instant>,
+}
+
+impl Tarpit {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(Mutex::new(TarpitCounts::default()));
+        let counts = open.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    {
+                        let mut c = counts.lock().unwrap();
+                        c.open += 1;
+                        c.most_open = c.most_open.max(c.open);
+                        c.first_accepted.get_or_insert_with(Instant::now);
+                    }
+                    let mut sink = [0u8; 4096];
+                    while matches!(sock.read(&mut sink).await, Ok(n) if n > 0) {}
+                    counts.lock().unwrap().open -= 1;
+                });
+            }
+        });
+        Tarpit { port, open, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap().open
+    }
+
+    /// The most connections that were open at once.
+    pub fn most_open(&self) -> usize {
+        self.open.lock().unwrap().most_open
+    }
+
+    /// When the first connection came.
+    pub fn first_accepted(&self) -> Option<Instant> {
+        self.open.lock().unwrap().first_accepted
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
