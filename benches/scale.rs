@@ -129,7 +129,7 @@ async fn main() {
         started.elapsed()
     );
 
-    let controller = ControllerProcess::start(&ns.name);
+    let controller = ControllerProcess::start_with_default_lease(&ns.name);
     let address = controller.metrics_address().await;
     let pid = controller.pid().unwrap();
     let api = ns.api::<SyncSequence>();

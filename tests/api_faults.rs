@@ -96,23 +96,26 @@ async fn job_creates_answered_with_server_errors_are_retried_and_reported() {
     );
 }
 
-#[tokio::test]
-async fn throttled_status_writes_wait_as_long_as_retry_after_says() {
-    let s = setup("api429").await;
+/// Answers the first `times` status writes with 429 and `Retry-After: retry_after_secs`, runs
+/// the sequence, and returns how long after the first 429 its retry came.
+async fn retry_after_throttled_status_writes(
+    prefix: &str,
+    retry_after_secs: u64,
+    times: usize,
+) -> Duration {
+    let s = setup(prefix).await;
     let status = format!(
         "{}/crm/status",
         s.path("syncseq.dev/v1alpha1", "syncsequences")
     );
     s.proxy.inject(
         Match::new("PATCH", status.clone()),
-        Fault::TooManyRequests {
-            retry_after_secs: 2,
-        },
-        2,
+        Fault::TooManyRequests { retry_after_secs },
+        times,
     );
     let _c = s.controller();
     s.run_exactly_once().await;
-    s.assert_faulted(2);
+    s.assert_faulted(times);
     let writes: Vec<_> = s
         .proxy
         .seen()
@@ -120,7 +123,12 @@ async fn throttled_status_writes_wait_as_long_as_retry_after_says() {
         .filter(|r| r.method == "PATCH" && r.uri.contains(&status))
         .collect();
     let first = writes.iter().position(|w| w.fault.is_some()).unwrap();
-    let gap = writes[first + 1].at - writes[first].at;
+    writes[first + 1].at - writes[first].at
+}
+
+#[tokio::test]
+async fn throttled_status_writes_wait_as_long_as_retry_after_says() {
+    let gap = retry_after_throttled_status_writes("api429", 2, 2).await;
     assert!(
         gap >= Duration::from_millis(1900),
         "the retry came {gap:?} after a 429 that said Retry-After: 2"
@@ -129,28 +137,7 @@ async fn throttled_status_writes_wait_as_long_as_retry_after_says() {
 
 #[tokio::test]
 async fn a_retry_after_of_an_hour_holds_a_write_for_seconds_only() {
-    let s = setup("api429long").await;
-    let status = format!(
-        "{}/crm/status",
-        s.path("syncseq.dev/v1alpha1", "syncsequences")
-    );
-    s.proxy.inject(
-        Match::new("PATCH", status.clone()),
-        Fault::TooManyRequests {
-            retry_after_secs: 3600,
-        },
-        1,
-    );
-    let _c = s.controller();
-    s.run_exactly_once().await;
-    s.assert_faulted(1);
-    let writes: Vec<_> = s
-        .proxy
-        .seen()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.uri.contains(&status))
-        .collect();
-    let gap = writes[1].at - writes[0].at;
+    let gap = retry_after_throttled_status_writes("api429long", 3600, 1).await;
     assert!(
         gap <= Duration::from_secs(12),
         "the retry came {gap:?} after a 429 that said Retry-After: 3600"

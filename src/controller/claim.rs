@@ -48,7 +48,7 @@ pub async fn claim(
         return Ok(Claimed::Refused(format!("sync {sync} no longer exists")));
     };
     let now = Timestamp::now();
-    let held = holders(ctx, namespace);
+    let held = holders(ctx, namespace, [sync]);
     let cached_holders = held.get(sync).map(Vec::as_slice).unwrap_or_default();
     if let Some(other) = cached_holders.iter().find(|h| h.job != job) {
         return Ok(Claimed::Refused(other.by.clone()));
@@ -60,11 +60,10 @@ pub async fn claim(
         // Young claims hold unless the cache shows their Job finished. (Asking only whether
         // the Job is cached would race with the holders read above: a Job that reached the
         // cache in between, just created and running, would count as neither.)
-        let finished = ctx.jobs.state().iter().any(|j| {
-            j.namespace().as_deref() == Some(namespace)
-                && j.name_any() == c.job
-                && job_outcome(j).0 != JobOutcome::Active
-        });
+        let finished = ctx
+            .jobs
+            .get(namespace, &c.job)
+            .is_some_and(|j| job_outcome(&j).0 != JobOutcome::Active);
         if !finished && now < c.time.0 + CLAIM_YOUNG {
             return Ok(Claimed::Refused(c.by.clone()));
         }

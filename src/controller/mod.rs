@@ -1,8 +1,10 @@
 //! The thin layer that talks to the API server: watches, caches, and executing the engine's plans.
 //!
-//! One watch per resource kind feeds both a cache (reflector store) and the controller's
-//! triggers, so steady state costs no list calls: Jobs and Pods are watched by label, Syncs and
-//! sequences in full, within the configured namespace scope.
+//! One watch per resource kind feeds both a cache and the triggers of both controllers, so
+//! steady state costs no list calls: Jobs and Pods are watched by label, Syncs and sequences in
+//! full, within the configured namespace scope. Jobs and Pods are cached indexed by owner and by
+//! Sync (`index`), so that a reconcile reads only its own objects; Syncs and sequences are in
+//! reflector stores, which the controllers look objects up in by name.
 
 mod backoff;
 mod claim;
@@ -10,9 +12,11 @@ mod egress;
 mod events;
 mod execute;
 mod freshness;
+mod index;
 mod notify;
 mod observe;
 mod reconcile;
+mod triggers;
 
 use std::sync::Arc;
 
@@ -21,7 +25,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{Sync, SyncSequence, labels};
@@ -46,8 +50,9 @@ pub struct Config {
 pub struct Context {
     pub client: Client,
     pub syncs: Store<Sync>,
-    pub jobs: Store<Job>,
-    pub pods: Store<Pod>,
+    /// Jobs and Pods, found by owner and by Sync.
+    pub(crate) jobs: Arc<index::Cache<Job>>,
+    pub(crate) pods: Arc<index::Cache<Pod>>,
     pub reporter: events::Reporter,
     /// Queues alert notifications for background delivery.
     pub notifier: notify::Notifier,
@@ -92,14 +97,20 @@ pub async fn run(
     let ns = config.namespace.as_deref();
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let (jobs, jobs_writer) = reflector::store();
-    let (pods, pods_writer) = reflector::store();
+    let jobs: Arc<index::Cache<Job>> = Default::default();
+    let pods: Arc<index::Cache<Pod>> = Default::default();
     let (syncs, syncs_writer) = reflector::store();
+    // Whether the Sync store holds its first list. Not `Store::wait_until_ready`: the Sync
+    // controller waits on that, and the store wakes only one of several waiters.
+    let (syncs_listed_tx, mut syncs_listed) = tokio::sync::watch::channel(false);
+    // Which sequences run each Sync: who to wake when it becomes free or changes.
+    let sequences_by_sync: Arc<index::Cache<index::SyncRefs>> = Default::default();
 
     // The caches keep only what the engine reads: labels, owners and status. Managed fields and
     // specs (a Job's spec carries the whole Pod template) would dominate memory at scale.
     // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
-    // its owner and whoever waits for its Sync.
+    // its owner and whoever waits for its Sync. Only events that change what the engine reads
+    // wake anyone (`triggers`); the caches take them all.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .inspect(watch_health(&health, "Job"))
@@ -107,9 +118,13 @@ pub async fn run(
             job.managed_fields_mut().clear();
             job.spec = None;
         })
-        .reflect(jobs_writer)
+        .inspect_ok({
+            let jobs = jobs.clone();
+            move |event| jobs.apply(event, Job::clone)
+        })
         .map_ok(mark_deleted)
         .touched_objects()
+        .predicate_filter(triggers::job, PredicateConfig::default())
         .boxed();
     let pod_stream = watcher(
         api::<Pod>(&client, ns),
@@ -121,15 +136,24 @@ pub async fn run(
         pod.managed_fields_mut().clear();
         pod.spec = None;
     })
-    .reflect(pods_writer)
+    .inspect_ok({
+        let pods = pods.clone();
+        move |event| pods.apply(event, Pod::clone)
+    })
     .map_ok(mark_deleted)
     .touched_objects()
+    .predicate_filter(triggers::pod, PredicateConfig::default())
     .boxed();
     let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
         .default_backoff()
         .inspect(watch_health(&health, "Sync"))
         .modify(|sync: &mut Sync| sync.managed_fields_mut().clear())
         .reflect(syncs_writer)
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                syncs_listed_tx.send_replace(true);
+            }
+        })
         .touched_objects()
         .boxed();
 
@@ -145,21 +169,24 @@ pub async fn run(
         .default_backoff()
         .inspect(watch_health(&health, "SyncSequence"))
         .reflect(seq_writer)
+        .inspect_ok({
+            let index = sequences_by_sync.clone();
+            move |event| index.apply(event, index::SyncRefs::of)
+        })
         .applied_objects();
     let controller = Controller::for_stream(seq_stream, seq_store.clone());
-    let seq_store_for_syncs = seq_store.clone();
 
-    // One task waits on the stores and publishes readiness to every reconcile. (Store's own
-    // `wait_until_ready` wakes only the most recent of several concurrent waiters: its
-    // futures oneshot receiver keeps a single waker.)
+    // One task waits until every cache holds its first list and publishes readiness to every
+    // reconcile. (A reflector Store's own `wait_until_ready` wakes only the most recent of
+    // several concurrent waiters: its futures oneshot receiver keeps a single waker.)
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {
-        let (jobs, pods, syncs) = (jobs.clone(), pods.clone(), syncs.clone());
+        let (jobs, pods) = (jobs.clone(), pods.clone());
         let ready = health.clone();
         tokio::spawn(async move {
-            let _ = jobs.wait_until_ready().await;
-            let _ = pods.wait_until_ready().await;
-            let _ = syncs.wait_until_ready().await;
+            jobs.wait_until_ready().await;
+            pods.wait_until_ready().await;
+            let _ = syncs_listed.wait_for(|listed| *listed).await;
             let _ = ready_tx.send(true);
             ready.caches_synced.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
@@ -184,9 +211,11 @@ pub async fn run(
         health: health.clone(),
     });
 
-    // Job and Pod events also wake the Sync they run, through this channel: one watch per kind
-    // serves both controllers.
+    // Sync events, and Job and Pod events of a Sync, wake the Sync controller through this
+    // channel: one watch per kind serves both controllers, and the Sync controller reads the
+    // one Sync cache.
     let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Sync>>();
+    let sync_changed = sync_tx.clone();
     let wake_sync = move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         if let (Some(sync), Some(ns)) = (
             meta.labels.as_ref().and_then(|l| l.get(labels::SYNC)),
@@ -198,18 +227,24 @@ pub async fn run(
     let wake_sync_for_pods = wake_sync.clone();
     let shutdown = shutdown.shared();
 
-    let sync_controller = Controller::new(api::<Sync>(&client, ns), watcher::Config::default())
-        .reconcile_on(futures::stream::poll_fn(move |cx| sync_rx.poll_recv(cx)))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            reconcile::reconcile::<Sync>,
-            reconcile::error_policy::<Sync>,
-            ctx.clone(),
-        )
-        .for_each(|result| async move { log_failure(result.map(|_| ())) });
+    let sync_controller = Controller::for_stream(
+        futures::stream::pending::<Result<Sync, watcher::Error>>(),
+        syncs.clone(),
+    )
+    .reconcile_on(futures::stream::poll_fn(move |cx| sync_rx.poll_recv(cx)))
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        reconcile::reconcile::<Sync>,
+        reconcile::error_policy::<Sync>,
+        ctx.clone(),
+    )
+    .for_each(|result| async move { log_failure(result.map(|_| ())) });
 
-    let seq_store_for_jobs = seq_store.clone();
-    let seq_store_for_pods = seq_store.clone();
+    let (by_sync_for_jobs, by_sync_for_pods, by_sync_for_syncs) = (
+        sequences_by_sync.clone(),
+        sequences_by_sync.clone(),
+        sequences_by_sync,
+    );
     let sequence_controller = controller
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
@@ -231,7 +266,7 @@ pub async fn run(
                 && let Some(sync) = job.labels().get(labels::SYNC)
             {
                 refs.extend(referencing(
-                    &seq_store_for_jobs,
+                    &by_sync_for_jobs,
                     job.namespace().as_deref(),
                     sync,
                 ));
@@ -257,13 +292,14 @@ pub async fn run(
                 .into_iter()
                 .collect();
             if let Some(sync) = pod.labels().get(labels::SYNC) {
-                refs.extend(referencing(&seq_store_for_pods, ns.as_deref(), sync));
+                refs.extend(referencing(&by_sync_for_pods, ns.as_deref(), sync));
             }
             refs
         })
         .watches_stream(sync_stream, move |sync: Sync| {
+            let _ = sync_changed.send(ObjectRef::from(&sync));
             referencing(
-                &seq_store_for_syncs,
+                &by_sync_for_syncs,
                 sync.namespace().as_deref(),
                 &sync.name_any(),
             )
@@ -327,17 +363,14 @@ fn mark_deleted<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K
 
 /// The sequences of a namespace that have a step running the given Sync.
 fn referencing(
-    store: &Store<SyncSequence>,
+    index: &index::Cache<index::SyncRefs>,
     namespace: Option<&str>,
     sync: &str,
 ) -> Vec<ObjectRef<SyncSequence>> {
-    store
-        .state()
+    let ns = namespace.unwrap_or_default();
+    index
+        .names(ns, &index::IndexKey::Sync(sync.to_string()))
         .iter()
-        .filter(|s| {
-            s.namespace().as_deref() == namespace
-                && s.spec.steps.iter().any(|st| st.sync_ref.name == sync)
-        })
-        .map(|s| ObjectRef::from(s.as_ref()))
+        .map(|name| ObjectRef::new(name).within(ns))
         .collect()
 }

@@ -13,16 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Api, ResourceExt};
 
 use super::Context;
+use super::index::{IndexKey, controller_of};
 use crate::api::{GROUP, RunStatus, labels};
 use crate::engine::{Holder, JobOutcome, JobView, SyncJob, job_outcome, pod_report};
-
-/// The controller owner reference of an object, if any.
-fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-}
 
 /// Whether a Job is controlled by a syncseq object (a SyncSequence or a Sync).
 fn syncseq_controlled(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -34,15 +27,9 @@ fn syncseq_controlled(meta: &ObjectMeta) -> Option<&OwnerReference> {
 
 /// The Jobs of a namespace that `owner_uid` controls, with their Pods' results.
 pub fn owned_jobs(ctx: &Context, namespace: &str, owner_uid: &str) -> Vec<JobView> {
-    let jobs: Vec<_> = ctx
+    let jobs = ctx
         .jobs
-        .state()
-        .into_iter()
-        .filter(|j| {
-            j.metadata.namespace.as_deref() == Some(namespace)
-                && controller_of(&j.metadata).is_some_and(|o| o.uid == owner_uid)
-        })
-        .collect();
+        .find(namespace, &IndexKey::Owner(owner_uid.to_string()));
     with_pods(ctx, namespace, jobs.iter().map(|j| j.as_ref()))
 }
 
@@ -52,51 +39,28 @@ fn with_pods<'a>(
     namespace: &str,
     jobs: impl Iterator<Item = &'a Job>,
 ) -> Vec<JobView> {
-    let jobs: Vec<&Job> = jobs.collect();
-    if jobs.is_empty() {
-        return vec![];
-    }
-    let pods: Vec<_> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-        .collect();
-    jobs.into_iter()
-        .filter_map(|job| {
-            let uid = job.uid()?;
-            let own_pods = pods
-                .iter()
-                .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
-                .map(|p| p.as_ref());
-            job_view(job, own_pods)
-        })
-        .collect()
+    jobs.filter_map(|job| {
+        let pods = ctx.pods.find(namespace, &IndexKey::Owner(job.uid()?));
+        job_view(job, pods.iter().map(|p| p.as_ref()))
+    })
+    .collect()
 }
 
 /// Every Job that runs one Sync and is controlled by a syncseq object, with who started it.
 pub fn sync_jobs(ctx: &Context, namespace: &str, sync: &str) -> Vec<SyncJob> {
     let jobs: Vec<_> = ctx
         .jobs
-        .state()
+        .find(namespace, &IndexKey::Sync(sync.to_string()))
         .into_iter()
-        .filter(|j| {
-            j.metadata.namespace.as_deref() == Some(namespace)
-                && j.labels().get(labels::SYNC).map(String::as_str) == Some(sync)
-                && syncseq_controlled(&j.metadata).is_some()
-        })
+        .filter(|j| syncseq_controlled(&j.metadata).is_some())
         .collect();
-    let views = with_pods(ctx, namespace, jobs.iter().map(|j| j.as_ref()));
-    views
-        .into_iter()
-        .map(|view| {
-            let sequence = jobs
-                .iter()
-                .find(|j| j.name_any() == view.name)
-                .and_then(|j| syncseq_controlled(&j.metadata))
+    jobs.iter()
+        .filter_map(|job| {
+            let view = with_pods(ctx, namespace, std::iter::once(job.as_ref())).pop()?;
+            let sequence = syncseq_controlled(&job.metadata)
                 .filter(|o| o.kind == "SyncSequence")
                 .map(|o| o.name.clone());
-            SyncJob { view, sequence }
+            Some(SyncJob { view, sequence })
         })
         .collect()
 }
@@ -147,10 +111,14 @@ pub async fn confirm_missing(
     Ok(())
 }
 
-/// What holds each Sync of a namespace: Jobs controlled by a syncseq object that have not
-/// finished or are being deleted, and Pods of syncseq Jobs that have not terminated — after a
-/// background delete the Job is gone while its Pod runs out its grace period.
-pub fn holders(ctx: &Context, namespace: &str) -> BTreeMap<String, Vec<Holder>> {
+/// What holds each of the given Syncs of a namespace: Jobs controlled by a syncseq object that
+/// have not finished or are being deleted, and Pods of syncseq Jobs that have not terminated —
+/// after a background delete the Job is gone while its Pod runs out its grace period.
+pub fn holders<'a>(
+    ctx: &Context,
+    namespace: &str,
+    syncs: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<String, Vec<Holder>> {
     let mut out: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
     let by = |meta: &ObjectMeta, job: &str| {
         let l = meta.labels.as_ref();
@@ -163,44 +131,40 @@ pub fn holders(ctx: &Context, namespace: &str) -> BTreeMap<String, Vec<Holder>> 
             _ => format!("job {job}"),
         }
     };
-    for job in ctx.jobs.state() {
-        if job.namespace().as_deref() != Some(namespace)
-            || syncseq_controlled(&job.metadata).is_none()
-        {
+    for sync in syncs {
+        if out.contains_key(sync) {
             continue;
         }
-        let active =
-            job_outcome(&job).0 == JobOutcome::Active || job.metadata.deletion_timestamp.is_some();
-        let Some(sync) = job.labels().get(labels::SYNC).filter(|_| active) else {
-            continue;
-        };
-        let name = job.name_any();
-        out.entry(sync.clone()).or_default().push(Holder {
-            by: by(&job.metadata, &name),
-            job: name,
-        });
-    }
-    for pod in ctx.pods.state() {
-        if pod.namespace().as_deref() != Some(namespace) {
-            continue;
+        let key = IndexKey::Sync(sync.to_string());
+        let mut held = Vec::new();
+        for job in ctx.jobs.find(namespace, &key) {
+            if syncseq_controlled(&job.metadata).is_none() {
+                continue;
+            }
+            let active = job_outcome(&job).0 == JobOutcome::Active
+                || job.metadata.deletion_timestamp.is_some();
+            if active {
+                let name = job.name_any();
+                held.push(Holder {
+                    by: by(&job.metadata, &name),
+                    job: name,
+                });
+            }
         }
-        let l = pod.labels();
-        let terminated = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
-        let Some(job) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
-            continue;
-        };
-        if terminated || l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER) {
-            continue;
-        }
-        let Some(sync) = l.get(labels::SYNC) else {
-            continue;
-        };
-        let holders = out.entry(sync.clone()).or_default();
-        if !holders.iter().any(|h| h.job == job.name) {
-            holders.push(Holder {
+        for pod in ctx.pods.find(namespace, &key) {
+            let terminated = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            let Some(job) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
+                continue;
+            };
+            let managed =
+                pod.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER);
+            if terminated || !managed || held.iter().any(|h: &Holder| h.job == job.name) {
+                continue;
+            }
+            held.push(Holder {
                 by: format!(
                     "{} (a Pod of job {} is still terminating)",
                     by(&pod.metadata, &job.name),
@@ -208,6 +172,9 @@ pub fn holders(ctx: &Context, namespace: &str) -> BTreeMap<String, Vec<Holder>> 
                 ),
                 job: job.name.clone(),
             });
+        }
+        if !held.is_empty() {
+            out.insert(sync.to_string(), held);
         }
     }
     out

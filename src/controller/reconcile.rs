@@ -70,11 +70,12 @@ impl Subject for SyncSequence {
             })
             .map(|s| (s.name_any(), s.as_ref().clone()))
             .collect();
+        let steps = self.spec.steps.iter().map(|s| s.sync_ref.name.as_str());
         decide(&Observed {
             sequence: self,
             syncs: &syncs,
             jobs,
-            holders: &holders(ctx, &ns),
+            holders: &holders(ctx, &ns, steps),
             now,
         })
     }
@@ -115,12 +116,12 @@ impl Subject for Sync {
         &mut status.book
     }
     fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan<SyncStatus> {
-        let ns = self.namespace().unwrap_or_default();
+        let (ns, name) = (self.namespace().unwrap_or_default(), self.name_any());
         decide_sync(&SyncObserved {
             sync: self,
             own: jobs,
-            all: &super::observe::sync_jobs(ctx, &ns, &self.name_any()),
-            holders: &holders(ctx, &ns),
+            all: &super::observe::sync_jobs(ctx, &ns, &name),
+            holders: &holders(ctx, &ns, [name.as_str()]),
             now,
         })
     }

@@ -1,0 +1,340 @@
+//! Caches fed from the watch events and indexed by what the reconciles look up: the Jobs an
+//! object controls (by owner UID), the Pods of a Job (by owner UID), the Jobs and Pods of a
+//! Sync, and the sequences that run a Sync. A reconcile reads its own entries only, so nothing
+//! it does grows with the number of unrelated objects in the cluster.
+//!
+//! A cache applies watch events the way kube-runtime's reflector store does (a relist replaces
+//! the whole content when it is done), and keeps what [`Indexed::keys`] says an entry is found
+//! by. Lookups return entries sorted by name, so that decisions do not depend on hash order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{SyncSequence, labels};
+
+/// What an entry is found by, besides its namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum IndexKey {
+    /// The UID of the object's controller owner.
+    Owner(String),
+    /// A Sync the entry is about (the `syncseq.dev/sync` label, or a step's `syncRef`).
+    Sync(String),
+}
+
+/// An entry of a cache.
+pub(crate) trait Indexed {
+    fn keys(&self) -> Vec<IndexKey>;
+}
+
+/// The controller owner reference of an object, if any.
+pub(crate) fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// Jobs and Pods are found by their controller (a Job's sequence or Sync, a Pod's Job) and by
+/// the Sync they run.
+fn owner_and_sync(meta: &ObjectMeta) -> Vec<IndexKey> {
+    let owner = controller_of(meta).map(|o| IndexKey::Owner(o.uid.clone()));
+    let sync = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::SYNC))
+        .map(|s| IndexKey::Sync(s.clone()));
+    owner.into_iter().chain(sync).collect()
+}
+
+impl Indexed for Job {
+    fn keys(&self) -> Vec<IndexKey> {
+        owner_and_sync(&self.metadata)
+    }
+}
+
+impl Indexed for Pod {
+    fn keys(&self) -> Vec<IndexKey> {
+        owner_and_sync(&self.metadata)
+    }
+}
+
+/// What the sequence cache keeps of a sequence: the Syncs its steps run, by which it is found
+/// when one of them becomes free or changes. (The sequences themselves are in the controller's
+/// own store.)
+pub(crate) struct SyncRefs(Vec<String>);
+
+impl SyncRefs {
+    pub(crate) fn of(seq: &SyncSequence) -> Self {
+        let mut syncs: Vec<String> = seq
+            .spec
+            .steps
+            .iter()
+            .map(|s| s.sync_ref.name.clone())
+            .collect();
+        syncs.sort();
+        syncs.dedup();
+        SyncRefs(syncs)
+    }
+}
+
+impl Indexed for SyncRefs {
+    fn keys(&self) -> Vec<IndexKey> {
+        self.0.iter().cloned().map(IndexKey::Sync).collect()
+    }
+}
+
+/// (namespace, name)
+type Name = (String, String);
+
+struct State<T> {
+    entries: HashMap<Name, Arc<T>>,
+    /// (namespace, key) -> names.
+    index: HashMap<(String, IndexKey), BTreeSet<String>>,
+    /// Entries listed so far by a relist in progress.
+    relist: Option<HashMap<Name, Arc<T>>>,
+}
+
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State {
+            entries: HashMap::new(),
+            index: HashMap::new(),
+            relist: None,
+        }
+    }
+}
+
+impl<T: Indexed> State<T> {
+    fn insert(&mut self, name: Name, entry: Arc<T>) {
+        self.remove(&name);
+        for key in entry.keys() {
+            self.index
+                .entry((name.0.clone(), key))
+                .or_default()
+                .insert(name.1.clone());
+        }
+        self.entries.insert(name, entry);
+    }
+
+    fn remove(&mut self, name: &Name) {
+        let Some(old) = self.entries.remove(name) else {
+            return;
+        };
+        for key in old.keys() {
+            let slot = (name.0.clone(), key);
+            if let Some(names) = self.index.get_mut(&slot) {
+                names.remove(&name.1);
+                if names.is_empty() {
+                    self.index.remove(&slot);
+                }
+            }
+        }
+    }
+}
+
+/// A cache of `T`, made from watch events of `K` (`T` may be `K` itself, or a compact form).
+pub(crate) struct Cache<T> {
+    state: RwLock<State<T>>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache {
+            state: RwLock::new(State::default()),
+            ready: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl<T: Indexed> Cache<T> {
+    /// Applies one watch event; `project` makes the entry kept for an object.
+    pub(crate) fn apply<K: Resource>(&self, event: &watcher::Event<K>, project: impl Fn(&K) -> T) {
+        let name = |obj: &K| (obj.namespace().unwrap_or_default(), obj.name_any());
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(obj) => st.insert(name(obj), Arc::new(project(obj))),
+            watcher::Event::Delete(obj) => st.remove(&name(obj)),
+            watcher::Event::Init => st.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(obj) => {
+                st.relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(name(obj), Arc::new(project(obj)));
+            }
+            watcher::Event::InitDone => {
+                let listed = st.relist.take().unwrap_or_default();
+                let mut fresh = State::default();
+                for (name, entry) in listed {
+                    fresh.insert(name, entry);
+                }
+                *st = fresh;
+                drop(st);
+                self.ready.send_replace(true);
+            }
+        }
+    }
+
+    /// The entries of a namespace found by `key`, sorted by name.
+    pub(crate) fn find(&self, namespace: &str, key: &IndexKey) -> Vec<Arc<T>> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.index
+            .get(&(namespace.to_string(), key.clone()))
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                st.entries
+                    .get(&(namespace.to_string(), name.clone()))
+                    .cloned()
+            })
+            .collect()
+    }
+
+    /// The names of the entries of a namespace found by `key`, sorted.
+    pub(crate) fn names(&self, namespace: &str, key: &IndexKey) -> Vec<String> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.index
+            .get(&(namespace.to_string(), key.clone()))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.entries
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Waits until the first list is complete.
+    pub(crate) async fn wait_until_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(ns: &str, name: &str, owner: &str, sync: &str) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "namespace": ns, "name": name,
+                "labels": {labels::SYNC: sync},
+                "ownerReferences": [{
+                    "apiVersion": "syncseq.dev/v1alpha1", "kind": "SyncSequence",
+                    "name": "crm", "uid": owner, "controller": true,
+                }],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn names(found: Vec<Arc<Job>>) -> Vec<String> {
+        found.iter().map(|j| j.name_any()).collect()
+    }
+
+    fn owner(uid: &str) -> IndexKey {
+        IndexKey::Owner(uid.into())
+    }
+
+    fn sync(name: &str) -> IndexKey {
+        IndexKey::Sync(name.into())
+    }
+
+    #[test]
+    fn entries_are_found_by_owner_and_by_sync_within_their_namespace() {
+        let cache = Cache::<Job>::default();
+        for j in [
+            job("a", "crm-2", "u1", "accounts"),
+            job("a", "crm-1", "u1", "contacts"),
+            job("a", "other", "u2", "accounts"),
+            job("b", "crm-1", "u1", "accounts"),
+        ] {
+            cache.apply(&watcher::Event::Apply(j), Job::clone);
+        }
+        assert_eq!(
+            names(cache.find("a", &owner("u1"))),
+            ["crm-1", "crm-2"],
+            "sorted by name"
+        );
+        assert_eq!(
+            names(cache.find("a", &sync("accounts"))),
+            ["crm-2", "other"]
+        );
+        assert_eq!(names(cache.find("b", &sync("accounts"))), ["crm-1"]);
+        assert!(cache.find("c", &owner("u1")).is_empty());
+        assert!(cache.get("a", "other").is_some());
+    }
+
+    #[test]
+    fn an_update_moves_an_entry_between_keys_and_a_delete_removes_it_everywhere() {
+        let cache = Cache::<Job>::default();
+        cache.apply(
+            &watcher::Event::Apply(job("a", "j", "u1", "accounts")),
+            Job::clone,
+        );
+        cache.apply(
+            &watcher::Event::Apply(job("a", "j", "u2", "contacts")),
+            Job::clone,
+        );
+        assert!(cache.find("a", &owner("u1")).is_empty());
+        assert!(cache.find("a", &sync("accounts")).is_empty());
+        assert_eq!(names(cache.find("a", &owner("u2"))), ["j"]);
+        cache.apply(
+            &watcher::Event::Delete(job("a", "j", "u2", "contacts")),
+            Job::clone,
+        );
+        assert!(cache.find("a", &owner("u2")).is_empty());
+        assert!(cache.names("a", &sync("contacts")).is_empty());
+        assert!(cache.get("a", "j").is_none());
+        let st = cache.state.read().unwrap();
+        assert!(st.index.is_empty(), "no empty index slots are left behind");
+    }
+
+    #[tokio::test]
+    async fn a_relist_replaces_the_content_when_done_and_makes_the_cache_ready() {
+        let cache = Cache::<Job>::default();
+        cache.apply(
+            &watcher::Event::Apply(job("a", "gone", "u1", "accounts")),
+            Job::clone,
+        );
+        cache.apply(&watcher::Event::Init, Job::clone);
+        cache.apply(
+            &watcher::Event::InitApply(job("a", "kept", "u1", "accounts")),
+            Job::clone,
+        );
+        // Until the relist is done, the cache answers from what it had.
+        assert_eq!(names(cache.find("a", &owner("u1"))), ["gone"]);
+        cache.apply(&watcher::Event::InitDone, Job::clone);
+        assert_eq!(names(cache.find("a", &owner("u1"))), ["kept"]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), cache.wait_until_ready())
+            .await
+            .expect("ready after the first list");
+    }
+
+    #[test]
+    fn a_sequence_is_found_by_each_sync_its_steps_run_once() {
+        let seq: SyncSequence = serde_json::from_value(serde_json::json!({
+            "apiVersion": "syncseq.dev/v1alpha1", "kind": "SyncSequence",
+            "metadata": {"namespace": "a", "name": "crm"},
+            "spec": {"steps": [
+                {"name": "one", "syncRef": {"name": "accounts"}},
+                {"name": "two", "syncRef": {"name": "contacts"}},
+                {"name": "three", "syncRef": {"name": "accounts"}},
+            ]},
+        }))
+        .unwrap();
+        let cache = Cache::<SyncRefs>::default();
+        cache.apply(&watcher::Event::Apply(seq), SyncRefs::of);
+        assert_eq!(cache.names("a", &sync("accounts")), ["crm"]);
+        assert_eq!(cache.names("a", &sync("contacts")), ["crm"]);
+        assert!(cache.names("a", &sync("workspaces")).is_empty());
+    }
+}

@@ -1,0 +1,137 @@
+//! Which watch events of Jobs and Pods wake a reconcile: those that change what the engine
+//! reads. A Job is updated several times while it runs (start time, active and ready counts,
+//! success criteria met) and a Pod more often; only a Job's appearance, its outcome, its
+//! deletion and a Pod's result can change a decision. The caches take every event; these
+//! fingerprints filter the triggers only (kube-runtime's `predicate_filter` passes an event
+//! when its object's fingerprint differs from the last one it passed).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::labels;
+use crate::engine::{JobOutcome, job_outcome, pod_report};
+
+/// What every fingerprint covers: the object's identity, the labels the engine reads, and its
+/// deletion. An object being deleted passes every event, its final delete included (which
+/// carries a new resourceVersion): there are few, and each may free a Sync.
+fn common(meta: &ObjectMeta, h: &mut DefaultHasher) {
+    meta.uid.hash(h);
+    for key in [
+        labels::SEQUENCE,
+        labels::SYNC,
+        labels::RUN,
+        labels::STEP,
+        labels::ATTEMPT,
+    ] {
+        meta.labels.as_ref().and_then(|l| l.get(key)).hash(h);
+    }
+    if meta.deletion_timestamp.is_some() {
+        meta.resource_version.hash(h);
+    }
+}
+
+/// A Job's fingerprint: identity, labels, deletion and outcome.
+pub(crate) fn job(job: &Job) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    common(&job.metadata, &mut h);
+    let (outcome, finished_at) = job_outcome(job);
+    match outcome {
+        JobOutcome::Active => 0u8.hash(&mut h),
+        JobOutcome::Succeeded => 1u8.hash(&mut h),
+        JobOutcome::Failed { timed_out, reason } => {
+            2u8.hash(&mut h);
+            timed_out.hash(&mut h);
+            reason.hash(&mut h);
+        }
+    }
+    finished_at.map(|t| t.as_millisecond()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// A Pod's fingerprint: identity, labels, deletion, whether it terminated, and its result.
+pub(crate) fn pod(pod: &Pod) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    common(&pod.metadata, &mut h);
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed")).hash(&mut h);
+    format!("{:?}", pod_report(std::iter::once(pod))).hash(&mut h);
+    Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_with(status: serde_json::Value, deleting: Option<&str>) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "crm-1-accounts-1", "uid": "u1", "resourceVersion": "7",
+                "labels": {labels::SYNC: "accounts", labels::RUN: "1"},
+                "deletionTimestamp": deleting,
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn running_updates_of_a_job_do_not_wake_but_its_outcome_and_deletion_do() {
+        let created = job(&job_with(serde_json::json!({}), None));
+        let started = job(&job_with(
+            serde_json::json!({"startTime": "2026-12-01T10:00:00Z", "active": 1, "ready": 1}),
+            None,
+        ));
+        assert_eq!(
+            created, started,
+            "start time and active counts change no decision"
+        );
+        let complete = job(&job_with(
+            serde_json::json!({"conditions": [{"type": "Complete", "status": "True",
+                "lastTransitionTime": "2026-12-01T10:00:05Z"}]}),
+            None,
+        ));
+        assert_ne!(started, complete);
+        let deleting = job(&job_with(
+            serde_json::json!({}),
+            Some("2026-12-01T10:01:00Z"),
+        ));
+        assert_ne!(created, deleting);
+        let mut gone = job_with(serde_json::json!({}), Some("2026-12-01T10:01:00Z"));
+        gone.metadata.resource_version = Some("8".into());
+        assert_ne!(
+            deleting,
+            job(&gone),
+            "the final delete of a deleting Job wakes too"
+        );
+    }
+
+    fn pod_with(phase: &str, message: Option<&str>) -> Pod {
+        let terminated = message.map(|m| {
+            serde_json::json!([{"name": "sync", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message": m}}}])
+        });
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "p1", "labels": {labels::SYNC: "accounts"}},
+            "status": {"phase": phase, "containerStatuses": terminated},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_wakes_when_it_terminates_or_its_result_changes_not_while_it_runs() {
+        assert_eq!(
+            pod(&pod_with("Pending", None)),
+            pod(&pod_with("Running", None))
+        );
+        let done = pod(&pod_with("Succeeded", Some(r#"{"rowsSynced":5}"#)));
+        assert_ne!(pod(&pod_with("Running", None)), done);
+        assert_ne!(
+            done,
+            pod(&pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#)))
+        );
+    }
+}
