@@ -310,6 +310,62 @@ async fn a_pod_that_outlives_its_job_by_20s_never_runs_beside_the_next_one() {
 }
 
 #[tokio::test]
+async fn a_pod_orphaned_by_deleting_its_job_keeps_its_sync_busy_until_it_ends() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-orphan").await;
+    ns.kubectl_apply(&sync_yaml("s", "20s", 0, None));
+    ns.kubectl_apply(&sequence_yaml("a", &[("s", "")], ""));
+    ns.kubectl_apply(&sequence_yaml("b", &[("s", "")], ""));
+    let log = JobLog::start(&ns).await;
+    let pods = PodLog::start(&ns).await;
+    let _controller = ControllerProcess::start(&ns.name);
+
+    trigger(&ns, "a", "1").await;
+    let job = log.wait_created("a-1-s-1-", DEADLINE).await;
+    eventually(DEADLINE, "a's Pod to run", || async {
+        (pods.alive("s") == 1).then_some(())
+    })
+    .await;
+    // The Job goes, its Pod stays and runs on without an owner.
+    let out = kubectl(
+        &["delete", "job", &job, "-n", &ns.name, "--cascade=orphan"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod_api = ns.api::<k8s_openapi::api::core::v1::Pod>();
+    eventually(DEADLINE, "the Pod to be orphaned", || async {
+        let list = pod_api.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|p| {
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|o| o.is_empty())
+            })
+            .then_some(())
+    })
+    .await;
+
+    trigger(&ns, "b", "1").await;
+    let notes = wait_event_notes(&ns, "b", "SyncBusy", DEADLINE).await;
+    assert!(
+        notes.iter().any(|n| n.contains("orphaned")),
+        "b waits and says for what: {notes:?}"
+    );
+    log.wait_created("b-1-s-1-", Duration::from_secs(90)).await;
+    assert_eq!(
+        pods.max_alive().get("s"),
+        Some(&1),
+        "b's Pod ran beside the orphaned one"
+    );
+}
+
+#[tokio::test]
 async fn rows_at_the_i64_edge_neither_panic_nor_wrap() {
     install_crds().await;
     let ns = TestNamespace::new("edge-rows").await;

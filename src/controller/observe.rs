@@ -17,6 +17,9 @@ use super::index::{IndexKey, controller_of};
 use crate::api::{GROUP, RunStatus, labels};
 use crate::engine::{Holder, JobOutcome, JobView, SyncJob, job_outcome, pod_report};
 
+/// The label the Job controller puts on every Pod of a Job, naming it.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
 /// Whether a Job is controlled by a syncseq object (a SyncSequence or a Sync).
 fn syncseq_controlled(meta: &ObjectMeta) -> Option<&OwnerReference> {
     controller_of(meta).filter(|o| {
@@ -156,21 +159,28 @@ pub fn holders<'a>(
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Succeeded" | "Failed")
             );
-            let Some(job) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
+            // A Pod whose Job was deleted with `--cascade=orphan` has no owner left, and runs
+            // on: it still holds its Sync. The Job controller's label names its Job.
+            let owner = controller_of(&pod.metadata).filter(|o| o.kind == "Job");
+            let Some(job) = owner
+                .map(|o| o.name.clone())
+                .or_else(|| pod.labels().get(JOB_NAME_LABEL).cloned())
+            else {
                 continue;
             };
             let managed =
                 pod.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER);
-            if terminated || !managed || held.iter().any(|h: &Holder| h.job == job.name) {
+            if terminated || !managed || held.iter().any(|h: &Holder| h.job == job) {
                 continue;
             }
+            let what = if owner.is_some() {
+                "is still terminating"
+            } else {
+                "was orphaned and is still running"
+            };
             held.push(Holder {
-                by: format!(
-                    "{} (a Pod of job {} is still terminating)",
-                    by(&pod.metadata, &job.name),
-                    job.name
-                ),
-                job: job.name.clone(),
+                by: format!("{} (a Pod of job {job} {what})", by(&pod.metadata, &job)),
+                job,
             });
         }
         if !held.is_empty() {
