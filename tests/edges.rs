@@ -203,16 +203,26 @@ async fn a_sync_and_a_sequence_of_the_same_name_each_run_their_own_jobs() {
     assert_ne!(created[0], created[1]);
 }
 
-#[tokio::test]
-async fn a_sequence_waiting_for_a_sync_starts_when_the_holder_is_cancelled() {
+/// Sequences `a` and `b`, each one step of Sync `s` (whose Pods run `duration`), watched by a
+/// Job log and a Pod log, with a controller.
+async fn two_sequences_of_one_sync(
+    prefix: &str,
+    duration: &str,
+) -> (TestNamespace, JobLog, PodLog, ControllerProcess) {
     install_crds().await;
-    let ns = TestNamespace::new("edge-waiter").await;
-    ns.kubectl_apply(&sync_yaml("s", "1h", 0, None));
+    let ns = TestNamespace::new(prefix).await;
+    ns.kubectl_apply(&sync_yaml("s", duration, 0, None));
     ns.kubectl_apply(&sequence_yaml("a", &[("s", "")], ""));
     ns.kubectl_apply(&sequence_yaml("b", &[("s", "")], ""));
     let log = JobLog::start(&ns).await;
     let pods = PodLog::start(&ns).await;
-    let _controller = ControllerProcess::start(&ns.name);
+    let controller = ControllerProcess::start(&ns.name);
+    (ns, log, pods, controller)
+}
+
+#[tokio::test]
+async fn a_sequence_waiting_for_a_sync_starts_when_the_holder_is_cancelled() {
+    let (ns, log, pods, _controller) = two_sequences_of_one_sync("edge-waiter", "1h").await;
     trigger(&ns, "a", "1").await;
     log.wait_created("a-1-s-1-", DEADLINE).await;
     trigger(&ns, "b", "1").await;
@@ -311,14 +321,7 @@ async fn a_pod_that_outlives_its_job_by_20s_never_runs_beside_the_next_one() {
 
 #[tokio::test]
 async fn a_pod_orphaned_by_deleting_its_job_keeps_its_sync_busy_until_it_ends() {
-    install_crds().await;
-    let ns = TestNamespace::new("edge-orphan").await;
-    ns.kubectl_apply(&sync_yaml("s", "20s", 0, None));
-    ns.kubectl_apply(&sequence_yaml("a", &[("s", "")], ""));
-    ns.kubectl_apply(&sequence_yaml("b", &[("s", "")], ""));
-    let log = JobLog::start(&ns).await;
-    let pods = PodLog::start(&ns).await;
-    let _controller = ControllerProcess::start(&ns.name);
+    let (ns, log, pods, _controller) = two_sequences_of_one_sync("edge-orphan", "20s").await;
 
     trigger(&ns, "a", "1").await;
     let job = log.wait_created("a-1-s-1-", DEADLINE).await;
