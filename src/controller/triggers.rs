@@ -57,7 +57,7 @@ pub(crate) fn pod(pod: &Pod) -> Option<u64> {
     common(&pod.metadata, &mut h);
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Succeeded" | "Failed")).hash(&mut h);
-    format!("{:?}", pod_report(std::iter::once(pod))).hash(&mut h);
+    pod_report(std::iter::once(pod)).hash(&mut h);
     Some(h.finish())
 }
 

@@ -52,7 +52,7 @@ impl JobView {
 }
 
 /// What the container reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Report {
     pub rows_synced: Option<i64>,
     pub rows_rejected: Option<i64>,

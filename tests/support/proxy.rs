@@ -62,14 +62,6 @@ impl Match {
         }
     }
 
-    /// Lists and gets (not watches) on paths containing `path`.
-    pub fn read(path: impl Into<String>) -> Self {
-        Match {
-            watch: Some(false),
-            ..Match::new("GET", path)
-        }
-    }
-
     fn matches(&self, method: &str, path: &str, watch: bool) -> bool {
         self.method == method && path.contains(&self.path) && self.watch.is_none_or(|w| w == watch)
     }
