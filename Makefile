@@ -45,7 +45,9 @@ test-gitops:
 # Everything CI checks.
 test: lint test-unit test-integration test-chart test-rbac test-gitops
 
-# Scale benchmark on the local control plane (BENCH_SEQUENCES, default 1000); see bench/REPORT.md.
+# Scale benchmark on the local control plane, measured from outside the controller beside a
+# floor program and CronJob (BENCH_SEQUENCES, default 1000; BENCH_HISTORY_ROUNDS=3 first runs
+# every sequence three times and keeps their Jobs); see bench/REPORT.md.
 bench: cluster
 	$(CARGO) bench --locked --bench scale
 

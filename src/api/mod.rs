@@ -55,4 +55,7 @@ pub mod annotations {
     pub const REQUESTED_AT: &str = "syncseq.dev/requestedAt";
     /// Any new value cancels the run in progress, if any.
     pub const CANCEL_REQUESTED_AT: &str = "syncseq.dev/cancelRequestedAt";
+    /// On a Job of a run the schedule started: the fire time it is for (RFC 3339), as the
+    /// CronJob controller writes `batch.kubernetes.io/cronjob-scheduled-timestamp`.
+    pub const SCHEDULED_TIMESTAMP: &str = "syncseq.dev/scheduled-timestamp";
 }

@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::api::{Sync, labels};
+use crate::api::{Sync, annotations, labels};
 
 /// Job names end up in the `batch.kubernetes.io/job-name` Pod label, so they must fit a label
 /// value: 63 characters.
@@ -55,11 +56,14 @@ pub struct JobOwner {
 /// syncseq's labels go on the Job and on its Pod template (so Pods can be watched by label);
 /// the template's own labels and annotations are kept. The step timeout becomes the Job's
 /// `activeDeadlineSeconds`, so the Job controller enforces it and reports `DeadlineExceeded`.
+/// A scheduled run's fire time goes on the Job as an annotation, so that anyone can tell how
+/// late a fire was from the Job alone.
 pub fn build_job(
     owner: &JobOwner,
     id: &JobIdentity,
     sync: &Sync,
     timeout_seconds: Option<i64>,
+    scheduled: Option<Timestamp>,
 ) -> Job {
     let template = &sync.spec.job_template;
     let mut ids = BTreeMap::new();
@@ -85,13 +89,19 @@ pub fn build_job(
     let template_meta = template.metadata.clone().unwrap_or_default();
     let mut job_labels = template_meta.labels.unwrap_or_default();
     job_labels.extend(ids);
+    let mut job_annotations = template_meta.annotations;
+    if let Some(at) = scheduled {
+        job_annotations
+            .get_or_insert_with(Default::default)
+            .insert(annotations::SCHEDULED_TIMESTAMP.to_string(), at.to_string());
+    }
 
     Job {
         metadata: ObjectMeta {
             name: Some(id.name.clone()),
             namespace: Some(owner.namespace.clone()),
             labels: Some(job_labels),
-            annotations: template_meta.annotations,
+            annotations: job_annotations,
             owner_references: Some(vec![OwnerReference {
                 api_version: owner.api_version.clone(),
                 kind: owner.kind.clone(),

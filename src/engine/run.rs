@@ -176,16 +176,17 @@ fn step_progress(
 ) -> Progress {
     let now = ctx.now;
     let run_id = run.id;
+    let scheduled = run.scheduled_time.as_ref().map(|t| t.0);
     let step = &mut run.steps[i];
     if step.attempts == 0 {
-        return try_start(run_id, step, spec, 1, ctx, actions);
+        return try_start(run_id, scheduled, step, spec, 1, ctx, actions);
     }
     let attempt = step.attempts;
     let ended = match attempt_state(run_id, step, ctx, actions) {
         Attempt::NotCreated => {
             // Status records the attempt but its Job was never seen: the controller stopped
             // between writing status and creating the Job. Creating it (same name) is safe.
-            return try_start(run_id, step, spec, attempt, ctx, actions);
+            return try_start(run_id, scheduled, step, spec, attempt, ctx, actions);
         }
         Attempt::Running => {
             step.phase = StepPhase::Running;
@@ -231,7 +232,15 @@ fn step_progress(
             ));
             return Progress::Blocked(Some(due));
         }
-        return try_start(run_id, step, spec, attempt.saturating_add(1), ctx, actions);
+        return try_start(
+            run_id,
+            scheduled,
+            step,
+            spec,
+            attempt.saturating_add(1),
+            ctx,
+            actions,
+        );
     }
     let reason = if timed_out {
         "StepTimedOut"
@@ -404,6 +413,7 @@ fn succeeded(
 /// Starts attempt `attempt` of a step, unless its Sync is missing or busy elsewhere.
 fn try_start(
     run_id: i64,
+    scheduled: Option<Timestamp>,
     step: &mut StepStatus,
     spec: &Step,
     attempt: i32,
@@ -452,6 +462,7 @@ fn try_start(
         &id,
         sync,
         spec.timeout_seconds,
+        scheduled,
     ))));
     if step.attempts != attempt || step.phase != StepPhase::Running {
         actions.push(Action::Event(Event {

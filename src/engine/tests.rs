@@ -727,6 +727,13 @@ fn jobs_carry_labels_owner_and_timeout() {
         (owner.kind.as_str(), owner.controller),
         ("SyncSequence", Some(true))
     );
+    assert!(
+        job.metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(annotations::SCHEDULED_TIMESTAMP)),
+        "a manual run has no fire time"
+    );
     let spec = job.spec.as_ref().unwrap();
     assert_eq!(spec.active_deadline_seconds, Some(60));
     assert_eq!(
@@ -771,7 +778,22 @@ fn the_schedule_starts_runs_and_wakes_at_the_next_fire_time() {
         w.status().schedule.next_schedule_time,
         Some(Time(t0() + SignedDuration::from_mins(5)))
     );
-    w.now = t0() + SignedDuration::from_mins(5);
+    // Late, as when the controller was busy: the Job still says which fire it is for.
+    w.now = t0() + SignedDuration::from_mins(5) + SignedDuration::from_millis(1500);
+    let plan = w.plan();
+    let jobs: Vec<_> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateJob(job) => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].metadata.annotations.as_ref().unwrap()[annotations::SCHEDULED_TIMESTAMP],
+        "2026-01-05T10:05:00Z"
+    );
     assert_eq!(w.reconcile().len(), 1);
     let st = w.status();
     assert_eq!(

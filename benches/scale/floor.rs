@@ -1,0 +1,144 @@
+//! The floor: the least a program can do to chain Jobs, on the same client library as syncseq.
+//! One watch on its Jobs and, when step n of a chain completes, a create of step n+1. No
+//! status, no Events, no claim, no engine. The benchmark runs it as a separate process (this
+//! same binary with `BENCH_ROLE=floor`), in the same namespace and at the same time as the
+//! controller's runs, and times its Jobs with the same watch as syncseq's.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config};
+
+pub const CHAIN: &str = "bench.syncseq.dev/chain";
+pub const STEP: &str = "bench.syncseq.dev/step";
+pub const STEPS: u32 = 3;
+/// How the floor's writes are told apart in the API server's audit log.
+pub const USER_AGENT: &str = "syncseq-bench-floor";
+
+pub fn job_name(chain: usize, step: u32) -> String {
+    format!("floor-{chain}-{step}")
+}
+
+/// The Job of a chain's step: the same Pod as a benchmark Sync's (see `sync_yaml`).
+fn job(chain: usize, step: u32, duration: &str) -> Job {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(chain, step),
+            "labels": {CHAIN: chain.to_string(), STEP: step.to_string()},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {
+                    "annotations": {
+                        "sim.syncseq.dev/duration": duration,
+                        "sim.syncseq.dev/exit-code": "0",
+                        "sim.syncseq.dev/message": "{\"rowsSynced\":1}",
+                    },
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "sync", "image": "registry.example.com/warehouse-sync:1.4"}],
+                },
+            },
+        },
+    }))
+    .expect("a valid Job")
+}
+
+fn complete(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+        })
+}
+
+async fn create(api: &Api<Job>, chain: usize, step: u32, duration: &str) {
+    match api
+        .create(&PostParams::default(), &job(chain, step, duration))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => eprintln!("floor: creating {}: {e}", job_name(chain, step)),
+    }
+}
+
+/// The floor's main: chains `BENCH_CHAINS` chains in `BENCH_NAMESPACE`, exits when every
+/// chain's last step completed, and prints its own CPU seconds.
+pub async fn main() {
+    let namespace = std::env::var("BENCH_NAMESPACE").expect("BENCH_NAMESPACE");
+    let chains: usize = std::env::var("BENCH_CHAINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("BENCH_CHAINS");
+    let duration = std::env::var("BENCH_STEP_DURATION").unwrap_or_else(|_| "2s".into());
+    let kubeconfig = Kubeconfig::read_from(std::env::var("KUBECONFIG").expect("KUBECONFIG"))
+        .expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    let api: Api<Job> = Api::namespaced(Client::try_from(config).expect("client"), &namespace);
+
+    let mut events = watcher(api.clone(), watcher::Config::default().labels(CHAIN))
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    // The chains' first Jobs, a few at a time, as the benchmark triggers syncseq's runs.
+    let first = {
+        let (api, duration) = (api.clone(), duration.clone());
+        tokio::spawn(async move {
+            futures::stream::iter(0..chains)
+                .for_each_concurrent(8, |chain| {
+                    let (api, duration) = (api.clone(), duration.clone());
+                    async move { create(&api, chain, 1, &duration).await }
+                })
+                .await
+        })
+    };
+    let mut started: HashSet<(usize, u32)> = HashSet::new();
+    let mut done: HashSet<usize> = HashSet::new();
+    while done.len() < chains {
+        let job = match events.next().await {
+            Some(Ok(job)) => job,
+            // The watcher backs off and watches again.
+            Some(Err(_)) => continue,
+            None => break,
+        };
+        if !complete(&job) {
+            continue;
+        }
+        let labels = job.metadata.labels.clone().unwrap_or_default();
+        let (Some(chain), Some(step)) = (
+            labels.get(CHAIN).and_then(|c| c.parse::<usize>().ok()),
+            labels.get(STEP).and_then(|s| s.parse::<u32>().ok()),
+        ) else {
+            continue;
+        };
+        if step >= STEPS {
+            done.insert(chain);
+        } else if started.insert((chain, step + 1)) {
+            // Each create on its own task, as a controller's concurrent reconciles would.
+            let (api, duration) = (api.clone(), duration.clone());
+            tokio::spawn(async move { create(&api, chain, step + 1, &duration).await });
+        }
+    }
+    let _ = first.await;
+    println!(
+        "cpu_seconds={}",
+        super::stats::cpu_seconds(std::process::id())
+    );
+}
