@@ -78,6 +78,16 @@ pub struct ControllerArgs {
     /// abandoned and the reconcile retried.
     #[arg(long, env = "SYNCSEQ_API_TIMEOUT_SECONDS", default_value_t = 30)]
     pub api_timeout_seconds: u64,
+    /// Requests to the API server in flight at once (watches count only while they start);
+    /// more wait for a place. Bounds the controller's connections and memory when many runs
+    /// start at once.
+    #[arg(long, env = "SYNCSEQ_API_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub api_max_in_flight: usize,
+    /// Reconciles of each kind (sequences, Syncs) at once; 0 for no limit. Like the Job and
+    /// CronJob controllers' `--concurrent-*-syncs`: what waits beyond it costs only a queue
+    /// entry.
+    #[arg(long, env = "SYNCSEQ_CONCURRENT_RECONCILES", default_value_t = 64)]
+    pub concurrent_reconciles: u16,
 }
 
 #[derive(Subcommand, Debug)]

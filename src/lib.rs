@@ -36,20 +36,19 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     });
     // Every write of the controller passes the fence; the Lease's own client is not fenced
     // (the election guards its renewals itself).
-    let api_timeout = std::time::Duration::from_secs(args.api_timeout_seconds.max(1));
+    let limits = apiclient::Limits {
+        timeout: std::time::Duration::from_secs(args.api_timeout_seconds.max(1)),
+        in_flight: args.api_max_in_flight,
+    };
     let client_with = |fence: leader::Fence| -> anyhow::Result<kube::Client> {
-        Ok(apiclient::build(
-            &kube_config,
-            fence,
-            &instance,
-            api_timeout,
-        )?)
+        Ok(apiclient::build(&kube_config, fence, &instance, limits)?)
     };
     let config = controller::Config {
         namespace: args.namespace.clone(),
         instance: Some(instance.clone()),
         egress: controller::EgressPolicy::parse(&args.webhook_allow)
             .map_err(|e| anyhow::anyhow!(e))?,
+        concurrency: args.concurrent_reconciles,
     };
     let metrics = Arc::new(metrics::Metrics::new());
     let health = Arc::new(health::Health::new(std::time::Duration::from_secs(

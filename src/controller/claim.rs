@@ -14,6 +14,7 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::Context;
@@ -36,6 +37,12 @@ pub enum Claimed {
 }
 
 /// Claims `sync` for `job` (run by `by`).
+///
+/// First from the cached Sync: when the cache is current (the usual case: a Sync was last
+/// written when its previous run ended), one compare-and-swap write claims it, with no read. Whenever the cache could be
+/// wrong to act on — its copy is stale (the write fails with 409), it shows a claim already
+/// ours (which only a current copy may confirm), or it refuses — the Sync is read from the
+/// API server and decided on again.
 pub async fn claim(
     ctx: &Context,
     namespace: &str,
@@ -44,18 +51,43 @@ pub async fn claim(
     by: &str,
 ) -> Result<Claimed, kube::Error> {
     let api: Api<Sync> = Api::namespaced(ctx.client.clone(), namespace);
+    let cached = ctx.syncs.get(&ObjectRef::new(sync).within(namespace));
+    if let Some(cached) = cached
+        && let Decision::Write(version) = decide(ctx, namespace, &cached, job)
+        && write(&api, sync, job, by, version.as_deref()).await? == Claimed::Yes
+    {
+        return Ok(Claimed::Yes);
+    }
     let Some(current) = api.get_opt(sync).await? else {
         return Ok(Claimed::Refused(format!("sync {sync} no longer exists")));
     };
-    let now = Timestamp::now();
-    let held = holders(ctx, namespace, [sync]);
-    let cached_holders = held.get(sync).map(Vec::as_slice).unwrap_or_default();
+    match decide(ctx, namespace, &current, job) {
+        Decision::Ours => Ok(Claimed::Yes),
+        Decision::Refused(who) => Ok(Claimed::Refused(who)),
+        Decision::Write(version) => write(&api, sync, job, by, version.as_deref()).await,
+    }
+}
+
+/// What to do about a claim, on one copy of the Sync.
+enum Decision {
+    /// The copy shows the claim made already, for this Job.
+    Ours,
+    /// Someone else holds the Sync, or claimed it a moment ago: who.
+    Refused(String),
+    /// Free: claim it with compare-and-swap on this resourceVersion.
+    Write(Option<String>),
+}
+
+fn decide(ctx: &Context, namespace: &str, current: &Sync, job: &str) -> Decision {
+    let sync = current.name_any();
+    let held = holders(ctx, namespace, [sync.as_str()]);
+    let cached_holders = held.get(&sync).map(Vec::as_slice).unwrap_or_default();
     if let Some(other) = cached_holders.iter().find(|h| h.job != job) {
-        return Ok(Claimed::Refused(other.by.clone()));
+        return Decision::Refused(other.by.clone());
     }
     if let Some(c) = current.status.as_ref().and_then(|s| s.claim.as_ref()) {
         if c.job == job {
-            return Ok(Claimed::Yes);
+            return Decision::Ours;
         }
         // Young claims hold unless the cache shows their Job finished. (Asking only whether
         // the Job is cached would race with the holders read above: a Job that reached the
@@ -64,8 +96,8 @@ pub async fn claim(
             .jobs
             .get(namespace, &c.job)
             .is_some_and(|j| job_outcome(&j).0 != JobOutcome::Active);
-        if !finished && now < c.time.0 + CLAIM_YOUNG {
-            return Ok(Claimed::Refused(c.by.clone()));
+        if !finished && Timestamp::now() < c.time.0 + CLAIM_YOUNG {
+            return Decision::Refused(c.by.clone());
         }
     }
     tracing::debug!(
@@ -76,12 +108,23 @@ pub async fn claim(
         holders = ?cached_holders.iter().map(|h| &h.job).collect::<Vec<_>>(),
         "claiming"
     );
+    Decision::Write(current.resource_version())
+}
+
+/// The compare-and-swap write: refused with 409 when the Sync changed since `version`.
+async fn write(
+    api: &Api<Sync>,
+    sync: &str,
+    job: &str,
+    by: &str,
+    version: Option<&str>,
+) -> Result<Claimed, kube::Error> {
     let patch = serde_json::json!({
-        "metadata": {"resourceVersion": current.resource_version()},
+        "metadata": {"resourceVersion": version},
         "status": {"claim": SyncClaim {
             job: job.to_string(),
             by: by.to_string(),
-            time: Time(now),
+            time: Time(Timestamp::now()),
         }},
     });
     let params = PatchParams {

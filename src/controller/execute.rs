@@ -45,13 +45,17 @@ pub struct Executed {
 /// 1. Claims the Sync of every Job the plan creates (compare-and-swap in the API server). If a
 ///    claim is refused nothing at all is written — no status that says a step runs a Job that
 ///    will not exist, no Event — and the caller requeues.
-/// 2. Writes status (server-side apply) and creates and deletes Jobs. With `status_first`,
+/// 2. Creates and deletes Jobs and writes status (server-side apply). With `status_first`,
 ///    status is written before any Job call: a plan that starts a new run names Jobs by a run
-///    number only status knows. Within a run the two go together, so the next step's Job need
-///    not wait for status: names are deterministic and an existing Job is adopted.
-/// 3. A create the API server refuses (invalid, forbidden, over quota, denied by admission, or
-///    a Job of that name that is not ours) is recorded through `refused`, which returns the
-///    status that fails the attempt with the server's message; it is written at once.
+///    number only status knows. Within a run the Jobs go first and status after, so the next
+///    step's Job waits for no status write, and the one status write records what the creates
+///    came to. (A controller that dies in between finds the Job by its deterministic name
+///    and adopts it.)
+/// 3. What the creates came to is recorded through `settle`, which returns the status to write
+///    instead of the planned one, or None when there is nothing to add: the UID of each
+///    created Job, and for a create the API server refused (invalid, forbidden, over quota,
+///    denied by admission, or a Job of that name that is not ours) the server's message,
+///    which fails the attempt. After a `status_first` write it is written as a second one.
 /// 4. Records Events in the background; an Event announcing a Job that was not created is
 ///    dropped. (Alert notifications travel in the status written: see `notify`.)
 pub async fn execute<K, S>(
@@ -60,7 +64,7 @@ pub async fn execute<K, S>(
     status_first: bool,
     actions: &[Action],
     ctx: &Context,
-    refused: impl Fn(&[(String, String)]) -> Option<S>,
+    settle: impl Fn(&Creations) -> Option<S>,
 ) -> Result<Executed, ExecuteError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -126,12 +130,17 @@ where
     };
     let apply_jobs = async {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        let mut refusals: Vec<(String, String)> = Vec::new();
+        let mut creations = Creations::default();
         for action in actions {
             match action {
                 Action::CreateJob(job) => match create_job(&jobs, job, &owner_uid, &name).await? {
-                    Some(why) => refusals.push((job.name_any(), why)),
-                    None => crash_point(failpoints::JOB_CREATED),
+                    Created::Refused(why) => creations.refused.push((job.name_any(), why)),
+                    Created::Ours(uid) => {
+                        crash_point(failpoints::JOB_CREATED);
+                        if let Some(uid) = uid {
+                            creations.created.push((job.name_any(), uid));
+                        }
+                    }
                 },
                 Action::DeleteJob { name: job_name } => {
                     // Foreground: the Job stays, marked as being deleted, until its Pods are
@@ -157,15 +166,21 @@ where
                 }
             }
         }
-        Ok::<_, ExecuteError>(refusals)
+        Ok::<_, ExecuteError>(creations)
     };
-    let (mut version, refusals) = if status_first {
+    let (version, creations) = if status_first {
         let version = write_status(status).await?;
-        (version, apply_jobs.await?)
+        let creations = apply_jobs.await?;
+        match settle(&creations) {
+            Some(settled) => (write_status(Some(&settled)).await?, creations),
+            None => (version, creations),
+        }
     } else {
-        let (version, jobs) = tokio::join!(write_status(status), apply_jobs);
-        (version?, jobs?)
+        let creations = apply_jobs.await?;
+        let settled = settle(&creations);
+        (write_status(settled.as_ref().or(status)).await?, creations)
     };
+    let refusals = &creations.refused;
     let mut events: Vec<crate::engine::Event> = actions
         .iter()
         .filter_map(|a| match a {
@@ -181,10 +196,7 @@ where
         })
         .collect();
     if !refusals.is_empty() {
-        if let Some(failed) = refused(&refusals) {
-            version = write_status(Some(&failed)).await?;
-        }
-        for (job, why) in &refusals {
+        for (job, why) in refusals {
             events.push(crate::engine::Event {
                 warning: true,
                 reason: "JobCreateRefused",
@@ -225,6 +237,23 @@ fn claimant(kind: &str, owner: &str, job: &Job) -> String {
     }
 }
 
+/// What creating a plan's Jobs came to.
+#[derive(Debug, Default)]
+pub struct Creations {
+    /// (Job, UID) of each Job created, or found already created by this object.
+    pub created: Vec<(String, String)>,
+    /// (Job, the API server's reason) of each create refused for good.
+    pub refused: Vec<(String, String)>,
+}
+
+/// What one create came to.
+enum Created {
+    /// The Job exists and is ours (its UID when known; None when it was deleted since).
+    Ours(Option<String>),
+    /// Refused for good, with the API server's reason.
+    Refused(String),
+}
+
 /// Creates a step's Job. Returns the API server's reason when it refuses the Job for good (the
 /// attempt then fails); errors that may pass (throttling, a server error, the network) are
 /// returned as errors and the reconcile is retried with backoff. `AlreadyExists` is success
@@ -235,16 +264,16 @@ async fn create_job(
     job: &Job,
     owner_uid: &str,
     owner: &str,
-) -> Result<Option<String>, ExecuteError> {
+) -> Result<Created, ExecuteError> {
     let job_name = job.name_any();
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     match jobs.create(&params, job).await {
-        Ok(_) => {
+        Ok(created) => {
             tracing::info!(object = %owner, job = %job_name, "created job");
-            Ok(None)
+            Ok(Created::Ours(created.uid()))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let existing = jobs
@@ -257,16 +286,16 @@ async fn create_job(
                     .any(|o| o.controller == Some(true) && o.uid == owner_uid)
             });
             match existing {
-                Some(_) if !ours => Ok(Some(format!(
+                Some(_) if !ours => Ok(Created::Refused(format!(
                     "a Job named {job_name} already exists and is not controlled by {owner}"
                 ))),
                 // Ours, or deleted since: the engine looks again on the next reconcile.
-                _ => Ok(None),
+                existing => Ok(Created::Ours(existing.and_then(|j| j.uid()))),
             }
         }
         Err(kube::Error::Api(s)) if refused_for_good(s.code) => {
             tracing::warn!(object = %owner, job = %job_name, code = s.code, reason = %s.message, "job create refused");
-            Ok(Some(format!("{} ({})", s.message, s.code)))
+            Ok(Created::Refused(format!("{} ({})", s.message, s.code)))
         }
         Err(e) => Err(ExecuteError::CreateJob(job_name, e)),
     }

@@ -8,6 +8,7 @@
 
 mod backoff;
 mod claim;
+mod compact;
 mod egress;
 mod events;
 mod execute;
@@ -44,6 +45,10 @@ pub struct Config {
     pub instance: Option<String>,
     /// Where alert webhooks may connect.
     pub egress: EgressPolicy,
+    /// Reconciles of each kind at once (0: no limit). Objects beyond it wait in the queue,
+    /// where an object costs its name only; a reconcile in progress holds the object, its
+    /// plan and its requests.
+    pub concurrency: u16,
 }
 
 /// Shared state of the reconcilers: the client and the caches fed by the watches.
@@ -106,18 +111,15 @@ pub async fn run(
     // Which sequences run each Sync: who to wake when it becomes free or changes.
     let sequences_by_sync: Arc<index::Cache<index::SyncRefs>> = Default::default();
 
-    // The caches keep only what the engine reads: labels, owners and status. Managed fields and
-    // specs (a Job's spec carries the whole Pod template) would dominate memory at scale.
+    // The caches keep only what the engine reads (`compact`): managed fields, specs (a Job's
+    // spec carries the whole Pod template) and status counters would dominate memory at scale.
     // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
     // its owner and whoever waits for its Sync. Only events that change what the engine reads
     // wake anyone (`triggers`); the caches take them all.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .inspect(watch_health(&health, "Job"))
-        .modify(|job: &mut Job| {
-            job.managed_fields_mut().clear();
-            job.spec = None;
-        })
+        .modify(compact::job)
         .inspect_ok({
             let jobs = jobs.clone();
             move |event| jobs.apply(event, Job::clone)
@@ -132,10 +134,7 @@ pub async fn run(
     )
     .default_backoff()
     .inspect(watch_health(&health, "Pod"))
-    .modify(|pod: &mut Pod| {
-        pod.managed_fields_mut().clear();
-        pod.spec = None;
-    })
+    .modify(compact::pod)
     .inspect_ok({
         let pods = pods.clone();
         move |event| pods.apply(event, Pod::clone)
@@ -147,13 +146,14 @@ pub async fn run(
     let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
         .default_backoff()
         .inspect(watch_health(&health, "Sync"))
-        .modify(|sync: &mut Sync| sync.managed_fields_mut().clear())
+        .modify(compact::sync)
         .reflect(syncs_writer)
         .inspect_ok(move |event| {
             if matches!(event, watcher::Event::InitDone) {
                 syncs_listed_tx.send_replace(true);
             }
         })
+        .map_ok(mark_deleted)
         .touched_objects()
         .boxed();
 
@@ -168,13 +168,16 @@ pub async fn run(
     let seq_stream = watcher(api::<SyncSequence>(&client, ns), watcher::Config::default())
         .default_backoff()
         .inspect(watch_health(&health, "SyncSequence"))
+        .modify(compact::sequence)
         .reflect(seq_writer)
         .inspect_ok({
             let index = sequences_by_sync.clone();
             move |event| index.apply(event, index::SyncRefs::of)
         })
         .applied_objects();
-    let controller = Controller::for_stream(seq_stream, seq_store.clone());
+    let limits = kube::runtime::controller::Config::default().concurrency(config.concurrency);
+    let controller =
+        Controller::for_stream(seq_stream, seq_store.clone()).with_config(limits.clone());
 
     // One task waits until every cache holds its first list and publishes readiness to every
     // reconcile. (A reflector Store's own `wait_until_ready` wakes only the most recent of
@@ -231,6 +234,7 @@ pub async fn run(
         futures::stream::pending::<Result<Sync, watcher::Error>>(),
         syncs.clone(),
     )
+    .with_config(limits)
     .reconcile_on(futures::stream::poll_fn(move |cx| sync_rx.poll_recv(cx)))
     .graceful_shutdown_on(shutdown.clone())
     .run(
@@ -240,6 +244,7 @@ pub async fn run(
     )
     .for_each(|result| async move { log_failure(result.map(|_| ())) });
 
+    let sync_specs = triggers::SpecVersions::default();
     let (by_sync_for_jobs, by_sync_for_pods, by_sync_for_syncs) = (
         sequences_by_sync.clone(),
         sequences_by_sync.clone(),
@@ -249,20 +254,15 @@ pub async fn run(
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
             wake_sync(&job.metadata);
-            if crate::engine::job_outcome(&job).0 != crate::engine::JobOutcome::Active {
+            let finished = crate::engine::job_outcome(&job).0 != crate::engine::JobOutcome::Active;
+            if finished {
                 metrics.job_finished(&job.name_any());
             }
             let mut refs = Vec::new();
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
                 refs.push(ObjectRef::new(seq).within(&ns));
             }
-            if (job.status.as_ref().is_some_and(|s| {
-                s.completion_time.is_some()
-                    || s.conditions
-                        .iter()
-                        .flatten()
-                        .any(|c| c.type_ == "Failed" && c.status == "True")
-            }) || job.metadata.deletion_timestamp.is_some())
+            if (finished || job.metadata.deletion_timestamp.is_some())
                 && let Some(sync) = job.labels().get(labels::SYNC)
             {
                 refs.extend(referencing(
@@ -296,8 +296,14 @@ pub async fn run(
             }
             refs
         })
+        // A Sync's own events wake the Sync controller; the sequences that run it only when it
+        // appears, goes, or its spec changes. Its status (its last run, its claim) changes with
+        // every step and decides nothing for them: what holds it comes from Jobs and Pods.
         .watches_stream(sync_stream, move |sync: Sync| {
             let _ = sync_changed.send(ObjectRef::from(&sync));
+            if !sync_specs.changed(&sync) {
+                return vec![];
+            }
             referencing(
                 &by_sync_for_syncs,
                 sync.namespace().as_deref(),

@@ -12,7 +12,9 @@ use super::Context;
 use super::execute::{ExecuteError, execute};
 use super::observe::{confirm_missing, holders, owned_jobs};
 use crate::api::{RunBook, Sync, SyncSequence, SyncSequenceStatus, SyncStatus};
-use crate::engine::{JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_refusal};
+use crate::engine::{
+    JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
+};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 
 /// What the reconciler needs to know of a kind.
@@ -228,13 +230,17 @@ async fn reconcile_object<K: Subject>(
         new_run,
         &plan.actions,
         &ctx,
-        |refusals| {
-            let mut failed = plan.status.clone();
+        |creations| {
+            let mut settled = plan.status.clone();
             let mut any = false;
-            for (job, why) in refusals {
-                any |= record_refusal(K::book_mut(&mut failed).current_run.as_mut(), job, why, now);
+            let book = K::book_mut(&mut settled);
+            for (job, uid) in &creations.created {
+                any |= record_created(book.current_run.as_mut(), job, uid);
             }
-            any.then(|| K::for_apply(&failed))
+            for (job, why) in &creations.refused {
+                any |= record_refusal(book.current_run.as_mut(), job, why, now);
+            }
+            any.then(|| K::for_apply(&settled))
         },
     )
     .await?;

@@ -1,15 +1,20 @@
-//! Which watch events of Jobs and Pods wake a reconcile: those that change what the engine
-//! reads. A Job is updated several times while it runs (start time, active and ready counts,
-//! success criteria met) and a Pod more often; only a Job's appearance, its outcome, its
-//! deletion and a Pod's result can change a decision. The caches take every event; these
-//! fingerprints filter the triggers only (kube-runtime's `predicate_filter` passes an event
-//! when its object's fingerprint differs from the last one it passed).
+//! Which watch events wake a reconcile: those that change what the engine reads. A Job is
+//! updated several times while it runs (start time, active and ready counts, success criteria
+//! met) and a Pod more often; only a Job's appearance, its outcome, its deletion and a Pod's
+//! result can change a decision. The caches take every event; these fingerprints filter the
+//! triggers only (kube-runtime's `predicate_filter` passes an event when its object's
+//! fingerprint differs from the last one it passed). A Sync's status changes with every step
+//! that runs it, and only its spec, appearance and deletion matter to the sequences that run
+//! it ([`SpecVersions`]).
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 
 use crate::api::labels;
 use crate::engine::{JobOutcome, job_outcome, pod_report};
@@ -59,6 +64,34 @@ pub(crate) fn pod(pod: &Pod) -> Option<u64> {
     matches!(phase, Some("Succeeded" | "Failed")).hash(&mut h);
     pod_report(std::iter::once(pod)).hash(&mut h);
     Some(h.finish())
+}
+
+/// The spec version (UID and generation) last seen of each object, to tell a change of spec,
+/// an appearance or a deletion from a status write.
+#[derive(Default)]
+pub(crate) struct SpecVersions(Mutex<HashMap<NamespacedName, SpecVersion>>);
+
+/// (namespace, name)
+type NamespacedName = (String, String);
+/// (UID, generation)
+type SpecVersion = (Option<String>, Option<i64>);
+
+impl SpecVersions {
+    /// Whether `obj` is new, deleted, or has a spec other than when last seen.
+    pub(crate) fn changed<K: Resource>(&self, obj: &K) -> bool {
+        let meta = obj.meta();
+        let key = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if meta.deletion_timestamp.is_some() {
+            seen.remove(&key);
+            return true;
+        }
+        let version = (meta.uid.clone(), meta.generation);
+        seen.insert(key, version.clone()) != Some(version)
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +166,29 @@ mod tests {
             done,
             pod(&pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#)))
         );
+    }
+
+    #[test]
+    fn a_spec_change_appearance_or_deletion_wakes_but_a_status_write_does_not() {
+        let sync = |uid: &str, generation: i64, deleting: bool| -> crate::api::Sync {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "syncseq.dev/v1alpha1", "kind": "Sync",
+                "metadata": {"name": "accounts", "namespace": "ns", "uid": uid,
+                    "generation": generation,
+                    "deletionTimestamp": deleting.then_some("2026-01-05T10:00:00Z")},
+                "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+            }))
+            .unwrap()
+        };
+        let seen = SpecVersions::default();
+        assert!(seen.changed(&sync("u1", 1, false)), "appears");
+        assert!(!seen.changed(&sync("u1", 1, false)), "a status write");
+        assert!(seen.changed(&sync("u1", 2, false)), "its spec changed");
+        assert!(seen.changed(&sync("u1", 2, true)), "deleted");
+        assert!(
+            seen.changed(&sync("u2", 1, false)),
+            "recreated under the same name"
+        );
+        assert!(!seen.changed(&sync("u2", 1, false)));
     }
 }

@@ -36,7 +36,7 @@ pub use result::{
     JobOutcome, JobView, Report, job_outcome, parse_termination_message, pod_report, printable,
     truncate,
 };
-pub use run::record_refusal;
+pub use run::{record_created, record_refusal};
 pub use sequence::decide;
 pub use sync::{STANDALONE_STEP, SyncJob, SyncObserved, decide_sync};
 

@@ -172,19 +172,41 @@ impl Model {
         });
         let old = self.status();
         self.check_plan(&old, &plan, &jobs)?;
+        // As the controller executes a plan (controller/execute.rs): a plan that starts a new
+        // run writes status first; then the Jobs; then status with the UIDs the creates
+        // returned. A controller killed part-way (`applied` < all) never writes that last one.
+        let new_run = plan.status.book.last_run_number != old.book.last_run_number;
         self.history.push(old);
-        self.seq.status = Some(plan.status.clone());
+        if new_run {
+            self.seq.status = Some(plan.status.clone());
+        }
+        let mut settled = plan.status.clone();
         let full = applied >= plan.actions.len();
+        // Events go out after the status write; every Job call comes before it.
+        let jobs_done = plan
+            .actions
+            .iter()
+            .rposition(|a| !matches!(a, Action::Event(_)))
+            .is_none_or(|last| applied > last);
         for action in plan.actions.iter().take(applied) {
             match action {
                 Action::CreateJob(job) => {
                     let name = job.metadata.name.clone().unwrap();
-                    if self.jobs.iter().any(|j| j.view.name == name && j.exists) {
-                        continue; // AlreadyExists
+                    if let Some(existing) =
+                        self.jobs.iter().find(|j| j.view.name == name && j.exists)
+                    {
+                        // AlreadyExists: ours, adopted with its UID.
+                        record_created(
+                            settled.book.current_run.as_mut(),
+                            &name,
+                            &existing.view.uid,
+                        );
+                        continue;
                     }
                     self.uids += 1;
                     let mut view = created(job, self.now);
                     view.uid = format!("uid-{}", self.uids);
+                    record_created(settled.book.current_run.as_mut(), &name, &view.uid);
                     self.jobs.push(SimJob {
                         view,
                         exists: true,
@@ -207,8 +229,14 @@ impl Model {
                 Action::Event(_) => {}
             }
         }
-        // Names the engine saw, whose UID the applied status now records.
-        for step in plan.status.book.current_run.iter().flat_map(|r| &r.steps) {
+        if jobs_done {
+            self.seq.status = Some(settled);
+        }
+        let Some(written) = self.seq.status.clone() else {
+            return Ok(());
+        };
+        // Names whose UID the written status now records.
+        for step in written.book.current_run.iter().flat_map(|r| &r.steps) {
             if let (Some(name), Some(_)) = (&step.job_name, &step.job_uid) {
                 self.seen.insert(name.clone());
             }
@@ -217,9 +245,9 @@ impl Model {
         // STALE_LIMIT, for a fresher copy: the Jobs it does not know yet are not strays.
         let behind = jobs
             .iter()
-            .any(|j| j.run > plan.status.book.last_run_number.unwrap_or(0));
+            .any(|j| j.run > written.book.last_run_number.unwrap_or(0));
         if full && !behind {
-            self.track_survivors(&plan.status)?;
+            self.track_survivors(&written)?;
         }
         Ok(())
     }

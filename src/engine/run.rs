@@ -580,6 +580,24 @@ pub(super) fn cancel_run(
     ));
 }
 
+/// Records the UID of a step attempt's Job as its create returned it, so that the status
+/// written with the step's start already says the Job exists: one write instead of a second
+/// one when the Job reaches the cache, and from then on a Job that vanishes is never created
+/// again. Returns false when no attempt in progress has that Job without a UID.
+pub fn record_created(run: Option<&mut RunStatus>, job: &str, uid: &str) -> bool {
+    let Some(step) = run.filter(|r| r.phase == RunPhase::Running).and_then(|r| {
+        r.steps.iter_mut().find(|s| {
+            s.job_name.as_deref() == Some(job)
+                && s.phase == StepPhase::Running
+                && s.job_uid.is_none()
+        })
+    }) else {
+        return false;
+    };
+    step.job_uid = Some(uid.to_string());
+    true
+}
+
 /// Records that the API server refused to create a step attempt's Job: the attempt fails with
 /// the server's message, and the step retries or fails under its policy on the next reconcile.
 /// Returns false when no attempt in progress has that Job (nothing to record).

@@ -134,11 +134,18 @@ fn newest(jobs: &[SyncJob]) -> Option<&SyncJob> {
 }
 
 /// The Sync's last run, as its newest Job tells it.
+///
+/// A Job still active reports nothing of its Pod's result: the result (written when the Pod
+/// terminates, just before the Job completes) goes into the record with the outcome, in one
+/// status write rather than two.
 fn record(job: &SyncJob, st: &SyncStatus) -> SyncRunRecord {
     let v = &job.view;
-    let report = v.report.clone().unwrap_or_default();
+    let report = match v.outcome {
+        JobOutcome::Active => Default::default(),
+        _ => v.report.clone().unwrap_or_default(),
+    };
     let (outcome, message) = match &v.outcome {
-        JobOutcome::Active => (StepPhase::Running, report.message.clone()),
+        JobOutcome::Active => (StepPhase::Running, None),
         JobOutcome::Succeeded => (StepPhase::Succeeded, report.message.clone()),
         JobOutcome::Failed {
             timed_out: true, ..
@@ -481,8 +488,19 @@ mod tests {
             (last.trigger, last.sequence_run.as_deref()),
             (Some(TriggerKind::Upstream), Some("crm/3"))
         );
+        assert_eq!(
+            (last.outcome, last.rows_synced, last.message.as_deref()),
+            (Some(StepPhase::Running), None, None),
+            "the Pod's result waits for the Job's outcome: one status write, not two"
+        );
         w.elsewhere = vec![sequence_job(JobOutcome::Succeeded)];
-        assert_eq!(w.reconcile().1.len(), 1, "starts once the Sync is free");
+        let (plan, created) = w.reconcile();
+        assert_eq!(created.len(), 1, "starts once the Sync is free");
+        let last = plan.status.last_run.as_ref().unwrap();
+        assert_eq!(
+            (last.outcome, last.rows_synced, last.message.as_deref()),
+            (Some(StepPhase::Succeeded), Some(7), Some("ok"))
+        );
     }
 
     #[test]

@@ -589,6 +589,33 @@ fn a_seen_job_that_vanishes_fails_its_attempt_and_is_never_created_again() {
 }
 
 #[test]
+fn a_job_recorded_from_its_create_is_never_created_again_when_it_vanishes() {
+    let mut w = crm();
+    let created = w.trigger("1");
+    // The controller writes status after the create, with the UID the create returned...
+    let uid = w.jobs[0].uid.clone();
+    let mut st = w.status().clone();
+    assert!(record_created(
+        st.book.current_run.as_mut(),
+        &created[0],
+        &uid
+    ));
+    assert!(
+        !record_created(st.book.current_run.as_mut(), &created[0], &uid),
+        "recorded once"
+    );
+    // ...and the Job is deleted before the watch ever shows it.
+    w.seq.status = Some(st);
+    w.jobs.clear();
+    assert!(w.reconcile().is_empty(), "never created a second time");
+    assert!(
+        w.events.iter().any(|e| e.reason == "JobDeleted"),
+        "{:?}",
+        w.events
+    );
+}
+
+#[test]
 fn a_refused_create_fails_the_attempt_with_the_servers_message() {
     let mut w = crm();
     let created = w.trigger("1");
