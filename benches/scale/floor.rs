@@ -23,31 +23,25 @@ pub fn job_name(chain: usize, step: u32) -> String {
     format!("floor-{chain}-{step}")
 }
 
-/// The Job of a chain's step: the same Pod as a benchmark Sync's (see `sync_yaml`).
+/// The Job of a chain's step: the job template of a benchmark Sync (`sync_yaml`), so that the
+/// floor runs the same Pods as syncseq does.
 fn job(chain: usize, step: u32, duration: &str) -> Job {
+    let name = job_name(chain, step);
+    let sync: serde_json::Value = serde_yaml::from_str(&crate::support::fixtures::sync_yaml(
+        &name,
+        duration,
+        0,
+        Some(r#"{"rowsSynced":1}"#),
+    ))
+    .expect("the Sync fixture is YAML");
     serde_json::from_value(serde_json::json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(chain, step),
+            "name": name,
             "labels": {CHAIN: chain.to_string(), STEP: step.to_string()},
         },
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {
-                    "annotations": {
-                        "sim.syncseq.dev/duration": duration,
-                        "sim.syncseq.dev/exit-code": "0",
-                        "sim.syncseq.dev/message": "{\"rowsSynced\":1}",
-                    },
-                },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "sync", "image": "registry.example.com/warehouse-sync:1.4"}],
-                },
-            },
-        },
+        "spec": sync["spec"]["jobTemplate"]["spec"],
     }))
     .expect("a valid Job")
 }

@@ -158,30 +158,21 @@ impl Drop for RunsWatch {
     }
 }
 
+/// A CronJob whose Jobs are those of a one-step tick sequence's Sync: the same template.
 fn cronjob_yaml(name: &str, schedule: &str) -> String {
-    format!(
-        r#"apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: {name}
-spec:
-  schedule: "{schedule}"
-  concurrencyPolicy: Forbid
-  jobTemplate:
-    spec:
-      backoffLimit: 0
-      template:
-        metadata:
-          annotations:
-            sim.syncseq.dev/duration: "200ms"
-            sim.syncseq.dev/exit-code: "0"
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: sync
-            image: registry.example.com/warehouse-sync:1.4
-"#
-    )
+    let sync: serde_json::Value =
+        serde_yaml::from_str(&sync_yaml(name, "200ms", 0, None)).expect("the Sync fixture is YAML");
+    serde_yaml::to_string(&serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name},
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": sync["spec"]["jobTemplate"],
+        },
+    }))
+    .expect("a CronJob")
 }
 
 async fn trigger_all(ns: &TestNamespace, n: usize, value: &str) {
@@ -550,24 +541,18 @@ async fn main() {
         floor_handoff.ms(),
         ratio(handoff.p99, floor_handoff.p99)
     );
-    println!(
-        "| firing delay, fires during the runs | {} | — | {} | — | {} (p99) |",
-        sq_fire_load.ms(),
-        cj_fire_load.ms(),
-        ratio(sq_fire_load.p99, cj_fire_load.p99)
-    );
-    println!(
-        "| firing delay, fires after the runs | {} | — | {} | — | {} (p99) |",
-        sq_fire_idle.ms(),
-        cj_fire_idle.ms(),
-        ratio(sq_fire_idle.p99, cj_fire_idle.p99)
-    );
-    println!(
-        "| firing delay, all fires | {} | — | {} | — | {} (p99) |",
-        sq_fire.ms(),
-        cj_fire.ms(),
-        ratio(sq_fire.p99, cj_fire.p99)
-    );
+    for (fires, syncseq, cronjob) in [
+        ("fires during the runs", &sq_fire_load, &cj_fire_load),
+        ("fires after the runs", &sq_fire_idle, &cj_fire_idle),
+        ("all fires", &sq_fire, &cj_fire),
+    ] {
+        println!(
+            "| firing delay, {fires} | {} | — | {} | — | {} (p99) |",
+            syncseq.ms(),
+            cronjob.ms(),
+            ratio(syncseq.p99, cronjob.p99)
+        );
+    }
     println!(
         "| CPU seconds (whole window) | {cpu:.1} s | {floor_cpu:.1} s | — | {} | — |",
         ratio(cpu, floor_cpu)
