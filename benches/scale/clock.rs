@@ -30,13 +30,14 @@ pub struct JobClock {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn finished(job: &Job) -> bool {
+/// Whether the Job has one of the given conditions with status True (`Complete`, `Failed`).
+pub fn has_condition(job: &Job, types: &[&str]) -> bool {
     job.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| {
             c.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+                .any(|c| types.contains(&c.type_.as_str()) && c.status == "True")
         })
 }
 
@@ -80,7 +81,7 @@ impl JobClock {
                     labels: job.metadata.labels.clone().unwrap_or_default(),
                     annotations: job.metadata.annotations.clone().unwrap_or_default(),
                 });
-                if seen.finished.is_none() && finished(&job) {
+                if seen.finished.is_none() && has_condition(&job, &["Complete", "Failed"]) {
                     seen.finished = Some(now);
                 }
             }

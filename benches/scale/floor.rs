@@ -46,16 +46,6 @@ fn job(chain: usize, step: u32, duration: &str) -> Job {
     .expect("a valid Job")
 }
 
-fn complete(job: &Job) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == "Complete" && c.status == "True")
-        })
-}
-
 async fn create(api: &Api<Job>, chain: usize, step: u32, duration: &str) {
     match api
         .create(&PostParams::default(), &job(chain, step, duration))
@@ -112,7 +102,7 @@ pub async fn main() {
             Some(Err(_)) => continue,
             None => break,
         };
-        if !complete(&job) {
+        if !super::clock::has_condition(&job, &["Complete"]) {
             continue;
         }
         let labels = job.metadata.labels.clone().unwrap_or_default();
