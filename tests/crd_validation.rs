@@ -40,6 +40,12 @@ spec:
   concurrencyPolicy: Forbid
   suspend: false
   historyLimit: 10
+  after:
+    upstreams:
+    - {kind: SyncSequence, name: warehouse-load}
+    - {kind: Sync, name: dbt-models}
+    when: SucceededWithErrors
+    require: All
   steps:
   - name: accounts
     syncRef: {name: accounts}
@@ -596,11 +602,45 @@ fn bad_cases() -> Vec<BadCase> {
             path: "spec.alerts[0].true",
             also: &["unknown field"],
             edit_yaml: Some(|yaml| {
-                let edited = yaml.replacen("\n    when:", "\n    on:", 1);
+                // The alert's `when:` (a list), not `after.when:`.
+                let edited = yaml.replacen("\n    when:\n", "\n    on:\n", 1);
                 assert_ne!(edited, yaml, "the rendered sequence has no `when:` key");
                 edited
             }),
         },
+        // Upstreams.
+        bad(
+            "after without upstreams",
+            sequence_with(|s| s["after"]["upstreams"] = json!([])),
+            "spec.after.upstreams",
+            &["at least 1 items"],
+        ),
+        bad(
+            "after naming an upstream of an unknown kind",
+            sequence_with(|s| s["after"]["upstreams"][0]["kind"] = json!("CronJob")),
+            "spec.after.upstreams[0].kind",
+            &["Unsupported value", "SyncSequence"],
+        ),
+        bad(
+            "after naming the same upstream twice",
+            sequence_with(|s| s["after"]["upstreams"][1] = s["after"]["upstreams"][0].clone()),
+            "spec.after.upstreams[1]",
+            &["Duplicate value"],
+        ),
+        bad(
+            "after with an unknown outcome",
+            sequence_with(|s| s["after"]["when"] = json!("Succeded")),
+            "spec.after.when",
+            &["Unsupported value"],
+        ),
+        bad(
+            "Sync after an upstream with an invalid name",
+            sync_with(|s| {
+                s["after"] = json!({"upstreams": [{"kind": "Sync", "name": "Dbt Models"}]})
+            }),
+            "spec.after.upstreams[0].name",
+            &[],
+        ),
         // Sync.
         bad(
             "Sync schedule with a CRON_TZ= prefix",

@@ -67,6 +67,7 @@ pub fn json_body(n: &Notification) -> Value {
         "sequence": n.sequence,
         "run": e.run,
         "trigger": trigger_name(e.trigger),
+        "upstream": e.upstream,
         "phase": e.phase,
         "step": step.map(|s| s.name.as_str()),
         "sync": step.map(|s| s.sync.as_str()),
@@ -101,7 +102,10 @@ pub fn slack_body(n: &Notification) -> Value {
         ),
         AlertTrigger::Recovered => (":large_green_circle:", format!("{}: recovered", n.sequence)),
     };
-    let trigger = trigger_text(e.trigger);
+    let trigger = match &e.upstream {
+        Some(up) => escape_fit(&format!("after upstream {up}"), 300),
+        None => trigger_text(e.trigger).to_string(),
+    };
     let lead = match e.kind {
         AlertTrigger::RunFailed => match &e.step {
             Some(s) => format!(

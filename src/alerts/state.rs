@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::Notification;
 use crate::api::{
     Alert, AlertEvent, AlertHealth, AlertState, AlertStep, AlertTrigger, RunPhase, TriggerKind,
+    UpstreamRun,
 };
 
 /// The sequence the happenings belong to, and when they were decided.
@@ -38,10 +39,12 @@ pub struct Subject<'a> {
 }
 
 /// A run, as happenings refer to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRef {
     pub id: i64,
     pub trigger: TriggerKind,
+    /// The upstream run that started it, if one did.
+    pub upstream: Option<UpstreamRun>,
 }
 
 /// How a step ended, as far as alerts care.
@@ -141,6 +144,7 @@ fn apply(
             kind,
             run: run.id,
             trigger: run.trigger,
+            upstream: run.upstream.clone(),
             phase: phase.to_string(),
             step: step.cloned(),
             message,

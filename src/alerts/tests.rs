@@ -49,6 +49,7 @@ fn run(id: i64) -> RunRef {
     RunRef {
         id,
         trigger: TriggerKind::Schedule,
+        upstream: None,
     }
 }
 
@@ -339,6 +340,7 @@ fn json_body_has_the_documented_fields() {
         "sync",
         "time",
         "trigger",
+        "upstream",
     ];
     expected.sort();
     let mut keys_sorted = keys.clone();

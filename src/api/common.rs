@@ -11,7 +11,8 @@ pub enum TriggerKind {
     Schedule,
     /// A `syncseq.dev/requestedAt` annotation.
     Manual,
-    /// A step of a SyncSequence (only on a Sync's `lastRun`).
+    /// Something upstream: a run of an object named in `spec.after` finished (the run's
+    /// `upstream` says which), or, on a Sync's `lastRun`, a step of a SyncSequence.
     Upstream,
 }
 

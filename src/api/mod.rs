@@ -11,6 +11,7 @@ mod outbox;
 mod run;
 mod sequence;
 mod sync;
+mod upstream;
 
 pub use common::*;
 pub use crd::{all_crds, crds_yaml};
@@ -18,6 +19,7 @@ pub use outbox::*;
 pub use run::*;
 pub use sequence::*;
 pub use sync::*;
+pub use upstream::*;
 
 /// CEL rule on `metadata.name` of both kinds: the name becomes the value of a label on every
 /// Job and Pod they run (`syncseq.dev/sync`, `syncseq.dev/sequence`), and label values are at

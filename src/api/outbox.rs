@@ -32,6 +32,9 @@ pub struct AlertEvent {
     pub run: i64,
     /// What started that run.
     pub trigger: TriggerKind,
+    /// The upstream run that started it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<super::UpstreamRun>,
     /// Phase of the run (`RunFailed`, `Recovered`) or of the step (`StepFailed`,
     /// `RejectedRows`), as shown in status.
     pub phase: String,

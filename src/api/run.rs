@@ -6,7 +6,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{RunPhase, StepPhase, TriggerKind};
+use super::{RunPhase, StepPhase, TriggerKind, UpstreamRun, UpstreamStatus};
 
 /// When runs start on their own: the schedule fields both kinds' specs share (flattened into
 /// them, so manifests name them `spec.schedule`, `spec.timeZone`, ...).
@@ -35,9 +35,16 @@ pub struct ScheduleSpec {
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
 
-    /// Stops new scheduled runs. The run in progress goes on; manual requests still start runs.
+    /// Stops new scheduled runs, and runs started by upstreams (`after`; those that finish
+    /// while suspended start nothing). The run in progress goes on; manual requests still
+    /// start runs.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Start a run when SyncSequences or Syncs of this namespace finish a run (see
+    /// docs/upstream.md). Cycles (A after B after A) are refused: the object is `Stalled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<super::AfterSpec>,
 }
 
 /// Schedule bookkeeping in the status of either kind (flattened into it).
@@ -89,6 +96,10 @@ pub struct RunBook {
     /// The last `historyLimit` finished runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunSummary>,
+    /// Per upstream of `spec.after`: its newest run taken into account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
+    pub upstreams: Vec<UpstreamStatus>,
 }
 
 /// An attempt that ended without a Job to read its result from.
@@ -114,6 +125,9 @@ pub struct QueuedRun {
     /// The scheduled time, for a scheduled trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<Time>,
+    /// The upstream run, for an upstream trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamRun>,
 }
 
 /// A run: in progress (`currentRun`) or the most recent finished one (`lastRun`).
@@ -127,6 +141,9 @@ pub struct RunStatus {
     /// The schedule time the run is for, when the schedule started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<Time>,
+    /// The upstream run that started it, when something upstream did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamRun>,
     /// When the run started.
     pub start_time: Time,
     /// When the run ended.
@@ -192,6 +209,9 @@ pub struct RunSummary {
     pub id: i64,
     /// What started the run.
     pub trigger: TriggerKind,
+    /// The upstream run that started it, when something upstream did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamRun>,
     /// How the run ended.
     pub phase: RunPhase,
     /// When the run started.

@@ -68,6 +68,13 @@ pub struct SyncStatus {
     /// The most recent run of this sync, from its own schedule, a manual request or a sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<SyncRunRecord>,
+    /// The most recent run of this sync that succeeded, whoever started it: what downstream
+    /// objects (`spec.after`) start on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_succeeded_run: Option<SyncRunRecord>,
+    /// The most recent run of this sync that failed, whoever started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_run: Option<SyncRunRecord>,
     /// Schedule bookkeeping of the Sync's own schedule.
     #[serde(flatten)]
     pub schedule: ScheduleStatus,

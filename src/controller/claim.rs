@@ -20,7 +20,7 @@ use kube::{Api, ResourceExt};
 use super::Context;
 use super::observe::holders;
 use crate::api::{Sync, SyncClaim};
-use crate::engine::{JobOutcome, job_outcome};
+use crate::engine::JobOutcome;
 
 /// Field manager of claim writes (separate from the status the Sync reconciler applies).
 const CLAIM_MANAGER: &str = "syncseq-claim";
@@ -95,7 +95,7 @@ fn decide(ctx: &Context, namespace: &str, current: &Sync, job: &str) -> Decision
         let finished = ctx
             .jobs
             .get(namespace, &c.job)
-            .is_some_and(|j| job_outcome(&j).0 != JobOutcome::Active);
+            .is_some_and(|j| j.outcome != JobOutcome::Active);
         if !finished && Timestamp::now() < c.time.0 + CLAIM_YOUNG {
             return Decision::Refused(c.by.clone());
         }

@@ -1,18 +1,34 @@
-//! What the caches keep of each object: only what the engine and the triggers read. The watch
-//! delivers whole objects; at a thousand sequences the parts nobody reads (managed fields,
-//! specs, Pod and Job status counters, kubectl's copy of the last applied manifest) are most
-//! of the controller's memory.
+//! What the caches keep of each object: only what the engine, the claim and the triggers read.
+//! The watch delivers whole objects; at a thousand sequences and ten thousand Jobs the parts
+//! nobody reads (managed fields, specs, status counters, label maps, kubectl's copy of the last
+//! applied manifest) are most of the controller's memory. Jobs and Pods are kept as entries of
+//! the controller's own ([`JobEntry`], [`PodEntry`]): their facts already read (outcome, result,
+//! labels parsed), a few strings each. Syncs and sequences are kept whole, without the parts
+//! above: a Sync's template makes the Jobs, a sequence's annotations carry requests.
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
 
-use crate::api::{Sync, SyncSequence};
+use super::index::{IndexKey, Indexed};
+use crate::api::{GROUP, Sync, SyncSequence, labels};
+use crate::engine::{JobOutcome, PodResult, job_outcome, pod_result};
 
 /// `kubectl apply` keeps the whole manifest it applied in this annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The label the Job controller puts on every Pod of a Job, naming it.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// The controller owner reference of an object, if any.
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
 
 fn meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
@@ -21,56 +37,147 @@ fn meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// A Job: identity, labels, owners, deletion and its conditions (its outcome). No spec (the
-/// whole Pod template), no annotations, no counters.
-pub(crate) fn job(job: &mut Job) {
-    meta(&mut job.metadata);
-    job.metadata.annotations = None;
-    job.spec = None;
-    job.status = job.status.take().map(|s| JobStatus {
-        conditions: s.conditions.map(|c| {
-            c.into_iter()
-                .filter(|c| c.status == "True")
-                .map(|c| JobCondition {
-                    last_probe_time: None,
-                    ..c
-                })
-                .collect()
-        }),
-        ..JobStatus::default()
-    });
+/// The syncseq labels on a Job and on its Pods: what step attempt it is, of what.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StepLabels {
+    pub(crate) sequence: Option<String>,
+    pub(crate) sync: Option<String>,
+    /// None when missing or not a number (anyone can write labels).
+    pub(crate) run: Option<i64>,
+    pub(crate) step: Option<String>,
+    pub(crate) attempt: Option<i32>,
+    /// Whether `app.kubernetes.io/managed-by` names syncseq.
+    pub(crate) managed: bool,
 }
 
-/// A Pod: identity, labels, owners, deletion, phase, and the terminated state of its
-/// containers (the result the engine reads from the termination message).
-pub(crate) fn pod(pod: &mut Pod) {
-    meta(&mut pod.metadata);
-    pod.metadata.annotations = None;
-    pod.spec = None;
-    pod.status = pod.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        container_statuses: s.container_statuses.map(|c| {
-            c.into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    state: c
-                        .state
-                        .and_then(|st| st.terminated)
-                        .map(|t| ContainerState {
-                            terminated: Some(ContainerStateTerminated {
-                                exit_code: t.exit_code,
-                                finished_at: t.finished_at,
-                                message: t.message,
-                                ..ContainerStateTerminated::default()
-                            }),
-                            ..ContainerState::default()
-                        }),
-                    ..ContainerStatus::default()
-                })
-                .collect()
-        }),
-        ..PodStatus::default()
-    });
+impl StepLabels {
+    fn of(meta: &ObjectMeta) -> Self {
+        let get = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key));
+        StepLabels {
+            sequence: get(labels::SEQUENCE).cloned(),
+            sync: get(labels::SYNC).cloned(),
+            run: get(labels::RUN).and_then(|r| r.parse().ok()),
+            step: get(labels::STEP).cloned(),
+            attempt: get(labels::ATTEMPT).and_then(|a| a.parse().ok()),
+            managed: get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER),
+        }
+    }
+
+    /// Who runs the Job, for messages: "sequence crm run 4", "its own run 2".
+    pub(crate) fn runner(&self, job: &str) -> String {
+        match (&self.sequence, self.run) {
+            (Some(seq), Some(run)) => format!("sequence {seq} run {run}"),
+            (None, Some(run)) => format!("its own run {run}"),
+            _ => format!("job {job}"),
+        }
+    }
+}
+
+/// The syncseq object (a SyncSequence or a Sync) that controls a Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    /// `SyncSequence` or `Sync`.
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
+    pub(crate) uid: String,
+}
+
+/// A cached Job.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobEntry {
+    pub(crate) name: String,
+    pub(crate) uid: Option<String>,
+    /// Its controller, when that is a syncseq object; Jobs of anything else never join a run
+    /// or hold a Sync.
+    pub(crate) owner: Option<Owner>,
+    pub(crate) labels: StepLabels,
+    pub(crate) outcome: JobOutcome,
+    /// When it finished (its condition's transition time).
+    pub(crate) finished_at: Option<Timestamp>,
+    pub(crate) deleting: bool,
+    pub(crate) created: Option<Timestamp>,
+}
+
+impl JobEntry {
+    pub(crate) fn of(job: &Job) -> Self {
+        let owner = controller_of(&job.metadata).and_then(|o| {
+            let kind = match o.kind.as_str() {
+                "SyncSequence" => "SyncSequence",
+                "Sync" => "Sync",
+                _ => return None,
+            };
+            (o.api_version.split('/').next() == Some(GROUP)).then(|| Owner {
+                kind,
+                name: o.name.clone(),
+                uid: o.uid.clone(),
+            })
+        });
+        let (outcome, finished_at) = job_outcome(job);
+        JobEntry {
+            name: job.name_any(),
+            uid: job.uid(),
+            owner,
+            labels: StepLabels::of(&job.metadata),
+            outcome,
+            finished_at,
+            deleting: job.metadata.deletion_timestamp.is_some(),
+            created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        }
+    }
+
+    /// Whether it holds its Sync: not finished, or being deleted (its Pods may still run).
+    pub(crate) fn holds(&self) -> bool {
+        self.outcome == JobOutcome::Active || self.deleting
+    }
+}
+
+/// Jobs are found by their syncseq controller and by the Sync they run.
+impl Indexed for JobEntry {
+    fn keys(&self) -> Vec<IndexKey> {
+        let owner = self.owner.as_ref().map(|o| IndexKey::Owner(o.uid.clone()));
+        let sync = self.labels.sync.clone().map(IndexKey::Sync);
+        owner.into_iter().chain(sync).collect()
+    }
+}
+
+/// A cached Pod of a syncseq Job.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PodEntry {
+    /// The Job it belongs to: its controller, or, for a Pod orphaned by
+    /// `--cascade=orphan`, the Job the Job controller's label names.
+    pub(crate) job: Option<String>,
+    /// The UID of the Job that controls it; None for an orphan.
+    pub(crate) job_uid: Option<String>,
+    pub(crate) labels: StepLabels,
+    /// Whether it reached `Succeeded` or `Failed`.
+    pub(crate) terminated: bool,
+    /// What its container reported, once it terminated.
+    pub(crate) result: Option<PodResult>,
+}
+
+impl PodEntry {
+    pub(crate) fn of(pod: &Pod) -> Self {
+        let owner = controller_of(&pod.metadata).filter(|o| o.kind == "Job");
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        PodEntry {
+            job: owner
+                .map(|o| o.name.clone())
+                .or_else(|| pod.labels().get(JOB_NAME_LABEL).cloned()),
+            job_uid: owner.map(|o| o.uid.clone()),
+            labels: StepLabels::of(&pod.metadata),
+            terminated: matches!(phase, Some("Succeeded" | "Failed")),
+            result: pod_result(pod),
+        }
+    }
+}
+
+/// Pods are found by the Job that controls them and by the Sync they run.
+impl Indexed for PodEntry {
+    fn keys(&self) -> Vec<IndexKey> {
+        let owner = self.job_uid.clone().map(IndexKey::Owner);
+        let sync = self.labels.sync.clone().map(IndexKey::Sync);
+        owner.into_iter().chain(sync).collect()
+    }
 }
 
 /// A Sync: all of it (its template makes the Jobs), but no managed fields or kubectl copy.
@@ -87,13 +194,15 @@ pub(crate) fn sequence(seq: &mut SyncSequence) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{job_outcome, pod_report};
 
     fn full_job(condition: &str) -> Job {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "crm-1-accounts-1-x", "uid": "u1", "resourceVersion": "9",
-                "labels": {"syncseq.dev/sync": "accounts"},
+                "creationTimestamp": "2026-01-05T10:00:00Z",
+                "labels": {"syncseq.dev/sync": "accounts", "syncseq.dev/sequence": "crm",
+                    "syncseq.dev/run": "1", "syncseq.dev/step": "accounts",
+                    "syncseq.dev/attempt": "x"},
                 "annotations": {LAST_APPLIED: "{...}", "sim.syncseq.dev/duration": "2s"},
                 "managedFields": [{"manager": "kube-controller-manager"}],
                 "ownerReferences": [{"apiVersion": "syncseq.dev/v1alpha1", "kind": "SyncSequence",
@@ -118,32 +227,57 @@ mod tests {
     }
 
     #[test]
-    fn a_compact_job_has_the_same_outcome_and_trigger() {
+    fn a_job_entry_keeps_its_outcome_owner_and_labels() {
         for condition in ["Complete", "Failed"] {
             let full = full_job(condition);
-            let mut small = full.clone();
-            job(&mut small);
-            assert_eq!(job_outcome(&small), job_outcome(&full));
+            let entry = JobEntry::of(&full);
             assert_eq!(
-                super::super::triggers::job(&small),
-                super::super::triggers::job(&full)
+                (entry.outcome.clone(), entry.finished_at),
+                job_outcome(&full)
             );
+            assert!(!entry.holds());
             assert_eq!(
-                small.metadata.owner_references,
-                full.metadata.owner_references
+                entry.owner,
+                Some(Owner {
+                    kind: "SyncSequence",
+                    name: "crm".into(),
+                    uid: "s1".into()
+                })
             );
-            assert_eq!(small.metadata.labels, full.metadata.labels);
-            assert!(small.spec.is_none() && small.metadata.managed_fields.is_none());
-            assert!(small.metadata.annotations.is_none());
+            assert_eq!(entry.labels.sync.as_deref(), Some("accounts"));
+            assert_eq!(entry.labels.run, Some(1));
+            // A label that is not a number is no attempt at all.
+            assert_eq!(entry.labels.attempt, None);
+            assert_eq!(entry.labels.runner(&entry.name), "sequence crm run 1");
+            assert_eq!(
+                entry.keys(),
+                vec![
+                    IndexKey::Owner("s1".into()),
+                    IndexKey::Sync("accounts".into())
+                ]
+            );
         }
     }
 
     #[test]
-    fn a_compact_pod_has_the_same_result_and_trigger() {
-        let full: Pod = serde_json::from_value(serde_json::json!({
+    fn a_job_controlled_by_something_else_has_no_owner() {
+        let mut job = full_job("Complete");
+        job.metadata.owner_references.as_mut().unwrap()[0].api_version = "batch/v1".into();
+        assert_eq!(JobEntry::of(&job).owner, None);
+        job.metadata.owner_references.as_mut().unwrap()[0].api_version =
+            "syncseq.dev/v1alpha1".into();
+        job.metadata.owner_references.as_mut().unwrap()[0].kind = "CronJob".into();
+        let entry = JobEntry::of(&job);
+        assert_eq!(entry.owner, None);
+        assert_eq!(entry.keys(), vec![IndexKey::Sync("accounts".into())]);
+    }
+
+    fn pod(owner: bool) -> Pod {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "p", "uid": "p1",
-                "labels": {"syncseq.dev/sync": "accounts", "batch.kubernetes.io/job-name": "j"},
+                "labels": {"syncseq.dev/sync": "accounts", "batch.kubernetes.io/job-name": "j",
+                    "app.kubernetes.io/managed-by": "syncseq"},
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
                     "uid": "u1", "controller": true}],
             },
@@ -162,18 +296,31 @@ mod tests {
             },
         }))
         .unwrap();
-        let mut small = full.clone();
-        pod(&mut small);
-        let report = pod_report([&small]);
-        assert_eq!(report, pod_report([&full]));
-        assert_eq!(report.unwrap().rows_synced, Some(5));
-        assert_eq!(
-            super::super::triggers::pod(&small),
-            super::super::triggers::pod(&full)
-        );
-        let status = small.status.unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Succeeded"));
-        assert!(status.conditions.is_none() && status.host_ip.is_none());
+        if !owner {
+            pod.metadata.owner_references = None;
+        }
+        pod
+    }
+
+    #[test]
+    fn a_pod_entry_keeps_its_job_and_result() {
+        let entry = PodEntry::of(&pod(true));
+        assert_eq!(entry.job.as_deref(), Some("j"));
+        assert_eq!(entry.job_uid.as_deref(), Some("u1"));
+        assert!(entry.terminated && entry.labels.managed);
+        let result = entry.result.unwrap();
+        assert_eq!(result.report.rows_synced, Some(5));
+        assert_eq!(result.report.exit_code, Some(3));
+        assert_eq!(result.report.message.as_deref(), Some("boom"));
+        assert!(result.finished_at.is_some());
+    }
+
+    #[test]
+    fn an_orphaned_pod_names_its_job_by_label_and_is_found_by_sync_only() {
+        let entry = PodEntry::of(&pod(false));
+        assert_eq!(entry.job.as_deref(), Some("j"));
+        assert_eq!(entry.job_uid, None);
+        assert_eq!(entry.keys(), vec![IndexKey::Sync("accounts".into())]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Caches fed from the watch events and indexed by what the reconciles look up: the Jobs an
 //! object controls (by owner UID), the Pods of a Job (by owner UID), the Jobs and Pods of a
-//! Sync, and the sequences that run a Sync. A reconcile reads its own entries only, so nothing
-//! it does grows with the number of unrelated objects in the cluster.
+//! Sync, the sequences that run a Sync, and the sequences and Syncs that run after an upstream.
+//! A reconcile reads its own entries only, so nothing it does grows with the number of
+//! unrelated objects in the cluster.
 //!
 //! A cache applies watch events the way kube-runtime's reflector store does (a relist replaces
 //! the whole content when it is done), and keeps what [`Indexed::keys`] says an entry is found
@@ -10,13 +11,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{SyncSequence, labels};
+use crate::api::{AfterSpec, SyncSequence, UpstreamRef};
 
 /// What an entry is found by, besides its namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,43 +23,13 @@ pub(crate) enum IndexKey {
     Owner(String),
     /// A Sync the entry is about (the `syncseq.dev/sync` label, or a step's `syncRef`).
     Sync(String),
+    /// An upstream the entry runs after (`spec.after`).
+    Upstream(UpstreamRef),
 }
 
 /// An entry of a cache.
 pub(crate) trait Indexed {
     fn keys(&self) -> Vec<IndexKey>;
-}
-
-/// The controller owner reference of an object, if any.
-pub(crate) fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-}
-
-/// Jobs and Pods are found by their controller (a Job's sequence or Sync, a Pod's Job) and by
-/// the Sync they run.
-fn owner_and_sync(meta: &ObjectMeta) -> Vec<IndexKey> {
-    let owner = controller_of(meta).map(|o| IndexKey::Owner(o.uid.clone()));
-    let sync = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::SYNC))
-        .map(|s| IndexKey::Sync(s.clone()));
-    owner.into_iter().chain(sync).collect()
-}
-
-impl Indexed for Job {
-    fn keys(&self) -> Vec<IndexKey> {
-        owner_and_sync(&self.metadata)
-    }
-}
-
-impl Indexed for Pod {
-    fn keys(&self) -> Vec<IndexKey> {
-        owner_and_sync(&self.metadata)
-    }
 }
 
 /// What the sequence cache keeps of a sequence: the Syncs its steps run, by which it is found
@@ -86,6 +54,22 @@ impl SyncRefs {
 impl Indexed for SyncRefs {
     fn keys(&self) -> Vec<IndexKey> {
         self.0.iter().cloned().map(IndexKey::Sync).collect()
+    }
+}
+
+/// What the downstream caches keep of a sequence or Sync: the upstreams it runs after, by
+/// which it is found when one of them finishes a run.
+pub(crate) struct AfterRefs(Vec<UpstreamRef>);
+
+impl AfterRefs {
+    pub(crate) fn of(after: Option<&AfterSpec>) -> Self {
+        AfterRefs(after.map(|a| a.upstreams.clone()).unwrap_or_default())
+    }
+}
+
+impl Indexed for AfterRefs {
+    fn keys(&self) -> Vec<IndexKey> {
+        self.0.iter().cloned().map(IndexKey::Upstream).collect()
     }
 }
 
@@ -220,7 +204,11 @@ impl<T: Indexed> Cache<T> {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::batch::v1::Job;
+
     use super::*;
+    use crate::api::labels;
+    use crate::controller::compact::JobEntry;
 
     fn job(ns: &str, name: &str, owner: &str, sync: &str) -> Job {
         serde_json::from_value(serde_json::json!({
@@ -236,8 +224,8 @@ mod tests {
         .unwrap()
     }
 
-    fn names(found: Vec<Arc<Job>>) -> Vec<String> {
-        found.iter().map(|j| j.name_any()).collect()
+    fn names(found: Vec<Arc<JobEntry>>) -> Vec<String> {
+        found.iter().map(|j| j.name.clone()).collect()
     }
 
     fn owner(uid: &str) -> IndexKey {
@@ -250,14 +238,14 @@ mod tests {
 
     #[test]
     fn entries_are_found_by_owner_and_by_sync_within_their_namespace() {
-        let cache = Cache::<Job>::default();
+        let cache = Cache::<JobEntry>::default();
         for j in [
             job("a", "crm-2", "u1", "accounts"),
             job("a", "crm-1", "u1", "contacts"),
             job("a", "other", "u2", "accounts"),
             job("b", "crm-1", "u1", "accounts"),
         ] {
-            cache.apply(&watcher::Event::Apply(j), Job::clone);
+            cache.apply(&watcher::Event::Apply(j), JobEntry::of);
         }
         assert_eq!(
             names(cache.find("a", &owner("u1"))),
@@ -275,21 +263,21 @@ mod tests {
 
     #[test]
     fn an_update_moves_an_entry_between_keys_and_a_delete_removes_it_everywhere() {
-        let cache = Cache::<Job>::default();
+        let cache = Cache::<JobEntry>::default();
         cache.apply(
             &watcher::Event::Apply(job("a", "j", "u1", "accounts")),
-            Job::clone,
+            JobEntry::of,
         );
         cache.apply(
             &watcher::Event::Apply(job("a", "j", "u2", "contacts")),
-            Job::clone,
+            JobEntry::of,
         );
         assert!(cache.find("a", &owner("u1")).is_empty());
         assert!(cache.find("a", &sync("accounts")).is_empty());
         assert_eq!(names(cache.find("a", &owner("u2"))), ["j"]);
         cache.apply(
             &watcher::Event::Delete(job("a", "j", "u2", "contacts")),
-            Job::clone,
+            JobEntry::of,
         );
         assert!(cache.find("a", &owner("u2")).is_empty());
         assert!(cache.names("a", &sync("contacts")).is_empty());
@@ -300,19 +288,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_relist_replaces_the_content_when_done_and_makes_the_cache_ready() {
-        let cache = Cache::<Job>::default();
+        let cache = Cache::<JobEntry>::default();
         cache.apply(
             &watcher::Event::Apply(job("a", "gone", "u1", "accounts")),
-            Job::clone,
+            JobEntry::of,
         );
-        cache.apply(&watcher::Event::Init, Job::clone);
+        cache.apply(&watcher::Event::Init, JobEntry::of);
         cache.apply(
             &watcher::Event::InitApply(job("a", "kept", "u1", "accounts")),
-            Job::clone,
+            JobEntry::of,
         );
         // Until the relist is done, the cache answers from what it had.
         assert_eq!(names(cache.find("a", &owner("u1"))), ["gone"]);
-        cache.apply(&watcher::Event::InitDone, Job::clone);
+        cache.apply(&watcher::Event::InitDone, JobEntry::of);
         assert_eq!(names(cache.find("a", &owner("u1"))), ["kept"]);
         tokio::time::timeout(std::time::Duration::from_secs(1), cache.wait_until_ready())
             .await

@@ -9,6 +9,7 @@
 mod backoff;
 mod claim;
 mod compact;
+mod downstream;
 mod egress;
 mod events;
 mod execute;
@@ -18,6 +19,7 @@ mod notify;
 mod observe;
 mod reconcile;
 mod triggers;
+mod upstream;
 
 use std::sync::Arc;
 
@@ -55,9 +57,13 @@ pub struct Config {
 pub struct Context {
     pub client: Client,
     pub syncs: Store<Sync>,
+    /// The sequences, for those that run after them (`spec.after`).
+    pub(crate) sequences: Store<SyncSequence>,
+    /// Which sequences run each Sync (for the loops `spec.after` could make).
+    pub(crate) sequences_by_sync: Arc<index::Cache<index::SyncRefs>>,
     /// Jobs and Pods, found by owner and by Sync.
-    pub(crate) jobs: Arc<index::Cache<Job>>,
-    pub(crate) pods: Arc<index::Cache<Pod>>,
+    pub(crate) jobs: Arc<index::Cache<compact::JobEntry>>,
+    pub(crate) pods: Arc<index::Cache<compact::PodEntry>>,
     pub reporter: events::Reporter,
     /// Queues alert notifications for background delivery.
     pub notifier: notify::Notifier,
@@ -102,27 +108,34 @@ pub async fn run(
     let ns = config.namespace.as_deref();
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let jobs: Arc<index::Cache<Job>> = Default::default();
-    let pods: Arc<index::Cache<Pod>> = Default::default();
+    let jobs: Arc<index::Cache<compact::JobEntry>> = Default::default();
+    let pods: Arc<index::Cache<compact::PodEntry>> = Default::default();
     let (syncs, syncs_writer) = reflector::store();
     // Whether the Sync store holds its first list. Not `Store::wait_until_ready`: the Sync
     // controller waits on that, and the store wakes only one of several waiters.
     let (syncs_listed_tx, mut syncs_listed) = tokio::sync::watch::channel(false);
     // Which sequences run each Sync: who to wake when it becomes free or changes.
     let sequences_by_sync: Arc<index::Cache<index::SyncRefs>> = Default::default();
+    // Sync events, and Job and Pod events of a Sync, wake the Sync controller through this
+    // channel: one watch per kind serves both controllers, and the Sync controller reads the
+    // one Sync cache. Upstreams that finish a run wake the sequences and Syncs that run after
+    // them through these channels too.
+    let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Sync>>();
+    let (seq_tx, mut seq_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<SyncSequence>>();
+    let downstreams = Arc::new(downstream::Downstreams::new(seq_tx, sync_tx.clone()));
 
-    // The caches keep only what the engine reads (`compact`): managed fields, specs (a Job's
-    // spec carries the whole Pod template) and status counters would dominate memory at scale.
+    // The caches keep only what the engine reads (`compact`): Jobs and Pods as small entries
+    // of the controller's own, Syncs and sequences without managed fields; whole objects would
+    // dominate memory at scale.
     // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
     // its owner and whoever waits for its Sync. Only events that change what the engine reads
     // wake anyone (`triggers`); the caches take them all.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .inspect(watch_health(&health, "Job"))
-        .modify(compact::job)
         .inspect_ok({
             let jobs = jobs.clone();
-            move |event| jobs.apply(event, Job::clone)
+            move |event| jobs.apply(event, compact::JobEntry::of)
         })
         .map_ok(mark_deleted)
         .touched_objects()
@@ -134,10 +147,9 @@ pub async fn run(
     )
     .default_backoff()
     .inspect(watch_health(&health, "Pod"))
-    .modify(compact::pod)
     .inspect_ok({
         let pods = pods.clone();
-        move |event| pods.apply(event, Pod::clone)
+        move |event| pods.apply(event, compact::PodEntry::of)
     })
     .map_ok(mark_deleted)
     .touched_objects()
@@ -148,9 +160,13 @@ pub async fn run(
         .inspect(watch_health(&health, "Sync"))
         .modify(compact::sync)
         .reflect(syncs_writer)
-        .inspect_ok(move |event| {
-            if matches!(event, watcher::Event::InitDone) {
-                syncs_listed_tx.send_replace(true);
+        .inspect_ok({
+            let downstreams = downstreams.clone();
+            move |event| {
+                downstreams.sync_event(event);
+                if matches!(event, watcher::Event::InitDone) {
+                    syncs_listed_tx.send_replace(true);
+                }
             }
         })
         .map_ok(mark_deleted)
@@ -172,12 +188,16 @@ pub async fn run(
         .reflect(seq_writer)
         .inspect_ok({
             let index = sequences_by_sync.clone();
-            move |event| index.apply(event, index::SyncRefs::of)
+            move |event| {
+                index.apply(event, index::SyncRefs::of);
+                downstreams.sequence_event(event);
+            }
         })
         .applied_objects();
     let limits = kube::runtime::controller::Config::default().concurrency(config.concurrency);
-    let controller =
-        Controller::for_stream(seq_stream, seq_store.clone()).with_config(limits.clone());
+    let controller = Controller::for_stream(seq_stream, seq_store.clone())
+        .with_config(limits.clone())
+        .reconcile_on(futures::stream::poll_fn(move |cx| seq_rx.poll_recv(cx)));
 
     // One task waits until every cache holds its first list and publishes readiness to every
     // reconcile. (A reflector Store's own `wait_until_ready` wakes only the most recent of
@@ -198,6 +218,8 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         syncs: syncs.clone(),
+        sequences: seq_store.clone(),
+        sequences_by_sync: sequences_by_sync.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
         notifier: notify::Notifier::start(
@@ -214,10 +236,6 @@ pub async fn run(
         health: health.clone(),
     });
 
-    // Sync events, and Job and Pod events of a Sync, wake the Sync controller through this
-    // channel: one watch per kind serves both controllers, and the Sync controller reads the
-    // one Sync cache.
-    let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Sync>>();
     let sync_changed = sync_tx.clone();
     let wake_sync = move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         if let (Some(sync), Some(ns)) = (
@@ -244,7 +262,7 @@ pub async fn run(
     )
     .for_each(|result| async move { log_failure(result.map(|_| ())) });
 
-    let sync_specs = triggers::SpecVersions::default();
+    let sync_specs = triggers::Seen::default();
     let (by_sync_for_jobs, by_sync_for_pods, by_sync_for_syncs) = (
         sequences_by_sync.clone(),
         sequences_by_sync.clone(),
@@ -301,7 +319,7 @@ pub async fn run(
         // every step and decides nothing for them: what holds it comes from Jobs and Pods.
         .watches_stream(sync_stream, move |sync: Sync| {
             let _ = sync_changed.send(ObjectRef::from(&sync));
-            if !sync_specs.changed(&sync) {
+            if !sync_specs.changed(&sync, triggers::spec_version(&sync.metadata)) {
                 return vec![];
             }
             referencing(

@@ -8,82 +8,56 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Api, ResourceExt};
 
 use super::Context;
-use super::index::{IndexKey, controller_of};
-use crate::api::{GROUP, RunStatus, labels};
-use crate::engine::{Holder, JobOutcome, JobView, SyncJob, job_outcome, pod_report};
-
-/// The label the Job controller puts on every Pod of a Job, naming it.
-const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
-
-/// Whether a Job is controlled by a syncseq object (a SyncSequence or a Sync).
-fn syncseq_controlled(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    controller_of(meta).filter(|o| {
-        o.api_version.split('/').next() == Some(GROUP)
-            && matches!(o.kind.as_str(), "SyncSequence" | "Sync")
-    })
-}
+use super::compact::JobEntry;
+use super::index::IndexKey;
+use crate::api::RunStatus;
+use crate::engine::{Holder, JobView, SyncJob, latest_report};
 
 /// The Jobs of a namespace that `owner_uid` controls, with their Pods' results.
 pub fn owned_jobs(ctx: &Context, namespace: &str, owner_uid: &str) -> Vec<JobView> {
-    let jobs = ctx
-        .jobs
-        .find(namespace, &IndexKey::Owner(owner_uid.to_string()));
-    with_pods(ctx, namespace, jobs.iter().map(|j| j.as_ref()))
-}
-
-/// Views of the given Jobs, each with the results of the Pods it controls.
-fn with_pods<'a>(
-    ctx: &Context,
-    namespace: &str,
-    jobs: impl Iterator<Item = &'a Job>,
-) -> Vec<JobView> {
-    jobs.filter_map(|job| {
-        let pods = ctx.pods.find(namespace, &IndexKey::Owner(job.uid()?));
-        job_view(job, pods.iter().map(|p| p.as_ref()))
-    })
-    .collect()
+    ctx.jobs
+        .find(namespace, &IndexKey::Owner(owner_uid.to_string()))
+        .iter()
+        .filter_map(|job| job_view(ctx, namespace, job))
+        .collect()
 }
 
 /// Every Job that runs one Sync and is controlled by a syncseq object, with who started it.
 pub fn sync_jobs(ctx: &Context, namespace: &str, sync: &str) -> Vec<SyncJob> {
-    let jobs: Vec<_> = ctx
-        .jobs
+    ctx.jobs
         .find(namespace, &IndexKey::Sync(sync.to_string()))
-        .into_iter()
-        .filter(|j| syncseq_controlled(&j.metadata).is_some())
-        .collect();
-    jobs.iter()
+        .iter()
         .filter_map(|job| {
-            let view = with_pods(ctx, namespace, std::iter::once(job.as_ref())).pop()?;
-            let sequence = syncseq_controlled(&job.metadata)
-                .filter(|o| o.kind == "SyncSequence")
-                .map(|o| o.name.clone());
-            Some(SyncJob { view, sequence })
+            let owner = job.owner.as_ref()?;
+            Some(SyncJob {
+                view: job_view(ctx, namespace, job)?,
+                sequence: (owner.kind == "SyncSequence").then(|| owner.name.clone()),
+            })
         })
         .collect()
 }
 
-/// The engine's view of a syncseq Job, or None when its labels are not ours.
-fn job_view<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>) -> Option<JobView> {
-    let l = job.labels();
-    let (outcome, finished_at) = job_outcome(job);
+/// The engine's view of a syncseq Job with the results of the Pods it controls, or None when
+/// its labels are not ours.
+fn job_view(ctx: &Context, namespace: &str, job: &JobEntry) -> Option<JobView> {
+    let uid = job.uid.clone()?;
+    let pods = ctx.pods.find(namespace, &IndexKey::Owner(uid.clone()));
+    let l = &job.labels;
     Some(JobView {
-        name: job.name_any(),
-        uid: job.uid()?,
-        run: l.get(labels::RUN)?.parse().ok()?,
-        step: l.get(labels::STEP)?.clone(),
-        sync: l.get(labels::SYNC)?.clone(),
-        attempt: l.get(labels::ATTEMPT)?.parse().ok()?,
-        outcome,
-        finished_at,
-        report: pod_report(pods),
-        deleting: job.metadata.deletion_timestamp.is_some(),
-        created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        name: job.name.clone(),
+        uid,
+        run: l.run?,
+        step: l.step.clone()?,
+        sync: l.sync.clone()?,
+        attempt: l.attempt?,
+        outcome: job.outcome.clone(),
+        finished_at: job.finished_at,
+        report: latest_report(pods.iter().filter_map(|p| p.result.as_ref())),
+        deleting: job.deleting,
+        created: job.created,
     })
 }
 
@@ -108,7 +82,7 @@ pub async fn confirm_missing(
         if let Some(job) = api.get_opt(name).await?
             && job.uid().as_ref() == Some(uid)
         {
-            jobs.extend(with_pods(ctx, namespace, std::iter::once(&job)));
+            jobs.extend(job_view(ctx, namespace, &JobEntry::of(&job)));
         }
     }
     Ok(())
@@ -123,64 +97,36 @@ pub fn holders<'a>(
     syncs: impl IntoIterator<Item = &'a str>,
 ) -> BTreeMap<String, Vec<Holder>> {
     let mut out: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
-    let by = |meta: &ObjectMeta, job: &str| {
-        let l = meta.labels.as_ref();
-        match (
-            l.and_then(|l| l.get(labels::SEQUENCE)),
-            l.and_then(|l| l.get(labels::RUN)),
-        ) {
-            (Some(seq), Some(run)) => format!("sequence {seq} run {run}"),
-            (None, Some(run)) => format!("its own run {run}"),
-            _ => format!("job {job}"),
-        }
-    };
     for sync in syncs {
         if out.contains_key(sync) {
             continue;
         }
         let key = IndexKey::Sync(sync.to_string());
-        let mut held = Vec::new();
-        for job in ctx.jobs.find(namespace, &key) {
-            if syncseq_controlled(&job.metadata).is_none() {
-                continue;
-            }
-            let active = job_outcome(&job).0 == JobOutcome::Active
-                || job.metadata.deletion_timestamp.is_some();
-            if active {
-                let name = job.name_any();
-                held.push(Holder {
-                    by: by(&job.metadata, &name),
-                    job: name,
-                });
-            }
-        }
+        let mut held: Vec<Holder> = ctx
+            .jobs
+            .find(namespace, &key)
+            .iter()
+            .filter(|job| job.owner.is_some() && job.holds())
+            .map(|job| Holder {
+                by: job.labels.runner(&job.name),
+                job: job.name.clone(),
+            })
+            .collect();
         for pod in ctx.pods.find(namespace, &key) {
-            let terminated = matches!(
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            );
             // A Pod whose Job was deleted with `--cascade=orphan` has no owner left, and runs
-            // on: it still holds its Sync. The Job controller's label names its Job.
-            let owner = controller_of(&pod.metadata).filter(|o| o.kind == "Job");
-            let Some(job) = owner
-                .map(|o| o.name.clone())
-                .or_else(|| pod.labels().get(JOB_NAME_LABEL).cloned())
-            else {
-                continue;
-            };
-            let managed =
-                pod.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER);
-            if terminated || !managed || held.iter().any(|h: &Holder| h.job == job) {
+            // on: it still holds its Sync.
+            let Some(job) = &pod.job else { continue };
+            if pod.terminated || !pod.labels.managed || held.iter().any(|h| &h.job == job) {
                 continue;
             }
-            let what = if owner.is_some() {
+            let what = if pod.job_uid.is_some() {
                 "is still terminating"
             } else {
                 "was orphaned and is still running"
             };
             held.push(Holder {
-                by: format!("{} (a Pod of job {job} {what})", by(&pod.metadata, &job)),
-                job,
+                by: format!("{} (a Pod of job {job} {what})", pod.labels.runner(job)),
+                job: job.clone(),
             });
         }
         if !held.is_empty() {

@@ -11,7 +11,10 @@ use kube::{Resource, ResourceExt};
 use super::Context;
 use super::execute::{ExecuteError, execute};
 use super::observe::{confirm_missing, holders, owned_jobs};
-use crate::api::{RunBook, Sync, SyncSequence, SyncSequenceStatus, SyncStatus};
+use super::upstream;
+use crate::api::{
+    RunBook, Sync, SyncSequence, SyncSequenceStatus, SyncStatus, UpstreamKind, UpstreamRef,
+};
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
 };
@@ -73,11 +76,16 @@ impl Subject for SyncSequence {
             .map(|s| (s.name_any(), s.as_ref().clone()))
             .collect();
         let steps = self.spec.steps.iter().map(|s| s.sync_ref.name.as_str());
+        let me = UpstreamRef {
+            kind: UpstreamKind::SyncSequence,
+            name: self.name_any(),
+        };
         decide(&Observed {
             sequence: self,
             syncs: &syncs,
             jobs,
             holders: &holders(ctx, &ns, steps),
+            upstreams: &upstream::observe(ctx, &ns, me, self.spec.scheduling.after.as_ref()),
             now,
         })
     }
@@ -119,11 +127,16 @@ impl Subject for Sync {
     }
     fn decide(&self, ctx: &Context, jobs: &[JobView], now: jiff::Timestamp) -> Plan<SyncStatus> {
         let (ns, name) = (self.namespace().unwrap_or_default(), self.name_any());
+        let me = UpstreamRef {
+            kind: UpstreamKind::Sync,
+            name: name.clone(),
+        };
         decide_sync(&SyncObserved {
             sync: self,
             own: jobs,
             all: &super::observe::sync_jobs(ctx, &ns, &name),
             holders: &holders(ctx, &ns, [name.as_str()]),
+            upstreams: &upstream::observe(ctx, &ns, me, self.spec.scheduling.after.as_ref()),
             now,
         })
     }

@@ -5,7 +5,7 @@
 //! triggers only (kube-runtime's `predicate_filter` passes an event when its object's
 //! fingerprint differs from the last one it passed). A Sync's status changes with every step
 //! that runs it, and only its spec, appearance and deletion matter to the sequences that run
-//! it ([`SpecVersions`]).
+//! it ([`spec_version`]).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::api::labels;
-use crate::engine::{JobOutcome, job_outcome, pod_report};
+use crate::api::{Sync, SyncSequence, labels};
+use crate::engine::{JobOutcome, job_outcome, pod_result};
 
 /// What every fingerprint covers: the object's identity, the labels the engine reads, and its
 /// deletion. An object being deleted passes every event, its final delete included (which
@@ -62,23 +62,21 @@ pub(crate) fn pod(pod: &Pod) -> Option<u64> {
     common(&pod.metadata, &mut h);
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Succeeded" | "Failed")).hash(&mut h);
-    pod_report(std::iter::once(pod)).hash(&mut h);
+    pod_result(pod).hash(&mut h);
     Some(h.finish())
 }
 
-/// The spec version (UID and generation) last seen of each object, to tell a change of spec,
-/// an appearance or a deletion from a status write.
+/// The fingerprint last seen of each object of a kind, to tell the changes that matter to
+/// someone (a spec, an upstream's finished runs) from the rest (a status write).
 #[derive(Default)]
-pub(crate) struct SpecVersions(Mutex<HashMap<NamespacedName, SpecVersion>>);
+pub(crate) struct Seen(Mutex<HashMap<NamespacedName, u64>>);
 
 /// (namespace, name)
 type NamespacedName = (String, String);
-/// (UID, generation)
-type SpecVersion = (Option<String>, Option<i64>);
 
-impl SpecVersions {
-    /// Whether `obj` is new, deleted, or has a spec other than when last seen.
-    pub(crate) fn changed<K: Resource>(&self, obj: &K) -> bool {
+impl Seen {
+    /// Whether `obj` is new, deleted, or has another `fingerprint` than when last seen.
+    pub(crate) fn changed<K: Resource>(&self, obj: &K, fingerprint: u64) -> bool {
         let meta = obj.meta();
         let key = (
             meta.namespace.clone().unwrap_or_default(),
@@ -89,9 +87,38 @@ impl SpecVersions {
             seen.remove(&key);
             return true;
         }
-        let version = (meta.uid.clone(), meta.generation);
-        seen.insert(key, version.clone()) != Some(version)
+        seen.insert(key, fingerprint) != Some(fingerprint)
     }
+}
+
+fn hash(value: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A spec's version: the object's UID and generation.
+pub(crate) fn spec_version(meta: &ObjectMeta) -> u64 {
+    hash((&meta.uid, meta.generation))
+}
+
+/// What downstream objects (`spec.after`) read of a sequence: its newest finished run, and its
+/// spec (whose `after` may make or break a cycle).
+pub(crate) fn sequence_finished(seq: &SyncSequence) -> u64 {
+    let newest = seq.status.as_ref().and_then(|s| s.book.runs.first());
+    hash((spec_version(&seq.metadata), newest.map(|r| r.id)))
+}
+
+/// What downstream objects read of a Sync: its newest runs that succeeded and failed, and its
+/// spec.
+pub(crate) fn sync_finished(sync: &Sync) -> u64 {
+    let st = sync.status.as_ref();
+    let job = |r: Option<&crate::api::SyncRunRecord>| r.map(|r| r.job_name.clone());
+    hash((
+        spec_version(&sync.metadata),
+        job(st.and_then(|s| s.last_succeeded_run.as_ref())),
+        job(st.and_then(|s| s.last_failed_run.as_ref())),
+    ))
 }
 
 #[cfg(test)]
@@ -170,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_spec_change_appearance_or_deletion_wakes_but_a_status_write_does_not() {
-        let sync = |uid: &str, generation: i64, deleting: bool| -> crate::api::Sync {
+        let sync = |uid: &str, generation: i64, deleting: bool| -> Sync {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "syncseq.dev/v1alpha1", "kind": "Sync",
                 "metadata": {"name": "accounts", "namespace": "ns", "uid": uid,
@@ -180,15 +207,16 @@ mod tests {
             }))
             .unwrap()
         };
-        let seen = SpecVersions::default();
-        assert!(seen.changed(&sync("u1", 1, false)), "appears");
-        assert!(!seen.changed(&sync("u1", 1, false)), "a status write");
-        assert!(seen.changed(&sync("u1", 2, false)), "its spec changed");
-        assert!(seen.changed(&sync("u1", 2, true)), "deleted");
+        let seen = Seen::default();
+        let changed = |s: &Sync| seen.changed(s, spec_version(&s.metadata));
+        assert!(changed(&sync("u1", 1, false)), "appears");
+        assert!(!changed(&sync("u1", 1, false)), "a status write");
+        assert!(changed(&sync("u1", 2, false)), "its spec changed");
+        assert!(changed(&sync("u1", 2, true)), "deleted");
         assert!(
-            seen.changed(&sync("u2", 1, false)),
+            changed(&sync("u2", 1, false)),
             "recreated under the same name"
         );
-        assert!(!seen.changed(&sync("u2", 1, false)));
+        assert!(!changed(&sync("u2", 1, false)));
     }
 }

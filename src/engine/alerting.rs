@@ -99,6 +99,7 @@ pub(super) fn happenings(
         let r = RunRef {
             id: run.id,
             trigger: run.trigger,
+            upstream: run.upstream.clone(),
         };
         for step in &run.steps {
             let was = before
@@ -113,7 +114,7 @@ pub(super) fn happenings(
                 _ => continue,
             };
             out.push(Happening::Step {
-                run: r,
+                run: r.clone(),
                 step: info(step),
                 outcome,
             });
@@ -218,6 +219,7 @@ mod tests {
                 syncs: &self.syncs,
                 jobs: &self.jobs,
                 holders: &BTreeMap::new(),
+                upstreams: &Default::default(),
                 now: self.now,
             });
             let out = plan
@@ -441,6 +443,7 @@ mod tests {
                 kind: AlertTrigger::RunFailed,
                 run: i,
                 trigger: TriggerKind::Manual,
+                upstream: None,
                 phase: "Failed".into(),
                 step: None,
                 message: "x".into(),
@@ -457,6 +460,7 @@ mod tests {
             syncs: &sim.syncs,
             jobs: &sim.jobs,
             holders: &BTreeMap::new(),
+            upstreams: &Default::default(),
             now: sim.now,
         });
         let runs: Vec<i64> = plan

@@ -106,6 +106,18 @@ pub fn set_unknown(
     }
 }
 
+/// `Ready` is false while an upstream of `spec.after` does not exist: its runs cannot start
+/// this object's.
+pub fn upstream_not_found(missing: &[String]) -> (&'static str, String) {
+    (
+        "UpstreamNotFound",
+        format!(
+            "upstream(s) of spec.after not found: {}; their runs cannot start this one's",
+            missing.join(", ")
+        ),
+    )
+}
+
 /// The status of a condition, if present.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
@@ -120,7 +132,7 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 pub fn set_spec_health(
     conds: &mut Vec<Condition>,
     old: &[Condition],
-    spec_error: Option<&str>,
+    spec_error: Option<(&'static str, &str)>,
     not_ready: Option<(&str, String)>,
     ready_message: &str,
     generation: Option<i64>,
@@ -128,10 +140,10 @@ pub fn set_spec_health(
     actions: &mut Vec<super::Action>,
 ) {
     match spec_error {
-        Some(err) => {
+        Some((reason, err)) => {
             if !is_true(old, STALLED) {
                 actions.push(super::Event::warning(
-                    "InvalidSchedule",
+                    reason,
                     "ValidateSpec",
                     err.to_string(),
                 ));
@@ -141,7 +153,7 @@ pub fn set_spec_health(
                 Desired {
                     type_: STALLED,
                     status: true,
-                    reason: "InvalidSchedule",
+                    reason,
                     message: err.into(),
                 },
                 generation,
@@ -152,7 +164,7 @@ pub fn set_spec_health(
                 Desired {
                     type_: READY,
                     status: false,
-                    reason: "InvalidSchedule",
+                    reason,
                     message: err.into(),
                 },
                 generation,

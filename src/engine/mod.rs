@@ -16,6 +16,7 @@ mod runs;
 mod sequence;
 mod sync;
 mod triggers;
+mod upstream;
 
 #[cfg(test)]
 mod fixtures;
@@ -33,12 +34,13 @@ use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
 pub use job::{JobIdentity, JobOwner, build_job, job_name};
 pub use result::{
-    JobOutcome, JobView, Report, job_outcome, parse_termination_message, pod_report, printable,
-    truncate,
+    JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, parse_termination_message,
+    pod_result, printable, truncate,
 };
 pub use run::{record_created, record_refusal};
 pub use sequence::decide;
 pub use sync::{STANDALONE_STEP, SyncJob, SyncObserved, decide_sync};
+pub use upstream::{FinishedRun, UpstreamView, Upstreams, find_cycle};
 
 /// How long to wait for a finished Job's Pod result to show up in the Pod cache before
 /// deciding without it. Pod and Job watches are separate streams, so the Job's `Complete`
@@ -65,6 +67,8 @@ pub struct Observed<'a> {
     pub jobs: &'a [JobView],
     /// For each Sync, what holds it now, across the namespace.
     pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    /// The upstreams of `spec.after`, as their statuses show them.
+    pub upstreams: &'a Upstreams,
     pub now: Timestamp,
 }
 

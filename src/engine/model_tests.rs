@@ -4,8 +4,8 @@
 //! controller killed mid-plan, a lost request), and between reconciles outside actors act at
 //! random: a Job deleted by hand or by a TTL (its Pod running out a grace period), a Pod result
 //! lost, a step renamed or removed mid-run, status rolled back behind newer Jobs, the clock
-//! jumping, another sequence holding a Sync, requests and cancels, and a schedule firing. After every step the
-//! promises are checked.
+//! jumping, another sequence holding a Sync, requests and cancels, a schedule firing, and an
+//! upstream sequence finishing runs (`spec.after`). After every step the promises are checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +59,8 @@ enum Op {
     Foreign(bool),
     Trigger,
     Cancel,
+    /// The upstream sequence finishes a run: succeeded (true) or failed.
+    Upstream(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -74,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Foreign),
         2 => Just(Op::Trigger),
         1 => Just(Op::Cancel),
+        2 => any::<bool>().prop_map(Op::Upstream),
     ]
 }
 
@@ -92,6 +95,15 @@ struct Model {
     survivors: BTreeMap<String, u8>,
     /// UIDs handed out so far: a Job recreated under a name is another Job.
     uids: u32,
+    /// The upstream sequence `warehouse` the model's sequence runs after.
+    upstreams: Upstreams,
+}
+
+fn warehouse() -> UpstreamRef {
+    UpstreamRef {
+        kind: UpstreamKind::SyncSequence,
+        name: "warehouse".into(),
+    }
 }
 
 impl Model {
@@ -99,6 +111,15 @@ impl Model {
         let mut seq = sequence(steps.clone());
         seq.spec.concurrency_policy = policy;
         seq.spec.scheduling.schedule = schedule.map(str::to_string);
+        seq.spec.scheduling.after = Some(AfterSpec {
+            upstreams: vec![warehouse()],
+            when: UpstreamOutcome::Succeeded,
+            require: UpstreamRequire::Any,
+        });
+        let upstreams = Upstreams {
+            views: BTreeMap::from([(warehouse(), UpstreamView::default())]),
+            cycle: None,
+        };
         Model {
             syncs: ["a", "b"]
                 .into_iter()
@@ -113,6 +134,7 @@ impl Model {
             seen: BTreeSet::new(),
             survivors: BTreeMap::new(),
             uids: 0,
+            upstreams,
         }
     }
 
@@ -168,6 +190,7 @@ impl Model {
             syncs: &self.syncs,
             jobs: &jobs,
             holders: &self.holders(),
+            upstreams: &self.upstreams,
             now: self.now,
         });
         let old = self.status();
@@ -330,6 +353,20 @@ impl Model {
             "schedule: {:?}",
             plan.actions
         );
+        // An upstream run is handled when status records it (the first sight records a
+        // baseline, which starts nothing).
+        let upstream_handled = st.book.upstreams.iter().any(|e| {
+            old.book
+                .upstreams
+                .iter()
+                .any(|o| o.name == e.name && o.uid == e.uid && o.handled_run != e.handled_run)
+        });
+        prop_assert_eq!(
+            outcomes("upstream "),
+            handled(upstream_handled),
+            "upstream: {:?}",
+            plan.actions
+        );
         Ok(())
     }
 
@@ -452,6 +489,27 @@ impl Model {
                 self.requests += 1;
                 let value = format!("c{}", self.requests);
                 self.annotate(annotations::CANCEL_REQUESTED_AT, &value);
+            }
+            Op::Upstream(ok) => {
+                self.now += SignedDuration::from_secs(1);
+                let view = self
+                    .upstreams
+                    .views
+                    .get_mut(&warehouse())
+                    .expect("modelled");
+                let id = view.finished.len() + 1;
+                view.finished.insert(
+                    0,
+                    FinishedRun {
+                        id: id.to_string(),
+                        phase: if ok {
+                            RunPhase::Succeeded
+                        } else {
+                            RunPhase::Failed
+                        },
+                        completion: Some(self.now),
+                    },
+                );
             }
         }
         // Terminating Pods run down their grace, one step at a time; a Job being deleted goes

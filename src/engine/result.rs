@@ -146,22 +146,33 @@ pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
     (JobOutcome::Active, None)
 }
 
-/// The report of the Job's most recently terminated Pod container, if any.
-pub fn pod_report<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Report> {
-    pods.into_iter()
-        .filter_map(|pod| {
-            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-            let terminated = statuses
-                .iter()
-                .find_map(|s| s.state.as_ref()?.terminated.as_ref())?;
-            Some((terminated.finished_at.as_ref().map(|t| t.0), terminated))
-        })
-        .max_by_key(|(at, _)| *at)
-        .map(|(_, t)| {
-            let mut report = parse_termination_message(t.message.as_deref().unwrap_or(""));
-            report.exit_code = Some(t.exit_code);
-            report
-        })
+/// What a terminated Pod says: when its container finished, and what it reported.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodResult {
+    pub finished_at: Option<jiff::Timestamp>,
+    pub report: Report,
+}
+
+/// The result of a Pod whose container terminated, if it did.
+pub fn pod_result(pod: &Pod) -> Option<PodResult> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let terminated = statuses
+        .iter()
+        .find_map(|s| s.state.as_ref()?.terminated.as_ref())?;
+    let mut report = parse_termination_message(terminated.message.as_deref().unwrap_or(""));
+    report.exit_code = Some(terminated.exit_code);
+    Some(PodResult {
+        finished_at: terminated.finished_at.as_ref().map(|t| t.0),
+        report,
+    })
+}
+
+/// The report of a Job: that of its most recently terminated Pod, if any.
+pub fn latest_report<'a>(results: impl IntoIterator<Item = &'a PodResult>) -> Option<Report> {
+    results
+        .into_iter()
+        .max_by_key(|r| r.finished_at)
+        .map(|r| r.report.clone())
 }
 
 #[cfg(test)]

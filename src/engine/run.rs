@@ -37,14 +37,14 @@ pub(super) struct RunContext<'a> {
 pub(super) fn new_run(
     id: i64,
     steps: &[Step],
-    trigger: crate::api::TriggerKind,
-    scheduled: Option<Timestamp>,
+    trigger: &super::triggers::Trigger,
     now: Timestamp,
 ) -> RunStatus {
     RunStatus {
         id,
-        trigger,
-        scheduled_time: scheduled.map(Time),
+        trigger: trigger.kind,
+        scheduled_time: trigger.scheduled.map(Time),
+        upstream: trigger.upstream.clone(),
         start_time: Time(now),
         completion_time: None,
         phase: RunPhase::Running,

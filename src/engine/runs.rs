@@ -6,20 +6,24 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
 use super::run::{RunContext, advance, cancel_run, new_run};
 use super::triggers::{self, Trigger};
+use super::upstream::{self, Upstreams};
 use super::{Action, Event, Holder, JobOwner, JobView, earliest};
 use crate::api::{
-    ConcurrencyPolicy, QueuedRun, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec,
-    ScheduleStatus, Step, StepPhase, Sync, TriggerKind,
+    ConcurrencyPolicy, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec, ScheduleStatus,
+    Step, StepPhase, Sync,
 };
 
 /// How long a Job that status does not know may be taken for a cache that lags behind our own
 /// status write. Past it, status is taken to be behind (restored from a backup, a lost write)
 /// and the Job is adopted into it.
 pub(super) const STALE_LIMIT: SignedDuration = SignedDuration::from_secs(30);
+
+/// How often an object whose `spec.after` makes a cycle looks again.
+const CYCLE_RECHECK: SignedDuration = SignedDuration::from_secs(60);
 
 /// The object whose runs the engine drives.
 pub(super) struct Runner<'a> {
@@ -38,6 +42,8 @@ pub(super) struct Cluster<'a> {
     /// The Jobs the object controls.
     pub jobs: &'a [JobView],
     pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    /// The upstreams of `spec.after`.
+    pub upstreams: &'a Upstreams,
     pub now: Timestamp,
 }
 
@@ -51,8 +57,11 @@ pub(super) enum Driven {
     Done {
         /// The run that finished last in this decision, with all its steps.
         archived: Option<RunStatus>,
-        /// An invalid schedule or unknown time zone.
-        schedule_error: Option<String>,
+        /// An invalid schedule or unknown time zone, or a cycle of upstreams: the reason and
+        /// the message of the `Stalled` condition.
+        spec_error: Option<(&'static str, String)>,
+        /// Upstreams of `spec.after` that do not exist.
+        missing_upstreams: Vec<String>,
         wake: Option<Timestamp>,
     },
 }
@@ -116,6 +125,19 @@ pub(super) fn drive(
         runner.meta,
         &mut book.last_handled_request_at,
     ));
+    let upstream = upstream::ask(
+        runner.scheduling.after.as_ref(),
+        &mut book.upstreams,
+        cluster.upstreams,
+    );
+    match upstream.trigger.clone() {
+        // Suspended, an upstream run is taken into account and starts nothing (schedules
+        // stop too; requests do not).
+        Some(t) if runner.scheduling.suspend => {
+            skip_trigger(book, t, "the object is suspended (spec.suspend)", actions)
+        }
+        t => incoming.extend(t),
+    }
     let (scheduled, next_fire) = triggers::scheduled(
         runner.scheduling,
         &parsed,
@@ -153,16 +175,13 @@ pub(super) fn drive(
                 actions,
             ),
             ConcurrencyPolicy::Queue if book.queued_run.is_none() => {
-                book.queued_run = Some(QueuedRun {
-                    trigger: trigger.kind,
-                    scheduled_time: trigger.scheduled.map(Time),
-                });
+                book.queued_run = Some(trigger.queued());
                 actions.push(Event::normal(
                     "RunQueued",
                     "QueueRun",
                     format!(
                         "{} run queued behind the run in progress",
-                        trigger_name(trigger.kind)
+                        trigger.describe()
                     ),
                 ));
             }
@@ -201,9 +220,25 @@ pub(super) fn drive(
         runner.meta.generation,
         now,
     );
+    let spec_error = match (parsed.error, &cluster.upstreams.cycle) {
+        (Some(e), _) => Some(("InvalidSchedule", e)),
+        (None, Some(cycle)) => Some((
+            "UpstreamCycle",
+            format!(
+                "spec.after makes a cycle ({cycle}): upstream runs start nothing until it is broken"
+            ),
+        )),
+        (None, None) => None,
+    };
+    if cluster.upstreams.cycle.is_some() {
+        // A cycle can be broken by an object further upstream, whose change wakes only its
+        // direct downstreams: look again at this bound.
+        wake = earliest(wake, Some(now + CYCLE_RECHECK));
+    }
     Driven::Done {
         archived,
-        schedule_error: parsed.error,
+        spec_error,
+        missing_upstreams: upstream.missing,
         wake,
     }
 }
@@ -296,11 +331,16 @@ fn start_queued(
     let Some(q) = book.queued_run.take() else {
         return;
     };
-    let trigger = Trigger {
-        kind: q.trigger,
-        scheduled: q.scheduled_time.map(|t| t.0),
-    };
-    start_run(book, runner, trigger, true, ctx, actions, wake, archived);
+    start_run(
+        book,
+        runner,
+        Trigger::from_queue(q),
+        true,
+        ctx,
+        actions,
+        wake,
+        archived,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -316,14 +356,14 @@ fn start_run(
 ) {
     let id = book.last_run_number.unwrap_or(0).saturating_add(1);
     book.last_run_number = Some(id);
-    let mut run = new_run(id, runner.steps, trigger.kind, trigger.scheduled, ctx.now);
+    let mut run = new_run(id, runner.steps, &trigger, ctx.now);
     let what = match (from_queue, trigger.scheduled) {
         (true, _) => format!(
             "run {id} started from the queue (queued by {})",
-            trigger_name(trigger.kind)
+            trigger.describe()
         ),
         (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
-        (false, None) => format!("run {id} started by {}", trigger_name(trigger.kind)),
+        (false, None) => format!("run {id} started by {}", trigger.describe()),
     };
     actions.push(Event::normal("RunStarted", "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));
@@ -336,16 +376,8 @@ fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut V
     actions.push(Event::warning(
         "TriggerSkipped",
         "SkipRun",
-        format!("{} trigger skipped: {why}", trigger_name(trigger.kind)),
+        format!("{} trigger skipped: {why}", trigger.describe()),
     ));
-}
-
-fn trigger_name(kind: TriggerKind) -> &'static str {
-    match kind {
-        TriggerKind::Schedule => "schedule",
-        TriggerKind::Manual => "manual request",
-        TriggerKind::Upstream => "upstream",
-    }
 }
 
 /// Moves a finished current run into the history, newest first, cut to `limit`.
@@ -368,6 +400,7 @@ fn summarize(run: &RunStatus) -> RunSummary {
     RunSummary {
         id: run.id,
         trigger: run.trigger,
+        upstream: run.upstream.clone(),
         phase: run.phase,
         start_time: run.start_time.clone(),
         completion_time: run.completion_time.clone(),

@@ -29,9 +29,10 @@ pub fn decide(obs: &Observed) -> Plan {
         syncs: obs.syncs,
         jobs: obs.jobs,
         holders: obs.holders,
+        upstreams: obs.upstreams,
         now,
     };
-    let (archived, schedule_error, wake) = match runs::drive(
+    let (archived, spec_error, missing_upstreams, wake) = match runs::drive(
         &runner,
         cluster,
         &mut st.schedule,
@@ -48,9 +49,10 @@ pub fn decide(obs: &Observed) -> Plan {
         }
         Driven::Done {
             archived,
-            schedule_error,
+            spec_error,
+            missing_upstreams,
             wake,
-        } => (archived, schedule_error, wake),
+        } => (archived, spec_error, missing_upstreams, wake),
     };
     if archived.is_some() {
         st.last_run = archived;
@@ -59,7 +61,8 @@ pub fn decide(obs: &Observed) -> Plan {
         &mut st,
         &old,
         obs,
-        schedule_error.as_deref(),
+        spec_error.as_ref().map(|(reason, m)| (*reason, m.as_str())),
+        &missing_upstreams,
         generation,
         &mut actions,
     );
@@ -101,7 +104,8 @@ fn set_conditions(
     st: &mut SyncSequenceStatus,
     old: &SyncSequenceStatus,
     obs: &Observed,
-    spec_error: Option<&str>,
+    spec_error: Option<(&'static str, &str)>,
+    missing_upstreams: &[String],
     generation: Option<i64>,
     actions: &mut Vec<Action>,
 ) {
@@ -116,12 +120,14 @@ fn set_conditions(
         .filter(|n| !obs.syncs.contains_key(*n))
         .collect();
 
-    let not_ready = (!missing.is_empty()).then(|| {
-        (
+    let not_ready = match (missing.is_empty(), missing_upstreams.is_empty()) {
+        (false, _) => Some((
             "SyncNotFound",
             format!("waiting for Sync(s) not found: {}", missing.join(", ")),
-        )
-    });
+        )),
+        (true, false) => Some(conditions::upstream_not_found(missing_upstreams)),
+        (true, true) => None,
+    };
     conditions::set_spec_health(
         conds,
         &old.conditions,

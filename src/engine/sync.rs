@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, Desired};
 use super::runs::{self, Cluster, Driven, Runner};
+use super::upstream::Upstreams;
 use super::{Action, Holder, JobOutcome, JobOwner, JobView, Plan};
 use crate::api::{
     ConcurrencyPolicy, FailurePolicy, StepPhase, Sync, SyncRef, SyncRunRecord, SyncStatus,
@@ -39,6 +40,8 @@ pub struct SyncObserved<'a> {
     pub all: &'a [SyncJob],
     /// What holds the Sync now (under its own name), across the namespace.
     pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    /// The upstreams of `spec.after`, as their statuses show them.
+    pub upstreams: &'a Upstreams,
     pub now: Timestamp,
 }
 
@@ -80,9 +83,10 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         syncs: &syncs,
         jobs: obs.own,
         holders: obs.holders,
+        upstreams: obs.upstreams,
         now,
     };
-    let (schedule_error, wake) = match runs::drive(
+    let (spec_error, missing_upstreams, wake) = match runs::drive(
         &runner,
         cluster,
         &mut st.schedule,
@@ -98,14 +102,26 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
             };
         }
         Driven::Done {
-            schedule_error,
+            spec_error,
+            missing_upstreams,
             wake,
             ..
-        } => (schedule_error, wake),
+        } => (spec_error, missing_upstreams, wake),
     };
-    if let Some(newest) = newest(obs.all) {
+    if let Some(newest) = newest(obs.all.iter()) {
         st.last_run = Some(record(newest, &st));
     }
+    let ended = |ok: bool| {
+        newest(obs.all.iter().filter(move |j| match j.view.outcome {
+            JobOutcome::Active => false,
+            JobOutcome::Succeeded => ok,
+            JobOutcome::Failed { .. } => !ok,
+        }))
+    };
+    let succeeded = ended(true).map(|j| record(j, &st));
+    let failed = ended(false).map(|j| record(j, &st));
+    keep_newer(&mut st.last_succeeded_run, succeeded);
+    keep_newer(&mut st.last_failed_run, failed);
     let holder = obs
         .holders
         .get(&runner.owner.name)
@@ -113,7 +129,8 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         .cloned();
     set_conditions(
         &mut st,
-        schedule_error.as_deref(),
+        spec_error.as_ref().map(|(reason, m)| (*reason, m.as_str())),
+        &missing_upstreams,
         &old,
         holder.as_ref(),
         generation,
@@ -128,9 +145,18 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     }
 }
 
-fn newest(jobs: &[SyncJob]) -> Option<&SyncJob> {
-    jobs.iter()
-        .max_by(|a, b| (a.view.created, &a.view.name).cmp(&(b.view.created, &b.view.name)))
+fn newest<'a>(jobs: impl Iterator<Item = &'a SyncJob>) -> Option<&'a SyncJob> {
+    jobs.max_by(|a, b| (a.view.created, &a.view.name).cmp(&(b.view.created, &b.view.name)))
+}
+
+/// Replaces `kept` with `found` unless `kept` is the newer run: the Jobs of older runs are
+/// deleted in time (history limits, TTLs), and the record stays.
+fn keep_newer(kept: &mut Option<SyncRunRecord>, found: Option<SyncRunRecord>) {
+    let Some(found) = found else { return };
+    let key = |r: &SyncRunRecord| (r.start_time.as_ref().map(|t| t.0), r.job_name.clone());
+    if kept.as_ref().is_none_or(|k| key(k) <= key(&found)) {
+        *kept = Some(found);
+    }
 }
 
 /// The Sync's last run, as its newest Job tells it.
@@ -194,9 +220,11 @@ fn record(job: &SyncJob, st: &SyncStatus) -> SyncRunRecord {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn set_conditions(
     st: &mut SyncStatus,
-    spec_error: Option<&str>,
+    spec_error: Option<(&'static str, &str)>,
+    missing_upstreams: &[String],
     old: &SyncStatus,
     holder: Option<&Holder>,
     generation: Option<i64>,
@@ -208,7 +236,7 @@ fn set_conditions(
         conds,
         &old.conditions,
         spec_error,
-        None,
+        (!missing_upstreams.is_empty()).then(|| conditions::upstream_not_found(missing_upstreams)),
         "spec is valid",
         generation,
         now,
@@ -339,6 +367,7 @@ mod tests {
                 own: &self.own,
                 all: &self.all(),
                 holders: &self.holders(),
+                upstreams: &Default::default(),
                 now: self.now,
             })
         }
@@ -538,5 +567,39 @@ mod tests {
             plan.wake_at,
             Some(w.now + jiff::SignedDuration::from_mins(5))
         );
+    }
+
+    #[test]
+    fn the_last_succeeded_and_failed_runs_stay_when_newer_runs_start_and_old_jobs_go() {
+        let mut w = World::new();
+        w.elsewhere.push(sequence_job(JobOutcome::Succeeded));
+        w.reconcile();
+        let st = w.sync.status.clone().unwrap();
+        let ok = st.last_succeeded_run.clone().unwrap();
+        assert_eq!(ok.job_name, "crm-3-accounts-1-x");
+        assert_eq!(ok.sequence_run.as_deref(), Some("crm/3"));
+        assert!(st.last_failed_run.is_none());
+
+        // A newer run starts (its Job is active), and the finished Job is deleted: lastRun
+        // follows the new Job, the last success stays.
+        w.now += jiff::SignedDuration::from_secs(60);
+        w.elsewhere.clear();
+        w.request(annotations::REQUESTED_AT, "r1");
+        w.reconcile();
+        w.reconcile();
+        let st = w.sync.status.clone().unwrap();
+        assert_eq!(st.last_run.unwrap().outcome, Some(StepPhase::Running));
+        assert_eq!(st.last_succeeded_run, Some(ok.clone()));
+
+        w.finish_own(JobOutcome::Failed {
+            timed_out: false,
+            reason: "BackoffLimitExceeded".into(),
+        });
+        w.reconcile();
+        let st = w.sync.status.clone().unwrap();
+        assert_eq!(st.last_succeeded_run, Some(ok));
+        let failed = st.last_failed_run.unwrap();
+        assert_eq!(failed.outcome, Some(StepPhase::Failed));
+        assert_eq!(failed.trigger, Some(crate::api::TriggerKind::Manual));
     }
 }

@@ -1,19 +1,50 @@
-//! What asks for a new run: the schedule and the manual-request annotation. Shared by
-//! sequences and standalone Syncs, whose specs and statuses share the schedule types.
+//! What asks for a new run: the schedule and the manual-request annotation (upstream runs are
+//! `upstream.rs`). Shared by sequences and standalone Syncs, whose specs and statuses share
+//! the schedule types.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::{Action, Event};
-use crate::api::{ScheduleSpec, ScheduleStatus, TriggerKind, annotations};
+use crate::api::{QueuedRun, ScheduleSpec, ScheduleStatus, TriggerKind, UpstreamRun, annotations};
 use crate::schedule::{self, Schedule};
 
 /// A request for a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Trigger {
     pub kind: TriggerKind,
     /// For a scheduled run: the fire time it is for.
     pub scheduled: Option<Timestamp>,
+    /// For an upstream trigger: the upstream run.
+    pub upstream: Option<UpstreamRun>,
+}
+
+impl Trigger {
+    /// What started it, for Events: "the schedule", "upstream sequence a run 12".
+    pub fn describe(&self) -> String {
+        match (self.kind, &self.upstream) {
+            (TriggerKind::Upstream, Some(up)) => format!("upstream {up}"),
+            (TriggerKind::Upstream, None) => "upstream".into(),
+            (TriggerKind::Manual, _) => "manual request".into(),
+            (TriggerKind::Schedule, _) => "schedule".into(),
+        }
+    }
+
+    pub fn queued(&self) -> QueuedRun {
+        QueuedRun {
+            trigger: self.kind,
+            scheduled_time: self.scheduled.map(Time),
+            upstream: self.upstream.clone(),
+        }
+    }
+
+    pub fn from_queue(q: QueuedRun) -> Self {
+        Trigger {
+            kind: q.trigger,
+            scheduled: q.scheduled_time.map(|t| t.0),
+            upstream: q.upstream,
+        }
+    }
 }
 
 /// The parsed schedule, or why it cannot be used.
@@ -63,6 +94,7 @@ pub(super) fn manual(meta: &ObjectMeta, handled: &mut Option<String>) -> Option<
     Some(Trigger {
         kind: TriggerKind::Manual,
         scheduled: None,
+        upstream: None,
     })
 }
 
@@ -135,6 +167,7 @@ pub(super) fn scheduled(
         Trigger {
             kind: TriggerKind::Schedule,
             scheduled: Some(t),
+            upstream: None,
         }
     });
     (trigger, due.next)

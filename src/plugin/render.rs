@@ -4,7 +4,9 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{RunPhase, RunStatus, StepPhase, StepStatus, SyncSequence, TriggerKind};
+use crate::api::{
+    RunPhase, RunStatus, StepPhase, StepStatus, SyncSequence, TriggerKind, UpstreamRun,
+};
 
 /// `kubectl`-style reference to a sequence: `syncsequence.syncseq.dev/NAME`.
 pub fn reference(name: &str) -> String {
@@ -101,10 +103,11 @@ fn or_dash(v: Option<String>) -> String {
     v.unwrap_or_else(|| "-".into())
 }
 
-fn trigger(kind: TriggerKind, scheduled: Option<&Time>) -> String {
-    match scheduled {
-        Some(t) => format!("{kind:?} for {}", time(t.0)),
-        None => format!("{kind:?}"),
+fn trigger(kind: TriggerKind, scheduled: Option<&Time>, upstream: Option<&UpstreamRun>) -> String {
+    match (scheduled, upstream) {
+        (Some(t), _) => format!("{kind:?} for {}", time(t.0)),
+        (None, Some(up)) => format!("{kind:?}: {up}"),
+        (None, None) => format!("{kind:?}"),
     }
 }
 
@@ -118,7 +121,13 @@ pub fn next_schedule(seq: &SyncSequence, now: Timestamp) -> String {
         Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
         Some(t) => format!("{} (due)", time(t.0)),
         None if seq.spec.scheduling.suspend => "none (suspended)".into(),
-        None if seq.spec.scheduling.schedule.is_none() => "none (manual only)".into(),
+        None if seq.spec.scheduling.schedule.is_none() => match &seq.spec.scheduling.after {
+            Some(after) => {
+                let ups: Vec<String> = after.upstreams.iter().map(ToString::to_string).collect();
+                format!("none (runs after {})", ups.join(", "))
+            }
+            None => "none (manual only)".into(),
+        },
         None => "none".into(),
     }
 }
@@ -140,7 +149,11 @@ fn run_header(run: &RunStatus, now: Timestamp) -> String {
     format!(
         "Run {} ({})  {:?}  step {}  {timing}",
         run.id,
-        trigger(run.trigger, run.scheduled_time.as_ref()),
+        trigger(
+            run.trigger,
+            run.scheduled_time.as_ref(),
+            run.upstream.as_ref()
+        ),
         run.phase,
         run.progress
     )
@@ -227,7 +240,7 @@ pub fn status(seq: &SyncSequence, name: &str, now: Timestamp) -> String {
     if let Some(q) = &st.book.queued_run {
         out.push_str(&format!(
             "Queued: a {} run starts when this one ends\n",
-            trigger(q.trigger, q.scheduled_time.as_ref())
+            trigger(q.trigger, q.scheduled_time.as_ref(), q.upstream.as_ref())
         ));
     }
     out
@@ -254,7 +267,7 @@ pub fn history(seq: &SyncSequence, now: Timestamp) -> Option<String> {
     {
         rows.push(vec![
             run.id.to_string(),
-            format!("{:?}", run.trigger),
+            trigger(run.trigger, None, run.upstream.as_ref()),
             format!("{:?} ({})", run.phase, run.progress),
             time(run.start_time.0),
             duration(between(&run.start_time, now)),
@@ -265,7 +278,7 @@ pub fn history(seq: &SyncSequence, now: Timestamp) -> Option<String> {
     for r in &st.book.runs {
         rows.push(vec![
             r.id.to_string(),
-            format!("{:?}", r.trigger),
+            trigger(r.trigger, None, r.upstream.as_ref()),
             format!("{:?}", r.phase),
             time(r.start_time.0),
             or_dash(span(Some(&r.start_time), r.completion_time.as_ref(), now).map(duration)),
@@ -409,6 +422,7 @@ mod tests {
         RunStatus {
             id: 4,
             trigger: TriggerKind::Manual,
+            upstream: None,
             scheduled_time: None,
             start_time: time_at("2026-05-01T10:00:00Z"),
             completion_time: None,
@@ -439,6 +453,7 @@ mod tests {
         RunStatus {
             id: 3,
             trigger: TriggerKind::Schedule,
+            upstream: None,
             scheduled_time: Some(time_at("2026-05-01T09:00:00Z")),
             start_time: time_at("2026-05-01T09:00:00.4Z"),
             completion_time: Some(time_at("2026-05-01T09:01:10Z")),
@@ -533,6 +548,7 @@ mod tests {
                     current_run: Some(running_run()),
                     queued_run: Some(QueuedRun {
                         trigger: TriggerKind::Manual,
+                        upstream: None,
                         scheduled_time: None,
                     }),
                     ..Default::default()
@@ -612,6 +628,7 @@ mod tests {
                         RunSummary {
                             id: 3,
                             trigger: TriggerKind::Schedule,
+                            upstream: None,
                             phase: RunPhase::Failed,
                             start_time: time_at("2026-05-01T09:00:00.4Z"),
                             completion_time: Some(time_at("2026-05-01T09:01:10Z")),
@@ -621,6 +638,7 @@ mod tests {
                         RunSummary {
                             id: 2,
                             trigger: TriggerKind::Manual,
+                            upstream: None,
                             phase: RunPhase::Succeeded,
                             start_time: time_at("2026-05-01T08:30:00Z"),
                             completion_time: Some(time_at("2026-05-01T08:30:03.2Z")),

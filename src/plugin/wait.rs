@@ -94,7 +94,7 @@ pub enum CancelRequest {
     Ended {
         id: i64,
         phase: RunPhase,
-        run: Option<RunStatus>,
+        run: Option<Box<RunStatus>>,
     },
 }
 
@@ -115,7 +115,7 @@ pub fn cancel_request(
         return CancelRequest::Ended {
             id,
             phase: run.phase,
-            run: Some(run.clone()),
+            run: Some(Box::new(run.clone())),
         };
     }
     match status.book.runs.iter().find(|r| r.id == id) {
@@ -128,7 +128,7 @@ pub fn cancel_request(
             Some(r) if r.phase.is_finished() => CancelRequest::Ended {
                 id,
                 phase: r.phase,
-                run: Some(r.clone()),
+                run: Some(Box::new(r.clone())),
             },
             // Still running after the request was handled, or gone from the history.
             Some(_) => CancelRequest::NotHandled,
@@ -182,6 +182,7 @@ mod tests {
         RunStatus {
             id,
             trigger,
+            upstream: None,
             scheduled_time: None,
             start_time: Time("2026-05-01T10:00:00Z".parse().unwrap()),
             completion_time: None,
@@ -196,6 +197,7 @@ mod tests {
         RunSummary {
             id: r.id,
             trigger: r.trigger,
+            upstream: None,
             phase: r.phase,
             start_time: r.start_time.clone(),
             completion_time: None,
@@ -330,6 +332,7 @@ mod tests {
             RunBook {
                 queued_run: Some(QueuedRun {
                     trigger: TriggerKind::Manual,
+                    upstream: None,
                     scheduled_time: None,
                 }),
                 ..busy
@@ -360,7 +363,7 @@ mod tests {
             CancelRequest::Ended {
                 id: 5,
                 phase: RunPhase::Cancelled,
-                run: Some(cancelled)
+                run: Some(Box::new(cancelled))
             }
         );
         assert_eq!(

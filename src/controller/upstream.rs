@@ -1,0 +1,130 @@
+//! What the upstreams of an object (`spec.after`) show, read from the caches: their finished
+//! runs, and whether runs would loop back to the object (a cycle of `after` references, or a
+//! sequence after a Sync that one of its own steps runs).
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use super::Context;
+use super::index::IndexKey;
+use crate::api::{AfterSpec, RunPhase, SyncRunRecord, UpstreamKind, UpstreamRef};
+use crate::engine::{FinishedRun, UpstreamView, Upstreams, find_cycle};
+
+/// The upstreams of `me` (of `namespace`) as the caches show them.
+pub(crate) fn observe(
+    ctx: &Context,
+    namespace: &str,
+    me: UpstreamRef,
+    after: Option<&AfterSpec>,
+) -> Upstreams {
+    let Some(after) = after else {
+        return Upstreams::default();
+    };
+    Upstreams {
+        views: after
+            .upstreams
+            .iter()
+            .filter_map(|up| Some((up.clone(), view(ctx, namespace, up)?)))
+            .collect(),
+        cycle: find_cycle(
+            &me,
+            after,
+            |up| runners(ctx, namespace, up),
+            |up| after_of(ctx, namespace, up),
+        ),
+    }
+}
+
+fn view(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<UpstreamView> {
+    let key = |name: &str| (name.to_string(), namespace.to_string());
+    match up.kind {
+        UpstreamKind::SyncSequence => {
+            let (name, ns) = key(&up.name);
+            let seq = ctx.sequences.get(&ObjectRef::new(&name).within(&ns))?;
+            let finished = seq
+                .status
+                .iter()
+                .flat_map(|s| &s.book.runs)
+                .map(|r| FinishedRun {
+                    id: r.id.to_string(),
+                    phase: r.phase,
+                    completion: r.completion_time.as_ref().map(|t| t.0),
+                })
+                .collect();
+            Some(UpstreamView {
+                uid: seq.uid(),
+                finished,
+            })
+        }
+        UpstreamKind::Sync => {
+            let (name, ns) = key(&up.name);
+            let sync = ctx.syncs.get(&ObjectRef::new(&name).within(&ns))?;
+            let st = sync.status.as_ref();
+            let record = |r: Option<&SyncRunRecord>, phase| {
+                r.map(|r| FinishedRun {
+                    id: r.job_name.clone(),
+                    phase,
+                    completion: r.completion_time.as_ref().map(|t| t.0),
+                })
+            };
+            let mut finished: Vec<FinishedRun> = [
+                record(
+                    st.and_then(|s| s.last_succeeded_run.as_ref()),
+                    RunPhase::Succeeded,
+                ),
+                record(
+                    st.and_then(|s| s.last_failed_run.as_ref()),
+                    RunPhase::Failed,
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            finished.sort_by_key(|r| std::cmp::Reverse(r.completion));
+            Some(UpstreamView {
+                uid: sync.uid(),
+                finished,
+            })
+        }
+    }
+}
+
+/// The objects whose runs finish `up`: a sequence itself; a Sync itself and every sequence
+/// with a step that runs it.
+fn runners(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Vec<UpstreamRef> {
+    let mut out = vec![up.clone()];
+    if up.kind == UpstreamKind::Sync {
+        let key = IndexKey::Sync(up.name.clone());
+        out.extend(
+            ctx.sequences_by_sync
+                .names(namespace, &key)
+                .into_iter()
+                .map(|name| UpstreamRef {
+                    kind: UpstreamKind::SyncSequence,
+                    name,
+                }),
+        );
+    }
+    out
+}
+
+/// The `after` of an upstream, if it exists and has one.
+fn after_of(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<AfterSpec> {
+    let ns = namespace.to_string();
+    match up.kind {
+        UpstreamKind::SyncSequence => ctx
+            .sequences
+            .get(&ObjectRef::new(&up.name).within(&ns))?
+            .spec
+            .scheduling
+            .after
+            .clone(),
+        UpstreamKind::Sync => ctx
+            .syncs
+            .get(&ObjectRef::new(&up.name).within(&ns))?
+            .spec
+            .scheduling
+            .after
+            .clone(),
+    }
+}
