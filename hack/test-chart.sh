@@ -10,14 +10,17 @@
 #      appear only with verb get and resourceNames, Lease rights beyond create are limited to the
 #      Lease's name; the Deployment has the expected flags, probes, env and security context;
 #   6. the RBAC is applied for real and `kubectl auth can-i --as=<the ServiceAccount>` checks what
-#      the controller may and may not do, in cluster-wide and namespace-scoped mode;
+#      the controller may and may not do, in cluster-wide and namespace-scoped mode, and what
+#      users with Kubernetes' default view, edit and admin roles in a namespace may do with
+#      SyncSequences and Syncs (the chart's aggregated roles);
 #   7. with SYNCSEQ_BIN=<controller binary> set: that controller runs with the namespace-scoped
 #      ServiceAccount's token only and completes a run of examples/crm-hourly.yaml.
 #
 # Environment: KUBECONFIG (default <repo>/.cluster/kubeconfig), HELM (default: helm from
 # hack/build-tools.sh, else PATH), SYNCSEQ_BIN (optional, step 7). Needs kubectl and jq.
 # Creates and deletes the namespaces syncseq-chart-test and syncseq-chart-test-watched and the
-# ClusterRole/ClusterRoleBinding syncseq-chart-test.
+# ClusterRole/ClusterRoleBinding syncseq-chart-test and the ClusterRoles syncseq-chart-test-view,
+# -edit and -admin.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +45,7 @@ cleanup() {
     wait "$controller_pid" 2>/dev/null || true
   fi
   kubectl delete clusterrolebinding "$release" --ignore-not-found >/dev/null 2>&1 || true
-  kubectl delete clusterrole "$release" --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete clusterrole "$release" "$release-view" "$release-edit" "$release-admin" --ignore-not-found >/dev/null 2>&1 || true
   kubectl delete namespace "$ns" "$watched" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -184,6 +187,7 @@ if [ -s "$work/default.json" ]; then
   expect default "a PodDisruptionBudget with minAvailable 1" 'map(select(.kind == "PodDisruptionBudget"))[0].spec.minAvailable == 1'
   expect default "ClusterRole + ClusterRoleBinding, no namespaced controller Role" 'any(.kind == "ClusterRole") and any(.kind == "ClusterRoleBinding") and (map(select(.kind == "Role")) | map(.metadata.name) == ["syncseq-chart-test-leader-election"])'
   expect default "no Secret rule without alertSecrets" '[.[] | select(.kind == "ClusterRole" or .kind == "Role") | .rules[] | select(.resources | index("secrets"))] | length == 0'
+  expect default "view, edit and admin ClusterRoles aggregated into the default roles" '[.[] | select(.kind == "ClusterRole" and .metadata.labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true") | .metadata.name] | sort == ["syncseq-chart-test-admin", "syncseq-chart-test-edit", "syncseq-chart-test-view"]'
   expect default "leader election flags" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | index("--leader-election") != null and index("--lease-name=syncseq-controller") != null and index("--lease-namespace=syncseq-chart-test") != null'
   expect default "no --namespace flag" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | map(select(startswith("--namespace"))) | length == 0'
   expect default "Lease Role in the release namespace" 'map(select(.kind == "Role" and .metadata.name == "syncseq-chart-test-leader-election"))[0].metadata.namespace == "syncseq-chart-test"'
@@ -255,8 +259,51 @@ if [ -s "$work/default.json" ]; then
   controller_grants default
   common_denials "$watched"
   can no get secrets/slack-webhook -n "$watched"
+
+  log "aggregated roles: users with view, edit and admin in a namespace"
+  for who in view edit admin; do
+    kubectl -n "$watched" create serviceaccount "user-$who" >/dev/null 2>&1 || true
+    kubectl -n "$watched" create rolebinding "user-$who" --clusterrole="$who" \
+      --serviceaccount="$watched:user-$who" >/dev/null 2>&1 || true
+  done
+  user_can() { # <who> <yes|no> <kubectl auth can-i args...>
+    local who=$1 want=$2; shift 2
+    local got
+    got=$(kubectl auth can-i --as="system:serviceaccount:$watched:user-$who" -n "$watched" "$@" 2>/dev/null || true)
+    [ "$got" = "$want" ] || fail "can-i $* as a user with $who: got '${got:-error}', want '$want'"
+  }
+  # kube-controller-manager aggregates the rules into the default roles in the background (and
+  # a previous run's may still be there): wait until each default role holds exactly ours.
+  rules_of() { kubectl get clusterrole "$@" -o json | jq -c '[(.items // [.])[] | .rules[]] | unique'; }
+  aggregated() { kubectl get clusterrole "$1" -o json | jq -c '[.rules[] | select(.apiGroups == ["syncseq.dev"])] | unique'; }
+  aggregation_done() {
+    [ "$(aggregated view)" = "$(rules_of "$release-view")" ] &&
+      [ "$(aggregated edit)" = "$(rules_of "$release-view" "$release-edit")" ] &&
+      [ "$(aggregated admin)" = "$(rules_of "$release-view" "$release-edit" "$release-admin")" ]
+  }
+  deadline=$((SECONDS + 30))
+  until aggregation_done || [ $SECONDS -ge $deadline ]; do sleep 0.5; done
+  aggregation_done || fail "the default view, edit and admin roles did not take in syncseq's rules within 30 s"
+  for r in syncsequences.syncseq.dev syncs.syncseq.dev; do
+    for who in view edit admin; do
+      for v in get list watch; do user_can "$who" yes "$v" "$r"; done
+      user_can "$who" no patch "$r" --subresource=status
+    done
+    for v in create update patch delete; do
+      user_can view no "$v" "$r"
+      user_can edit yes "$v" "$r"
+      user_can admin yes "$v" "$r"
+    done
+    user_can edit no deletecollection "$r"
+    user_can admin yes deletecollection "$r"
+  done
+  user_can view no get syncsequences.syncseq.dev -n default
+  for who in view edit admin; do
+    kubectl -n "$watched" delete rolebinding "user-$who" --ignore-not-found >/dev/null
+    kubectl -n "$watched" delete serviceaccount "user-$who" --ignore-not-found >/dev/null
+  done
   kubectl delete clusterrolebinding "$release" --ignore-not-found >/dev/null
-  kubectl delete clusterrole "$release" --ignore-not-found >/dev/null
+  kubectl delete clusterrole "$release" "$release-view" "$release-edit" "$release-admin" --ignore-not-found >/dev/null
 fi
 if [ -s "$work/namespaced.json" ]; then
   log "real RBAC, namespace-scoped (ci/namespaced-values.yaml)"
