@@ -198,8 +198,16 @@ start() { # name args... : own session (PID == PGID), output to logs/<name>.log
   shift
   : >"$state/logs/$name.log"
   setsid "$bin/$name" "$@" </dev/null >>"$state/logs/$name.log" 2>&1 9>&- &
-  echo $! >"$state/pids/$name.pid"
-  log "started $name (pid $!), log $state/logs/$name.log"
+  local pid=$! i
+  echo "$pid" >"$state/pids/$name.pid"
+  # Until the forked shell has exec'd the program, /proc shows the shell (then setsid) under
+  # that PID, and `alive` would take it for another program: on a loaded machine wait_for then
+  # reported a component that had just started as exited. Wait for the exec (or the exit).
+  for ((i = 0; i < 200; i++)); do
+    alive "$name" || ! running "$pid" && break
+    sleep 0.05
+  done
+  log "started $name (pid $pid), log $state/logs/$name.log"
 }
 
 fail() { # message: show the tail of every component log, stop everything
