@@ -289,3 +289,87 @@ async fn a_cycle_is_refused_with_a_condition_and_a_missing_upstream_is_reported(
     )
     .await;
 }
+
+/// Waits until a Sync's own run `run` has finished; returns the Sync.
+async fn wait_sync_run(ns: &TestNamespace, name: &str, run: i64) -> Sync {
+    wait_for_object(
+        &ns.api::<Sync>(),
+        name,
+        DEADLINE,
+        &format!("run {run} of sync {name} to finish"),
+        move |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.book.runs.first())
+                .is_some_and(|r| r.id >= run)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn require_all_starts_a_run_once_every_upstream_has_run_since_the_last() {
+    install_crds().await;
+    let ns = TestNamespace::new("upstream-all").await;
+    ns.kubectl_apply(&sync_yaml("a", "300ms", 0, None));
+    ns.kubectl_apply(&sync_yaml("b", "300ms", 0, None));
+    let both = sync_yaml("both", "300ms", 0, None).replace(
+        "spec:\n  jobTemplate:",
+        &format!(
+            "spec:\n{}  jobTemplate:",
+            after(&[("Sync", "a"), ("Sync", "b")], "    require: All\n")
+        ),
+    );
+    ns.kubectl_apply(&both);
+    let _controller = ControllerProcess::start(&ns.name);
+    wait_for_object(
+        &ns.api::<Sync>(),
+        "both",
+        DEADLINE,
+        "its upstreams to be recorded",
+        |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.book.upstreams.len() == 2)
+        },
+    )
+    .await;
+    let started_by = |s: &Sync| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.book.runs.first())
+            .and_then(|r| r.upstream.clone())
+    };
+    // Two rounds: a, then b. Each round starts one run, started by b, which finished last; a's
+    // run alone starts nothing.
+    for round in 1..=2 {
+        annotate_sync(
+            &ns,
+            "a",
+            syncseq::api::annotations::REQUESTED_AT,
+            &format!("{round}"),
+        )
+        .await;
+        wait_sync_run(&ns, "a", round).await;
+        annotate_sync(
+            &ns,
+            "b",
+            syncseq::api::annotations::REQUESTED_AT,
+            &format!("{round}"),
+        )
+        .await;
+        let b = wait_sync_run(&ns, "b", round).await;
+        let both = wait_sync_run(&ns, "both", round).await;
+        let b_job = b.status.unwrap().last_succeeded_run.unwrap().job_name;
+        assert_eq!(
+            started_by(&both),
+            Some(UpstreamRun {
+                kind: UpstreamKind::Sync,
+                name: "b".into(),
+                run: b_job,
+            }),
+            "round {round}"
+        );
+        assert_eq!(both.status.unwrap().book.last_run_number, Some(round));
+    }
+}
