@@ -94,6 +94,12 @@ must_refuse() { # <what> <helm template args...>
 must_refuse "2 replicas without leader election" --set leaderElection.enabled=false
 must_refuse "an invalid Secret name in alertSecrets" --set 'alertSecrets={Not_A_Name}'
 must_refuse "an unknown log format" --set log.format=xml
+# values.schema.json: wrong types, unknown keys and enums fail the install instead of vanishing.
+must_refuse "a misspelt top-level value (replicas)" --set replicas=3
+must_refuse "replicaCount that is not a number" --set replicaCount=two
+must_refuse "an unknown podAntiAffinity preset" --set podAntiAffinity=sometimes
+must_refuse "an image digest that is not sha256" --set image.digest=md5:abc
+must_refuse "a misspelt rbac value" --set rbac.aggregateToDefaultRole=false
 
 # --- 4. server-side dry-run --------------------------------------------------------------------
 log "installing the CRDs (server-side apply)"
@@ -207,6 +213,9 @@ if [ -s "$work/default.json" ]; then
 fi
 if [ -s "$work/alert-secrets.json" ]; then
   expect alert-secrets "ClusterRole gets exactly the alertSecrets" '[.[] | select(.kind == "ClusterRole") | .rules[] | select(.resources | index("secrets"))] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-webhook"], "verbs": ["get"]}]'
+fi
+if [ -s "$work/extras.json" ]; then
+  expect extras "extra volumes, mounts, env, args, pull secrets, priority class and spread" 'map(select(.kind == "Deployment"))[0].spec.template.spec as $p | $p.volumes[0].configMap.name == "corp-ca" and $p.containers[0].volumeMounts[0].mountPath == "/etc/ssl/corp" and ($p.containers[0].env | map(.name) | index("SSL_CERT_FILE")) != null and ($p.containers[0].args | index("--concurrent-reconciles=32")) != null and $p.imagePullSecrets == [{"name": "regcred"}] and $p.priorityClassName == "system-cluster-critical" and $p.topologySpreadConstraints[0].topologyKey == "topology.kubernetes.io/zone"'
 fi
 if [ -s "$work/single-replica.json" ]; then
   expect single-replica "no PDB and no Lease Role with one replica and no leader election" 'all(.kind != "PodDisruptionBudget") and all(.kind != "Role")'
