@@ -99,14 +99,7 @@ async fn a_sequence_runs_after_a_sequence_and_a_sync_after_a_sync_once_each() {
         ["run 1 started by upstream sequence warehouse run 1"]
     );
 
-    let report = wait_for_object(
-        &ns.api::<Sync>(),
-        "report",
-        DEADLINE,
-        "the report's own run to finish",
-        |s| s.status.as_ref().is_some_and(|st| !st.book.runs.is_empty()),
-    )
-    .await;
+    let report = wait_for_run_of::<Sync>(&ns, "report", 1, DEADLINE).await;
     let st = report.status.unwrap();
     let contacts = ns.api::<Sync>().get("contacts").await.unwrap();
     let contacts_job = contacts
@@ -132,19 +125,7 @@ async fn a_sequence_runs_after_a_sequence_and_a_sync_after_a_sync_once_each() {
     let st = crm.status.unwrap();
     assert_eq!(st.book.last_run_number, Some(2));
     assert_eq!(st.book.runs[0].trigger, TriggerKind::Manual);
-    let report = wait_for_object(
-        &ns.api::<Sync>(),
-        "report",
-        DEADLINE,
-        "the report's second run to finish",
-        |s| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.book.runs.first())
-                .is_some_and(|r| r.id >= 2)
-        },
-    )
-    .await;
+    let report = wait_for_run_of::<Sync>(&ns, "report", 2, DEADLINE).await;
     let st = report.status.unwrap();
     assert_eq!(st.book.last_run_number, Some(2));
     let started_by = st.book.runs[0].upstream.clone().unwrap().run;
@@ -290,23 +271,6 @@ async fn a_cycle_is_refused_with_a_condition_and_a_missing_upstream_is_reported(
     .await;
 }
 
-/// Waits until a Sync's own run `run` has finished; returns the Sync.
-async fn wait_sync_run(ns: &TestNamespace, name: &str, run: i64) -> Sync {
-    wait_for_object(
-        &ns.api::<Sync>(),
-        name,
-        DEADLINE,
-        &format!("run {run} of sync {name} to finish"),
-        move |s| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.book.runs.first())
-                .is_some_and(|r| r.id >= run)
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn require_all_starts_a_run_once_every_upstream_has_run_since_the_last() {
     install_crds().await;
@@ -350,7 +314,7 @@ async fn require_all_starts_a_run_once_every_upstream_has_run_since_the_last() {
             &format!("{round}"),
         )
         .await;
-        wait_sync_run(&ns, "a", round).await;
+        wait_for_run_of::<Sync>(&ns, "a", round, DEADLINE).await;
         annotate_sync(
             &ns,
             "b",
@@ -358,8 +322,8 @@ async fn require_all_starts_a_run_once_every_upstream_has_run_since_the_last() {
             &format!("{round}"),
         )
         .await;
-        let b = wait_sync_run(&ns, "b", round).await;
-        let both = wait_sync_run(&ns, "both", round).await;
+        let b = wait_for_run_of::<Sync>(&ns, "b", round, DEADLINE).await;
+        let both = wait_for_run_of::<Sync>(&ns, "both", round, DEADLINE).await;
         let b_job = b.status.unwrap().last_succeeded_run.unwrap().job_name;
         assert_eq!(
             started_by(&both),

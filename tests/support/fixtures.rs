@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use syncseq::api::{RunPhase, SyncSequence};
+use syncseq::api::{RunBook, RunPhase, Sync, SyncSequence};
 
 use super::{TestNamespace, wait_for_object};
 
@@ -107,6 +107,52 @@ pub async fn annotate_sync(ns: &TestNamespace, name: &str, key: &str, value: &st
         .expect("annotate sync");
 }
 
+/// The objects whose status keeps a run book: both kinds.
+pub trait HasRuns:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + 'static
+{
+    fn book(&self) -> Option<&RunBook>;
+}
+
+impl HasRuns for SyncSequence {
+    fn book(&self) -> Option<&RunBook> {
+        self.status.as_ref().map(|s| &s.book)
+    }
+}
+
+impl HasRuns for Sync {
+    fn book(&self) -> Option<&RunBook> {
+        self.status.as_ref().map(|s| &s.book)
+    }
+}
+
+/// Waits until the named sequence or Sync has finished its own run `run` (or a later one);
+/// returns the object.
+pub async fn wait_for_run_of<K: HasRuns>(
+    ns: &TestNamespace,
+    name: &str,
+    run: i64,
+    deadline: Duration,
+) -> K {
+    wait_for_object(
+        &ns.api::<K>(),
+        name,
+        deadline,
+        &format!("run {run} of {name} to finish"),
+        move |o: &K| {
+            o.book()
+                .and_then(|b| b.runs.first())
+                .is_some_and(|r| r.id >= run)
+        },
+    )
+    .await
+}
+
 /// Waits until the sequence has finished the given run; returns the sequence.
 pub async fn wait_for_run(
     ns: &TestNamespace,
@@ -114,19 +160,7 @@ pub async fn wait_for_run(
     run: i64,
     deadline: Duration,
 ) -> SyncSequence {
-    wait_for_object(
-        &ns.api::<SyncSequence>(),
-        sequence,
-        deadline,
-        &format!("run {run} to finish"),
-        move |s| {
-            s.status
-                .as_ref()
-                .and_then(|st| st.book.runs.first())
-                .is_some_and(|r| r.id >= run)
-        },
-    )
-    .await
+    wait_for_run_of(ns, sequence, run, deadline).await
 }
 
 pub fn last_phase(seq: &SyncSequence) -> Option<RunPhase> {
