@@ -129,27 +129,23 @@ pub(super) fn ask(
         }
     }
     let fire = match after.require {
-        UpstreamRequire::Any => !new.is_empty(),
-        UpstreamRequire::All => !new.is_empty() && new.len() == after.upstreams.len(),
+        UpstreamRequire::Any => true,
+        UpstreamRequire::All => new.len() == after.upstreams.len(),
     };
-    if !fire {
+    // The run that finished last is the one that starts this run.
+    let latest = new.iter().max_by_key(|(_, r)| r.completion).copied();
+    let Some((up, run)) = latest.filter(|_| fire) else {
         return Asked {
             trigger: None,
             missing,
         };
-    }
+    };
     for (up, run) in &new {
         if let Some(entry) = entries.iter_mut().find(|e| is(e, up)) {
             entry.handled_run = Some(run.id.clone());
             entry.handled_time = run.completion.map(Time);
         }
     }
-    // The run that finished last is the one that started this run.
-    let (up, run) = new
-        .iter()
-        .max_by_key(|(_, r)| r.completion)
-        .copied()
-        .expect("fire implies a new run");
     Asked {
         trigger: Some(Trigger {
             kind: TriggerKind::Upstream,
