@@ -185,27 +185,20 @@ async fn a_cycle_is_refused_with_a_condition_and_a_missing_upstream_is_reported(
     install_crds().await;
     let ns = TestNamespace::new("upstream-cycle").await;
     ns.kubectl_apply(&sync_yaml("load", "300ms", 0, None));
-    ns.kubectl_apply(&sequence_yaml(
-        "a",
-        &[("load", "")],
-        &after(&[("SyncSequence", "b")], ""),
-    ));
-    ns.kubectl_apply(&sequence_yaml(
-        "b",
-        &[("load", "")],
-        &after(&[("SyncSequence", "a")], ""),
-    ));
-    ns.kubectl_apply(&sequence_yaml(
-        "c",
-        &[("load", "")],
-        &after(&[("SyncSequence", "nowhere")], "    require: All\n"),
-    ));
-    // After a Sync that its own step runs: every run would start the next.
-    ns.kubectl_apply(&sequence_yaml(
-        "d",
-        &[("load", "")],
-        &after(&[("Sync", "load")], ""),
-    ));
+    // a and b after each other; c after nothing that exists; d after a Sync that its own
+    // step runs, so that every run would start the next.
+    for (name, upstream, extra) in [
+        ("a", ("SyncSequence", "b"), ""),
+        ("b", ("SyncSequence", "a"), ""),
+        ("c", ("SyncSequence", "nowhere"), "    require: All\n"),
+        ("d", ("Sync", "load"), ""),
+    ] {
+        ns.kubectl_apply(&sequence_yaml(
+            name,
+            &[("load", "")],
+            &after(&[upstream], extra),
+        ));
+    }
     let _controller = ControllerProcess::start(&ns.name);
     let condition = |s: &SyncSequence, type_: &str| {
         s.status

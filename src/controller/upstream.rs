@@ -35,12 +35,15 @@ pub(crate) fn observe(
     }
 }
 
+/// Where the named object of `namespace` is in a store.
+fn at<K: kube::Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
+    ObjectRef::new(name).within(namespace)
+}
+
 fn view(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<UpstreamView> {
-    let key = |name: &str| (name.to_string(), namespace.to_string());
     match up.kind {
         UpstreamKind::SyncSequence => {
-            let (name, ns) = key(&up.name);
-            let seq = ctx.sequences.get(&ObjectRef::new(&name).within(&ns))?;
+            let seq = ctx.sequences.get(&at(namespace, &up.name))?;
             let finished = seq
                 .status
                 .iter()
@@ -57,8 +60,7 @@ fn view(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<UpstreamView
             })
         }
         UpstreamKind::Sync => {
-            let (name, ns) = key(&up.name);
-            let sync = ctx.syncs.get(&ObjectRef::new(&name).within(&ns))?;
+            let sync = ctx.syncs.get(&at(namespace, &up.name))?;
             let st = sync.status.as_ref();
             let record = |r: Option<&SyncRunRecord>, phase| {
                 r.map(|r| FinishedRun {
@@ -110,18 +112,17 @@ fn runners(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Vec<UpstreamRef>
 
 /// The `after` of an upstream, if it exists and has one.
 fn after_of(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<AfterSpec> {
-    let ns = namespace.to_string();
     match up.kind {
         UpstreamKind::SyncSequence => ctx
             .sequences
-            .get(&ObjectRef::new(&up.name).within(&ns))?
+            .get(&at(namespace, &up.name))?
             .spec
             .scheduling
             .after
             .clone(),
         UpstreamKind::Sync => ctx
             .syncs
-            .get(&ObjectRef::new(&up.name).within(&ns))?
+            .get(&at(namespace, &up.name))?
             .spec
             .scheduling
             .after
