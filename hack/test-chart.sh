@@ -178,7 +178,7 @@ deployment_checks() { # <value set>
   expect "$set" "POD_NAME and POD_NAMESPACE from the downward API" "$c.env | (map(select(.name == \"POD_NAME\"))[0].valueFrom.fieldRef.fieldPath == \"metadata.name\") and (map(select(.name == \"POD_NAMESPACE\"))[0].valueFrom.fieldRef.fieldPath == \"metadata.namespace\")"
   expect "$set" "args start with controller and set --metrics-address" "$c.args | .[0] == \"controller\" and index(\"--metrics-address=0.0.0.0:8080\") != null"
   expect "$set" "resources set" "$c.resources.requests.memory != null and $c.resources.limits.memory != null"
-  expect "$set" "metrics Service on port metrics" "map(select(.kind == \"Service\"))[0].spec.ports[0].targetPort == \"metrics\""
+  expect "$set" "metrics Service on port metrics" "map(select(.kind == \"Service\" and (.metadata.name | endswith(\"-metrics\"))))[0].spec.ports[0].targetPort == \"metrics\""
 }
 
 for set in "${value_sets[@]}"; do
@@ -188,7 +188,16 @@ for set in "${value_sets[@]}"; do
   deployment_checks "$set"
 done
 
+if [ -s "$work/receiver.json" ]; then
+  r='(map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0])'
+  expect receiver "--receiver-address on port 9292, with its rate and burst" "$r.args | index(\"--receiver-address=0.0.0.0:9292\") != null and index(\"--receiver-rate=5\") != null and index(\"--receiver-burst=20\") != null"
+  expect receiver "a webhook container port" "$r.ports | any(.name == \"webhook\" and .containerPort == 9292)"
+  expect receiver "a webhook Service to every replica" 'map(select(.kind == "Service" and .metadata.name == "syncseq-chart-test-webhook"))[0].spec | .ports[0].targetPort == "webhook" and .selector["app.kubernetes.io/instance"] == "syncseq-chart-test"'
+  expect receiver "an Ingress for /hook/ only, with TLS" 'map(select(.kind == "Ingress"))[0].spec | .rules[0].http.paths == [{"path": "/hook/", "pathType": "Prefix", "backend": {"service": {"name": "syncseq-chart-test-webhook", "port": {"name": "webhook"}}}}] and .tls[0].secretName == "hooks-tls" and .ingressClassName == "nginx"'
+  expect receiver "get on the receivers' and the alert Secrets, by name" '[.[] | select(.kind == "ClusterRole") | .rules[] | select(.resources | index("secrets")) | .resourceNames] == [["slack-webhook", "dbt-cloud-webhook", "fivetran-webhook"]]'
+fi
 if [ -s "$work/default.json" ]; then
+  expect default "no webhook endpoint unless asked for" 'map(select(.kind == "Ingress" or (.kind == "Service" and (.metadata.name | endswith("-webhook"))))) | length == 0'
   expect default "2 replicas" 'map(select(.kind == "Deployment"))[0].spec.replicas == 2'
   expect default "a PodDisruptionBudget with minAvailable 1" 'map(select(.kind == "PodDisruptionBudget"))[0].spec.minAvailable == 1'
   expect default "ClusterRole + ClusterRoleBinding, no namespaced controller Role" 'any(.kind == "ClusterRole") and any(.kind == "ClusterRoleBinding") and (map(select(.kind == "Role")) | map(.metadata.name) == ["syncseq-chart-test-leader-election"])'
@@ -254,6 +263,9 @@ controller_grants() { # <namespace of sequences>
     for v in get list watch; do can yes "$v" "$r" -n "$n"; done
     can yes patch "$r" --subresource=status -n "$n"
   done
+  for v in get list watch; do can yes "$v" webhookreceivers.syncseq.dev -n "$n"; done
+  for v in get update patch; do can yes "$v" webhookreceivers.syncseq.dev --subresource=status -n "$n"; done
+  can no update webhookreceivers.syncseq.dev -n "$n"
   for v in get list watch create delete; do can yes "$v" jobs.batch -n "$n"; done
   for v in get list watch; do can yes "$v" pods -n "$n"; done
   for v in create patch; do can yes "$v" events.events.k8s.io -n "$n"; done
@@ -293,7 +305,7 @@ if [ -s "$work/default.json" ]; then
   deadline=$((SECONDS + 30))
   until aggregation_done || [ $SECONDS -ge $deadline ]; do sleep 0.5; done
   aggregation_done || fail "the default view, edit and admin roles did not take in syncseq's rules within 30 s"
-  for r in syncsequences.syncseq.dev syncs.syncseq.dev; do
+  for r in syncsequences.syncseq.dev syncs.syncseq.dev webhookreceivers.syncseq.dev; do
     for who in view edit admin; do
       for v in get list watch; do user_can "$who" yes "$v" "$r"; done
       user_can "$who" no patch "$r" --subresource=status

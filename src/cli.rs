@@ -88,6 +88,20 @@ pub struct ControllerArgs {
     /// entry.
     #[arg(long, env = "SYNCSEQ_CONCURRENT_RECONCILES", default_value_t = 64)]
     pub concurrent_reconciles: u16,
+    /// Address of the webhook endpoint for WebhookReceivers (e.g. `0.0.0.0:9292`); off when
+    /// unset. Every replica serves it, standbys too.
+    #[arg(long, env = "SYNCSEQ_RECEIVER_ADDRESS")]
+    pub receiver_address: Option<String>,
+    /// Deliveries each WebhookReceiver takes per second, sustained; more get 429.
+    #[arg(long, env = "SYNCSEQ_RECEIVER_RATE", default_value_t = std::num::NonZeroU32::new(5).unwrap())]
+    pub receiver_rate: std::num::NonZeroU32,
+    /// Deliveries each WebhookReceiver takes at once, above its rate.
+    #[arg(long, env = "SYNCSEQ_RECEIVER_BURST", default_value_t = std::num::NonZeroU32::new(20).unwrap())]
+    pub receiver_burst: std::num::NonZeroU32,
+    /// Seconds a delivery waits on the API server (reading the Secret, recording it) before
+    /// it is answered 503; the sender retries.
+    #[arg(long, env = "SYNCSEQ_RECEIVER_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub receiver_timeout_seconds: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,6 +15,7 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;
+pub mod receiver;
 pub mod schedule;
 pub mod server;
 mod telemetry;
@@ -56,6 +57,39 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     )));
     let address = server::serve(&args.metrics_address, metrics.clone(), health.clone()).await?;
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    if let Some(receiver_address) = &args.receiver_address {
+        // Not fenced: recording a delivery is a compare-and-swap, safe from any replica, and
+        // standbys serve deliveries too. Its own short deadline keeps a sender from waiting.
+        let timeout = std::time::Duration::from_secs(args.receiver_timeout_seconds.max(1));
+        let receiver_limits = apiclient::Limits {
+            timeout,
+            in_flight: 16,
+        };
+        let address = receiver::serve(
+            apiclient::build(
+                &kube_config,
+                leader::Fence::open(),
+                &instance,
+                receiver_limits,
+            )?,
+            receiver::Config {
+                address: receiver_address.clone(),
+                namespace: args.namespace.clone(),
+                rate: receiver::Rate {
+                    per_second: args.receiver_rate,
+                    burst: args.receiver_burst,
+                },
+                api_timeout: timeout,
+            },
+            controller::events::Reporter {
+                controller: "syncseq.dev/receiver".into(),
+                instance: instance.clone(),
+            },
+            metrics.clone(),
+        )
+        .await?;
+        tracing::info!(%address, "serving webhook receivers");
+    }
     let shutdown = telemetry::shutdown_signal().shared();
 
     if args.no_leader_election {

@@ -22,6 +22,17 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// A webhook receiver and what became of a delivery to it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub namespace: String,
+    pub name: String,
+    /// `accepted`, `duplicate`, `ignored`, `bad_signature`, `bad_payload`, `too_large`,
+    /// `timed_out`, `rate_limited`, `unavailable` or `not_found` (with an empty name: no such
+    /// path).
+    pub outcome: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +46,8 @@ pub struct Metrics {
     /// Alert notifications the delivery queue had no room for (they stay pending in status and
     /// are offered again).
     pub alert_queue_dropped: Counter,
+    /// Requests to the webhook endpoint, by receiver and outcome.
+    pub webhook_deliveries: Family<DeliveryLabels, Counter>,
     /// When the controller saw each Job finish, for the hand-off histogram. Entries are taken
     /// when the next step starts and dropped after a while otherwise.
     finished_seen: Mutex<HashMap<String, Instant>>,
@@ -91,8 +104,15 @@ impl Metrics {
             "Alert notifications the delivery queue had no room for; they stay pending and are offered again",
             alert_queue_dropped.clone(),
         );
+        let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Requests to the webhook endpoint, by receiver and outcome",
+            webhook_deliveries.clone(),
+        );
         Metrics {
             registry,
+            webhook_deliveries,
             alert_queue_dropped,
             reconciles,
             reconcile_errors,
@@ -111,6 +131,17 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts a request to the webhook endpoint.
+    pub fn webhook_delivery(&self, namespace: &str, name: &str, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&DeliveryLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Notes when a Job was first seen finished.

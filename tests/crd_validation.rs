@@ -20,7 +20,11 @@ use support::*;
 use syncseq::api::{Sync, SyncSequence};
 
 /// The CRD names the API server must serve.
-const CRD_NAMES: [&str; 2] = ["syncs.syncseq.dev", "syncsequences.syncseq.dev"];
+const CRD_NAMES: [&str; 3] = [
+    "syncs.syncseq.dev",
+    "syncsequences.syncseq.dev",
+    "webhookreceivers.syncseq.dev",
+];
 
 /// The API server's limit on the total size of an object's annotations; client-side
 /// `kubectl apply` stores the whole object in one of them.
@@ -66,6 +70,19 @@ spec:
     webhook:
       urlSecretRef: {name: slack-webhook, key: url}
       format: Slack
+"#;
+
+/// A valid WebhookReceiver.
+const VALID_RECEIVER: &str = r#"
+apiVersion: syncseq.dev/v1alpha1
+kind: WebhookReceiver
+metadata:
+  name: valid-receiver
+spec:
+  type: DbtCloud
+  dbtCloud:
+    jobIds: ["4242"]
+  secretRef: {name: dbt-cloud-webhook, key: token}
 "#;
 
 /// A valid Sync using every field.
@@ -346,6 +363,12 @@ fn sequence_with(mutate: impl FnOnce(&mut Value)) -> Value {
 
 fn sync_with(mutate: impl FnOnce(&mut Value)) -> Value {
     let mut v = parse(VALID_SYNC);
+    mutate(&mut v["spec"]);
+    v
+}
+
+fn receiver_with(mutate: impl FnOnce(&mut Value)) -> Value {
+    let mut v = parse(VALID_RECEIVER);
     mutate(&mut v["spec"]);
     v
 }
@@ -678,6 +701,45 @@ fn bad_cases() -> Vec<BadCase> {
             "spec.startingDeadlineSeconds",
             &[],
         ),
+        // Webhook receivers.
+        bad(
+            "DbtCloud receiver without its jobs",
+            receiver_with(|s| remove(s, "dbtCloud")),
+            "spec",
+            &["type DbtCloud needs dbtCloud.jobIds"],
+        ),
+        bad(
+            "Fivetran receiver without its connectors",
+            receiver_with(|s| s["type"] = json!("Fivetran")),
+            "spec",
+            &["type Fivetran needs fivetran.connectorIds"],
+        ),
+        bad(
+            "an unknown receiver type",
+            receiver_with(|s| s["type"] = json!("Airflow")),
+            "spec.type",
+            &["Unsupported value", "\"Generic\""],
+        ),
+        bad(
+            "a receiver without a Secret",
+            receiver_with(|s| remove(s, "secretRef")),
+            "spec.secretRef",
+            &["Required value"],
+        ),
+        bad(
+            "an empty list of dbt Cloud jobs",
+            receiver_with(|s| s["dbtCloud"]["jobIds"] = json!([])),
+            "spec.dbtCloud.jobIds",
+            &[],
+        ),
+        bad(
+            "after an unknown kind of upstream",
+            sequence_with(|s| {
+                s["after"] = json!({"upstreams": [{"kind": "Receiver", "name": "x"}]})
+            }),
+            "spec.after.upstreams[0].kind",
+            &["\"WebhookReceiver\""],
+        ),
     ];
     for (i, case) in cases.iter_mut().enumerate() {
         case.manifest["metadata"]["name"] = json!(format!("bad-{i:02}"));
@@ -691,7 +753,7 @@ async fn bad_manifests_are_rejected_naming_the_offending_field() {
     let ns = TestNamespace::new("crd-bad").await;
 
     // The control: the manifests the bad cases are derived from are accepted.
-    for valid in [VALID_SEQUENCE, VALID_SYNC] {
+    for valid in [VALID_SEQUENCE, VALID_SYNC, VALID_RECEIVER] {
         let out = apply(&ns.name, valid);
         assert!(
             out.status.success(),

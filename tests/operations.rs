@@ -9,23 +9,6 @@ use support::fixtures::*;
 use support::*;
 use syncseq::api::RunPhase;
 
-async fn http_get(address: &str, path: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{address}{path}"),
-        ])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[tokio::test]
 async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doubled_step() {
     install_crds().await;

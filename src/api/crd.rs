@@ -5,9 +5,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use super::{Sync, SyncSequence};
+use super::{Sync, SyncSequence, WebhookReceiver};
 
-/// Both CRDs, Sync first.
+/// Every CRD, Sync first.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     let mut sync = Sync::crd();
     for version in &mut sync.spec.versions {
@@ -21,7 +21,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
             strip_nested_descriptions(job_template);
         }
     }
-    vec![sync, SyncSequence::crd()]
+    vec![sync, SyncSequence::crd(), WebhookReceiver::crd()]
 }
 
 /// Drops the descriptions below a node, keeping the node's own.

@@ -1,4 +1,5 @@
-//! The `syncseq.dev/v1alpha1` API: the `Sync` and `SyncSequence` custom resources.
+//! The `syncseq.dev/v1alpha1` API: the `Sync`, `SyncSequence` and `WebhookReceiver` custom
+//! resources.
 //!
 //! These types are the contract users write manifests against. Every field carries a doc
 //! comment (it becomes the schema description `kubectl explain` shows), and everything the API
@@ -8,6 +9,7 @@
 mod common;
 mod crd;
 mod outbox;
+mod receiver;
 mod run;
 mod sequence;
 mod sync;
@@ -16,6 +18,7 @@ mod upstream;
 pub use common::*;
 pub use crd::{all_crds, crds_yaml};
 pub use outbox::*;
+pub use receiver::*;
 pub use run::*;
 pub use sequence::*;
 pub use sync::*;

@@ -1,5 +1,5 @@
 //! Runs that start when something upstream finishes: another SyncSequence or Sync of the same
-//! namespace. Shared by both kinds (the spec's `after`, the status's `upstreams`).
+//! namespace, or a delivery to a WebhookReceiver. Shared by both kinds (the spec's `after`, the status's `upstreams`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AfterSpec {
-    /// The SyncSequences and Syncs of this namespace whose runs this one follows.
+    /// The SyncSequences, Syncs and WebhookReceivers of this namespace whose runs (for a
+    /// receiver: deliveries) this one follows.
     #[schemars(length(min = 1, max = 10))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
     pub upstreams: Vec<UpstreamRef>,
@@ -36,7 +37,7 @@ pub struct AfterSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamRef {
-    /// `SyncSequence` or `Sync`.
+    /// `SyncSequence`, `Sync` or `WebhookReceiver`.
     pub kind: UpstreamKind,
     /// Its name, in this object's namespace.
     #[schemars(
@@ -59,6 +60,9 @@ impl std::fmt::Display for UpstreamRef {
 pub enum UpstreamKind {
     SyncSequence,
     Sync,
+    /// A webhook receiver: each delivery it accepts is a finished run, `Succeeded` or
+    /// `Failed` as the sender reported it.
+    WebhookReceiver,
 }
 
 /// Which upstream runs count.
@@ -88,7 +92,7 @@ pub enum UpstreamRequire {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamStatus {
-    /// `SyncSequence` or `Sync`.
+    /// `SyncSequence`, `Sync` or `WebhookReceiver`.
     pub kind: UpstreamKind,
     pub name: String,
     /// The UID of the upstream object these runs belong to; a recreated upstream is another.
@@ -96,7 +100,7 @@ pub struct UpstreamStatus {
     pub uid: Option<String>,
     /// The newest of its runs taken into account: one that started a run of this object, or
     /// the one it had already finished when this object first saw it (which starts nothing).
-    /// A sequence's run number, or the Job name of a Sync's run.
+    /// A sequence's run number, the Job name of a Sync's run, or a receiver's delivery id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_run: Option<String>,
     /// When that run finished.
@@ -108,10 +112,10 @@ pub struct UpstreamStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamRun {
-    /// `SyncSequence` or `Sync`.
+    /// `SyncSequence`, `Sync` or `WebhookReceiver`.
     pub kind: UpstreamKind,
     pub name: String,
-    /// A sequence's run number, or the Job name of a Sync's run.
+    /// A sequence's run number, the Job name of a Sync's run, or a receiver's delivery id.
     pub run: String,
 }
 
@@ -120,6 +124,9 @@ impl std::fmt::Display for UpstreamRun {
         match self.kind {
             UpstreamKind::SyncSequence => write!(f, "sequence {} run {}", self.name, self.run),
             UpstreamKind::Sync => write!(f, "sync {} (job {})", self.name, self.run),
+            UpstreamKind::WebhookReceiver => {
+                write!(f, "webhook receiver {} delivery {}", self.name, self.run)
+            }
         }
     }
 }

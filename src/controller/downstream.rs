@@ -1,4 +1,5 @@
-//! Who runs after whom (`spec.after`), and the wake-ups sent when an upstream finishes a run:
+//! Who runs after whom (`spec.after`), and the wake-ups sent when an upstream finishes a run
+//! (for a webhook receiver: accepts a delivery):
 //! the sequences and Syncs that run after it are reconciled, and only they. A status write of
 //! an upstream that finishes no run (each step's progress) wakes nobody.
 
@@ -9,7 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::index::{AfterRefs, Cache, IndexKey};
 use super::triggers::{self, Seen};
-use crate::api::{Sync, SyncSequence, UpstreamKind, UpstreamRef};
+use crate::api::{Sync, SyncSequence, UpstreamKind, UpstreamRef, WebhookReceiver};
 
 /// The downstream objects of every upstream, fed from the sequence and Sync watches.
 pub(crate) struct Downstreams {
@@ -17,6 +18,7 @@ pub(crate) struct Downstreams {
     syncs: Cache<AfterRefs>,
     finished_sequences: Seen,
     finished_syncs: Seen,
+    delivered: Seen,
     wake_sequence: UnboundedSender<ObjectRef<SyncSequence>>,
     wake_sync: UnboundedSender<ObjectRef<Sync>>,
 }
@@ -31,6 +33,7 @@ impl Downstreams {
             syncs: Cache::default(),
             finished_sequences: Seen::default(),
             finished_syncs: Seen::default(),
+            delivered: Seen::default(),
             wake_sequence,
             wake_sync,
         }
@@ -57,6 +60,16 @@ impl Downstreams {
             UpstreamKind::Sync,
             &self.finished_syncs,
             triggers::sync_finished,
+        );
+    }
+
+    /// A webhook receiver watch event: only others run after it.
+    pub(crate) fn receiver_event(&self, event: &watcher::Event<WebhookReceiver>) {
+        self.upstream_event(
+            event,
+            UpstreamKind::WebhookReceiver,
+            &self.delivered,
+            triggers::receiver_delivered,
         );
     }
 

@@ -11,7 +11,7 @@ mod claim;
 mod compact;
 mod downstream;
 mod egress;
-mod events;
+pub mod events;
 mod execute;
 mod freshness;
 mod index;
@@ -31,7 +31,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{Sync, SyncSequence, labels};
+use crate::api::{Sync, SyncSequence, WebhookReceiver, labels};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -59,6 +59,8 @@ pub struct Context {
     pub syncs: Store<Sync>,
     /// The sequences, for those that run after them (`spec.after`).
     pub(crate) sequences: Store<SyncSequence>,
+    /// The webhook receivers, for those that run after their deliveries.
+    pub(crate) receivers: Store<WebhookReceiver>,
     /// Which sequences run each Sync (for the loops `spec.after` could make).
     pub(crate) sequences_by_sync: Arc<index::Cache<index::SyncRefs>>,
     /// Jobs and Pods, found by owner and by Sync.
@@ -188,12 +190,46 @@ pub async fn run(
         .reflect(seq_writer)
         .inspect_ok({
             let index = sequences_by_sync.clone();
+            let downstreams = downstreams.clone();
             move |event| {
                 index.apply(event, index::SyncRefs::of);
                 downstreams.sequence_event(event);
             }
         })
         .applied_objects();
+    // Webhook receivers: their deliveries start the objects that run after them, and their
+    // own reconcile keeps their path and Ready condition. (The webhook endpoint, which runs in
+    // every replica and not only the leader, watches them on its own; they are few.) Without
+    // their CRD (a `helm upgrade` leaves CRDs as they were) everything else works as before.
+    let (receiver_store, receiver_writer) = reflector::store();
+    let (receivers_listed_tx, mut receivers_listed) = tokio::sync::watch::channel(false);
+    let receiver_stream = if receivers_served(&client, ns).await {
+        watcher(
+            api::<WebhookReceiver>(&client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .inspect(watch_health(&health, "WebhookReceiver"))
+        .reflect(receiver_writer)
+        .inspect_ok(move |event| {
+            downstreams.receiver_event(event);
+            if matches!(event, watcher::Event::InitDone) {
+                receivers_listed_tx.send_replace(true);
+            }
+        })
+        .applied_objects()
+        // Its own reconcile reads the spec (and the Secret) only: a delivery recorded in its
+        // status wakes the objects after it, not the receiver.
+        .predicate_filter(
+            kube::runtime::predicates::generation,
+            PredicateConfig::default(),
+        )
+        .boxed()
+    } else {
+        receivers_listed_tx.send_replace(true);
+        futures::stream::pending().boxed()
+    };
+    let receiver_controller = Controller::for_stream(receiver_stream, receiver_store.clone());
     let limits = kube::runtime::controller::Config::default().concurrency(config.concurrency);
     let controller = Controller::for_stream(seq_stream, seq_store.clone())
         .with_config(limits.clone())
@@ -210,6 +246,7 @@ pub async fn run(
             jobs.wait_until_ready().await;
             pods.wait_until_ready().await;
             let _ = syncs_listed.wait_for(|listed| *listed).await;
+            let _ = receivers_listed.wait_for(|listed| *listed).await;
             let _ = ready_tx.send(true);
             ready.caches_synced.store(true, Ordering::SeqCst);
             tracing::info!("caches synced");
@@ -219,6 +256,7 @@ pub async fn run(
         client: client.clone(),
         syncs: syncs.clone(),
         sequences: seq_store.clone(),
+        receivers: receiver_store,
         sequences_by_sync: sequences_by_sync.clone(),
         jobs: jobs.clone(),
         pods: pods.clone(),
@@ -268,6 +306,15 @@ pub async fn run(
         sequences_by_sync.clone(),
         sequences_by_sync,
     );
+    let receiver_controller = receiver_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            crate::receiver::reconcile,
+            crate::receiver::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move { log_failure(result.map(|_| ())) });
+
     let sequence_controller = controller
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
@@ -335,8 +382,26 @@ pub async fn run(
             ctx,
         )
         .for_each(|result| async move { log_failure(result.map(|_| ())) });
-    tokio::join!(sequence_controller, sync_controller);
+    tokio::join!(sequence_controller, sync_controller, receiver_controller);
     Ok(())
+}
+
+/// Whether the API server serves WebhookReceivers. Only a missing resource (404) says no: any
+/// other error is left to the watch, which retries and reports to the health probes.
+async fn receivers_served(client: &Client, namespace: Option<&str>) -> bool {
+    let probe = api::<WebhookReceiver>(client, namespace)
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await;
+    match probe {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::warn!(
+                "the WebhookReceiver CRD is not installed: webhook-started runs are off until it \
+                 is (apply crds/, which `helm upgrade` does not) and the controller restarts"
+            );
+            false
+        }
+        _ => true,
+    }
 }
 
 /// Feeds a watch's results to the health probes.

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::api::{Sync, SyncSequence, labels};
+use crate::api::{Sync, SyncSequence, WebhookReceiver, labels};
 use crate::engine::{JobOutcome, job_outcome, pod_result};
 
 /// What every fingerprint covers: the object's identity, the labels the engine reads, and its
@@ -119,6 +119,16 @@ pub(crate) fn sync_finished(sync: &Sync) -> u64 {
         job(st.and_then(|s| s.last_succeeded_run.as_ref())),
         job(st.and_then(|s| s.last_failed_run.as_ref())),
     ))
+}
+
+/// What downstream objects read of a webhook receiver: its newest delivery.
+pub(crate) fn receiver_delivered(receiver: &WebhookReceiver) -> u64 {
+    let newest = receiver
+        .status
+        .as_ref()
+        .and_then(|s| s.deliveries.first())
+        .map(|d| &d.id);
+    hash(newest)
 }
 
 #[cfg(test)]

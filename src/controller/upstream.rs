@@ -1,6 +1,6 @@
 //! What the upstreams of an object (`spec.after`) show, read from the caches: their finished
-//! runs, and whether runs would loop back to the object (a cycle of `after` references, or a
-//! sequence after a Sync that one of its own steps runs).
+//! runs (a webhook receiver's deliveries), and whether runs would loop back to the object (a
+//! cycle of `after` references, or a sequence after a Sync that one of its own steps runs).
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
@@ -88,6 +88,23 @@ fn view(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<UpstreamView
                 finished,
             })
         }
+        UpstreamKind::WebhookReceiver => {
+            let receiver = ctx.receivers.get(&at(namespace, &up.name))?;
+            let finished = receiver
+                .status
+                .iter()
+                .flat_map(|s| &s.deliveries)
+                .map(|d| FinishedRun {
+                    id: d.id.clone(),
+                    phase: d.phase,
+                    completion: Some(d.received_time.0),
+                })
+                .collect();
+            Some(UpstreamView {
+                uid: receiver.uid(),
+                finished,
+            })
+        }
     }
 }
 
@@ -127,5 +144,7 @@ fn after_of(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<AfterSpe
             .scheduling
             .after
             .clone(),
+        // A receiver's deliveries come from outside: it runs after nothing.
+        UpstreamKind::WebhookReceiver => None,
     }
 }

@@ -8,7 +8,7 @@
 //! module directly, without an API server.
 
 mod alerting;
-mod conditions;
+pub(crate) mod conditions;
 mod job;
 mod result;
 mod run;

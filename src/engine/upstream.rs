@@ -463,7 +463,7 @@ mod tests {
         };
         let runners = |up: &UpstreamRef| match up.kind {
             UpstreamKind::Sync => vec![up.clone(), seq("crm")],
-            UpstreamKind::SyncSequence => vec![up.clone()],
+            UpstreamKind::SyncSequence | UpstreamKind::WebhookReceiver => vec![up.clone()],
         };
         let spec = AfterSpec {
             upstreams: vec![contacts.clone()],
@@ -477,6 +477,74 @@ mod tests {
         // Another sequence after the same Sync is no loop.
         assert_eq!(
             find_cycle(&seq("audit"), &spec, runners, |_: &UpstreamRef| None),
+            None
+        );
+    }
+
+    #[test]
+    fn a_receivers_deliveries_are_runs_and_combine_with_a_sequence_under_all() {
+        let hook = UpstreamRef {
+            kind: UpstreamKind::WebhookReceiver,
+            name: "dbt".into(),
+        };
+        let spec = AfterSpec {
+            upstreams: vec![hook.clone(), seq("a")],
+            when: UpstreamOutcome::Succeeded,
+            require: UpstreamRequire::All,
+        };
+        let delivery = |id: &str, phase, done| FinishedRun {
+            id: id.into(),
+            phase,
+            completion: Some(at(done)),
+        };
+        let world = |deliveries: Vec<FinishedRun>, a: UpstreamView| Upstreams {
+            views: [
+                (
+                    hook.clone(),
+                    UpstreamView {
+                        uid: Some("h".into()),
+                        finished: deliveries,
+                    },
+                ),
+                (seq("a"), a),
+            ]
+            .into_iter()
+            .collect(),
+            cycle: None,
+        };
+        let mut entries = Vec::new();
+        assert_eq!(
+            started_by(&ask(
+                Some(&spec),
+                &mut entries,
+                &world(vec![], view("u", &[]))
+            )),
+            None
+        );
+        // A failed dbt run does not count; a successful one waits for a as well.
+        let failed = vec![delivery("dbt-job-1-run-1", Failed, 5)];
+        let a_done = view("u", &[(1, Succeeded, 6)]);
+        assert_eq!(
+            started_by(&ask(
+                Some(&spec),
+                &mut entries,
+                &world(failed.clone(), a_done.clone())
+            )),
+            None
+        );
+        let ok = [vec![delivery("dbt-job-1-run-2", Succeeded, 7)], failed].concat();
+        assert_eq!(
+            started_by(&ask(
+                Some(&spec),
+                &mut entries,
+                &world(ok.clone(), a_done.clone())
+            ))
+            .as_deref(),
+            Some("dbt#dbt-job-1-run-2")
+        );
+        // Both are taken into account: the same state starts nothing more.
+        assert_eq!(
+            started_by(&ask(Some(&spec), &mut entries, &world(ok, a_done))),
             None
         );
     }

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod fixtures;
 pub mod proxy;
 pub mod receiver;
+pub mod sender;
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {
@@ -239,6 +240,24 @@ fn rand_u64() -> u64 {
             .as_nanos(),
     );
     h.finish()
+}
+
+/// GET `http://{address}{path}` (curl): the status code and the body.
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{address}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// Installs the CRDs from `crds/` (server-side apply, idempotent) and waits until established.
@@ -460,18 +479,26 @@ impl ControllerProcess {
 
     /// The address the current process serves /metrics, /healthz and /readyz on (from its log).
     pub async fn metrics_address(&self) -> String {
+        self.logged_address("serving /metrics").await
+    }
+
+    /// The address of the current process's webhook endpoint (started with
+    /// `SYNCSEQ_RECEIVER_ADDRESS`), from its log.
+    pub async fn receiver_address(&self) -> String {
+        self.logged_address("serving webhook receivers").await
+    }
+
+    /// The `address=` of the newest log line that says `marker`.
+    async fn logged_address(&self, marker: &str) -> String {
         let log = self.log.clone();
         eventually(
             Duration::from_secs(30),
-            "the controller's metrics address in its log",
+            &format!("'{marker}' with its address in the controller's log"),
             || {
                 let log = log.clone();
                 async move {
                     let text = std::fs::read_to_string(&log).ok()?;
-                    let line = text
-                        .lines()
-                        .rev()
-                        .find(|l| l.contains("serving /metrics"))?;
+                    let line = text.lines().rev().find(|l| l.contains(marker))?;
                     Some(line.rsplit("address=").next()?.trim().to_string())
                 }
             },

@@ -98,12 +98,22 @@ and the Role (watchNamespace). No wildcards: every group, resource and verb is n
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# WebhookReceivers: their deliveries start runs; the leader keeps their path and Ready
+# condition (merge patch), the webhook endpoint records deliveries (get, then update under
+# the resourceVersion read).
+- apiGroups: ["syncseq.dev"]
+  resources: ["webhookreceivers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["syncseq.dev"]
+  resources: ["webhookreceivers/status"]
+  verbs: ["get", "update", "patch"]
 # Events for every run and step transition (events.k8s.io/v1; patch updates an Event series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- with .Values.alertSecrets }}
-# Alert webhook URLs: only the named Secrets, read one at a time. Never list or watch.
+{{- with concat .Values.alertSecrets .Values.receiver.secrets | uniq }}
+# Alert webhook URLs and receivers' signing secrets: only the named Secrets, read one at a
+# time. Never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]
   resourceNames: {{ toJson . }}
