@@ -308,13 +308,30 @@ async fn fivetran_and_generic_deliveries_start_runs_and_reach_the_alert_body() {
     let other = fivetran_body("sync_end", "other_connector", "77", "SUCCESSFUL");
     let a = post(&to, &salesforce, &signed("Fivetran", TOKEN, &other), &other).await;
     assert_eq!(a.result(), "ignored", "{a:?}");
+    // A failed sync of the connector is recorded and starts nothing (the sequence follows
+    // successes): the run below is the successful sync's.
+    let failed = fivetran_body("sync_end", "mystified_presiding", "3cdc0a9a", "FAILURE");
+    let a = post(
+        &to,
+        &salesforce,
+        &signed("Fivetran", TOKEN, &failed),
+        &failed,
+    )
+    .await;
+    assert_eq!(a.result(), "accepted", "{a:?}");
     let a = post(&to, &salesforce, &signed("Fivetran", TOKEN, &end), &end).await;
     assert_eq!((a.status, a.result().as_str()), (200, "accepted"), "{a:?}");
     let a = post(&to, &salesforce, &signed("Fivetran", TOKEN, &end), &end).await;
     assert_eq!(a.result(), "duplicate", "{a:?}");
 
     let seq = wait_for_run(&ns, "after-fivetran", 1, DEADLINE).await;
-    let run = &seq.status.unwrap().book.runs[0];
+    let book = seq.status.unwrap().book;
+    assert_eq!(
+        book.last_run_number,
+        Some(1),
+        "the failed Fivetran sync started nothing"
+    );
+    let run = &book.runs[0];
     assert_eq!(run.phase, RunPhase::Failed);
     let by = serde_json::json!({
         "kind": "WebhookReceiver", "name": "salesforce",
@@ -340,6 +357,21 @@ async fn fivetran_and_generic_deliveries_start_runs_and_reach_the_alert_body() {
     assert!(a.body.contains("X-Delivery-Id"), "{a:?}");
     let warned = wait_event_notes(&ns, "ci", "BadPayload", DEADLINE).await;
     assert!(warned[0].contains("no delivery id"), "{warned:?}");
+    let failed = br#"{"id": "dagster-run-5f29", "status": "Failed"}"#;
+    let a = post(&to, &ci, &signed("Generic", "wrong-secret", failed), failed).await;
+    assert_eq!(
+        (a.status, a.result().as_str()),
+        (401, "bad_signature"),
+        "{a:?}"
+    );
+    let a = post(
+        &to,
+        &ci,
+        &signed("Generic", "another-secret", failed),
+        failed,
+    )
+    .await;
+    assert_eq!(a.result(), "accepted", "{a:?}");
     let done = br#"{"summary": "dagster asset crm_models materialized"}"#;
     let mut headers = signed("Generic", "another-secret", done);
     headers.push(("X-Delivery-Id", "dagster-run-5f2a".into()));
@@ -357,7 +389,11 @@ async fn fivetran_and_generic_deliveries_start_runs_and_reach_the_alert_body() {
             run: "dagster-run-5f2a".into(),
         })
     );
-    assert_eq!(book.runs.len(), 1);
+    assert_eq!(
+        book.last_run_number,
+        Some(1),
+        "the failed delivery started nothing"
+    );
 }
 
 #[tokio::test]

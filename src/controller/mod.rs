@@ -204,7 +204,7 @@ pub async fn run(
     let (receiver_store, receiver_writer) = reflector::store();
     let (receivers_listed_tx, mut receivers_listed) = tokio::sync::watch::channel(false);
     let receiver_stream = if receivers_served(&client, ns).await {
-        watcher(
+        let stream = watcher(
             api::<WebhookReceiver>(&client, ns),
             watcher::Config::default(),
         )
@@ -223,13 +223,14 @@ pub async fn run(
         .predicate_filter(
             kube::runtime::predicates::generation,
             PredicateConfig::default(),
-        )
-        .boxed()
+        );
+        Some(stream)
     } else {
+        // No receiver controller at all: one on a store that never fills would wait for it
+        // forever, shutdown included.
         receivers_listed_tx.send_replace(true);
-        futures::stream::pending().boxed()
+        None
     };
-    let receiver_controller = Controller::for_stream(receiver_stream, receiver_store.clone());
     let limits = kube::runtime::controller::Config::default().concurrency(config.concurrency);
     let controller = Controller::for_stream(seq_stream, seq_store.clone())
         .with_config(limits.clone())
@@ -306,14 +307,18 @@ pub async fn run(
         sequences_by_sync.clone(),
         sequences_by_sync,
     );
-    let receiver_controller = receiver_controller
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            crate::receiver::reconcile,
-            crate::receiver::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| async move { log_failure(result.map(|_| ())) });
+    let receiver_controller = match receiver_stream {
+        Some(stream) => Controller::for_stream(stream, ctx.receivers.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                crate::receiver::reconcile,
+                crate::receiver::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move { log_failure(result.map(|_| ())) })
+            .boxed(),
+        None => futures::future::ready(()).boxed(),
+    };
 
     let sequence_controller = controller
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
