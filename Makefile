@@ -12,7 +12,7 @@ build:
 # Regenerate the CRDs from the Rust types (a unit test fails when they drift).
 crds:
 	$(CARGO) run --locked -q -- crd > crds/syncseq.dev_crds.yaml
-	hack/check-chart-crds.sh --fix
+	$(CARGO) run --locked -q -- crd --helm > charts/syncseq/templates/crds.yaml
 
 # Quality gates: formatting and clippy with warnings as errors.
 lint:
@@ -30,7 +30,6 @@ test-integration: cluster
 # The Helm chart: lint, render, server-side dry-run, RBAC checks, and a run under the chart's
 # ServiceAccount instead of admin.
 test-chart: cluster build
-	hack/check-chart-crds.sh
 	SYNCSEQ_BIN=target/debug/syncseq hack/test-chart.sh
 
 # The run-order, failure and schedule integration tests again, with the controller running as

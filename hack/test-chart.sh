@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the Helm chart charts/syncseq against the local control plane (make cluster):
 #
-#   1. the chart's CRDs are a byte-identical copy of crds/ (hack/check-chart-crds.sh);
+#   1. the CRDs are templates (templates/crds.yaml, checked against the types by a unit test),
+#      not Helm's install-only crds/ directory;
 #   2. helm lint with the default values and every charts/syncseq/ci/*-values.yaml;
 #   3. helm template for each value set; values that must be refused are refused;
 #   4. every rendered manifest passes a server-side dry-run (kubectl apply --dry-run=server), after
@@ -14,13 +15,18 @@
 #      users with Kubernetes' default view, edit and admin roles in a namespace may do with
 #      SyncSequences and Syncs (the chart's aggregated roles);
 #   7. with SYNCSEQ_BIN=<controller binary> set: that controller runs with the namespace-scoped
-#      ServiceAccount's token only and completes a run of examples/crm-hourly.yaml.
+#      ServiceAccount's token only and completes a run of examples/crm-hourly.yaml;
+#   8. CRDs that upgrade, with a real `helm install` and `helm upgrade`: a release whose CRDs have
+#      no WebhookReceiver and no SyncSequence spec.after (release N-1), upgraded to this chart,
+#      serves both; uninstalling keeps the CRDs. With SYNCSEQ_BIN, this controller also runs
+#      against N-1's CRDs: it completes a run and stops on SIGTERM.
 #
 # Environment: KUBECONFIG (default <repo>/.cluster/kubeconfig), HELM (default: helm from
 # hack/build-tools.sh, else PATH), SYNCSEQ_BIN (optional, step 7). Needs kubectl and jq.
 # Creates and deletes the namespaces syncseq-chart-test and syncseq-chart-test-watched and the
 # ClusterRole/ClusterRoleBinding syncseq-chart-test and the ClusterRoles syncseq-chart-test-view,
-# -edit and -admin.
+# -edit and -admin; step 8 deletes the syncseq CRDs (and so every syncseq object of the cluster)
+# and leaves this chart's CRDs installed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,9 +65,10 @@ if [ -z "${HELM:-}" ]; then
 fi
 kubectl get --raw /readyz >/dev/null 2>&1 || die "no API server at KUBECONFIG=$KUBECONFIG (run make cluster)"
 
-# --- 1. CRD copy -------------------------------------------------------------------------------
+# --- 1. CRDs as templates ----------------------------------------------------------------------
 log "chart CRDs"
-hack/check-chart-crds.sh >/dev/null || fail "charts/syncseq/crds is not a copy of crds/ (hack/check-chart-crds.sh)"
+[ ! -e "$chart/crds" ] || fail "$chart/crds/ exists: Helm installs it once and never upgrades it; the CRDs are templates/crds.yaml (make crds)"
+[ -s "$chart/templates/crds.yaml" ] || fail "$chart/templates/crds.yaml is missing (make crds)"
 
 # --- 2. lint -----------------------------------------------------------------------------------
 value_sets=(default)
@@ -339,6 +346,24 @@ if [ -s "$work/namespaced.json" ]; then
   can no create jobs.batch -n default
 fi
 
+# Applies examples/crm-hourly.yaml in <namespace>, requests a run and prints its result once it
+# ended (empty after 90 s, or when the controller <pid> exits).
+run_crm_once() { # <namespace> <controller pid>
+  local n=$1 pid=$2 req deadline result=
+  kubectl -n "$n" apply --server-side -f examples/crm-hourly.yaml >/dev/null
+  req=$(date +%s)
+  kubectl -n "$n" annotate syncsequence crm-hourly "syncseq.dev/requestedAt=$req" --overwrite >/dev/null
+  deadline=$((SECONDS + 90))
+  while [ $SECONDS -lt $deadline ]; do
+    result=$(kubectl -n "$n" get syncsequence crm-hourly -o json \
+      | jq -r "select(.status.lastHandledRequestAt == \"$req\" and .status.currentRun == null) | .status.lastRunResult // empty")
+    [ -n "$result" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "$result"
+}
+
 # --- 7. optional: the controller itself, with only the ServiceAccount's rights -------------------
 if [ -n "${SYNCSEQ_BIN:-}" ] && [ -s "$work/namespaced.json" ] && [ "$failures" -eq 0 ]; then
   log "running $SYNCSEQ_BIN as $sa in namespace $watched"
@@ -352,17 +377,7 @@ if [ -n "${SYNCSEQ_BIN:-}" ] && [ -s "$work/namespaced.json" ] && [ "$failures" 
   KUBECONFIG=$sakube kubectl config use-context c >/dev/null
   KUBECONFIG=$sakube "$SYNCSEQ_BIN" controller --namespace "$watched" --lease-namespace "$ns" --metrics-address 127.0.0.1:0 >"$work/controller.log" 2>&1 &
   controller_pid=$!
-  kubectl -n "$watched" apply --server-side -f examples/crm-hourly.yaml >/dev/null
-  req=$(date +%s)
-  kubectl -n "$watched" annotate syncsequence crm-hourly "syncseq.dev/requestedAt=$req" --overwrite >/dev/null
-  deadline=$((SECONDS + 90)); result=
-  while [ $SECONDS -lt $deadline ]; do
-    result=$(kubectl -n "$watched" get syncsequence crm-hourly -o json \
-      | jq -r "select(.status.lastHandledRequestAt == \"$req\" and .status.currentRun == null) | .status.lastRunResult // empty")
-    [ -n "$result" ] && break
-    kill -0 "$controller_pid" 2>/dev/null || break
-    sleep 0.5
-  done
+  result=$(run_crm_once "$watched" "$controller_pid")
   if [ "$result" != Succeeded ]; then
     tail -n 30 "$work/controller.log" >&2
     fail "controller with the chart's namespaced RBAC: run result '${result:-none}', want Succeeded"
@@ -374,6 +389,70 @@ if [ -n "${SYNCSEQ_BIN:-}" ] && [ -s "$work/namespaced.json" ] && [ "$failures" 
     fail "the controller hit 403 Forbidden with the chart's RBAC"
   fi
 fi
+
+# --- 8. CRDs that upgrade ---------------------------------------------------------------------
+up=syncseq-upgrade-test
+if [ "$failures" -eq 0 ]; then
+  log "CRD upgrade: release N-1 (no WebhookReceiver, no SyncSequence spec.after) to this chart"
+  # Release N-1: this chart with the CRDs of a release that had neither.
+  prev=$work/chart-prev
+  cp -r "$chart" "$prev"
+  "$HELM" template "$up" "$chart" --namespace "$up" --show-only templates/crds.yaml >"$work/crds-now.yaml"
+  kubectl create --dry-run=client -o json -f "$work/crds-now.yaml" | jq -c '
+    (if .kind == "List" then .items[] else . end)
+    | select(.spec.names.kind != "WebhookReceiver")
+    | if .spec.names.kind == "SyncSequence"
+      then del(.spec.versions[].schema.openAPIV3Schema.properties.spec.properties.after) else . end' \
+    | sed '1!s/^/---\n/' >"$prev/templates/crds.yaml"
+  # A cluster that never had syncseq: no CRDs (deleting them deletes every syncseq object).
+  kubectl delete crd syncs.syncseq.dev syncsequences.syncseq.dev webhookreceivers.syncseq.dev \
+    --ignore-not-found --timeout=180s >/dev/null || die "deleting the CRDs"
+  kubectl get namespace "$up" >/dev/null 2>&1 || kubectl create namespace "$up" >/dev/null
+  "$HELM" uninstall "$up" --namespace "$up" >/dev/null 2>&1 || true
+  "$HELM" install "$up" "$prev" --namespace "$up" --set replicaCount=1 >"$work/helm.log" 2>&1 \
+    || { cat "$work/helm.log" >&2; die "helm install of release N-1"; }
+  kubectl wait --for=condition=Established crd/syncs.syncseq.dev crd/syncsequences.syncseq.dev --timeout=60s >/dev/null
+  after_seq='{"apiVersion": "syncseq.dev/v1alpha1", "kind": "SyncSequence", "metadata": {"name": "after-load"},
+    "spec": {"after": {"upstreams": [{"kind": "SyncSequence", "name": "load"}]}, "steps": [{"name": "a", "syncRef": {"name": "a"}}]}}'
+  if echo "$after_seq" | kubectl apply --dry-run=server --validate=strict -n "$up" -f - >/dev/null 2>"$work/after.err"; then
+    fail "release N-1 serves spec.after already: the upgrade test proves nothing"
+  fi
+  kubectl get crd webhookreceivers.syncseq.dev >/dev/null 2>&1 && fail "release N-1 has the WebhookReceiver CRD"
+
+  if [ -n "${SYNCSEQ_BIN:-}" ]; then
+    # Rolling forward before the CRDs: this controller on N-1's CRDs works without receivers.
+    "$SYNCSEQ_BIN" controller --namespace "$up" --no-leader-election --metrics-address 127.0.0.1:0 >"$work/n-1.log" 2>&1 &
+    pid=$!
+    result=$(run_crm_once "$up" "$pid")
+    [ "$result" = Succeeded ] || { tail -n 30 "$work/n-1.log" >&2; fail "this controller on N-1's CRDs: run result '${result:-none}', want Succeeded"; }
+    grep -q "the WebhookReceiver CRD is not installed" "$work/n-1.log" || fail "this controller on N-1's CRDs did not say the WebhookReceiver CRD is missing"
+    kill -TERM "$pid"
+    deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -9 "$pid"
+      fail "this controller on N-1's CRDs did not stop within 15 s of SIGTERM"
+    fi
+    log "this controller on N-1's CRDs completed a run ($result) and stopped on SIGTERM"
+  fi
+
+  "$HELM" upgrade "$up" "$chart" --namespace "$up" --set replicaCount=1 >"$work/helm.log" 2>&1 \
+    || { cat "$work/helm.log" >&2; fail "helm upgrade to this chart"; }
+  kubectl wait --for=condition=Established crd/webhookreceivers.syncseq.dev --timeout=60s >/dev/null \
+    || fail "after helm upgrade: the WebhookReceiver CRD is not established"
+  if ! echo "$after_seq" | kubectl apply --dry-run=server --validate=strict -n "$up" -f - >/dev/null 2>"$work/after.err"; then
+    cat "$work/after.err" >&2
+    fail "after helm upgrade: spec.after is not served"
+  fi
+  "$HELM" uninstall "$up" --namespace "$up" >/dev/null || fail "helm uninstall"
+  for c in syncs syncsequences webhookreceivers; do
+    kubectl get crd "$c.syncseq.dev" >/dev/null 2>&1 || fail "helm uninstall deleted crd/$c.syncseq.dev (crds.keep)"
+  done
+  [ "$failures" -eq 0 ] && log "helm upgrade brought the new CRD and field; uninstall kept the CRDs"
+fi
+# Leave this chart's CRDs as the tests install them, whatever happened above.
+kubectl apply --server-side --force-conflicts -f crds/syncseq.dev_crds.yaml >/dev/null || fail "reinstalling the CRDs"
+kubectl delete namespace "$up" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 
 if [ "$failures" -ne 0 ]; then
   echo "[test-chart] $failures check(s) FAILED" >&2

@@ -22,7 +22,11 @@ pub enum Command {
     /// Run the controller.
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML.
-    Crd,
+    Crd {
+        /// As the Helm chart's template (`charts/syncseq/templates/crds.yaml`).
+        #[arg(long)]
+        helm: bool,
+    },
     /// Schedule tools.
     #[command(subcommand)]
     Schedule(ScheduleCommand),

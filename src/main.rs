@@ -10,9 +10,12 @@ async fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => syncseq::api::crds_yaml()
-            .map(|y| print!("{y}"))
-            .map_err(anyhow::Error::from),
+        Command::Crd { helm } => match helm {
+            false => syncseq::api::crds_yaml(),
+            true => syncseq::api::crds_helm_template(),
+        }
+        .map(|y| print!("{y}"))
+        .map_err(anyhow::Error::from),
         Command::Schedule(ScheduleCommand::Next {
             expr,
             time_zone,

@@ -16,7 +16,7 @@ mod sync;
 mod upstream;
 
 pub use common::*;
-pub use crd::{all_crds, crds_yaml};
+pub use crd::{all_crds, crds_helm_template, crds_yaml};
 pub use outbox::*;
 pub use receiver::*;
 pub use run::*;
