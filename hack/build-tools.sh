@@ -14,13 +14,20 @@ check kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
 check etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check helm helm.sh/helm/v4 "$HELM_VERSION"
+check prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
 
 # Bump when the way the programs are built changes, so cached binaries are rebuilt.
 recipe=2
-key=$( (echo "$recipe"; cat "$here/versions.env" "$here"/tools/*/go.mod "$here"/tools/*/go.sum) | sha256sum | cut -c1-12)
+# The control plane's key covers its own versions and wrappers only; promtool, a test tool, has
+# its own (below), so that a Prometheus bump does not rebuild Kubernetes.
+plane=(etcd helm kubernetes kwok)
+key=$( (echo "$recipe"; grep -v '^PROMETHEUS_VERSION=' "$here/versions.env"
+  for t in "${plane[@]}"; do cat "$here/tools/$t/go.mod"; done
+  for t in "${plane[@]}"; do cat "$here/tools/$t/go.sum"; done) | sha256sum | cut -c1-12)
+promkey=$( (echo "$recipe"; cat "$here/tools/prometheus/go.mod" "$here/tools/prometheus/go.sum") | sha256sum | cut -c1-12)
 cache=${SYNCSEQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syncseq}
 bin=$cache/$key/bin
-programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm)
+programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm "promtool-$promkey")
 
 missing=()
 for p in "${programs[@]}"; do [ -x "$bin/$p" ] || missing+=("$p"); done
@@ -47,5 +54,7 @@ build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-m
 build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_version"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
 build helm helm helm.sh/helm/v4/cmd/helm
+build prometheus "promtool-$promkey" github.com/prometheus/prometheus/cmd/promtool
+ln -sf "promtool-$promkey" "$bin/promtool"
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$bin"

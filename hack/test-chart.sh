@@ -58,11 +58,13 @@ cleanup() {
 trap cleanup EXIT
 
 for tool in kubectl jq; do command -v "$tool" >/dev/null || die "$tool is required"; done
+bin=$(hack/build-tools.sh 2>/dev/null) || bin=
 if [ -z "${HELM:-}" ]; then
-  if bin=$(hack/build-tools.sh 2>/dev/null) && [ -x "$bin/helm" ]; then HELM=$bin/helm
+  if [ -x "$bin/helm" ]; then HELM=$bin/helm
   elif command -v helm >/dev/null; then HELM=helm
   else die "no helm: set HELM or run hack/build-tools.sh"; fi
 fi
+PROMTOOL=${PROMTOOL:-${bin:+$bin/promtool}}
 kubectl get --raw /readyz >/dev/null 2>&1 || die "no API server at KUBECONFIG=$KUBECONFIG (run make cluster)"
 
 # --- 1. CRDs as templates ----------------------------------------------------------------------
@@ -134,6 +136,21 @@ for set in "${value_sets[@]}"; do
       grep -qF -- "$want" "$work/sm.yaml" || fail "servicemonitor: rendered ServiceMonitor lacks '$want'"
     done
     if grep -q '^kind: ServiceMonitor' "$work/default.yaml"; then fail "default: a ServiceMonitor is rendered although it is off by default"; fi
+    if grep -q '^kind: PrometheusRule' "$work/default.yaml"; then fail "default: a PrometheusRule is rendered although it is off by default"; fi
+    # The alerting rules: the PrometheusRule's spec is a Prometheus rule file; promtool checks
+    # it and runs hack/testdata/prometheus-rules-test.yaml (a firing and a quiet case each).
+    "$HELM" template "$release" "$chart" --namespace "$ns" ${va:+"$va"} \
+      --show-only templates/prometheusrule.yaml >"$work/pr.yaml" 2>&1 || { cat "$work/pr.yaml" >&2; fail "rendering the PrometheusRule"; continue; }
+    grep -qF 'release: prometheus' "$work/pr.yaml" || fail "servicemonitor: the PrometheusRule lacks its extra label"
+    sed -n '/^spec:$/,$p' "$work/pr.yaml" | sed '1d; s/^  //' >"$work/rules.yaml"
+    cp hack/testdata/prometheus-rules-test.yaml "$work/rules-test.yaml"
+    if [ -x "${PROMTOOL:-}" ]; then
+      log "promtool check rules and test rules"
+      "$PROMTOOL" check rules "$work/rules.yaml" >"$work/promtool.log" 2>&1 || { cat "$work/promtool.log" >&2; fail "promtool check rules"; }
+      (cd "$work" && "$PROMTOOL" test rules rules-test.yaml) >"$work/promtool.log" 2>&1 || { cat "$work/promtool.log" >&2; fail "promtool test rules"; }
+    else
+      fail "no promtool (hack/build-tools.sh builds it)"
+    fi
     continue
   fi
   input=$work/$set.yaml
@@ -426,6 +443,19 @@ if [ "$failures" -eq 0 ]; then
     result=$(run_crm_once "$up" "$pid")
     [ "$result" = Succeeded ] || { tail -n 30 "$work/n-1.log" >&2; fail "this controller on N-1's CRDs: run result '${result:-none}', want Succeeded"; }
     grep -q "the WebhookReceiver CRD is not installed" "$work/n-1.log" || fail "this controller on N-1's CRDs did not say the WebhookReceiver CRD is missing"
+    # Its /metrics after a run: per-sequence series, and what promtool's linter says of them.
+    address=$(sed -n 's/.*serving \/metrics.*address=\([^ ]*\).*/\1/p' "$work/n-1.log" | tail -1)
+    curl -sf "http://$address/metrics" >"$work/metrics.txt" || fail "reading /metrics of this controller"
+    for want in "syncseq_last_success_timestamp_seconds{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\"}" \
+      "syncseq_last_run_outcome{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1" \
+      "syncseq_schedule_interval_seconds{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\"} 3600" \
+      "syncseq_runs_total{namespace=\"$up\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1" \
+      'syncseq_leader 1' 'syncseq_build_info{version='; do
+      grep -qF -- "$want" "$work/metrics.txt" || fail "/metrics lacks '$want'"
+    done
+    if [ -x "${PROMTOOL:-}" ]; then
+      "$PROMTOOL" check metrics <"$work/metrics.txt" >"$work/promtool.log" 2>&1 || { cat "$work/promtool.log" >&2; fail "promtool check metrics"; }
+    fi
     kill -TERM "$pid"
     deadline=$((SECONDS + 15))
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done

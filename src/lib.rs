@@ -94,6 +94,7 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
 
     if args.no_leader_election {
         health.leading.store(true, Ordering::SeqCst);
+        metrics.leader.set(1);
         tracing::info!(namespace = ?config.namespace, "starting syncseq controller (no leader election)");
         return controller::run(
             client_with(leader::Fence::open())?,
@@ -126,6 +127,7 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
         }
     }
     health.leading.store(true, Ordering::SeqCst);
+    metrics.leader.set(1);
     tracing::info!(namespace = ?config.namespace, "leading: starting syncseq controller");
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = {
@@ -137,12 +139,13 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let run = controller::run(client, config, metrics, health.clone(), stop);
+    let run = controller::run(client, config, metrics.clone(), health.clone(), stop);
     tokio::pin!(run);
     let result = tokio::select! {
         result = &mut run => result,
         _ = election.lost() => {
             health.leading.store(false, Ordering::SeqCst);
+            metrics.leader.set(0);
             let _ = lost_tx.send(());
             // Writes are fenced already, so nothing in flight can act; give it a moment to end
             // cleanly, then exit regardless (a reconcile stuck on a hung request must not keep

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 
 struct AppState {
     metrics: Arc<Metrics>,
@@ -42,13 +42,15 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics_handler(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.encode(format),
     )
 }
 

@@ -405,7 +405,7 @@ async fn three_failed_runs_notify_once_and_the_next_success_recovers_once() {
             ("steps", "StepFailed", "steps-hook", "JSON"),
         ]),
     ));
-    let _controller = ControllerProcess::start(&ns.name);
+    let controller = ControllerProcess::start(&ns.name);
 
     for run in 1..=3 {
         let seq = run_to_end(&ns, "crm", run).await;
@@ -457,6 +457,30 @@ async fn three_failed_runs_notify_once_and_the_next_success_recovers_once() {
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type.as_deref(), Some("application/json"));
     }
+    // The deliveries, the failed step and the rejected rows in /metrics.
+    let (_, metrics) = http_get(&controller.metrics_address().await, "/metrics").await;
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{metrics}"))
+    };
+    assert_eq!(
+        sample("syncseq_alert_deliveries_total{provider=\"Slack\",result=\"delivered\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample("syncseq_alert_deliveries_total{provider=\"JSON\",result=\"delivered\"}"),
+        3.0
+    );
+    let step = format!("{{namespace=\"{}\",name=\"crm\",step=\"load\"}}", ns.name);
+    assert_eq!(sample(&format!("syncseq_step_failures_total{step}")), 3.0);
+    // Each of the four runs reported a rejected row, the successful one too.
+    assert_eq!(
+        sample(&format!("syncseq_step_rejected_rows_total{step}")),
+        4.0
+    );
 
     // JSON format: the documented plain object.
     let failed = json[0].json();

@@ -106,7 +106,52 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
     };
-    assert_eq!(value("syncseq_runs_total{outcome=\"Succeeded\"}"), 1.0);
+    let of_crm = |metric: &str, more: &str| {
+        format!("{metric}{{namespace=\"{}\",name=\"crm\"{more}}}", ns.name)
+    };
+    assert_eq!(
+        value(&of_crm("syncseq_runs_total", ",outcome=\"Succeeded\"")),
+        1.0
+    );
+    // What the caches show of each object, at scrape time.
+    let of = |metric: &str, kind: &str, name: &str, more: &str| {
+        format!(
+            "{metric}{{kind=\"{kind}\",namespace=\"{}\",name=\"{name}\"{more}}}",
+            ns.name
+        )
+    };
+    let finished = seq.status.as_ref().unwrap().book.runs[0].clone();
+    assert_eq!(
+        value(&of(
+            "syncseq_last_success_timestamp_seconds",
+            "SyncSequence",
+            "crm",
+            ""
+        )),
+        finished.completion_time.unwrap().0.as_millisecond() as f64 / 1000.0
+    );
+    assert_eq!(
+        value(&of(
+            "syncseq_last_run_outcome",
+            "SyncSequence",
+            "crm",
+            ",outcome=\"Succeeded\""
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&of("syncseq_run_in_progress", "SyncSequence", "crm", "")),
+        0.0
+    );
+    assert!(
+        value(&of(
+            "syncseq_last_success_timestamp_seconds",
+            "Sync",
+            "contacts",
+            ""
+        )) > 0.0
+    );
+    assert_eq!(value("syncseq_leader"), 1.0);
     assert_eq!(
         value("syncseq_step_handoff_seconds_count"),
         2.0,

@@ -54,3 +54,4 @@ gen_kubernetes
 gen_etcd
 gen_simple kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 gen_simple helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
+gen_simple prometheus github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"

@@ -253,6 +253,10 @@ pub async fn run(
             tracing::info!("caches synced");
         });
     }
+    metrics.objects.watch(crate::metrics::Stores {
+        sequences: seq_store.clone(),
+        syncs: syncs.clone(),
+    });
     let ctx = Arc::new(Context {
         client: client.clone(),
         syncs: syncs.clone(),

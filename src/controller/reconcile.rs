@@ -18,7 +18,7 @@ use crate::api::{
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
 };
-use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
+use crate::metrics::{KindLabel, Metrics, RunLabels, StepLabels};
 
 /// What the reconciler needs to know of a kind.
 pub trait Subject:
@@ -93,7 +93,8 @@ impl Subject for SyncSequence {
         !super::notify::status_unchanged(current, planned)
     }
     fn record(&self, metrics: &Metrics, plan: &Plan) {
-        record_progress(metrics, self.status.as_ref(), plan);
+        let (namespace, name) = (self.namespace().unwrap_or_default(), self.name_any());
+        record_progress(metrics, &namespace, &name, self.status.as_ref(), plan);
     }
     fn offer_alerts(&self, ctx: &Context, status: &SyncSequenceStatus) {
         if status.pending_alerts.is_empty() {
@@ -290,6 +291,8 @@ pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Req
 /// Run outcomes, step durations and hand-offs, read from what this plan changed.
 fn record_progress(
     metrics: &Metrics,
+    namespace: &str,
+    name: &str,
     old: Option<&SyncSequenceStatus>,
     plan: &crate::engine::Plan,
 ) {
@@ -303,7 +306,9 @@ fn record_progress(
     {
         metrics
             .runs
-            .get_or_create(&OutcomeLabel {
+            .get_or_create(&RunLabels {
+                namespace: namespace.into(),
+                name: name.into(),
                 outcome: format!("{:?}", run.phase),
             })
             .inc();
@@ -323,10 +328,24 @@ fn record_progress(
     {
         for (i, step) in run.steps.iter().enumerate() {
             let was = old_steps(run.id).find(|s| s.name == step.name);
-            if step.phase.is_final()
-                && was.is_some_and(|w| !w.phase.is_final())
-                && let (Some(start), Some(end)) = (&step.start_time, &step.completion_time)
-            {
+            let ended = step.phase.is_final() && was.is_some_and(|w| !w.phase.is_final());
+            if ended {
+                let labels = StepLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    step: step.name.clone(),
+                };
+                if step.phase == crate::api::StepPhase::Failed {
+                    metrics.step_failures.get_or_create(&labels).inc();
+                }
+                if let Some(rejected) = step.rows_rejected.filter(|r| *r > 0) {
+                    metrics
+                        .step_rejected_rows
+                        .get_or_create(&labels)
+                        .inc_by(rejected.unsigned_abs());
+                }
+            }
+            if ended && let (Some(start), Some(end)) = (&step.start_time, &step.completion_time) {
                 metrics
                     .step_duration
                     .observe(end.0.duration_since(start.0).as_secs_f64().max(0.0));

@@ -118,6 +118,7 @@ struct Shared {
     /// Per sequence (namespace, name): each alert's last delivery outcome, for the condition.
     /// The lock also serialises the worker's status writes.
     outcomes: Mutex<HashMap<(String, String), std::collections::BTreeMap<String, Outcome>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Notifier {
@@ -151,6 +152,7 @@ impl Notifier {
             active: Default::default(),
             handled: Default::default(),
             outcomes: Mutex::new(HashMap::new()),
+            metrics: metrics.clone(),
         });
         tokio::spawn(dispatch(rx, shared));
         Notifier { tx, metrics }
@@ -288,6 +290,24 @@ async fn attempts(shared: &Shared, d: &Delivery) {
             Err(e) if !e.retry => Progress::Abandoned(e),
             Err(e) => Progress::Retrying(e),
         };
+        let result = match &progress {
+            Progress::Delivered => "delivered",
+            Progress::Abandoned(_) => "abandoned",
+            Progress::Retrying(_) => "failed",
+        };
+        shared
+            .metrics
+            .alert_deliveries
+            .get_or_create(&crate::metrics::AlertLabels {
+                // As `spec.alerts[].webhook.format` spells it.
+                provider: match n.webhook.format {
+                    crate::api::WebhookFormat::Json => "JSON",
+                    crate::api::WebhookFormat::Slack => "Slack",
+                }
+                .into(),
+                result: result.into(),
+            })
+            .inc();
         let over = !matches!(progress, Progress::Retrying(_));
         if over {
             lock(&shared.handled).insert(n.key.clone());

@@ -1,0 +1,291 @@
+//! Per-object metrics, read from the caches at each scrape, as kube-state-metrics reads objects:
+//! what a user alerts on — when a sequence or Sync last succeeded, how its last run ended and
+//! how long it took, whether one runs now, whether it is suspended, and how often its schedule
+//! fires. They are derived from status, so they are right after a restart or a change of
+//! leader, and a deleted object's series go with it. Only the leader holds the caches: a
+//! standby exports none of these (sum or max over replicas).
+
+use std::sync::OnceLock;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::api::{RunBook, RunPhase, ScheduleSpec, Sync, SyncSequence};
+use crate::schedule;
+
+/// Which object a series is about.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// `SyncSequence` or `Sync`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+    outcome: String,
+}
+
+/// The caches the figures are read from, once the controller has them.
+pub(crate) struct Stores {
+    pub sequences: Store<SyncSequence>,
+    pub syncs: Store<Sync>,
+}
+
+/// The collector; empty until [`Objects::watch`].
+#[derive(Default)]
+pub struct Objects(OnceLock<Stores>);
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Objects")
+    }
+}
+
+impl Objects {
+    /// Starts exporting the objects of these caches.
+    pub(crate) fn watch(&self, stores: Stores) {
+        let _ = self.0.set(stores);
+    }
+}
+
+/// One object's figures.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Figures {
+    pub labels: ObjectLabels,
+    /// When its last successful run ended (Unix seconds).
+    pub last_success: Option<f64>,
+    pub last_outcome: Option<RunPhase>,
+    pub last_duration: Option<f64>,
+    pub running: bool,
+    pub suspended: bool,
+    /// Seconds between its next two scheduled fires.
+    pub interval: Option<f64>,
+}
+
+fn seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+/// The figures of one object, from its spec's schedule and its run book. Pure.
+pub(crate) fn figures(
+    labels: ObjectLabels,
+    scheduling: &ScheduleSpec,
+    book: Option<&RunBook>,
+    last_success: Option<Timestamp>,
+    now: Timestamp,
+) -> Figures {
+    let last = book.and_then(|b| b.runs.first());
+    let interval = scheduling.schedule.as_deref().and_then(|expr| {
+        let sched = schedule::Schedule::parse(expr).ok()?;
+        let tz = schedule::parse_time_zone(scheduling.time_zone.as_deref()).ok()?;
+        match schedule::preview(&sched, &tz, now, 2)[..] {
+            [a, b] => Some(b.duration_since(a).as_secs_f64()),
+            _ => None,
+        }
+    });
+    Figures {
+        labels,
+        last_success: last_success.map(seconds),
+        last_outcome: last.map(|r| r.phase),
+        last_duration: last.and_then(|r| {
+            let end = r.completion_time.as_ref()?.0;
+            Some(end.duration_since(r.start_time.0).as_secs_f64().max(0.0))
+        }),
+        running: book.is_some_and(|b| b.current_run.is_some()),
+        suspended: scheduling.suspend,
+        interval,
+    }
+}
+
+fn labels(kind: &str, obj: &impl ResourceExt) -> ObjectLabels {
+    ObjectLabels {
+        kind: kind.into(),
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+    }
+}
+
+impl Objects {
+    fn all(&self, now: Timestamp) -> Vec<Figures> {
+        let Some(stores) = self.0.get() else {
+            return Vec::new();
+        };
+        let sequences = stores.sequences.state().into_iter().map(|s| {
+            let book = s.status.as_ref().map(|st| &st.book);
+            let success = book
+                .and_then(|b| b.last_successful_time.as_ref())
+                .map(|t| t.0);
+            figures(
+                labels("SyncSequence", s.as_ref()),
+                &s.spec.scheduling,
+                book,
+                success,
+                now,
+            )
+        });
+        // A Sync's last success is whoever ran it; its other figures are its own runs'.
+        let syncs = stores.syncs.state().into_iter().map(|s| {
+            let st = s.status.as_ref();
+            let success = st
+                .and_then(|st| st.last_succeeded_run.as_ref())
+                .and_then(|r| r.completion_time.as_ref())
+                .map(|t| t.0);
+            let book = st.map(|st| &st.book);
+            figures(
+                labels("Sync", s.as_ref()),
+                &s.spec.scheduling,
+                book,
+                success,
+                now,
+            )
+        });
+        sequences.chain(syncs).collect()
+    }
+}
+
+/// Encodes one gauge family: a series per object that has a value.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    all: &[Figures],
+    value: impl Fn(&Figures) -> Option<f64>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for f in all {
+        if let Some(v) = value(f) {
+            ConstGauge::new(v).encode(family.encode_family(&f.labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for Objects {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.all(Timestamp::now());
+        let flag = |b: bool| Some(if b { 1.0 } else { 0.0 });
+        gauge(
+            &mut encoder,
+            "last_success_timestamp_seconds",
+            "When the object's last successful run ended (a Sync's: whoever ran it)",
+            &all,
+            |f| f.last_success,
+        )?;
+        gauge(
+            &mut encoder,
+            "last_run_duration_seconds",
+            "How long the object's last finished run took",
+            &all,
+            |f| f.last_duration,
+        )?;
+        gauge(
+            &mut encoder,
+            "run_in_progress",
+            "1 while a run of the object is in progress",
+            &all,
+            |f| flag(f.running),
+        )?;
+        gauge(
+            &mut encoder,
+            "suspended",
+            "1 while the object's spec.suspend is set",
+            &all,
+            |f| flag(f.suspended),
+        )?;
+        gauge(
+            &mut encoder,
+            "schedule_interval_seconds",
+            "Seconds between the next two fires of the object's schedule",
+            &all,
+            |f| f.interval,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "last_run_outcome",
+            "1 for how the object's last finished run ended (outcome label)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for f in &all {
+            if let Some(outcome) = f.last_outcome {
+                let labels = OutcomeLabels {
+                    kind: f.labels.kind.clone(),
+                    namespace: f.labels.namespace.clone(),
+                    name: f.labels.name.clone(),
+                    outcome: format!("{outcome:?}"),
+                };
+                ConstGauge::new(1.0).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{RunSummary, TriggerKind};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn who() -> ObjectLabels {
+        ObjectLabels {
+            kind: "SyncSequence".into(),
+            namespace: "revops".into(),
+            name: "crm-hourly".into(),
+        }
+    }
+
+    #[test]
+    fn the_figures_come_from_the_run_book_and_the_schedule() {
+        let scheduling = ScheduleSpec {
+            schedule: Some("0 */2 * * *".into()),
+            time_zone: Some("Europe/Berlin".into()),
+            ..ScheduleSpec::default()
+        };
+        let book = RunBook {
+            runs: vec![RunSummary {
+                id: 7,
+                trigger: TriggerKind::Schedule,
+                upstream: None,
+                phase: RunPhase::Failed,
+                start_time: Time(at(0)),
+                completion_time: Some(Time(at(90))),
+                failed_step: Some("contacts".into()),
+                message: None,
+            }],
+            ..RunBook::default()
+        };
+        let f = figures(who(), &scheduling, Some(&book), Some(at(-3600)), at(100));
+        assert_eq!(f.last_success, Some(1_800_000_000.0 - 3600.0));
+        assert_eq!(f.last_outcome, Some(RunPhase::Failed));
+        assert_eq!(f.last_duration, Some(90.0));
+        assert_eq!(f.interval, Some(7200.0));
+        assert!(!f.running && !f.suspended);
+    }
+
+    #[test]
+    fn an_object_that_never_ran_or_has_a_bad_schedule_has_no_figures_to_lie_with() {
+        let scheduling = ScheduleSpec {
+            schedule: Some("not a schedule".into()),
+            ..ScheduleSpec::default()
+        };
+        let f = figures(who(), &scheduling, None, None, at(0));
+        assert_eq!(
+            (f.last_success, f.last_outcome, f.last_duration, f.interval),
+            (None, None, None, None)
+        );
+    }
+}
