@@ -6,7 +6,6 @@
 package argocd
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -41,31 +40,19 @@ var safeOs = map[string]lua.LGFunction{
 // as Go values.
 func runAction(t *testing.T, src string, obj map[string]interface{}) interface{} {
 	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer L.Close()
-	for _, lib := range []struct {
-		name string
-		fn   lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.OsLibName, func(L *lua.LState) int {
-			L.Push(L.RegisterModule(lua.OsLibName, safeOs))
-			return 1
-		}},
-	} {
-		if err := L.CallByParam(lua.P{Fn: L.NewFunction(lib.fn), NRet: 0, Protect: true}, lua.LString(lib.name)); err != nil {
-			t.Fatal(err)
-		}
+	L, cancel, err := sandbox(library{lua.OsLibName, func(L *lua.LState) int {
+		L.Push(L.RegisterModule(lua.OsLibName, safeOs))
+		return 1
+	}})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer L.Close()
+	defer cancel()
 	L.PreloadModule(lua.OsLibName, func(L *lua.LState) int {
 		L.Push(L.SetFuncs(L.NewTable(), safeOs))
 		return 1
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	L.SetContext(ctx)
 	L.SetGlobal("obj", toLua(L, obj))
 	if err := L.DoString(src); err != nil {
 		t.Fatal(err)

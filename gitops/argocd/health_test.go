@@ -88,25 +88,41 @@ func toLua(L *lua.LState, value interface{}) lua.LValue {
 	return lua.LNil
 }
 
-// run executes the health script against obj in a sandbox like Argo CD's.
-func run(src string, obj map[string]interface{}) (health, error) {
+// library is a Lua library to open: its name and its opener.
+type library struct {
+	name string
+	fn   lua.LGFunction
+}
+
+// sandbox opens a Lua state as Argo CD's util/lua does: only the package, base and table
+// libraries, and with a 1 s limit; extra libraries (name, opener) are opened after them. The
+// caller closes the state and calls cancel.
+func sandbox(extra ...library) (*lua.LState, context.CancelFunc, error) {
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	defer L.Close()
-	for _, lib := range []struct {
-		name string
-		fn   lua.LGFunction
-	}{
+	libs := append([]library{
 		{lua.LoadLibName, lua.OpenPackage},
 		{lua.BaseLibName, lua.OpenBase},
 		{lua.TabLibName, lua.OpenTable},
-	} {
+	}, extra...)
+	for _, lib := range libs {
 		if err := L.CallByParam(lua.P{Fn: L.NewFunction(lib.fn), NRet: 0, Protect: true}, lua.LString(lib.name)); err != nil {
-			return health{}, err
+			L.Close()
+			return nil, nil, err
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
 	L.SetContext(ctx)
+	return L, cancel, nil
+}
+
+// run executes the health script against obj in a sandbox like Argo CD's.
+func run(src string, obj map[string]interface{}) (health, error) {
+	L, cancel, err := sandbox()
+	if err != nil {
+		return health{}, err
+	}
+	defer L.Close()
+	defer cancel()
 	L.SetGlobal("obj", toLua(L, obj))
 	if err := L.DoString(src); err != nil {
 		return health{}, err
