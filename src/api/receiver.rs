@@ -99,7 +99,8 @@ pub struct WebhookReceiverStatus {
     /// The `metadata.generation` this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// kstatus conditions: `Ready` (False while the Secret or its key is missing).
+    /// kstatus conditions: `Ready` (False while the Secret or its key is missing, or syncseq may
+    /// not read it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -108,8 +109,8 @@ pub struct WebhookReceiverStatus {
     /// be guessed from the name; deleting and creating the receiver again changes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_path: Option<String>,
-    /// The deliveries accepted, newest first, at most [`MAX_DELIVERIES`]. A delivery whose id
-    /// is here already is a replay and starts nothing.
+    /// The deliveries accepted, newest first, at most 50 (`MAX_DELIVERIES`). A delivery whose
+    /// id is here already is a replay and starts nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<Delivery>,
 }

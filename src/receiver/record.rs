@@ -112,6 +112,7 @@ mod tests {
 
     #[test]
     fn a_delivery_is_recorded_once_newest_first_within_the_window() {
+        assert_eq!(MAX_DELIVERIES, 50, "status.deliveries' description says 50");
         let mut status = WebhookReceiverStatus::default();
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         assert_eq!(add(&mut status, &incoming("a"), now), Recorded::New);
