@@ -54,7 +54,7 @@ bench: cluster
 # runs, and a 10-minute alert receiver outage with a controller restart. See bench/SOAK.md.
 soak: cluster
 	SYNCSEQ_SOAK_KILLS=100 SYNCSEQ_TEST_OUTAGE_SECONDS=600 $(CARGO) test --locked --features failpoints \
-		--test soak --test failure_policies -- --nocapture \
+		--test soak --test e2e -- --nocapture \
 		the_promises_hold_while_the_leader_is_killed a_notification_survives_a_receiver_outage
 
 # Start the control plane, run the controller, apply the CRM example, trigger it and watch the

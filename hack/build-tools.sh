@@ -38,6 +38,13 @@ fi
 
 mkdir -p "$bin"
 start=$(date +%s)
+# Go's build and module caches for these programs come to about 10 GB; only the binaries are
+# worth keeping, so the caches are private to this build and removed when it ends, whatever
+# the outcome (a full disk failed CI once). -modcacherw lets rm delete the module files.
+find "$cache" -maxdepth 1 -name 'go-work.*' -mmin +1440 -exec rm -rf {} + # left by a killed build
+work=$(mktemp -d "$cache/go-work.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export GOCACHE=$work/build GOMODCACHE=$work/mod GOFLAGS="$GOFLAGS -modcacherw"
 # Kubernetes programs report their version from these variables (the release tarballs set them
 # the same way); without them kube-apiserver calls itself v0.0.0-master.
 minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}

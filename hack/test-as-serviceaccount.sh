@@ -50,4 +50,4 @@ if KUBECONFIG=$out kubectl auth can-i list secrets --all-namespaces >/dev/null 2
 fi
 echo "controller identity: system:serviceaccount:$ns:$sa"
 SYNCSEQ_CONTROLLER_KUBECONFIG=$out SYNCSEQ_CONTROLLER_NO_LEADER_ELECTION=1 \
-  cargo test --locked --features failpoints --test sequence_run --test standalone_sync --test schedules --test failure_policies
+  cargo test --locked --features failpoints --test e2e -- sequence_run:: standalone_sync:: schedules:: failure_policies::

@@ -1,7 +1,7 @@
 //! Running syncseq like a product: two replicas with leader election, and metrics
 //! (issue: run it like a product).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The local control plane is real: API server with RBAC, Job, CronJob and garbage-collector
 //! controllers, scheduler, and kwok playing the kubelet (issue: local control plane).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

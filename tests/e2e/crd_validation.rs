@@ -3,7 +3,7 @@
 //! apply, every bad manifest is refused by `kubectl apply` with the offending field's path, and
 //! `kubectl explain` / `kubectl get` show what the types document.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! Each test lets it die there, starts it again without the failpoint, and checks the run:
 //! exactly one Job per step attempt, nothing lost, nothing run twice, never two Pods of a Sync.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

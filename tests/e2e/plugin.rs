@@ -2,7 +2,7 @@
 //! same binary through a `kubectl-syncseq` symlink (argv[0] dispatch), and through kubectl's
 //! own plugin discovery (`kubectl syncseq ...` with the symlink on PATH).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

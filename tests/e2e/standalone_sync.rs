@@ -1,7 +1,7 @@
 //! A standalone Sync runs on request, can be cancelled, reports its last run whoever started
 //! it, and never runs twice at once (issue: sequences run — the second reconciler).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! Jobs deleted by hand, API refusals, names shared across kinds, cancelled holders, Pods that
 //! outlive their Job, untrusted container output, and two controllers at once.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! start none; big bodies and floods are refused while other receivers keep working (issue:
 //! runs that start when something upstream finishes).
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

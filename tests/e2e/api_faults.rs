@@ -3,7 +3,7 @@
 //! 410 Gone. Under each, the run finishes with exactly one Job per step and no Sync runs two
 //! Pods at once (issue: under faults nothing is lost or doubled).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! Alerts are delivered to a small HTTP receiver this test starts on 127.0.0.1; the controller
 //! runs as a process on the same machine, so it reaches it directly.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

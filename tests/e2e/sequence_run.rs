@@ -1,7 +1,7 @@
 //! Sequences run on the real control plane: one Job per step, strictly in order, with status
 //! and Events a person can debug from (issue: sequences run).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

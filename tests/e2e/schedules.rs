@@ -1,7 +1,7 @@
 //! Schedules on the real control plane: CronJob semantics for firing, suspend, catch-up after
 //! downtime and startingDeadlineSeconds (issue: schedules).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! ends while the controller is down, and cycles refused (issue: runs that start when
 //! something upstream finishes).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
