@@ -102,7 +102,7 @@ impl Drop for MemoryCgroup {
 /// The chart's default memory limit (`resources.limits.memory` in values.yaml), in bytes.
 pub fn chart_limit(values: &Path) -> Result<u64, String> {
     let text = std::fs::read_to_string(values).map_err(|e| format!("{}: {e}", values.display()))?;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
     let quantity = doc["resources"]["limits"]["memory"]
         .as_str()
         .ok_or("values.yaml has no resources.limits.memory")?;

@@ -27,7 +27,7 @@ pub fn job_name(chain: usize, step: u32) -> String {
 /// floor runs the same Pods as syncseq does.
 fn job(chain: usize, step: u32, duration: &str) -> Job {
     let name = job_name(chain, step);
-    let sync: serde_json::Value = serde_yaml::from_str(&crate::support::fixtures::sync_yaml(
+    let sync: serde_json::Value = serde_saphyr::from_str(&crate::support::fixtures::sync_yaml(
         &name,
         duration,
         0,

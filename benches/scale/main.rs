@@ -160,9 +160,9 @@ impl Drop for RunsWatch {
 
 /// A CronJob whose Jobs are those of a one-step tick sequence's Sync: the same template.
 fn cronjob_yaml(name: &str, schedule: &str) -> String {
-    let sync: serde_json::Value =
-        serde_yaml::from_str(&sync_yaml(name, "200ms", 0, None)).expect("the Sync fixture is YAML");
-    serde_yaml::to_string(&serde_json::json!({
+    let sync: serde_json::Value = serde_saphyr::from_str(&sync_yaml(name, "200ms", 0, None))
+        .expect("the Sync fixture is YAML");
+    serde_saphyr::to_string(&serde_json::json!({
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {"name": name},

@@ -218,7 +218,7 @@ pub async fn set_suspend(api: &Api<SyncSequence>, name: &str, suspend: bool) -> 
 fn print_as(format: OutputFormat, value: &impl Serialize) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(value)?)),
-        OutputFormat::Yaml => emit(&serde_yaml::to_string(value)?),
+        OutputFormat::Yaml => emit(&serde_saphyr::to_string(value)?),
     }
     Ok(())
 }

@@ -14,7 +14,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::*;
 use syncseq::api::{Sync, SyncSequence};
@@ -109,7 +108,7 @@ spec:
 "#;
 
 fn parse(yaml: &str) -> Value {
-    serde_yaml::from_str(yaml).expect("valid YAML")
+    serde_saphyr::from_str(yaml).expect("valid YAML")
 }
 
 /// `kubectl apply` of one manifest, with strict server-side field validation (kubectl's default,
@@ -211,11 +210,8 @@ async fn crds_install_with_client_side_kubectl_apply() {
     let path = repo_root().join("crds/syncseq.dev_crds.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
     let mut too_big = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let value = Value::deserialize(doc).unwrap();
-        if value.is_null() {
-            continue;
-        }
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).expect("CRDs are YAML");
+    for value in docs {
         let size = serde_json::to_vec(&value).unwrap().len();
         if size >= ANNOTATIONS_LIMIT {
             too_big.push(format!(
@@ -273,11 +269,9 @@ async fn every_example_applies_cleanly() {
         let shown = file.strip_prefix(repo_root()).unwrap_or(file).display();
         let text = std::fs::read_to_string(file).unwrap();
         let mut objects = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = Value::deserialize(doc).unwrap();
-            if value.is_null() {
-                continue;
-            }
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{shown}: {e}"));
+        for value in docs {
             if !value["metadata"]["namespace"].is_null() {
                 problems.push(format!(
                     "{shown}: {} {} sets a namespace; examples must apply into any namespace",
@@ -765,7 +759,7 @@ async fn bad_manifests_are_rejected_naming_the_offending_field() {
     let cases = bad_cases();
     let mut failures = Vec::new();
     for case in &cases {
-        let mut yaml = serde_yaml::to_string(&case.manifest).unwrap();
+        let mut yaml = serde_saphyr::to_string(&case.manifest).unwrap();
         if let Some(edit) = case.edit_yaml {
             yaml = edit(yaml);
         }
@@ -894,7 +888,7 @@ async fn valid_variants_are_accepted() {
     let mut refused = Vec::new();
     for (i, (what, mut manifest)) in variants.into_iter().enumerate() {
         manifest["metadata"] = json!({"name": format!("ok-{i:02}")});
-        let out = apply(&ns.name, &serde_yaml::to_string(&manifest).unwrap());
+        let out = apply(&ns.name, &serde_saphyr::to_string(&manifest).unwrap());
         if !out.status.success() {
             refused.push(format!(
                 "{what}: {}",

@@ -218,7 +218,7 @@ async fn run_wait_then_status_history_suspend_and_resume() {
 
     let out = plugin(&ns.name, &["status", "crm", "-o", "yaml"]);
     assert!(out.status.success(), "{}", describe(&out));
-    let yaml: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let yaml: serde_json::Value = serde_saphyr::from_slice(&out.stdout).unwrap();
     assert_eq!(yaml["lastRun"]["phase"].as_str(), Some("Succeeded"));
     assert_eq!(yaml["lastHandledRequestAt"].as_str(), Some(value));
 

@@ -16,7 +16,6 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Config, Resource};
-use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 
 pub mod audit;
@@ -269,11 +268,8 @@ pub async fn install_crds() {
     let client = client().await;
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client);
     let yaml = std::fs::read_to_string(repo_root().join("crds/syncseq.dev_crds.yaml")).unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let value = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
-        if value.is_null() {
-            continue;
-        }
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).expect("CRDs are YAML");
+    for value in docs {
         let name = value["metadata"]["name"].as_str().unwrap().to_string();
         crds.patch(
             &name,
