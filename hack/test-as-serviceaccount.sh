@@ -22,7 +22,7 @@ kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/d
 # Only the ServiceAccount and RBAC objects; the Deployment would need a real image.
 "$helm" template "$release" charts/syncseq --namespace "$ns" --set replicaCount=1 \
   --set rbac.aggregateToDefaultRoles=false \
-  --set "alertSecrets={slack-hook,json-hook,steps-hook,hook,absent,v4-hook,metadata-hook,v6-hook,named-hook}" \
+  --set "alertSecrets={slack-hook,json-hook,steps-hook,hook,absent,v4-hook,metadata-hook,v6-hook,named-hook,teams-hook,chat-hook,pd-hook,signed-hook,proxied-hook}" \
   | python3 -c '
 import sys, yaml
 keep = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

@@ -239,6 +239,8 @@ if [ -s "$work/namespaced.json" ]; then
 fi
 if [ -s "$work/egress.json" ]; then
   expect egress "--webhook-allow per allowed entry" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | index("--webhook-allow=169.254.1.1/32") != null and index("--webhook-allow=receiver.internal") != null'
+  expect egress "--webhook-ca-bundle from the mounted ConfigMap" 'map(select(.kind == "Deployment"))[0].spec.template.spec | (.containers[0].args | index("--webhook-ca-bundle=/etc/syncseq/webhook-ca/ca.crt") != null) and (.containers[0].volumeMounts | any(.name == "webhook-ca" and .mountPath == "/etc/syncseq/webhook-ca" and .readOnly)) and (.volumes | any(.name == "webhook-ca" and .configMap.name == "corporate-ca"))'
+  expect egress "HTTPS_PROXY and NO_PROXY in the environment" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].env | (map(select(.name == "HTTPS_PROXY"))[0].value == "http://proxy.internal:3128") and (map(select(.name == "NO_PROXY"))[0].value == ".cluster.local,10.0.0.0/8") and (map(select(.name == "HTTP_PROXY")) | length == 0)'
   expect egress "egress NetworkPolicy without link-local" 'map(select(.kind == "NetworkPolicy"))[0].spec | .policyTypes == ["Egress"] and (.egress[0].to | map(.ipBlock.except[0]) == ["169.254.0.0/16", "fe80::/10"])'
 fi
 if [ -s "$work/default.json" ]; then

@@ -74,6 +74,11 @@ pub struct ControllerArgs {
     /// unspecified addresses (refused by default). Repeat, or separate with commas.
     #[arg(long, env = "SYNCSEQ_WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<String>,
+    /// A PEM file of CA certificates alert webhooks trust besides the operating system's
+    /// (a private CA, a TLS-inspecting proxy's). Webhooks also honour HTTPS_PROXY, HTTP_PROXY
+    /// and NO_PROXY.
+    #[arg(long, env = "SYNCSEQ_WEBHOOK_CA_BUNDLE", value_name = "PATH")]
+    pub webhook_ca_bundle: Option<std::path::PathBuf>,
     /// Seconds a watch may keep failing (or, doubled, a reconcile may run) before /healthz
     /// fails.
     #[arg(long, env = "SYNCSEQ_HEALTH_STALL_SECONDS", default_value_t = 60)]

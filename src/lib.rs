@@ -47,8 +47,14 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     let config = controller::Config {
         namespace: args.namespace.clone(),
         instance: Some(instance.clone()),
-        egress: controller::EgressPolicy::parse(&args.webhook_allow)
-            .map_err(|e| anyhow::anyhow!(e))?,
+        webhooks: controller::WebhookTransport::new(
+            controller::EgressPolicy::parse(&args.webhook_allow).map_err(|e| anyhow::anyhow!(e))?,
+            match &args.webhook_ca_bundle {
+                Some(path) => controller::read_ca_bundle(path)
+                    .map_err(|e| anyhow::anyhow!("--webhook-ca-bundle {e}"))?,
+                None => vec![],
+            },
+        ),
         concurrency: args.concurrent_reconciles,
     };
     let metrics = Arc::new(metrics::Metrics::new());

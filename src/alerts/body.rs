@@ -1,5 +1,7 @@
-//! Webhook bodies: a plain JSON object, or a Slack incoming-webhook message (`text` plus Block
-//! Kit `blocks`). Both are documented in docs/alerts.md; tests pin the shapes.
+//! Webhook bodies: a plain JSON object and a Slack incoming-webhook message (`text` plus Block
+//! Kit `blocks`) here, Teams and Google Chat messages in `chat`, PagerDuty events in
+//! `pagerduty`; what a message says (title, lead, facts) is shared by every chat format. Each
+//! format is documented in docs/alerts.md; tests pin the shapes.
 
 use serde_json::{Value, json};
 
@@ -19,6 +21,9 @@ pub fn render(n: &Notification) -> Value {
     match n.webhook.format {
         WebhookFormat::Json => json_body(n),
         WebhookFormat::Slack => slack_body(n),
+        WebhookFormat::Teams => super::chat::teams_body(n),
+        WebhookFormat::GoogleChat => super::chat::google_chat_body(n),
+        WebhookFormat::PagerDuty => super::pagerduty::event_body(n),
     }
 }
 
@@ -83,87 +88,30 @@ pub fn json_body(n: &Notification) -> Value {
 /// and a context line. Text is escaped (`&`, `<`, `>`) and cut to Block Kit's limits.
 pub fn slack_body(n: &Notification) -> Value {
     let e = &n.event;
-    let (emoji, title) = match e.kind {
-        AlertTrigger::RunFailed => (
-            ":red_circle:",
-            format!("{}: run {} failed", n.sequence, e.run),
-        ),
-        AlertTrigger::StepFailed => (
-            ":warning:",
-            format!("{}: step {} failed", n.sequence, step_name(e)),
-        ),
-        AlertTrigger::RejectedRows => (
-            ":warning:",
-            format!(
-                "{}: step {} rejected too many rows",
-                n.sequence,
-                step_name(e)
-            ),
-        ),
-        AlertTrigger::Recovered => (":large_green_circle:", format!("{}: recovered", n.sequence)),
+    let emoji = match e.kind {
+        AlertTrigger::RunFailed => ":red_circle:",
+        AlertTrigger::StepFailed | AlertTrigger::RejectedRows => ":warning:",
+        AlertTrigger::Recovered => ":large_green_circle:",
     };
-    let trigger = match &e.upstream {
-        Some(up) => escape_fit(&format!("after upstream {up}"), 300),
-        None => trigger_text(e.trigger).to_string(),
-    };
-    let lead = match e.kind {
-        AlertTrigger::RunFailed => match &e.step {
-            Some(s) => format!(
-                "Run *{}* ({trigger}) failed at step *{}*.",
-                e.run,
-                escape_fit(&s.name, 200)
-            ),
-            None => format!("Run *{}* ({trigger}) failed.", e.run),
-        },
-        AlertTrigger::StepFailed => format!(
-            "Step *{}* failed in run *{}* ({trigger}).",
-            escape_fit(step_name(e), 200),
-            e.run
-        ),
-        AlertTrigger::RejectedRows => format!(
-            "Step *{}* rejected more rows than its limit allows in run *{}* ({trigger}).",
-            escape_fit(step_name(e), 200),
-            e.run
-        ),
-        AlertTrigger::Recovered => match e.failing_since_run {
-            Some(since) => format!(
-                "Run *{}* ({trigger}) succeeded; failing since run {since}.",
-                e.run
-            ),
-            None => format!("Run *{}* ({trigger}) succeeded.", e.run),
-        },
-    };
+    let lead = lead(n, &escape_fit(&trigger_phrase(n), 300), |s| {
+        format!("*{}*", escape_fit(s, 200))
+    });
     // The error text goes in a code block; ``` inside it would end the block early.
-    let quoted = if e.kind == AlertTrigger::Recovered || e.message.is_empty() {
-        String::new()
-    } else {
-        let budget = SLACK_SECTION_MAX - lead.chars().count() - 8;
-        format!(
-            "\n```{}```",
-            escape_fit(&e.message.replace("```", "'''"), budget)
-        )
-    };
-
-    let mut fields = vec![
-        field("Sequence", &format!("{}/{}", n.namespace, n.sequence)),
-        field("Run", &format!("{} ({})", e.run, trigger_name(e.trigger))),
-    ];
-    if let Some(s) = &e.step {
-        fields.push(field("Step", &format!("{} (sync {})", s.name, s.sync)));
-        if s.rows_synced.is_some() || s.rows_rejected.is_some() {
-            fields.push(field(
-                "Rows",
-                &format!(
-                    "{} synced, {} rejected",
-                    s.rows_synced.unwrap_or(0),
-                    s.rows_rejected.unwrap_or(0)
-                ),
-            ));
+    let quoted = match error_text(n) {
+        None => String::new(),
+        Some(message) => {
+            let budget = SLACK_SECTION_MAX - lead.chars().count() - 8;
+            format!(
+                "\n```{}```",
+                escape_fit(&message.replace("```", "'''"), budget)
+            )
         }
-    }
-    if let Some(since) = e.failing_since_run {
-        fields.push(field("Failing since", &format!("run {since}")));
-    }
+    };
+    let fields: Vec<Value> = facts(n)
+        .iter()
+        .map(|(label, value)| field(label, value))
+        .collect();
+    let title = title(n);
 
     json!({
         "text": escape_fit(&summary(n), SLACK_SECTION_MAX),
@@ -195,6 +143,83 @@ pub fn slack_body(n: &Notification) -> Value {
     })
 }
 
+/// The title of a chat message: `crm-hourly: run 12 failed`.
+pub(super) fn title(n: &Notification) -> String {
+    let e = &n.event;
+    match e.kind {
+        AlertTrigger::RunFailed => format!("{}: run {} failed", n.sequence, e.run),
+        AlertTrigger::StepFailed => format!("{}: step {} failed", n.sequence, step_name(e)),
+        AlertTrigger::RejectedRows => format!(
+            "{}: step {} rejected too many rows",
+            n.sequence,
+            step_name(e)
+        ),
+        AlertTrigger::Recovered => format!("{}: recovered", n.sequence),
+    }
+}
+
+/// What started the run, as a chat message says it: `scheduled`, or `after upstream …`.
+pub(super) fn trigger_phrase(n: &Notification) -> String {
+    match &n.event.upstream {
+        Some(up) => format!("after upstream {up}"),
+        None => trigger_text(n.event.trigger).to_string(),
+    }
+}
+
+/// The lead sentence of a chat message, with run numbers and step names marked by `strong`
+/// in the provider's markup (which also escapes them).
+pub(super) fn lead(n: &Notification, trigger: &str, strong: impl Fn(&str) -> String) -> String {
+    let e = &n.event;
+    let run = strong(&e.run.to_string());
+    let step = strong(step_name(e));
+    match e.kind {
+        AlertTrigger::RunFailed => match &e.step {
+            Some(s) => format!("Run {run} ({trigger}) failed at step {}.", strong(&s.name)),
+            None => format!("Run {run} ({trigger}) failed."),
+        },
+        AlertTrigger::StepFailed => format!("Step {step} failed in run {run} ({trigger})."),
+        AlertTrigger::RejectedRows => format!(
+            "Step {step} rejected more rows than its limit allows in run {run} ({trigger})."
+        ),
+        AlertTrigger::Recovered => match e.failing_since_run {
+            Some(since) => format!("Run {run} ({trigger}) succeeded; failing since run {since}."),
+            None => format!("Run {run} ({trigger}) succeeded."),
+        },
+    }
+}
+
+/// The error text a failure notification quotes; none for a recovery.
+pub(super) fn error_text(n: &Notification) -> Option<&str> {
+    let e = &n.event;
+    (e.kind != AlertTrigger::Recovered && !e.message.is_empty()).then_some(e.message.as_str())
+}
+
+/// The labelled facts of a chat message: sequence, run, step, rows, failing since.
+pub(super) fn facts(n: &Notification) -> Vec<(&'static str, String)> {
+    let e = &n.event;
+    let mut facts = vec![
+        ("Sequence", format!("{}/{}", n.namespace, n.sequence)),
+        ("Run", format!("{} ({})", e.run, trigger_name(e.trigger))),
+    ];
+    if let Some(s) = &e.step {
+        facts.push(("Step", format!("{} (sync {})", s.name, s.sync)));
+        if s.rows_synced.is_some() || s.rows_rejected.is_some() {
+            facts.push((
+                "Rows",
+                format!(
+                    "{} synced, {} rejected",
+                    s.rows_synced.unwrap_or(0),
+                    s.rows_rejected.unwrap_or(0)
+                ),
+            ));
+        }
+    }
+    if let Some(since) = e.failing_since_run {
+        facts.push(("Failing since", format!("run {since}")));
+    }
+    facts
+}
+
 fn field(label: &str, value: &str) -> Value {
     let text = format!(
         "*{label}*\n{}",
@@ -203,7 +228,7 @@ fn field(label: &str, value: &str) -> Value {
     json!({"type": "mrkdwn", "text": text})
 }
 
-fn step_name(e: &AlertEvent) -> &str {
+pub(super) fn step_name(e: &AlertEvent) -> &str {
     e.step.as_ref().map_or("?", |s| s.name.as_str())
 }
 
@@ -216,7 +241,7 @@ pub(super) fn kind_name(k: AlertTrigger) -> &'static str {
     }
 }
 
-fn trigger_name(t: TriggerKind) -> &'static str {
+pub(super) fn trigger_name(t: TriggerKind) -> &'static str {
     match t {
         TriggerKind::Schedule => "Schedule",
         TriggerKind::Manual => "Manual",
@@ -233,7 +258,7 @@ fn trigger_text(t: TriggerKind) -> &'static str {
 }
 
 /// Cuts to at most `max` characters, marking the cut with `…`.
-fn cut(s: &str, max: usize) -> String {
+pub(super) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

@@ -3,12 +3,15 @@
 //! This module is pure. [`evaluate`] turns what just happened to a sequence (steps and runs that
 //! reached a final phase, as [`Happening`]s) and the alert states kept in status into the
 //! [`Notification`]s to send and the new states; [`render`] builds the webhook body of a
-//! notification in the alert's format. The engine calls `evaluate` while deciding and puts each
-//! notification in the outbox of the status it writes (`status.pendingAlerts`); the controller
-//! delivers what the written status holds (`controller::notify`), off the reconcile path.
-//! `docs/alerts.md` documents the semantics and both body formats.
+//! notification in the alert's format (JSON, Slack, Teams, Google Chat or PagerDuty). The
+//! engine calls `evaluate` while deciding and puts each notification in the outbox of the
+//! status it writes (`status.pendingAlerts`); the controller delivers what the written status
+//! holds (`controller::notify`), off the reconcile path. `docs/alerts.md` documents the
+//! semantics and every body format.
 
 mod body;
+mod chat;
+mod pagerduty;
 mod state;
 
 #[cfg(test)]
@@ -19,6 +22,8 @@ use sha2::{Digest, Sha256};
 use crate::api::{AlertEvent, AlertTrigger, PendingAlert, Webhook};
 
 pub use body::{json_body, render, slack_body, summary};
+pub use chat::{google_chat_body, teams_body};
+pub use pagerduty::{dedup_key, event_body as pagerduty_body};
 pub use state::{Happening, RunRef, StepOutcome, Subject, evaluate};
 
 /// The condition the delivery worker sets on a sequence: `True` when every alert's last

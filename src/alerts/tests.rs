@@ -34,6 +34,8 @@ fn alert(name: &str, when: &[AlertTrigger], format: WebhookFormat) -> Alert {
                 key: "url".into(),
             },
             format,
+            routing_key_secret_ref: None,
+            signing_secret_ref: None,
         },
     }
 }
@@ -412,6 +414,112 @@ fn slack_text_is_escaped_and_cut() {
     assert_eq!(escape_fit("a<b>&c", 100), "a&lt;b&gt;&amp;c");
     assert_eq!(escape_fit("&&&&", 11), "&amp;&amp;…");
     assert_eq!(escape_fit("abcdef", 4), "abc…");
+}
+
+#[test]
+fn teams_body_is_an_adaptive_card_message() {
+    let alerts = [alert("oncall", &ALL, WebhookFormat::Teams)];
+    let (n, states) = play(&alerts, &[failed_run(3)]);
+    let body = render(&n[0]);
+    assert_eq!(body["type"], "message");
+    let attachment = &body["attachments"][0];
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &attachment["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(card["version"], "1.4");
+    assert_eq!(
+        card["$schema"],
+        "http://adaptivecards.io/schemas/adaptive-card.json"
+    );
+    let blocks = card["body"].as_array().unwrap();
+    let types: Vec<&str> = blocks.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "TextBlock",
+            "RichTextBlock",
+            "FactSet",
+            "RichTextBlock",
+            "TextBlock"
+        ]
+    );
+    assert_eq!(blocks[0]["text"], "crm: run 3 failed");
+    assert_eq!(blocks[0]["color"], "Attention");
+    assert_eq!(
+        blocks[1]["inlines"][0]["text"],
+        "Run 3 (scheduled) failed at step load."
+    );
+    assert_eq!(blocks[2]["facts"][0]["title"], "Sequence");
+    assert_eq!(blocks[2]["facts"][0]["value"], "revops/crm");
+    // The error text is a TextRun, which Teams never reads as Markdown.
+    assert_eq!(
+        blocks[3]["inlines"][0]["text"],
+        "step load failed: boom (exit code 1)"
+    );
+    assert_eq!(blocks[3]["inlines"][0]["fontType"], "Monospace");
+    let (r, _) = evaluate(&alerts, &states, &good_run(4), &subject());
+    let card = &render(&r[0])["attachments"][0]["content"];
+    assert_eq!(card["body"][0]["text"], "crm: recovered");
+    assert_eq!(card["body"][0]["color"], "Good");
+    assert_eq!(card["body"].as_array().unwrap().len(), 4, "no error text");
+}
+
+#[test]
+fn google_chat_body_is_one_text_with_the_error_in_a_code_block() {
+    let alerts = [alert("oncall", &ALL, WebhookFormat::GoogleChat)];
+    let (mut n, _) = play(&alerts, &[failed_run(3)]);
+    let text = render(&n[0])["text"].as_str().unwrap().to_string();
+    assert!(
+        text.starts_with("*crm: run 3 failed*\nRun *3* (scheduled) failed at step *load*.\n"),
+        "{text}"
+    );
+    assert!(text.contains("Sequence: revops/crm\n"), "{text}");
+    assert!(
+        text.ends_with("```step load failed: boom (exit code 1)```"),
+        "{text}"
+    );
+    // A sender's delivery id cannot mention everyone, and ``` cannot end the block early.
+    n[0].event.upstream = Some(crate::api::UpstreamRun {
+        kind: crate::api::UpstreamKind::WebhookReceiver,
+        name: "dbt".into(),
+        run: "<users/all>".into(),
+    });
+    n[0].event.message = format!("bad ```row``` {}", "x".repeat(10_000));
+    let text = render(&n[0])["text"].as_str().unwrap().to_string();
+    assert!(!text.contains("<users/all>"), "{text}");
+    assert_eq!(text.matches("```").count(), 2, "{text}");
+    assert!(text.chars().count() <= 4096);
+}
+
+#[test]
+fn pagerduty_failure_triggers_and_recovery_resolves_under_one_dedup_key() {
+    let alerts = [alert("oncall", &ALL, WebhookFormat::PagerDuty)];
+    let (n, states) = play(&alerts, &[failed_run(3)]);
+    assert!(!n.is_empty());
+    for failure in &n {
+        let body = render(failure);
+        assert_eq!(body["event_action"], "trigger");
+        assert_eq!(body["dedup_key"], "syncseq/revops/crm/oncall");
+        let payload = &body["payload"];
+        for field in ["summary", "source", "severity", "timestamp", "component"] {
+            assert!(payload[field].is_string(), "payload.{field}: {body}");
+        }
+        assert_eq!(payload["severity"], "error");
+        assert_eq!(payload["source"], "revops/crm");
+        assert_eq!(payload["component"], "crm/load");
+        assert_eq!(payload["custom_details"]["run"], 3);
+        assert!(body.get("routing_key").is_none(), "added at delivery");
+    }
+    let (r, _) = evaluate(&alerts, &states, &good_run(4), &subject());
+    let body = render(&r[0]);
+    assert_eq!(
+        body,
+        serde_json::json!({"event_action": "resolve", "dedup_key": "syncseq/revops/crm/oncall"})
+    );
+    assert_eq!(dedup_key(&r[0]), dedup_key(&n[0]));
 }
 
 #[test]

@@ -220,14 +220,30 @@ pub enum AlertTrigger {
 }
 
 /// An HTTP webhook whose URL is kept in a Secret.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.format) || self.format != 'PagerDuty' || has(self.routingKeySecretRef)").message("format PagerDuty needs routingKeySecretRef"))]
+#[x_kube(validation = Rule::new("(has(self.format) && self.format == 'PagerDuty') || !has(self.routingKeySecretRef)").message("routingKeySecretRef is for format PagerDuty only"))]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
-    /// The Secret key holding the webhook URL. The URL never appears in status, Events or logs.
+    /// The Secret key holding the webhook URL (for `PagerDuty`, the Events API v2 endpoint,
+    /// `https://events.pagerduty.com/v2/enqueue`). The URL never appears in status, Events or
+    /// logs.
     pub url_secret_ref: SecretKeyRef,
-    /// Body format: `Slack` (Slack-compatible `text` and `blocks`) or `JSON` (a plain object).
+    /// Body format: `JSON` (a plain object), `Slack` (`text` and Block Kit `blocks`), `Teams`
+    /// (an Adaptive Card for a Microsoft Teams Workflows webhook), `GoogleChat` (a Google Chat
+    /// message) or `PagerDuty` (Events API v2: a failure triggers an incident, the recovery
+    /// resolves it). docs/alerts.md shows each.
     #[serde(default)]
     pub format: WebhookFormat,
+    /// For `PagerDuty`: the Secret key holding the integration's routing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key_secret_ref: Option<SecretKeyRef>,
+    /// The Secret key holding a shared secret to sign each delivery with: HMAC-SHA256 of
+    /// `<timestamp>.<body>`, sent as `X-Syncseq-Signature: sha256=<hex>` beside
+    /// `X-Syncseq-Timestamp: <unix seconds>`, so that the receiver can verify the sender and
+    /// refuse replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key in a Secret of the sequence's namespace.
@@ -253,6 +269,25 @@ pub enum WebhookFormat {
     Json,
     /// A Slack incoming-webhook body.
     Slack,
+    /// A Microsoft Teams message with an Adaptive Card, for a Workflows webhook.
+    Teams,
+    /// A Google Chat incoming-webhook message.
+    GoogleChat,
+    /// A PagerDuty Events API v2 event.
+    PagerDuty,
+}
+
+impl WebhookFormat {
+    /// The format as `spec.alerts[].webhook.format` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "JSON",
+            WebhookFormat::Slack => "Slack",
+            WebhookFormat::Teams => "Teams",
+            WebhookFormat::GoogleChat => "GoogleChat",
+            WebhookFormat::PagerDuty => "PagerDuty",
+        }
+    }
 }
 
 /// Observed state of a SyncSequence, written by the controller with server-side apply.

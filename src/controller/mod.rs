@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
 
 pub use egress::EgressPolicy;
+pub use notify::{Transport as WebhookTransport, read_ca_bundle};
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
@@ -45,8 +46,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Identity in Events (`reportingInstance`), e.g. the Pod name.
     pub instance: Option<String>,
-    /// Where alert webhooks may connect.
-    pub egress: EgressPolicy,
+    /// How alert webhooks connect: where they may, the CA bundle, the proxies.
+    pub webhooks: WebhookTransport,
     /// Reconciles of each kind at once (0: no limit). Objects beyond it wait in the queue,
     /// where an object costs its name only; a reconcile in progress holds the object, its
     /// plan and its requests.
@@ -268,7 +269,7 @@ pub async fn run(
         notifier: notify::Notifier::start(
             client.clone(),
             reporter.clone(),
-            config.egress.clone(),
+            config.webhooks.clone(),
             metrics.clone(),
         ),
         reporter,

@@ -189,6 +189,8 @@ mod tests {
                         key: "url".into(),
                     },
                     format: WebhookFormat::Slack,
+                    routing_key_secret_ref: None,
+                    signing_secret_ref: None,
                 },
             }];
             Sim {

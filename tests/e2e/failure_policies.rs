@@ -13,7 +13,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::fixtures::*;
-use support::receiver::{Received, Receiver, create_secret};
+use support::receiver::{Received, Receiver, create_secret, create_secret_with};
 use support::*;
 use syncseq::api::{AlertHealth, RunPhase, StepPhase, Sync, SyncSequence};
 
@@ -887,6 +887,183 @@ async fn a_notification_survives_a_receiver_outage_and_a_controller_restart() {
         1
     );
     eprintln!("outage {outage:?}: {refused} refused attempts, then one delivery");
+}
+
+/// Teams, Google Chat, PagerDuty and signed JSON, each checked by the receiver for what its
+/// provider requires: a failed run notifies each, the next success recovers each, PagerDuty's
+/// recovery resolves the incident its failure triggered (one dedup key, the routing key from
+/// its own Secret), and every signed delivery verifies against the shared secret.
+#[tokio::test]
+async fn each_provider_gets_the_body_it_documents_and_pagerduty_resolves_what_it_triggered() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-providers").await;
+    let receiver = Receiver::start().await;
+    create_secret(&ns, "teams-hook", &receiver.url("/teams/workflow-tok")).await;
+    create_secret(&ns, "chat-hook", &receiver.url("/chat/space?key=tok")).await;
+    create_secret_with(
+        &ns,
+        "pd-hook",
+        &[
+            ("url", &receiver.url("/pagerduty/v2/enqueue")),
+            ("routingKey", "R0UT1NGKEY0000000000000000000000"),
+        ],
+    )
+    .await;
+    let shared_secret = "s3cret-shared-with-the-receiver";
+    create_secret_with(
+        &ns,
+        "signed-hook",
+        &[("url", &receiver.url("/signed")), ("secret", shared_secret)],
+    )
+    .await;
+    ns.kubectl_apply(&sync_yaml("load", "300ms", 2, None));
+    let alerts = "  alerts:\n\
+        \x20 - {name: teams, when: [RunFailed, Recovered], webhook: {urlSecretRef: {name: teams-hook, key: url}, format: Teams}}\n\
+        \x20 - {name: chat, when: [RunFailed, Recovered], webhook: {urlSecretRef: {name: chat-hook, key: url}, format: GoogleChat}}\n\
+        \x20 - {name: pd, when: [RunFailed, Recovered], webhook: {urlSecretRef: {name: pd-hook, key: url}, format: PagerDuty, routingKeySecretRef: {name: pd-hook, key: routingKey}}}\n\
+        \x20 - {name: signed, when: [RunFailed, Recovered], webhook: {urlSecretRef: {name: signed-hook, key: url}, signingSecretRef: {name: signed-hook, key: secret}}}\n";
+    ns.kubectl_apply(&sequence_yaml("crm", &[("load", "")], alerts));
+    let _controller = ControllerProcess::start(&ns.name);
+
+    let seq = run_to_end(&ns, "crm", 1).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    set_exit_code(&ns, "load", 0).await;
+    let seq = run_to_end(&ns, "crm", 2).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
+    let all = eventually(
+        Duration::from_secs(30),
+        "a failure and a recovery for each of the four alerts",
+        || async {
+            let all = receiver.requests("/");
+            (all.len() >= 8).then_some(all)
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    let of = |prefix: &str| -> Vec<Value> {
+        all.iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .map(Received::json)
+            .collect()
+    };
+
+    let teams = of("/teams");
+    assert_eq!(teams.len(), 2);
+    for (body, title) in teams.iter().zip(["crm: run 1 failed", "crm: recovered"]) {
+        assert_eq!(body["type"], "message", "{body}");
+        let attachment = &body["attachments"][0];
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        let card = &attachment["content"];
+        assert_eq!(card["type"], "AdaptiveCard");
+        assert!(card["version"].is_string());
+        assert_eq!(card["body"][0]["type"], "TextBlock");
+        assert_eq!(card["body"][0]["text"], title);
+    }
+
+    let chat = of("/chat");
+    assert_eq!(chat.len(), 2);
+    assert!(
+        chat[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("*crm: run 1 failed*")
+    );
+    assert!(
+        chat[1]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("*crm: recovered*")
+    );
+
+    let pd = of("/pagerduty");
+    assert_eq!(pd.len(), 2);
+    assert_eq!(pd[0]["event_action"], "trigger");
+    assert_eq!(pd[1]["event_action"], "resolve");
+    for event in &pd {
+        assert_eq!(event["routing_key"], "R0UT1NGKEY0000000000000000000000");
+        assert_eq!(event["dedup_key"], pd[0]["dedup_key"], "{event}");
+    }
+    let payload = &pd[0]["payload"];
+    for field in ["summary", "source", "severity", "timestamp"] {
+        assert!(payload[field].is_string(), "payload.{field} in {}", pd[0]);
+    }
+    assert_eq!(payload["severity"], "error");
+    assert_eq!(payload["source"], format!("{}/crm", ns.name));
+
+    let signed: Vec<&Received> = all.iter().filter(|r| r.path == "/signed").collect();
+    assert_eq!(signed.len(), 2);
+    for r in signed {
+        let timestamp = r.header("x-syncseq-timestamp").expect("a timestamp header");
+        let age = jiff::Timestamp::now().as_second() - timestamp.parse::<i64>().unwrap();
+        assert!(
+            (0..120).contains(&age),
+            "timestamp {timestamp} is {age}s old"
+        );
+        let mut signed_text = format!("{timestamp}.").into_bytes();
+        signed_text.extend_from_slice(&r.body);
+        let expected = format!(
+            "sha256={}",
+            syncseq::receiver::sign(shared_secret.as_bytes(), &signed_text)
+        );
+        assert_eq!(r.header("x-syncseq-signature"), Some(expected));
+        assert_eq!(r.json()["source"], "syncseq");
+    }
+    // Unsigned formats carry no signature.
+    let unsigned = all.iter().find(|r| r.path.starts_with("/teams")).unwrap();
+    assert_eq!(unsigned.header("x-syncseq-signature"), None);
+}
+
+/// Behind an egress proxy with a private CA: with HTTPS_PROXY set, an HTTPS webhook goes
+/// through the proxy as a CONNECT tunnel, TLS inside it verifies against the CA bundle
+/// (`SYNCSEQ_WEBHOOK_CA_BUNDLE`), and the API server (in NO_PROXY) is still reached directly.
+#[tokio::test]
+async fn webhooks_go_through_the_https_proxy_and_trust_the_ca_bundle() {
+    install_crds().await;
+    let ns = TestNamespace::new("fp-proxy").await;
+    let ca = support::tls::TestCa::new(&ns.name);
+    let receiver = Receiver::start_tls(&ca).await;
+    let proxy = support::tunnel::ConnectProxy::start().await;
+    create_secret(&ns, "proxied-hook", &receiver.https_url("/hook/tok")).await;
+    ns.kubectl_apply(&sync_yaml("load", "300ms", 2, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("load", "")],
+        &alerts_yaml(&[("oncall", "RunFailed", "proxied-hook", "JSON")]),
+    ));
+    let ca_path = ca.ca_path().display().to_string();
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        vec![
+            ("HTTPS_PROXY".into(), proxy.url()),
+            ("NO_PROXY".into(), "127.0.0.1".into()),
+            ("SYNCSEQ_WEBHOOK_CA_BUNDLE".into(), ca_path),
+        ],
+    );
+    let seq = run_to_end(&ns, "crm", 1).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    let delivered = eventually(
+        Duration::from_secs(30),
+        "the notification through the proxy",
+        || async { receiver.requests("/hook").into_iter().next() },
+    )
+    .await;
+    assert_eq!(delivered.json()["kind"], "RunFailed");
+    assert_eq!(
+        proxy.targets(),
+        vec![format!("localhost:{}", receiver.port)],
+        "the webhook, and only the webhook, went through the proxy"
+    );
+    wait_for_object(
+        &ns.api::<SyncSequence>(),
+        "crm",
+        Duration::from_secs(20),
+        "AlertsDelivered True",
+        |s| condition(s, "AlertsDelivered").is_some_and(|c| c.0 == "True"),
+    )
+    .await;
 }
 
 /// A webhook URL is a tenant's input: by default it may not reach loopback, link-local (cloud

@@ -23,6 +23,8 @@ pub mod fixtures;
 pub mod proxy;
 pub mod receiver;
 pub mod sender;
+pub mod tls;
+pub mod tunnel;
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {

@@ -1,5 +1,6 @@
-//! A webhook receiver for alert tests: a plain HTTP/1.1 server on 127.0.0.1 that records every
-//! request and answers as the test says (failures, an outage, a delay).
+//! A webhook receiver for alert tests: an HTTP/1.1 server on 127.0.0.1 (plain, or HTTPS for
+//! `localhost`) that records every request and answers as the test says (failures, an outage,
+//! a delay).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use super::TestNamespace;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// The request line and headers, as sent.
+    pub head: String,
     pub content_type: Option<String>,
     pub idempotency_key: Option<String>,
     pub body: Vec<u8>,
@@ -23,6 +26,11 @@ pub struct Received {
 }
 
 impl Received {
+    /// A request header's value (the first, if repeated).
+    pub fn header(&self, name: &str) -> Option<String> {
+        header(&self.head, name)
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -69,8 +77,36 @@ impl Receiver {
         Receiver { port, state, task }
     }
 
+    /// The same receiver over HTTPS, with `ca`'s certificate for `localhost`.
+    pub async fn start_tls(ca: &super::tls::TestCa) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let acceptor = ca.acceptor();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(sock).await {
+                        serve(tls, shared).await;
+                    }
+                });
+            }
+        });
+        Receiver { port, state, task }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The URL of a receiver started with [`Receiver::start_tls`].
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
     }
 
     pub fn fail_next(&self, n: usize) {
@@ -172,7 +208,10 @@ impl Drop for Tarpit {
     }
 }
 
-async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>) {
+async fn serve(
+    mut sock: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    state: Arc<Mutex<ReceiverState>>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (head, body_start, length) = loop {
@@ -234,6 +273,7 @@ async fn serve(mut sock: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>
     let _ = sock.shutdown().await;
     state.lock().unwrap().requests.push(Received {
         path,
+        head: head.clone(),
         content_type: header(&head, "content-type"),
         idempotency_key: header(&head, "idempotency-key"),
         body,
@@ -253,9 +293,18 @@ fn header(head: &str, name: &str) -> Option<String> {
 
 /// A Secret holding a webhook URL under the key `url`.
 pub async fn create_secret(ns: &TestNamespace, name: &str, url: &str) {
+    create_secret_with(ns, name, &[("url", url)]).await;
+}
+
+/// A Secret holding these keys and values.
+pub async fn create_secret_with(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": name},
-        "stringData": {"url": url},
+        "stringData": data,
     }))
     .unwrap();
     ns.api::<Secret>()

@@ -23,6 +23,7 @@
 //! one attempt's timeout. The queue is bounded; what it drops is counted
 //! (`syncseq_alert_queue_dropped_total`) and offered again by the next reconcile.
 
+mod connect;
 mod record;
 mod webhook;
 
@@ -30,7 +31,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, Semaphore, mpsc};
@@ -41,6 +41,8 @@ use crate::alerts::{self, Notification};
 use crate::api::{SyncSequence, SyncSequenceStatus};
 use crate::metrics::Metrics;
 
+use connect::Http;
+pub use connect::{Transport, read_ca_bundle};
 pub use record::status_unchanged;
 use record::{Outcome, Progress};
 
@@ -106,7 +108,7 @@ struct Shared {
     /// Where webhooks may connect (checked again on every resolution by `http`).
     egress: Arc<EgressPolicy>,
     reporter: Reporter,
-    http: webhook::Http,
+    http: Http,
     policy: RetryPolicy,
     in_flight: Semaphore,
     /// Per namespace, its share of the deliveries in flight.
@@ -126,26 +128,25 @@ impl Notifier {
     pub fn start(
         client: Client,
         reporter: Reporter,
-        egress: EgressPolicy,
+        transport: Transport,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self::start_with(client, reporter, egress, metrics, RetryPolicy::default())
+        Self::start_with(client, reporter, transport, metrics, RetryPolicy::default())
     }
 
     pub fn start_with(
         client: Client,
         reporter: Reporter,
-        egress: EgressPolicy,
+        transport: Transport,
         metrics: Arc<Metrics>,
         policy: RetryPolicy,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let egress = Arc::new(egress);
         let shared = Arc::new(Shared {
             client,
             reporter,
-            http: webhook::http_client(egress.clone()),
-            egress,
+            http: Http::new(&transport),
+            egress: Arc::new(transport.egress),
             policy,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             namespaces: Default::default(),
@@ -261,7 +262,7 @@ async fn deliver(shared: &Shared, d: Delivery) {
 
 async fn attempts(shared: &Shared, d: &Delivery) {
     let n = &d.notification;
-    let body = Bytes::from(serde_json::to_vec(&alerts::render(n)).unwrap_or_default());
+    let body = alerts::render(n);
     let mut attempt: u32 = 0;
     loop {
         if !still_pending(shared, n).await {
@@ -278,9 +279,9 @@ async fn attempts(shared: &Shared, d: &Delivery) {
                 &shared.http,
                 &shared.egress,
                 &n.namespace,
-                &n.webhook.url_secret_ref,
+                &n.webhook,
                 &n.key,
-                body.clone(),
+                &body,
                 shared.policy.request_timeout,
             )
             .await
@@ -299,12 +300,7 @@ async fn attempts(shared: &Shared, d: &Delivery) {
             .metrics
             .alert_deliveries
             .get_or_create(&crate::metrics::AlertLabels {
-                // As `spec.alerts[].webhook.format` spells it.
-                provider: match n.webhook.format {
-                    crate::api::WebhookFormat::Json => "JSON",
-                    crate::api::WebhookFormat::Slack => "Slack",
-                }
-                .into(),
+                provider: n.webhook.format.name().into(),
                 result: result.into(),
             })
             .inc();
@@ -321,7 +317,12 @@ async fn attempts(shared: &Shared, d: &Delivery) {
         if over {
             return;
         }
-        tokio::time::sleep(shared.policy.backoff(attempt)).await;
+        // A receiver's Retry-After is honoured when it asks for longer than the backoff.
+        let wait = match &outcome {
+            Err(e) => e.retry_after.unwrap_or_default(),
+            Ok(()) => Duration::ZERO,
+        };
+        tokio::time::sleep(shared.policy.backoff(attempt).max(wait)).await;
     }
 }
 

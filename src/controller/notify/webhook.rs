@@ -3,52 +3,17 @@
 //! (a Slack webhook URL is its own token): error texts that could carry it are scrubbed, and
 //! a receiver's answer is reported by its status code alone.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
+use serde_json::Value;
 
-use super::super::egress::{CheckedResolver, EgressPolicy, EgressRefused, refusal};
-use crate::api::SecretKeyRef;
-
-pub(super) type Http = HttpClient<HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>;
-
-/// An HTTPS (rustls, platform verifier: the OS trust store) or plain-HTTP client that connects
-/// only where the egress policy allows.
-pub(super) fn http_client(egress: Arc<EgressPolicy>) -> Http {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
-        .and_then(|b| b.with_platform_verifier().map_err(|e| e.to_string()))
-        .map(|b| b.with_no_client_auth())
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "no TLS trust store for alert webhooks; HTTPS deliveries will fail");
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-    let mut http = HttpConnector::new_with_resolver(CheckedResolver { policy: egress });
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    HttpClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
-}
+use super::super::egress::{EgressPolicy, EgressRefused, refusal};
+use super::connect::Http;
+use crate::api::{SecretKeyRef, Webhook};
 
 /// Why one attempt failed.
 #[derive(Debug)]
@@ -57,6 +22,8 @@ pub(super) struct AttemptError {
     pub reason: &'static str,
     pub message: String,
     pub retry: bool,
+    /// How long the receiver asked to be left alone (`Retry-After` on a 429 or 503).
+    pub retry_after: Option<Duration>,
 }
 
 impl AttemptError {
@@ -65,26 +32,56 @@ impl AttemptError {
             reason,
             message,
             retry: true,
+            retry_after: None,
         }
     }
 }
 
-/// One attempt: reads the URL from the Secret, checks it against the egress policy and POSTs
-/// the body. Error texts are scrubbed of the URL.
+/// One attempt: reads the URL (and the routing key and signing secret the webhook names) from
+/// their Secrets, checks the URL against the egress policy and POSTs the body. Error texts
+/// are scrubbed of the URL.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn attempt(
     client: &Client,
     http: &Http,
     egress: &EgressPolicy,
     namespace: &str,
-    secret: &SecretKeyRef,
+    webhook: &Webhook,
     idempotency_key: &str,
-    body: Bytes,
+    body: &Value,
     timeout: Duration,
 ) -> Result<(), AttemptError> {
-    let url = webhook_url(client, namespace, secret).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let raw = secret_value(&secrets, &webhook.url_secret_ref).await?;
+    let url = parse_url(&raw).ok_or_else(|| {
+        AttemptError::retry(
+            "InvalidURL",
+            format!(
+                "key {} of Secret {} does not hold an http(s) URL",
+                webhook.url_secret_ref.key, webhook.url_secret_ref.name
+            ),
+        )
+    })?;
     egress.check_literal(&url).map_err(refused)?;
-    post(http, &url, idempotency_key, body, timeout)
+    let mut body = body.clone();
+    if let Some(r) = &webhook.routing_key_secret_ref {
+        let key = secret_value(&secrets, r).await?;
+        let key = std::str::from_utf8(&key).map(str::trim).map_err(|_| {
+            AttemptError::retry(
+                "InvalidRoutingKey",
+                format!("key {} of Secret {} is not UTF-8", r.key, r.name),
+            )
+        })?;
+        body["routing_key"] = Value::String(key.to_string());
+    }
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let mut headers = vec![];
+    if let Some(r) = &webhook.signing_secret_ref {
+        let secret = secret_value(&secrets, r).await?;
+        let now = jiff::Timestamp::now().as_second();
+        headers.extend(signature_headers(&secret, now, &body));
+    }
+    post(http, &url, idempotency_key, &headers, body, timeout)
         .await
         .map_err(|mut e| {
             e.message = scrub(&e.message, &url.to_string());
@@ -92,12 +89,27 @@ pub(super) async fn attempt(
         })
 }
 
-async fn webhook_url(
-    client: &Client,
-    namespace: &str,
-    r: &SecretKeyRef,
-) -> Result<http::Uri, AttemptError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+/// The headers that sign a delivery made at `now` (unix seconds): the HMAC-SHA256 of
+/// `<now>.<body>`, keyed by the shared secret. The timestamp is signed too, so a receiver
+/// that refuses old timestamps refuses replays.
+pub(crate) fn signature_headers(
+    secret: &[u8],
+    now: i64,
+    body: &[u8],
+) -> [(&'static str, String); 2] {
+    let mut signed = format!("{now}.").into_bytes();
+    signed.extend_from_slice(body);
+    [
+        ("X-Syncseq-Timestamp", now.to_string()),
+        (
+            "X-Syncseq-Signature",
+            format!("sha256={}", crate::receiver::sign(secret, &signed)),
+        ),
+    ]
+}
+
+/// The value of one key of a Secret in the sequence's namespace.
+async fn secret_value(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<Vec<u8>, AttemptError> {
     let secret = match secrets.get_opt(&r.name).await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -113,21 +125,13 @@ async fn webhook_url(
             ));
         }
     };
-    let Some(value) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else {
-        return Err(AttemptError::retry(
+    match secret.data.and_then(|mut d| d.remove(&r.key)) {
+        Some(value) => Ok(value.0),
+        None => Err(AttemptError::retry(
             "SecretKeyNotFound",
             format!("Secret {} has no key {}", r.name, r.key),
-        ));
-    };
-    parse_url(&value.0).ok_or_else(|| {
-        AttemptError::retry(
-            "InvalidURL",
-            format!(
-                "key {} of Secret {} does not hold an http(s) URL",
-                r.key, r.name
-            ),
-        )
-    })
+        )),
+    }
 }
 
 /// The URL in a Secret value: UTF-8, surrounding whitespace ignored, http or https with a host.
@@ -138,21 +142,43 @@ fn parse_url(raw: &[u8]) -> Option<http::Uri> {
     (scheme_ok && uri.host().is_some_and(|h| !h.is_empty())).then_some(uri)
 }
 
+/// The longest `Retry-After` honoured: a receiver cannot park a notification for longer.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110), relative to `now`; a date in the past
+/// is no wait, anything unreadable is ignored.
+fn retry_after(value: &http::HeaderValue, now: std::time::SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    let wait = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(text)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
+}
+
 async fn post(
     http: &Http,
     url: &http::Uri,
     idempotency_key: &str,
+    headers: &[(&'static str, String)],
     body: Bytes,
     timeout: Duration,
 ) -> Result<(), AttemptError> {
-    let request = http::Request::post(url.clone())
+    let mut request = http::Request::post(url.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         // The same on every attempt, across restarts: receivers can de-duplicate on it.
         .header("Idempotency-Key", idempotency_key)
         .header(
             http::header::USER_AGENT,
             concat!("syncseq/", env!("CARGO_PKG_VERSION")),
-        )
+        );
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
         .body(Full::new(body))
         .map_err(|e| AttemptError::retry("DeliveryFailed", e.to_string()))?;
     let exchange = async {
@@ -161,6 +187,10 @@ async fn post(
             None => AttemptError::retry("DeliveryFailed", error_chain(&e)),
         })?;
         let status = response.status();
+        let wait = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
         // Read the (small) answer so the connection can be reused. Its body is never quoted:
         // it is whatever answers at the tenant's URL chose to say, and would reach status and
         // Events; the status code is what counts.
@@ -176,12 +206,13 @@ async fn post(
             || status == http::StatusCode::TOO_MANY_REQUESTS;
         Err(AttemptError {
             reason: "DeliveryFailed",
-            message: if retry {
-                message
-            } else {
-                format!("{message} (not retried)")
+            message: match (retry, wait) {
+                (true, Some(w)) => format!("{message} (retry after {}s)", w.as_secs()),
+                (true, None) => message,
+                (false, _) => format!("{message} (not retried)"),
             },
             retry,
+            retry_after: wait.filter(|_| retry),
         })
     };
     tokio::time::timeout(timeout, exchange)
@@ -200,6 +231,7 @@ fn refused(r: EgressRefused) -> AttemptError {
         reason: "EgressRefused",
         message: format!("{r} (not retried)"),
         retry: false,
+        retry_after: None,
     }
 }
 
@@ -255,6 +287,7 @@ pub(crate) fn scrub(text: &str, url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::connect::Transport;
     use super::*;
 
     #[test]
@@ -278,6 +311,42 @@ mod tests {
         assert!(!s.contains("https://"), "{s}");
         let s = scrub("see http://other.example/path?token=abc for details", url);
         assert_eq!(s, "see <URL> for details");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_bounded() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let h = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        assert_eq!(retry_after(&h("120"), now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(&h(" 0 "), now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&h("99999999999"), now), Some(RETRY_AFTER_MAX));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&h(&later), now), Some(Duration::from_secs(30)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&h(&earlier), now), Some(Duration::ZERO));
+        for junk in ["soon", "-5", "1.5", "", "Wed, 99 Foo 2026"] {
+            assert_eq!(retry_after(&h(junk), now), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_signature_covers_the_timestamp_and_the_body() {
+        let [timestamp, signature] = signature_headers(b"key", 1_700_000_000, b"{}");
+        assert_eq!(timestamp, ("X-Syncseq-Timestamp", "1700000000".to_string()));
+        // printf '1700000000.{}' | openssl dgst -sha256 -hmac key
+        assert_eq!(
+            signature,
+            (
+                "X-Syncseq-Signature",
+                "sha256=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"
+                    .to_string()
+            )
+        );
+        let [_, other_time] = signature_headers(b"key", 1_700_000_001, b"{}");
+        assert_ne!(
+            other_time.1, signature.1,
+            "a replayed body under a new time does not verify"
+        );
     }
 
     #[tokio::test]
@@ -311,27 +380,32 @@ mod tests {
                     }
                 }
                 let answer = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: 13\r\nconnection: close\r\n\r\nno_such_token"
+                    "HTTP/1.1 {status}\r\nretry-after: 7\r\ncontent-length: 13\r\nconnection: close\r\n\r\nno_such_token"
                 );
                 sock.write_all(answer.as_bytes()).await.unwrap();
             }
         });
-        let http = http_client(Arc::new(EgressPolicy::parse(&["127.0.0.1"]).unwrap()));
+        let http = Http::new(&Transport {
+            egress: EgressPolicy::parse(&["127.0.0.1"]).unwrap(),
+            ..Transport::default()
+        });
         let url: http::Uri = format!("http://{addr}/hook/T0/SECRET").parse().unwrap();
         let t = Duration::from_secs(5);
         let body = Bytes::from_static(b"{}");
-        let send = |body| post(&http, &url, "k1", body, t);
+        let send = |body| post(&http, &url, "k1", &[], body, t);
         assert!(send(body.clone()).await.is_ok());
         let head = heads.recv().await.unwrap().to_ascii_lowercase();
         assert!(head.contains("idempotency-key: k1"), "{head}");
         let e = send(body.clone()).await.unwrap_err();
         assert!(e.retry);
         assert_eq!(
-            e.message, "HTTP 503 Service Unavailable",
+            e.message, "HTTP 503 Service Unavailable (retry after 7s)",
             "the body is not quoted"
         );
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
         let e = send(body.clone()).await.unwrap_err();
         assert!(!e.retry);
+        assert_eq!(e.retry_after, None, "nothing to wait for: not retried");
         assert!(e.message.starts_with("HTTP 404 Not Found"), "{}", e.message);
         // Nothing listens any more: a connection error, scrubbed.
         let e = send(body).await.unwrap_err();
