@@ -451,7 +451,7 @@ if [ "$failures" -eq 0 ]; then
     for want in "syncseq_last_success_timestamp_seconds{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\"}" \
       "syncseq_last_run_outcome{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1" \
       "syncseq_schedule_interval_seconds{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\"} 3600" \
-      "syncseq_runs_total{namespace=\"$up\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1" \
+      "syncseq_runs_total{kind=\"SyncSequence\",namespace=\"$up\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1" \
       'syncseq_leader 1' 'syncseq_build_info{version='; do
       grep -qF -- "$want" "$work/metrics.txt" || fail "/metrics lacks '$want'"
     done

@@ -13,7 +13,8 @@ use super::execute::{ExecuteError, execute};
 use super::observe::{confirm_missing, holders, owned_jobs};
 use super::upstream;
 use crate::api::{
-    RunBook, Sync, SyncSequence, SyncSequenceStatus, SyncStatus, UpstreamKind, UpstreamRef,
+    RunBook, RunStatus, Sync, SyncSequence, SyncSequenceStatus, SyncStatus, UpstreamKind,
+    UpstreamRef,
 };
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
@@ -94,7 +95,12 @@ impl Subject for SyncSequence {
     }
     fn record(&self, metrics: &Metrics, plan: &Plan) {
         let (namespace, name) = (self.namespace().unwrap_or_default(), self.name_any());
-        record_progress(metrics, &namespace, &name, self.status.as_ref(), plan);
+        record_progress(
+            metrics,
+            ("SyncSequence", &namespace, &name),
+            self.status.as_ref().map(|s| (&s.book, s.last_run.as_ref())),
+            (&plan.status.book, plan.status.last_run.as_ref()),
+        );
     }
     fn offer_alerts(&self, ctx: &Context, status: &SyncSequenceStatus) {
         if status.pending_alerts.is_empty() {
@@ -150,6 +156,18 @@ impl Subject for Sync {
             claim: None,
             ..status.clone()
         }
+    }
+    /// The Sync's own runs. A step's end is seen only while its run is in progress: a Sync
+    /// keeps no finished run with its steps, so a one-step run that ends in the same write
+    /// counts in `runs` alone.
+    fn record(&self, metrics: &Metrics, plan: &Plan<SyncStatus>) {
+        let (namespace, name) = (self.namespace().unwrap_or_default(), self.name_any());
+        record_progress(
+            metrics,
+            ("Sync", &namespace, &name),
+            self.status.as_ref().map(|s| (&s.book, None)),
+            (&plan.status.book, None),
+        );
     }
 }
 
@@ -288,25 +306,24 @@ pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Req
     }
 }
 
-/// Run outcomes, step durations and hand-offs, read from what this plan changed.
+/// What a status holds of runs: the run book and the last finished run with its steps (a
+/// sequence keeps it; a Sync's finished runs are summaries only).
+type Runs<'a> = (&'a RunBook, Option<&'a RunStatus>);
+
+/// Run outcomes, step failures, waits, durations and hand-offs, read from what this plan
+/// changed (`old` is the status before it).
 fn record_progress(
     metrics: &Metrics,
-    namespace: &str,
-    name: &str,
-    old: Option<&SyncSequenceStatus>,
-    plan: &crate::engine::Plan,
+    (kind, namespace, name): (&str, &str, &str),
+    old: Option<Runs<'_>>,
+    new: Runs<'_>,
 ) {
-    let old_runs = old.and_then(|s| s.book.runs.first()).map(|r| r.id);
-    if let Some(run) = plan
-        .status
-        .book
-        .runs
-        .first()
-        .filter(|r| Some(r.id) != old_runs)
-    {
+    let old_runs = old.and_then(|(b, _)| b.runs.first()).map(|r| r.id);
+    if let Some(run) = new.0.runs.first().filter(|r| Some(r.id) != old_runs) {
         metrics
             .runs
             .get_or_create(&RunLabels {
+                kind: kind.into(),
                 namespace: namespace.into(),
                 name: name.into(),
                 outcome: format!("{:?}", run.phase),
@@ -315,26 +332,22 @@ fn record_progress(
     }
     let old_steps = |run: i64| {
         old.into_iter()
-            .flat_map(|s| s.book.current_run.iter().chain(s.last_run.iter()))
+            .flat_map(|(b, last)| b.current_run.iter().chain(last))
             .filter(move |r| r.id == run)
             .flat_map(|r| r.steps.iter())
     };
-    for run in plan
-        .status
-        .book
-        .current_run
-        .iter()
-        .chain(plan.status.last_run.iter())
-    {
+    let labels = |step: &str| StepLabels {
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+        step: step.into(),
+    };
+    for run in new.0.current_run.iter().chain(new.1) {
         for (i, step) in run.steps.iter().enumerate() {
             let was = old_steps(run.id).find(|s| s.name == step.name);
             let ended = step.phase.is_final() && was.is_some_and(|w| !w.phase.is_final());
             if ended {
-                let labels = StepLabels {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                    step: step.name.clone(),
-                };
+                let labels = labels(&step.name);
                 if step.phase == crate::api::StepPhase::Failed {
                     metrics.step_failures.get_or_create(&labels).inc();
                 }
@@ -352,6 +365,22 @@ fn record_progress(
             }
             // A step's first Job was just created: time the hand-off from the previous step's Job.
             let started = step.attempts == 1 && was.is_some_and(|w| w.attempts == 0);
+            // After waiting for its Sync: the wait ran from when the step could have started
+            // (the previous step's end, or the run's start) to its Job.
+            let ready = match i {
+                0 => Some(&run.start_time),
+                _ => run.steps[i - 1].completion_time.as_ref(),
+            };
+            if started
+                && was.is_some_and(|w| w.phase == crate::api::StepPhase::Waiting)
+                && let (Some(ready), Some(start)) = (ready, &step.start_time)
+            {
+                let waited = start.0.duration_since(ready.0).as_secs_f64();
+                metrics
+                    .step_sync_wait
+                    .get_or_create(&labels(&step.name))
+                    .inc_by(waited.max(0.0));
+            }
             if started
                 && i > 0
                 && let Some(previous) = &run.steps[i - 1].job_name

@@ -9,6 +9,7 @@ pub(crate) use objects::Stores;
 pub use objects::{ObjectLabels, Objects};
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -28,14 +29,17 @@ pub struct KindLabel {
 /// A sequence and how one of its runs ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunLabels {
+    /// `SyncSequence` or `Sync`: the kinds share names.
+    pub kind: String,
     pub namespace: String,
     pub name: String,
     pub outcome: String,
 }
 
-/// A step of a sequence.
+/// A step of a sequence's (or a Sync's own) run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
+    pub kind: String,
     pub namespace: String,
     pub name: String,
     pub step: String,
@@ -104,6 +108,9 @@ pub struct Metrics {
     pub step_failures: Family<StepLabels, Counter>,
     /// Rows the steps' containers reported rejected.
     pub step_rejected_rows: Family<StepLabels, Counter>,
+    /// Seconds steps waited for their Sync (busy with another run, or missing) before their
+    /// first Job: how much a shared Sync delays each sequence.
+    pub step_sync_wait: Family<StepLabels, Counter<f64, AtomicU64>>,
     /// Alert delivery attempts, by channel and result.
     pub alert_deliveries: Family<AlertLabels, Counter>,
     /// 1 while this replica leads (always, without leader election).
@@ -156,20 +163,27 @@ impl Metrics {
         let runs = Family::<RunLabels, Counter>::default();
         registry.register(
             "runs",
-            "Finished sequence runs, by sequence and outcome",
+            "Finished runs of sequences and standalone Syncs, by object and outcome",
             runs.clone(),
         );
         let step_failures = Family::<StepLabels, Counter>::default();
         registry.register(
             "step_failures",
-            "Steps that ended failed, by sequence and step",
+            "Steps that ended failed, by object and step",
             step_failures.clone(),
         );
         let step_rejected_rows = Family::<StepLabels, Counter>::default();
         registry.register(
             "step_rejected_rows",
-            "Rows the steps reported rejected, by sequence and step",
+            "Rows the steps reported rejected, by object and step",
             step_rejected_rows.clone(),
+        );
+        let step_sync_wait = Family::<StepLabels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "step_sync_wait",
+            "Time steps waited for their Sync (busy with another run, or missing) before their first Job, by object and step",
+            Unit::Seconds,
+            step_sync_wait.clone(),
         );
         let alert_deliveries = Family::<AlertLabels, Counter>::default();
         registry.register(
@@ -227,6 +241,7 @@ impl Metrics {
             runs,
             step_failures,
             step_rejected_rows,
+            step_sync_wait,
             alert_deliveries,
             leader,
             objects,
@@ -300,6 +315,7 @@ mod tests {
         metrics
             .runs
             .get_or_create(&RunLabels {
+                kind: "SyncSequence".into(),
                 namespace: "revops".into(),
                 name: "crm-hourly".into(),
                 outcome: "Succeeded".into(),
@@ -312,7 +328,7 @@ mod tests {
         let text = metrics.encode(Format::Prometheus);
         assert!(text.contains("# HELP syncseq_runs_total "), "{text}");
         assert!(text.contains(
-            "syncseq_runs_total{namespace=\"revops\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1"
+            "syncseq_runs_total{kind=\"SyncSequence\",namespace=\"revops\",name=\"crm-hourly\",outcome=\"Succeeded\"} 1"
         ));
         let build = format!(
             "syncseq_build_info{{version=\"{}\"}} 1",

@@ -474,7 +474,10 @@ async fn three_failed_runs_notify_once_and_the_next_success_recovers_once() {
         sample("syncseq_alert_deliveries_total{provider=\"JSON\",result=\"delivered\"}"),
         3.0
     );
-    let step = format!("{{namespace=\"{}\",name=\"crm\",step=\"load\"}}", ns.name);
+    let step = format!(
+        "{{kind=\"SyncSequence\",namespace=\"{}\",name=\"crm\",step=\"load\"}}",
+        ns.name
+    );
     assert_eq!(sample(&format!("syncseq_step_failures_total{step}")), 3.0);
     // Each of the four runs reported a rejected row, the successful one too.
     assert_eq!(

@@ -107,7 +107,10 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
             .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
     };
     let of_crm = |metric: &str, more: &str| {
-        format!("{metric}{{namespace=\"{}\",name=\"crm\"{more}}}", ns.name)
+        format!(
+            "{metric}{{kind=\"SyncSequence\",namespace=\"{}\",name=\"crm\"{more}}}",
+            ns.name
+        )
     };
     assert_eq!(
         value(&of_crm("syncseq_runs_total", ",outcome=\"Succeeded\"")),

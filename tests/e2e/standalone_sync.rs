@@ -84,7 +84,7 @@ async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_repor
     ns.kubectl_apply(&sync_yaml("accounts", "3s", 0, None));
     ns.kubectl_apply(&sequence_yaml("crm", &[("accounts", "")], ""));
     let log = JobLog::start(&ns).await;
-    let _controller = ControllerProcess::start(&ns.name);
+    let controller = ControllerProcess::start(&ns.name);
     trigger(&ns, "crm", "1").await;
     eventually(DEADLINE, "the sequence's Job", || async {
         log.created().first().cloned()
@@ -146,5 +146,29 @@ async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_repor
         1,
         "never two Jobs of the Sync at once: {:?}",
         log.events()
+    );
+    // The wait is counted against the Sync's own run's step, and only there.
+    let (_, metrics) = http_get(&controller.metrics_address().await, "/metrics").await;
+    // A Sync's own run has one step, `run`; the sequence's step is named after its Sync.
+    let waited = |kind: &str, name: &str, step: &str| -> Option<f64> {
+        let series = format!(
+            "syncseq_step_sync_wait_seconds_total{{kind=\"{kind}\",namespace=\"{}\",name=\"{name}\",step=\"{step}\"}} ",
+            ns.name
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap())
+    };
+    let wait = waited("Sync", "accounts", "run")
+        .unwrap_or_else(|| panic!("no wait series of the Sync's run in:\n{metrics}"));
+    assert!(
+        (0.5..60.0).contains(&wait),
+        "waited {wait}s behind a 3 s Job"
+    );
+    assert_eq!(
+        waited("SyncSequence", "crm", "accounts"),
+        None,
+        "the sequence's step never waited"
     );
 }
