@@ -101,7 +101,7 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     if args.no_leader_election {
         health.leading.store(true, Ordering::SeqCst);
         metrics.leader.set(1);
-        tracing::info!(namespace = ?config.namespace, "starting syncseq controller (no leader election)");
+        tracing::info!(watching = %watched(&config), "starting syncseq controller (no leader election)");
         return controller::run(
             client_with(leader::Fence::open())?,
             config,
@@ -134,7 +134,7 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
     }
     health.leading.store(true, Ordering::SeqCst);
     metrics.leader.set(1);
-    tracing::info!(namespace = ?config.namespace, "leading: starting syncseq controller");
+    tracing::info!(watching = %watched(&config), "leading: starting syncseq controller");
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = {
         let shutdown = shutdown.clone();
@@ -168,3 +168,11 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
 
 /// How long a replica that lost the lease waits for its reconciles to end before it exits.
 const STOP_AFTER_LOSS: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What the controller watches, for its log: a namespace, or every namespace.
+fn watched(config: &controller::Config) -> String {
+    match &config.namespace {
+        Some(ns) => format!("namespace {ns}"),
+        None => "all namespaces".into(),
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
+use tracing::Instrument;
 
 use super::Context;
 use super::execute::{ExecuteError, execute};
@@ -182,7 +183,17 @@ pub async fn reconcile<K: Subject>(
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     );
-    let result = isolated(reconcile_object(obj, &key, ctx.clone())).await;
+    // Every line logged while reconciling names the object (and, once decided, its run).
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = %K::kind(&()),
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any(),
+        run = tracing::field::Empty,
+    );
+    let result = isolated(reconcile_object(obj, &key, ctx.clone()))
+        .instrument(span)
+        .await;
     if result.is_ok() {
         ctx.backoff.reset(&key);
     }
@@ -246,6 +257,9 @@ async fn reconcile_object<K: Subject>(
     .map_err(ExecuteError::Read)?;
     let now = jiff::Timestamp::now();
     let plan = obj.decide(&ctx, &jobs, now);
+    if let Some(run) = K::book(&plan.status).current_run.as_ref() {
+        tracing::Span::current().record("run", run.id);
+    }
     tracing::debug!(
         object = %key,
         jobs = jobs.len(),
@@ -437,7 +451,14 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
         obj.name_any()
     );
     let delay = ctx.backoff.next(&key);
-    tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    tracing::warn!(
+        kind = %kind,
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed; retrying"
+    );
     // Said on the object too, where `kubectl describe` shows it: a reconcile that keeps
     // failing (the API server refusing, throttling or not answering) is a stall. The backoff
     // spaces these Events out like the retries.
