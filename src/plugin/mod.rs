@@ -105,6 +105,12 @@ pub enum PluginCommand {
         #[arg(short, long, value_enum)]
         output: Option<OutputFormat>,
     },
+    /// Print a shell completion script for `kubectl-syncseq` (bash, zsh, fish, elvish or
+    /// powershell), e.g. `source <(kubectl syncseq completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `--wait` and its `--timeout`.
@@ -161,6 +167,10 @@ pub async fn main() -> ExitCode {
 
 /// Runs one plugin command.
 pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
+    if let PluginCommand::Completion { shell } = args.command {
+        completion(shell, &mut std::io::stdout());
+        return Ok(());
+    }
     let api = client::sequences(&args.connection).await?;
     match args.command {
         PluginCommand::Run { name, wait } => commands::run(&api, &name, &wait).await,
@@ -169,7 +179,27 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         PluginCommand::Resume { name } => commands::set_suspend(&api, &name, false).await,
         PluginCommand::Status { name, output } => commands::status(&api, &name, output).await,
         PluginCommand::History { name, output } => commands::history(&api, &name, output).await,
+        PluginCommand::Completion { .. } => unreachable!("handled before connecting"),
     }
+}
+
+/// Writes the completion script of the plugin's command line for `shell`. It completes the
+/// `kubectl-syncseq` executable; `kubectl syncseq` itself completes plugin arguments only
+/// through a `kubectl_complete-syncseq` program, which is not shipped.
+fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    // The executable's own name: "kubectl syncseq", the name in help, is no shell word.
+    let mut command = PluginCli::command().bin_name(PLUGIN_NAME);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, PLUGIN_NAME, &mut script);
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 spells the hyphen of the executable's name `__` where it tracks
+        // the subcommand and `__subcmd__` where it matches it, so no subcommand's options
+        // would complete; one spelling makes them agree.
+        script = script.replace("kubectl__subcmd__syncseq", "kubectl__syncseq");
+    }
+    let _ = out.write_all(script.as_bytes());
 }
 
 #[cfg(test)]
@@ -192,6 +222,35 @@ mod tests {
             "kubectl",
         ] {
             assert!(!is_plugin_name(OsStr::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn completion_scripts_name_every_command_and_flag() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            completion(shell, &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for word in [
+                "kubectl-syncseq",
+                "run",
+                "cancel",
+                "suspend",
+                "resume",
+                "status",
+                "history",
+                "completion",
+                // Flags without their dashes: fish spells them `-l wait`.
+                "wait",
+                "namespace",
+                "kubeconfig",
+            ] {
+                assert!(script.contains(word), "{shell:?} script lacks {word}");
+            }
         }
     }
 

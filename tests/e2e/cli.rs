@@ -70,3 +70,44 @@ fn crd_prints_the_checked_in_crds() {
     .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), checked_in);
 }
+
+/// `kubectl syncseq completion bash`, sourced by bash: the commands complete, and so do a
+/// command's own flags and a completion's shells.
+#[test]
+fn plugin_completion_for_bash_completes_commands_and_their_flags() {
+    let out = syncseq(&["plugin", "completion", "bash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script =
+        std::env::temp_dir().join(format!("syncseq-completion-{}.bash", std::process::id()));
+    std::fs::write(&script, &out.stdout).unwrap();
+    let complete = |words: &str| -> String {
+        // COMP_WORDS as bash sets them for `kubectl-syncseq <words><TAB>`.
+        let program = format!(
+            "source {}; COMP_WORDS=(kubectl-syncseq {words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             cur=${{COMP_WORDS[COMP_CWORD]}}; prev=${{COMP_WORDS[COMP_CWORD-1]}}; \
+             _kubectl__syncseq kubectl-syncseq \"$cur\" \"$prev\"; echo \"${{COMPREPLY[*]}}\"",
+            script.display()
+        );
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(complete("hi"), "history");
+    assert_eq!(complete("run crm --w"), "--wait");
+    let shells = complete("completion ''");
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(shells.split(' ').any(|w| w == shell), "{shells}");
+    }
+    let _ = std::fs::remove_file(&script);
+}
