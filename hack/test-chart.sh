@@ -250,6 +250,8 @@ if [ -s "$work/alert-secrets.json" ]; then
   expect alert-secrets "ClusterRole gets exactly the alertSecrets" '[.[] | select(.kind == "ClusterRole") | .rules[] | select(.resources | index("secrets"))] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["slack-webhook"], "verbs": ["get"]}]'
 fi
 if [ -s "$work/extras.json" ]; then
+  expect extras "the Grafana dashboard ConfigMap: sidecar label, folder annotation, the dashboard as JSON" 'map(select(.kind == "ConfigMap" and (.metadata.name | endswith("-dashboard"))))[0] | .metadata.labels.grafana_dashboard == "1" and .metadata.annotations.grafana_folder == "Data platform" and (.data["syncseq.json"] | fromjson | .uid == "syncseq-overview" and (.panels | length) > 10)'
+  if grep -q 'syncseq-dashboard' "$work/default.yaml"; then fail "default: the dashboard ConfigMap is rendered although it is off by default"; fi
   expect extras "extra volumes, mounts, env, args, pull secrets, priority class and spread" 'map(select(.kind == "Deployment"))[0].spec.template.spec as $p | $p.volumes[0].configMap.name == "corp-ca" and $p.containers[0].volumeMounts[0].mountPath == "/etc/ssl/corp" and ($p.containers[0].env | map(.name) | index("SSL_CERT_FILE")) != null and ($p.containers[0].args | index("--concurrent-reconciles=32")) != null and $p.imagePullSecrets == [{"name": "regcred"}] and $p.priorityClassName == "system-cluster-critical" and $p.topologySpreadConstraints[0].topologyKey == "topology.kubernetes.io/zone"'
 fi
 if [ -s "$work/single-replica.json" ]; then

@@ -304,6 +304,65 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every series the chart's Grafana dashboard queries is one the controller exports: the
+    /// event families once they have a sample, the per-object families always.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_series() {
+        let metrics = Metrics::new();
+        let step = StepLabels {
+            kind: "SyncSequence".into(),
+            namespace: "revops".into(),
+            name: "crm".into(),
+            step: "load".into(),
+        };
+        metrics.step_failures.get_or_create(&step).inc();
+        metrics.step_rejected_rows.get_or_create(&step).inc();
+        metrics.step_sync_wait.get_or_create(&step).inc_by(1.5);
+        let kind = KindLabel {
+            kind: "SyncSequence".into(),
+        };
+        metrics.reconcile_errors.get_or_create(&kind).inc();
+        metrics
+            .runs
+            .get_or_create(&RunLabels {
+                kind: "SyncSequence".into(),
+                namespace: "revops".into(),
+                name: "crm".into(),
+                outcome: "Failed".into(),
+            })
+            .inc();
+        metrics
+            .alert_deliveries
+            .get_or_create(&AlertLabels {
+                provider: "Slack".into(),
+                result: "delivered".into(),
+            })
+            .inc();
+        let text = metrics.encode(Format::Prometheus);
+        let dashboard = include_str!("../../charts/syncseq/files/grafana-dashboard.json");
+        let mut queried: Vec<&str> = dashboard
+            .match_indices("syncseq_")
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|name| *name != "syncseq_")
+            .collect();
+        queried.sort_unstable();
+        queried.dedup();
+        assert!(queried.len() > 10, "{queried:?}");
+        for series in queried {
+            let family = series.strip_suffix("_bucket").unwrap_or(series);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {series}, which /metrics does not export"
+            );
+        }
+    }
+
     #[test]
     fn scrapers_get_openmetrics_and_everyone_else_prometheus_text() {
         let accept =
