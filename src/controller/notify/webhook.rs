@@ -22,7 +22,8 @@ pub(super) struct AttemptError {
     pub reason: &'static str,
     pub message: String,
     pub retry: bool,
-    /// How long the receiver asked to be left alone (`Retry-After` on a 429 or 503).
+    /// How long the receiver asked to be left alone (`Retry-After` on an answer that is
+    /// retried: 408, 429, 5xx).
     pub retry_after: Option<Duration>,
 }
 
@@ -92,11 +93,7 @@ pub(super) async fn attempt(
 /// The headers that sign a delivery made at `now` (unix seconds): the HMAC-SHA256 of
 /// `<now>.<body>`, keyed by the shared secret. The timestamp is signed too, so a receiver
 /// that refuses old timestamps refuses replays.
-pub(crate) fn signature_headers(
-    secret: &[u8],
-    now: i64,
-    body: &[u8],
-) -> [(&'static str, String); 2] {
+fn signature_headers(secret: &[u8], now: i64, body: &[u8]) -> [(&'static str, String); 2] {
     let mut signed = format!("{now}.").into_bytes();
     signed.extend_from_slice(body);
     [
