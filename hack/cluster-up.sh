@@ -112,6 +112,7 @@ etcd_peer_port=$(free_port); chosen+="$etcd_peer_port "
 apiserver_port=$(free_port); chosen+="$apiserver_port "
 kcm_port=$(free_port); chosen+="$kcm_port "
 scheduler_port=$(free_port); chosen+="$scheduler_port "
+kwok_port=$(free_port); chosen+="$kwok_port "
 server=https://127.0.0.1:$apiserver_port
 cat >"$state/env" <<EOF
 BIN=$bin
@@ -123,6 +124,7 @@ APISERVER_PORT=$apiserver_port
 APISERVER_URL=$server
 KUBE_CONTROLLER_MANAGER_PORT=$kcm_port
 KUBE_SCHEDULER_PORT=$scheduler_port
+KWOK_PORT=$kwok_port
 EOF
 
 # ---- PKI ----------------------------------------------------------------------------------
@@ -330,12 +332,22 @@ start kube-scheduler \
   --kube-api-qps=100 --kube-api-burst=200 \
   --profiling=false
 
+# kwok serves container logs from the files that `Logs` objects (kwok.x-k8s.io) name, so a
+# test can give each fake Pod a log of its own; kwok watches them once their CRD is served.
+k apply --server-side -f "$hack_dir/kwok/logs-crd.yaml" >/dev/null
+logs_crd() { k wait --for=condition=Established --timeout=10s crd/logs.kwok.x-k8s.io >/dev/null; }
+wait_for "the kwok Logs CRD established" logs_crd
+
 # kwok reads ~/.kwok/kwok.yaml unless KWOK_WORKDIR points elsewhere: keep it to our own files.
+# It is also the nodes' "kubelet": the API server reaches it for pods/log at the node's
+# InternalIP (127.0.0.1) and the port the node-initialize stage writes (--node-port).
 export KWOK_WORKDIR="$state/kwok"
 start kwok \
   --kubeconfig="$state/config/kwok.kubeconfig" \
   --config="$hack_dir/kwok/kwok.yaml" \
   --config="$hack_dir/kwok/stages.yaml" \
+  --server-address="127.0.0.1:$kwok_port" --node-port="$kwok_port" \
+  --enable-crds=Logs \
   --manage-all-nodes=false \
   --manage-nodes-with-label-selector=type=kwok
 
