@@ -19,7 +19,7 @@ mod triggers;
 mod upstream;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -1,22 +1,18 @@
-//! What each plugin command does: a merge patch or a read of the SyncSequence, then output.
+//! What each plugin command does: a merge patch or a read of the object, then output.
 
 use std::io::Write;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde::Serialize;
 
-use super::client::api_error;
-use super::render::{self, reference};
+use super::client::Cluster;
+use super::render;
+use super::target::{Runnable, Target};
 use super::wait::{self, CancelRequest, RunRequest};
 use super::{OutputFormat, WaitArgs};
+use crate::api::RunPhase;
+use crate::api::RunStatus;
 use crate::api::annotations::{CANCEL_REQUESTED_AT, REQUESTED_AT};
-use crate::api::{RunPhase, RunStatus, SyncSequence};
-
-/// Field manager of the plugin's patches, as `managedFields` shows it.
-const FIELD_MANAGER: &str = "kubectl-syncseq";
 
 /// Writes to stdout, terminal-safe; a closed pipe (`| head`) is not an error worth reporting.
 fn emit(text: &str) {
@@ -33,35 +29,18 @@ fn request_value() -> String {
     format!("{:.9}", Timestamp::now())
 }
 
-fn patch_params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    }
-}
-
-async fn merge_patch(
-    api: &Api<SyncSequence>,
-    name: &str,
-    patch: serde_json::Value,
-) -> anyhow::Result<SyncSequence> {
-    api.patch(name, &patch_params(), &Patch::Merge(&patch))
-        .await
-        .map_err(api_error)
-}
-
 async fn annotate(
-    api: &Api<SyncSequence>,
-    name: &str,
+    cluster: &Cluster,
+    target: &Target,
     key: &str,
     value: &str,
-) -> anyhow::Result<SyncSequence> {
-    merge_patch(
-        api,
-        name,
-        serde_json::json!({"metadata": {"annotations": {key: value}}}),
-    )
-    .await
+) -> anyhow::Result<Runnable> {
+    cluster
+        .merge_patch(
+            target,
+            serde_json::json!({"metadata": {"annotations": {key: value}}}),
+        )
+        .await
 }
 
 async fn within<T>(
@@ -100,27 +79,22 @@ impl Progress {
 }
 
 /// `run NAME [--wait]`.
-pub async fn run(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow::Result<()> {
+pub async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow::Result<()> {
     let value = request_value();
-    let seq = annotate(api, name, REQUESTED_AT, &value).await?;
+    let obj = annotate(cluster, target, REQUESTED_AT, &value).await?;
     emit(&format!(
         "{} run requested ({REQUESTED_AT}={value})\n",
-        reference(name)
+        target.reference()
     ));
     if !wait.wait {
         return Ok(());
     }
     // The request starts the first manual run numbered above the newest run at request time.
-    let before = seq
-        .status
-        .as_ref()
-        .and_then(|s| s.book.last_run_number)
-        .unwrap_or(0);
+    let before = obj.book.last_run_number.unwrap_or(0);
     let mut progress = Progress::default();
     let mut said_queued = false;
-    let follow = wait::watch(api, name, |seq| {
-        let status = seq.status.clone().unwrap_or_default();
-        match wait::run_request(&status, &value, before) {
+    let follow = cluster.watch(target, |status| {
+        match wait::run_request(status, &value, before) {
             RunRequest::NotHandled => None,
             RunRequest::Queued => {
                 if !said_queued {
@@ -156,7 +130,7 @@ pub async fn run(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow
                     .map_or("a run".to_string(), |r| format!("run {}", r.id));
                 Some(Err(anyhow::anyhow!(
                     "the run request was skipped: {busy} is in progress and concurrencyPolicy is {:?}",
-                    seq.spec.concurrency_policy
+                    status.concurrency
                 )))
             }
         }
@@ -168,31 +142,30 @@ pub async fn run(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow
     }
     if phase != RunPhase::Succeeded {
         let why = message.map(|m| format!(": {m}")).unwrap_or_default();
-        anyhow::bail!("run {id} of {} ended {phase:?}{why}", reference(name));
+        anyhow::bail!("run {id} of {} ended {phase:?}{why}", target.reference());
     }
     Ok(())
 }
 
 /// `cancel NAME [--wait]`.
-pub async fn cancel(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> anyhow::Result<()> {
+pub async fn cancel(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow::Result<()> {
     let value = request_value();
-    let seq = annotate(api, name, CANCEL_REQUESTED_AT, &value).await?;
+    let obj = annotate(cluster, target, CANCEL_REQUESTED_AT, &value).await?;
     emit(&format!(
         "{} cancel requested ({CANCEL_REQUESTED_AT}={value})\n",
-        reference(name)
+        target.reference()
     ));
     if !wait.wait {
         return Ok(());
     }
-    let running = seq
-        .status
+    let running = obj
+        .book
+        .current_run
         .as_ref()
-        .and_then(|s| s.book.current_run.as_ref())
         .filter(|r| r.phase == RunPhase::Running)
         .map(|r| r.id);
-    let follow = wait::watch(api, name, |seq| {
-        let status = seq.status.clone().unwrap_or_default();
-        match wait::cancel_request(&status, &value, running) {
+    let follow = cluster.watch(target, |status| {
+        match wait::cancel_request(status, &value, running) {
             CancelRequest::NotHandled => None,
             done => Some(done),
         }
@@ -202,62 +175,126 @@ pub async fn cancel(api: &Api<SyncSequence>, name: &str, wait: &WaitArgs) -> any
             emit(&render::run_timeline(&run, None, Timestamp::now()))
         }
         CancelRequest::Ended { id, phase, .. } => emit(&format!("Run {id} {phase:?}\n")),
-        _ => emit(&format!("{}: no run was in progress\n", reference(name))),
+        _ => emit(&format!("{}: no run was in progress\n", target.reference())),
     }
     Ok(())
 }
 
 /// `suspend NAME` / `resume NAME`.
-pub async fn set_suspend(api: &Api<SyncSequence>, name: &str, suspend: bool) -> anyhow::Result<()> {
-    merge_patch(api, name, serde_json::json!({"spec": {"suspend": suspend}})).await?;
+pub async fn set_suspend(cluster: &Cluster, target: &Target, suspend: bool) -> anyhow::Result<()> {
+    cluster
+        .merge_patch(target, serde_json::json!({"spec": {"suspend": suspend}}))
+        .await?;
     let what = if suspend { "suspended" } else { "resumed" };
-    emit(&format!("{} {what}\n", reference(name)));
+    emit(&format!("{} {what}\n", target.reference()));
     Ok(())
 }
 
-fn print_as(format: OutputFormat, value: &impl Serialize) -> anyhow::Result<()> {
+fn print_as(format: &OutputFormat, value: &serde_json::Value) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => emit(&format!("{}\n", serde_json::to_string_pretty(value)?)),
         OutputFormat::Yaml => emit(&serde_saphyr::to_string(value)?),
+        OutputFormat::JsonPath(template) => emit(&template.render(value)),
     }
     Ok(())
 }
 
-/// `status NAME [-o json|yaml]`.
+/// `status NAME [-o json|yaml|jsonpath=…] [-w]`.
 pub async fn status(
-    api: &Api<SyncSequence>,
-    name: &str,
-    output: Option<OutputFormat>,
+    cluster: &Cluster,
+    target: &Target,
+    output: Option<&OutputFormat>,
+    watch: bool,
 ) -> anyhow::Result<()> {
-    let seq = api.get(name).await.map_err(api_error)?;
-    match output {
-        Some(format) => print_as(format, &seq.status.clone().unwrap_or_default()),
+    let show = |obj: &Runnable| match output {
+        Some(format) => print_as(format, &obj.status),
         None => {
-            emit(&render::status(&seq, name, Timestamp::now()));
+            emit(&render::status(obj, Timestamp::now()));
             Ok(())
         }
+    };
+    let obj = cluster.get(target).await?;
+    show(&obj)?;
+    if !watch {
+        return Ok(());
     }
+    // Again on each change of the status (not of metadata or spec alone), until the object
+    // is deleted, the watch gives up, or stdout fails.
+    let mut last = obj.status;
+    let failed = cluster
+        .watch(target, |obj| {
+            if obj.status == last {
+                return None;
+            }
+            last = obj.status.clone();
+            if output.is_none() {
+                emit("\n");
+            }
+            show(obj).err()
+        })
+        .await?;
+    Err(failed)
 }
 
-/// `history NAME [-o json|yaml]`.
+/// `status [-A] [-w]`: one line per SyncSequence and Sync, then (with -w) a line for each
+/// one whose status changes.
+pub async fn overview(cluster: &Cluster, all_namespaces: bool, watch: bool) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let objects = cluster.list_all(all_namespaces).await?;
+    if objects.is_empty() && !watch {
+        let place = if all_namespaces {
+            "any namespace".to_string()
+        } else {
+            format!("namespace {}", cluster.namespace)
+        };
+        say(&format!("No SyncSequences or Syncs found in {place}."));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = objects
+        .iter()
+        .map(|o| render::overview_row(o, all_namespaces, now))
+        .collect();
+    emit(&render::overview_table(&rows, all_namespaces));
+    if !watch {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashMap<(String, String), serde_json::Value> = objects
+        .into_iter()
+        .map(|o| ((o.namespace.clone(), o.target.reference()), o.status))
+        .collect();
+    cluster
+        .watch_all(all_namespaces, |obj| {
+            let key = (obj.namespace.clone(), obj.target.reference());
+            if seen.get(&key) == Some(&obj.status) {
+                return;
+            }
+            seen.insert(key, obj.status.clone());
+            let row = render::overview_row(obj, all_namespaces, Timestamp::now());
+            // Aligned with the table printed first, as `kubectl get -w` aligns its lines.
+            let mut with_first = rows.clone();
+            with_first.push(row);
+            let table = render::overview_table(&with_first, all_namespaces);
+            emit(&format!("{}\n", table.lines().last().unwrap_or_default()));
+        })
+        .await
+}
+
+/// `history NAME [-o json|yaml|jsonpath=…]`.
 pub async fn history(
-    api: &Api<SyncSequence>,
-    name: &str,
-    output: Option<OutputFormat>,
+    cluster: &Cluster,
+    target: &Target,
+    output: Option<&OutputFormat>,
 ) -> anyhow::Result<()> {
-    let seq = api.get(name).await.map_err(api_error)?;
+    let obj = cluster.get(target).await?;
     match output {
         Some(format) => print_as(
             format,
-            &seq.status
-                .as_ref()
-                .map(|s| s.book.runs.clone())
-                .unwrap_or_default(),
+            &serde_json::to_value(&obj.book.runs).unwrap_or_default(),
         ),
         None => {
-            match render::history(&seq, Timestamp::now()) {
+            match render::history(&obj, Timestamp::now()) {
                 Some(table) => emit(&table),
-                None => say(&format!("No runs of {} yet.", reference(name))),
+                None => say(&format!("No runs of {} yet.", target.reference())),
             }
             Ok(())
         }

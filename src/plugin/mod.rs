@@ -1,21 +1,29 @@
 //! The kubectl plugin: the `syncseq` binary installed as `kubectl-syncseq` offers
-//! `kubectl syncseq run|cancel|suspend|resume|status|history`. The same commands are reachable
-//! as `syncseq plugin ...`.
+//! `kubectl syncseq run|cancel|suspend|resume|status|history|logs`, for SyncSequences (a bare
+//! name) and standalone Syncs (`sync/NAME`). The same commands are reachable as
+//! `syncseq plugin ...`.
 //!
-//! Layout: this file holds the arguments and the dispatch, [`client`] the connection (kubectl's
-//! flags and error wording), [`commands`] what each command does, [`wait`] following a request
-//! through the status for `--wait`, and [`render`] the human output (pure, unit-tested).
+//! Layout: this file holds the arguments and the dispatch, [`target`] what a name refers to and
+//! one view of both kinds, [`client`] the connection (kubectl's flags and error wording),
+//! [`commands`] what each command does, [`wait`] following a request through the status for
+//! `--wait`, [`logs`] the step logs, [`jsonpath`] `-o jsonpath=`, and [`render`] the human
+//! output (pure, unit-tested).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 pub mod client;
 pub mod commands;
+pub mod jsonpath;
+pub mod logs;
 pub mod render;
+pub mod target;
 pub mod wait;
+
+use target::Target;
 
 /// The executable name kubectl looks for on `PATH` for `kubectl syncseq`.
 pub const PLUGIN_NAME: &str = "kubectl-syncseq";
@@ -27,7 +35,7 @@ pub const PLUGIN_NAME: &str = "kubectl-syncseq";
     name = PLUGIN_NAME,
     bin_name = "kubectl syncseq",
     version,
-    about = "Run, cancel, suspend and inspect SyncSequences"
+    about = "Run, cancel, suspend and inspect SyncSequences and Syncs"
 )]
 pub struct PluginCli {
     #[command(flatten)]
@@ -46,7 +54,7 @@ pub struct PluginArgs {
 /// kubectl's connection flags.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectionArgs {
-    /// Namespace of the SyncSequence (default: the kubeconfig context's namespace, else `default`).
+    /// Namespace of the object (default: the kubeconfig context's namespace, else `default`).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
     /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
@@ -63,47 +71,68 @@ pub struct ConnectionArgs {
     pub user: Option<String>,
 }
 
+/// A SyncSequence by NAME, or a Sync by sync/NAME.
+const TARGET_HELP: &str = "NAME of a SyncSequence, or sync/NAME of a Sync";
+
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
     /// Start a run now (sets the syncseq.dev/requestedAt annotation to a new value).
     Run {
-        /// Name of the SyncSequence.
-        name: String,
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Target,
         #[command(flatten)]
         wait: WaitArgs,
     },
     /// Cancel the run in progress (sets the syncseq.dev/cancelRequestedAt annotation).
     Cancel {
-        /// Name of the SyncSequence.
-        name: String,
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Target,
         #[command(flatten)]
         wait: WaitArgs,
     },
     /// Stop new scheduled runs (spec.suspend: true); the run in progress goes on.
     Suspend {
-        /// Name of the SyncSequence.
-        name: String,
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Target,
     },
     /// Resume scheduled runs (spec.suspend: false).
     Resume {
-        /// Name of the SyncSequence.
-        name: String,
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Target,
     },
-    /// The current run (or the last finished one) as a step timeline.
+    /// The current run (or the last finished one) as a step timeline; without a name, one line
+    /// per SyncSequence and Sync of the namespace (or of all namespaces with -A).
     Status {
-        /// Name of the SyncSequence.
-        name: String,
-        /// Output format: the whole `status` object instead of the timeline.
-        #[arg(short, long, value_enum)]
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Option<Target>,
+        /// List the objects of every namespace.
+        #[arg(short = 'A', long, conflicts_with = "target")]
+        all_namespaces: bool,
+        /// After the first output, print it again whenever the status changes (for a list, one
+        /// line per object that changed).
+        #[arg(short, long)]
+        watch: bool,
+        /// Output format: json, yaml (the whole `status` object instead of the timeline) or
+        /// jsonpath=TEMPLATE (e.g. jsonpath='{.lastRun.phase}').
+        #[arg(short, long, value_parser = OutputFormat::parse)]
         output: Option<OutputFormat>,
     },
     /// The finished runs, newest first (after the run in progress, if any).
     History {
-        /// Name of the SyncSequence.
-        name: String,
-        /// Output format: the `status.book.runs` list instead of the table.
-        #[arg(short, long, value_enum)]
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Target,
+        /// Output format: json, yaml (the `status.runs` list instead of the table) or
+        /// jsonpath=TEMPLATE.
+        #[arg(short, long, value_parser = OutputFormat::parse)]
         output: Option<OutputFormat>,
+    },
+    /// The container log of a step's Pod: by default the failed step of the last run, else the
+    /// step running now, else the last step that ran.
+    Logs {
+        #[arg(value_parser = Target::parse, help = TARGET_HELP)]
+        target: Target,
+        #[command(flatten)]
+        args: logs::LogArgs,
     },
     /// Print a shell completion script for `kubectl-syncseq` (bash, zsh, fish, elvish or
     /// powershell), e.g. `source <(kubectl syncseq completion bash)`.
@@ -133,10 +162,26 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Machine-readable output formats.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OutputFormat {
     Json,
     Yaml,
+    JsonPath(jsonpath::Template),
+}
+
+impl OutputFormat {
+    fn parse(s: &str) -> Result<OutputFormat, String> {
+        match s {
+            "json" => Ok(OutputFormat::Json),
+            "yaml" => Ok(OutputFormat::Yaml),
+            _ => match s.split_once('=') {
+                Some(("jsonpath", template)) => template.parse().map(OutputFormat::JsonPath),
+                _ => Err(format!(
+                    "unknown output format {s:?}: expected json, yaml or jsonpath=TEMPLATE"
+                )),
+            },
+        }
+    }
 }
 
 /// Whether `argv0` names the plugin executable (`kubectl-syncseq`, with any directory or
@@ -171,14 +216,39 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         completion(shell, &mut std::io::stdout());
         return Ok(());
     }
-    let api = client::sequences(&args.connection).await?;
+    if let PluginCommand::Status {
+        target: None,
+        output: Some(_),
+        ..
+    } = &args.command
+    {
+        anyhow::bail!("-o needs a NAME: it prints one object's status");
+    }
+    let cluster = client::connect(&args.connection).await?;
     match args.command {
-        PluginCommand::Run { name, wait } => commands::run(&api, &name, &wait).await,
-        PluginCommand::Cancel { name, wait } => commands::cancel(&api, &name, &wait).await,
-        PluginCommand::Suspend { name } => commands::set_suspend(&api, &name, true).await,
-        PluginCommand::Resume { name } => commands::set_suspend(&api, &name, false).await,
-        PluginCommand::Status { name, output } => commands::status(&api, &name, output).await,
-        PluginCommand::History { name, output } => commands::history(&api, &name, output).await,
+        PluginCommand::Run { target, wait } => commands::run(&cluster, &target, &wait).await,
+        PluginCommand::Cancel { target, wait } => commands::cancel(&cluster, &target, &wait).await,
+        PluginCommand::Suspend { target } => commands::set_suspend(&cluster, &target, true).await,
+        PluginCommand::Resume { target } => commands::set_suspend(&cluster, &target, false).await,
+        PluginCommand::Status {
+            target: Some(target),
+            watch,
+            output,
+            ..
+        } => commands::status(&cluster, &target, output.as_ref(), watch).await,
+        PluginCommand::Status {
+            target: None,
+            all_namespaces,
+            watch,
+            ..
+        } => commands::overview(&cluster, all_namespaces, watch).await,
+        PluginCommand::History { target, output } => {
+            commands::history(&cluster, &target, output.as_ref()).await
+        }
+        PluginCommand::Logs { target, args } => {
+            let obj = cluster.get(&target).await?;
+            logs::logs(&cluster, &obj, &args).await
+        }
         PluginCommand::Completion { .. } => unreachable!("handled before connecting"),
     }
 }
@@ -243,6 +313,7 @@ mod tests {
                 "resume",
                 "status",
                 "history",
+                "logs",
                 "completion",
                 // Flags without their dashes: fish spells them `-l wait`.
                 "wait",
@@ -272,7 +343,7 @@ mod tests {
         assert_eq!(cli.args.connection.context.as_deref(), Some("prod"));
         assert!(matches!(
             cli.args.command,
-            PluginCommand::Status { ref name, output: Some(OutputFormat::Json) } if name == "crm"
+            PluginCommand::Status { target: Some(ref t), output: Some(OutputFormat::Json), .. } if t.name == "crm"
         ));
 
         let cli = PluginCli::try_parse_from([
@@ -292,10 +363,66 @@ mod tests {
         assert!(wait.wait);
         assert_eq!(wait.timeout, Some(std::time::Duration::from_secs(5400)));
 
+        let cli = PluginCli::try_parse_from([
+            "kubectl-syncseq",
+            "logs",
+            "sync/accounts",
+            "--run",
+            "3",
+            "-f",
+            "--previous",
+        ])
+        .unwrap();
+        let PluginCommand::Logs { target, args } = cli.args.command else {
+            panic!("logs expected")
+        };
+        assert_eq!(target.kind, target::Kind::Sync);
+        assert_eq!(
+            (args.run, args.follow, args.previous),
+            (Some(3), true, true)
+        );
+
+        let cli = PluginCli::try_parse_from(["kubectl-syncseq", "status", "-A", "-w"]).unwrap();
+        assert!(matches!(
+            cli.args.command,
+            PluginCommand::Status {
+                target: None,
+                all_namespaces: true,
+                watch: true,
+                output: None
+            }
+        ));
+        let cli = PluginCli::try_parse_from([
+            "kubectl-syncseq",
+            "history",
+            "crm",
+            "-o",
+            "jsonpath={.runs[*].id}",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.args.command,
+            PluginCommand::History {
+                output: Some(OutputFormat::JsonPath(_)),
+                ..
+            }
+        ));
+
         for bad in [
             vec!["kubectl-syncseq", "run"],
             vec!["kubectl-syncseq", "run", "crm", "--timeout", "5m"],
             vec!["kubectl-syncseq", "status", "crm", "-o", "wide"],
+            vec!["kubectl-syncseq", "status", "crm", "-o", "jsonpath={.a"],
+            vec!["kubectl-syncseq", "status", "crm", "-A"],
+            vec!["kubectl-syncseq", "logs", "job/crm"],
+            vec![
+                "kubectl-syncseq",
+                "logs",
+                "crm",
+                "-c",
+                "a",
+                "--all-containers",
+            ],
             vec!["kubectl-syncseq", "frobnicate", "crm"],
         ] {
             let err = PluginCli::try_parse_from(&bad).unwrap_err();

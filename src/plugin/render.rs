@@ -1,17 +1,13 @@
 //! Human output of the plugin: the step timeline of a run, the run history and the progress
-//! lines printed while waiting. Pure functions of the sequence and the time now.
+//! lines printed while waiting. Pure functions of the object and the time now.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::target::Runnable;
 use crate::api::{
-    RunPhase, RunStatus, StepPhase, StepStatus, SyncSequence, TriggerKind, UpstreamRun,
+    RunPhase, RunStatus, StepPhase, StepStatus, SyncRunRecord, TriggerKind, UpstreamRun,
 };
-
-/// `kubectl`-style reference to a sequence: `syncsequence.syncseq.dev/NAME`.
-pub fn reference(name: &str) -> String {
-    format!("syncsequence.{}/{name}", crate::api::GROUP)
-}
 
 /// A duration as people read it: `0.4s`, `2.1s`, `3s`, `1m05s`, `1h02m03s`, `2d03h04m`.
 /// Under a minute, tenths of a second show when there are any (status times are to the second,
@@ -112,16 +108,12 @@ fn trigger(kind: TriggerKind, scheduled: Option<&Time>, upstream: Option<&Upstre
 }
 
 /// When the schedule fires next, or why it does not.
-pub fn next_schedule(seq: &SyncSequence, now: Timestamp) -> String {
-    let next = seq
-        .status
-        .as_ref()
-        .and_then(|s| s.schedule.next_schedule_time.as_ref());
-    match next {
+pub fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
+    match obj.schedule.next_schedule_time.as_ref() {
         Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
         Some(t) => format!("{} (due)", time(t.0)),
-        None if seq.spec.scheduling.suspend => "none (suspended)".into(),
-        None if seq.spec.scheduling.schedule.is_none() => match &seq.spec.scheduling.after {
+        None if obj.scheduling.suspend => "none (suspended)".into(),
+        None if obj.scheduling.schedule.is_none() => match &obj.scheduling.after {
             Some(after) => {
                 let ups: Vec<String> = after.upstreams.iter().map(ToString::to_string).collect();
                 format!("none (runs after {})", ups.join(", "))
@@ -213,11 +205,11 @@ pub fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp
     out
 }
 
-/// `kubectl syncseq status`: the current run, else the last finished one (saying so).
-pub fn status(seq: &SyncSequence, name: &str, now: Timestamp) -> String {
-    let next = next_schedule(seq, now);
-    let st = seq.status.clone().unwrap_or_default();
-    let current = st
+/// `kubectl syncseq status`: the current run, else the last finished one (saying so); for a
+/// Sync, else its last Job (which a sequence may have started), and what holds it.
+pub fn status(obj: &Runnable, now: Timestamp) -> String {
+    let next = next_schedule(obj, now);
+    let current = obj
         .book
         .current_run
         .as_ref()
@@ -225,25 +217,145 @@ pub fn status(seq: &SyncSequence, name: &str, now: Timestamp) -> String {
     let mut out = String::new();
     match (
         current,
-        st.last_run.as_ref().or(st.book.current_run.as_ref()),
+        obj.last_run.as_ref().or(obj.book.current_run.as_ref()),
+        &obj.last_job,
     ) {
-        (Some(run), _) => out.push_str(&run_timeline(run, Some(&next), now)),
-        (None, Some(run)) => {
+        (Some(run), ..) => out.push_str(&run_timeline(run, Some(&next), now)),
+        (None, Some(run), _) => {
             out.push_str("No run in progress; the last finished run:\n");
             out.push_str(&run_timeline(run, Some(&next), now));
         }
-        (None, None) => out.push_str(&format!(
+        (None, None, Some(job)) => {
+            out.push_str(&format!("Last run  next schedule: {next}\n"));
+            out.push_str(&sync_job_table(job, now));
+        }
+        (None, None, None) => out.push_str(&format!(
             "{} has not run yet  next schedule: {next}\n",
-            reference(name)
+            obj.target.reference()
         )),
     }
-    if let Some(q) = &st.book.queued_run {
+    // A claim outlives its Job; it holds the Sync while that Job runs.
+    let running_job = obj
+        .last_job
+        .as_ref()
+        .filter(|j| j.outcome == Some(StepPhase::Running));
+    if let Some(claim) = &obj.claim
+        && current.is_none()
+        && running_job.is_some_and(|j| j.job_name == claim.job)
+    {
+        out.push_str(&format!(
+            "Held by: {} (Job {})\n",
+            one_line(&claim.by),
+            claim.job
+        ));
+    }
+    if let Some(q) = &obj.book.queued_run {
         out.push_str(&format!(
             "Queued: a {} run starts when this one ends\n",
             trigger(q.trigger, q.scheduled_time.as_ref(), q.upstream.as_ref())
         ));
     }
     out
+}
+
+/// A Sync's last Job as a one-row table: who started it, its outcome, timing and rows.
+fn sync_job_table(job: &SyncRunRecord, now: Timestamp) -> String {
+    let by = match (&job.sequence_run, job.trigger) {
+        (Some(seq_run), _) => format!("sequence {seq_run}"),
+        (None, Some(kind)) => format!("{kind:?}"),
+        (None, None) => "-".into(),
+    };
+    let row = vec![
+        job.job_name.clone(),
+        by,
+        or_dash(job.outcome.map(|o| format!("{o:?}"))),
+        or_dash(job.start_time.as_ref().map(|t| time(t.0))),
+        or_dash(span(job.start_time.as_ref(), job.completion_time.as_ref(), now).map(duration)),
+        or_dash(job.rows_synced.map(|r| r.to_string())),
+        or_dash(job.rows_rejected.map(|r| r.to_string())),
+        job.message.as_deref().map(one_line).unwrap_or_default(),
+    ];
+    table(
+        &[
+            "JOB",
+            "STARTED BY",
+            "OUTCOME",
+            "STARTED",
+            "DURATION",
+            "SYNCED",
+            "REJECTED",
+            "MESSAGE",
+        ],
+        &[row],
+    )
+}
+
+/// What an object is doing now, for the overview: its run in progress, or who holds a Sync.
+fn activity(obj: &Runnable) -> String {
+    if let Some(run) = obj
+        .book
+        .current_run
+        .as_ref()
+        .filter(|r| r.phase == RunPhase::Running)
+    {
+        let step = run
+            .steps
+            .iter()
+            .find(|s| !s.phase.is_final() && s.phase != StepPhase::Pending)
+            .map(|s| format!(" {} {:?}", s.name, s.phase))
+            .unwrap_or_default();
+        return format!("run {} ({}){step}", run.id, run.progress);
+    }
+    match &obj.last_job {
+        Some(job) if job.outcome == Some(StepPhase::Running) => match &job.sequence_run {
+            Some(seq_run) => format!("in sequence {seq_run}"),
+            None => "running".into(),
+        },
+        _ => "-".into(),
+    }
+}
+
+/// The last result: a sequence's last finished run; a Sync's last Job, whoever started it.
+fn last_result(obj: &Runnable) -> String {
+    let job = obj
+        .last_job
+        .as_ref()
+        .and_then(|j| j.outcome.filter(|o| o.is_final()).map(|o| format!("{o:?}")));
+    or_dash(job.or(obj.book.last_run_result.map(|p| format!("{p:?}"))))
+}
+
+/// One line of `kubectl syncseq status` without a name.
+pub fn overview_row(obj: &Runnable, with_namespace: bool, now: Timestamp) -> Vec<String> {
+    let mut row = Vec::new();
+    if with_namespace {
+        row.push(obj.namespace.clone());
+    }
+    row.push(format!("{}/{}", obj.target.kind.short(), obj.target.name));
+    row.push(last_result(obj));
+    row.push(or_dash(
+        obj.last_success
+            .as_ref()
+            .map(|t| format!("{} ago", duration(between(t, now)))),
+    ));
+    row.push(activity(obj));
+    row.push(next_schedule(obj, now));
+    row
+}
+
+/// The overview table of [`overview_row`]s.
+pub fn overview_table(rows: &[Vec<String>], with_namespace: bool) -> String {
+    let mut header = vec![];
+    if with_namespace {
+        header.push("NAMESPACE");
+    }
+    header.extend([
+        "NAME",
+        "LAST RESULT",
+        "LAST SUCCESS",
+        "NOW",
+        "NEXT SCHEDULE",
+    ]);
+    table(&header, rows)
 }
 
 /// The first failed step of a run, for the history's FAILED STEP column.
@@ -256,8 +368,8 @@ fn failed_step(run: &RunStatus) -> Option<String> {
 
 /// `kubectl syncseq history`: the run in progress, if any, then the finished runs, newest
 /// first. None when the sequence has never run.
-pub fn history(seq: &SyncSequence, now: Timestamp) -> Option<String> {
-    let st = seq.status.clone().unwrap_or_default();
+pub fn history(obj: &Runnable, now: Timestamp) -> Option<String> {
+    let st = obj;
     let mut rows = Vec::new();
     if let Some(run) = st
         .book
@@ -339,7 +451,7 @@ pub fn step_changes(prev: Option<&RunStatus>, run: &RunStatus, now: Timestamp) -
 mod tests {
     use super::*;
     use crate::api::{
-        QueuedRun, RunBook, RunSummary, ScheduleSpec, ScheduleStatus, Step, SyncRef,
+        QueuedRun, RunBook, RunSummary, ScheduleSpec, ScheduleStatus, Step, SyncRef, SyncSequence,
         SyncSequenceSpec, SyncSequenceStatus,
     };
 
@@ -351,7 +463,7 @@ mod tests {
         Time(t(s))
     }
 
-    fn seq(schedule: Option<&str>, suspend: bool, status: SyncSequenceStatus) -> SyncSequence {
+    fn seq(schedule: Option<&str>, suspend: bool, status: SyncSequenceStatus) -> Runnable {
         let mut seq = SyncSequence::new(
             "crm",
             SyncSequenceSpec {
@@ -377,8 +489,9 @@ mod tests {
                 alerts: vec![],
             },
         );
+        seq.metadata.namespace = Some("revops".into());
         seq.status = Some(status);
-        seq
+        Runnable::from(&seq)
     }
 
     fn step(name: &str, phase: StepPhase) -> StepStatus {
@@ -560,7 +673,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let out = status(&s, "crm", t("2026-05-01T10:00:12.5Z"));
+        let out = status(&s, t("2026-05-01T10:00:12.5Z"));
         assert_eq!(
             out,
             "Run 4 (Manual)  Running  step 2/3  started 2026-05-01T10:00:00Z (12.5s ago)  next schedule: 2026-05-01T11:00:00Z (in 59m48s)\n\
@@ -582,7 +695,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let out = status(&s, "crm", t("2026-05-01T10:00:00Z"));
+        let out = status(&s, t("2026-05-01T10:00:00Z"));
         assert_eq!(
             out,
             "No run in progress; the last finished run:\n\
@@ -599,7 +712,7 @@ mod tests {
     fn status_of_a_sequence_that_never_ran() {
         let suspended = seq(Some("@hourly"), true, Default::default());
         assert_eq!(
-            status(&suspended, "crm", t("2026-05-01T10:00:00Z")),
+            status(&suspended, t("2026-05-01T10:00:00Z")),
             "syncsequence.syncseq.dev/crm has not run yet  next schedule: none (suspended)\n"
         );
         let due = seq(
@@ -613,7 +726,101 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(status(&due, "crm", t("2026-05-01T10:00:01Z")).ends_with("(due)\n"));
+        assert!(status(&due, t("2026-05-01T10:00:01Z")).ends_with("(due)\n"));
+    }
+
+    fn sync_held_by_a_sequence() -> Runnable {
+        let mut sync = crate::engine::fixtures::sync("accounts");
+        sync.status = Some(crate::api::SyncStatus {
+            last_run: Some(SyncRunRecord {
+                job_name: "crm-4-accounts-1-0a1b2c3d".into(),
+                trigger: Some(TriggerKind::Upstream),
+                sequence_run: Some("crm/4".into()),
+                start_time: Some(time_at("2026-05-01T10:00:00Z")),
+                outcome: Some(StepPhase::Running),
+                ..Default::default()
+            }),
+            last_succeeded_run: Some(SyncRunRecord {
+                job_name: "crm-3-accounts-1-00000000".into(),
+                completion_time: Some(time_at("2026-05-01T09:00:00Z")),
+                ..Default::default()
+            }),
+            claim: Some(crate::api::SyncClaim {
+                job: "crm-4-accounts-1-0a1b2c3d".into(),
+                by: "sequence crm run 4".into(),
+                time: time_at("2026-05-01T10:00:00Z"),
+            }),
+            ..Default::default()
+        });
+        Runnable::from(&sync)
+    }
+
+    #[test]
+    fn status_of_a_sync_shows_its_last_job_and_who_holds_it() {
+        let out = status(&sync_held_by_a_sequence(), t("2026-05-01T10:00:30Z"));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "Last run  next schedule: none (manual only)");
+        assert!(lines[1].starts_with("JOB "), "{out}");
+        assert!(
+            lines[2].starts_with("crm-4-accounts-1-0a1b2c3d   sequence crm/4   Running"),
+            "{out}"
+        );
+        assert!(lines[2].contains("30s"), "{out}");
+        assert_eq!(
+            lines[3],
+            "Held by: sequence crm run 4 (Job crm-4-accounts-1-0a1b2c3d)"
+        );
+    }
+
+    #[test]
+    fn the_overview_has_a_line_per_object_with_what_it_does_now() {
+        let now = t("2026-05-01T10:00:30Z");
+        let mut current = running_run();
+        current.progress = "2/3".into();
+        let running = seq(
+            Some("@hourly"),
+            false,
+            SyncSequenceStatus {
+                book: RunBook {
+                    current_run: Some(current),
+                    last_run_result: Some(RunPhase::Failed),
+                    last_successful_time: Some(time_at("2026-05-01T08:00:00Z")),
+                    ..Default::default()
+                },
+                schedule: ScheduleStatus {
+                    next_schedule_time: Some(time_at("2026-05-01T11:00:00Z")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        let sync = sync_held_by_a_sequence();
+        let rows = vec![
+            overview_row(&running, true, now),
+            overview_row(&sync, true, now),
+        ];
+        assert_eq!(
+            rows[0][..4],
+            ["revops", "syncsequence/crm", "Failed", "2h00m30s ago"]
+        );
+        assert!(rows[0][4].starts_with("run 4 (2/3) "), "{:?}", rows[0]);
+        assert_eq!(rows[0][5], "2026-05-01T11:00:00Z (in 59m30s)");
+        assert_eq!(
+            rows[1],
+            [
+                "revops",
+                "sync/accounts",
+                "-",
+                "1h00m30s ago",
+                "in sequence crm/4",
+                "none (manual only)"
+            ]
+        );
+        let table = overview_table(&rows, true);
+        assert!(table.starts_with("NAMESPACE   NAME "), "{table}");
+        assert_eq!(table.lines().count(), 3);
+        let without = overview_table(&[overview_row(&sync, false, now)], false);
+        assert!(without.starts_with("NAME "), "{without}");
     }
 
     #[test]

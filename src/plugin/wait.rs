@@ -1,11 +1,12 @@
-//! `--wait`: following a run or cancel request through the sequence's status. What a status
+//! `--wait`: following a run or cancel request through the object's status. What a status
 //! says about a request is decided by pure functions; [`watch`] feeds them from a watch.
 
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::watcher;
 
-use crate::api::{RunPhase, RunStatus, SyncSequence, SyncSequenceStatus, TriggerKind};
+use super::target::Runnable;
+use crate::api::{RunPhase, RunStatus, TriggerKind};
 
 /// Where a run request stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +32,7 @@ pub enum RunRequest {
 
 /// What `status` says about the run request `request`, made when the newest run number was
 /// `before`: the request started the first manual run numbered above `before`.
-pub fn run_request(status: &SyncSequenceStatus, request: &str, before: i64) -> RunRequest {
+pub fn run_request(status: &Runnable, request: &str, before: i64) -> RunRequest {
     let ours = |id: i64, trigger: TriggerKind| id > before && trigger == TriggerKind::Manual;
     let finished = status
         .book
@@ -100,11 +101,7 @@ pub enum CancelRequest {
 
 /// What `status` says about the cancel request `request`, made while run `running` (if any)
 /// was in progress.
-pub fn cancel_request(
-    status: &SyncSequenceStatus,
-    request: &str,
-    running: Option<i64>,
-) -> CancelRequest {
+pub fn cancel_request(status: &Runnable, request: &str, running: Option<i64>) -> CancelRequest {
     if status.book.last_handled_cancel_at.as_deref() != Some(request) {
         return CancelRequest::NotHandled;
     }
@@ -137,39 +134,40 @@ pub fn cancel_request(
     }
 }
 
-/// Watches the sequence `name` and hands each version to `step` until it returns a value.
-/// Fails when the sequence is deleted or the watch keeps failing.
-pub async fn watch<T>(
-    api: &Api<SyncSequence>,
+/// Watches the object `name` (`what` in messages) and hands each version to `step` until it
+/// returns a value. Fails when the object is deleted or the watch keeps failing.
+pub async fn watch<K, T>(
+    api: Api<K>,
     name: &str,
-    mut step: impl FnMut(&SyncSequence) -> Option<T>,
-) -> anyhow::Result<T> {
+    what: &str,
+    mut step: impl FnMut(&K) -> Option<T>,
+) -> anyhow::Result<T>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     use kube::runtime::WatchStreamExt;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api.clone(), config).default_backoff().boxed();
+    let mut stream = watcher(api, config).default_backoff().boxed();
     let mut failures = 0;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(seq) | watcher::Event::InitApply(seq)) => {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                 failures = 0;
-                if let Some(v) = step(&seq) {
+                if let Some(v) = step(&obj) {
                     return Ok(v);
                 }
             }
-            Ok(watcher::Event::Delete(_)) => {
-                anyhow::bail!("{} was deleted", super::render::reference(name))
-            }
+            Ok(watcher::Event::Delete(_)) => anyhow::bail!("{what} was deleted"),
             Ok(_) => failures = 0,
             Err(e) => {
                 failures += 1;
                 if failures >= 5 {
-                    return Err(anyhow::Error::from(e)
-                        .context(format!("watching {}", super::render::reference(name))));
+                    return Err(anyhow::Error::from(e).context(format!("watching {what}")));
                 }
             }
         }
     }
-    anyhow::bail!("the watch on {} ended", super::render::reference(name))
+    anyhow::bail!("the watch on {what} ended")
 }
 
 #[cfg(test)]
@@ -213,12 +211,14 @@ mod tests {
         }
     }
 
-    fn status(book: RunBook, last_run: Option<RunStatus>) -> SyncSequenceStatus {
-        SyncSequenceStatus {
+    fn status(book: RunBook, last_run: Option<RunStatus>) -> Runnable {
+        let mut seq = crate::engine::fixtures::sequence(vec![]);
+        seq.status = Some(crate::api::SyncSequenceStatus {
             book,
             last_run,
             ..Default::default()
-        }
+        });
+        Runnable::from(&seq)
     }
 
     #[test]
@@ -233,7 +233,7 @@ mod tests {
         );
         assert_eq!(run_request(&st, "mine", 2), RunRequest::NotHandled);
         assert_eq!(
-            run_request(&Default::default(), "mine", 0),
+            run_request(&status(Default::default(), None), "mine", 0),
             RunRequest::NotHandled
         );
     }

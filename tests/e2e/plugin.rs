@@ -431,3 +431,312 @@ async fn errors_read_like_kubectl() {
     let out = plugin(&ns.name, &["history", "idle", "-o", "wide"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
+
+/// The Pods of the namespace's Jobs, by step label: (step, pod name).
+async fn step_pods(ns: &TestNamespace) -> Vec<(String, String)> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let mut out: Vec<(String, String)> = pods
+        .iter()
+        .filter_map(|p| {
+            let step = p.metadata.labels.as_ref()?.get("syncseq.dev/step")?.clone();
+            Some((step, p.metadata.name.clone()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn logs_show_the_failed_step_and_follow_a_running_one() {
+    use support::pod_logs::PodLog;
+    install_crds().await;
+    let ns = TestNamespace::new("plugin-logs").await;
+    ns.kubectl_apply(&sync_yaml("accounts", "200ms", 0, None));
+    ns.kubectl_apply(&sync_yaml(
+        "workspaces",
+        "200ms",
+        1,
+        Some(r#"{"message":"HTTP 500 from the CRM"}"#),
+    ));
+    ns.kubectl_apply(&sync_yaml("contacts", "200ms", 0, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
+        "",
+    ));
+    ns.kubectl_apply(&sync_yaml("slow", "15s", 0, None));
+    let _controller = ControllerProcess::start(&ns.name);
+
+    // Before any run there is nothing to show, and it says so.
+    let out = plugin(&ns.name, &["logs", "crm"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stderr),
+        "error: syncsequence.syncseq.dev/crm has not run yet\n"
+    );
+
+    trigger(&ns, "crm", "1").await;
+    let seq = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
+    assert_eq!(last_phase(&seq), Some(RunPhase::Failed));
+    // Each step's Pod gets a log of its own, with a control sequence a container could
+    // print to mess with a terminal.
+    let pods = step_pods(&ns).await;
+    assert_eq!(
+        pods.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["accounts", "workspaces"],
+        "contacts never ran"
+    );
+    let _logs: Vec<PodLog> = pods
+        .iter()
+        .map(|(step, pod)| {
+            PodLog::serve(
+                &ns,
+                pod,
+                "sync",
+                &[
+                    &format!("{step}: starting"),
+                    &format!("{step}: \u{1b}[31mPOST /crm/{step} -> HTTP 500\u{1b}[0m"),
+                ],
+            )
+        })
+        .collect();
+
+    // By default: the failed step of the last run. kwok picks the Logs object up from a watch.
+    let out = eventually(Duration::from_secs(20), "the failed step's log", || async {
+        let out = plugin(&ns.name, &["logs", "crm"]);
+        out.status.success().then_some(out)
+    })
+    .await;
+    assert_eq!(
+        text(&out.stdout),
+        "workspaces: starting\nworkspaces: POST /crm/workspaces -> HTTP 500\n",
+        "{}",
+        describe(&out)
+    );
+    // Another step, by run and name; a step that does not exist names the ones that do.
+    let out = plugin(
+        &ns.name,
+        &["logs", "crm", "--run", "1", "--step", "accounts"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "accounts: starting\naccounts: POST /crm/accounts -> HTTP 500\n",
+        "{}",
+        describe(&out)
+    );
+    let out = plugin(&ns.name, &["logs", "crm", "--step", "billing"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("(its steps: accounts, workspaces, contacts)"),
+        "{}",
+        describe(&out)
+    );
+    let out = plugin(
+        &ns.name,
+        &["logs", "crm", "--all-containers", "--tail", "1"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "workspaces: POST /crm/workspaces -> HTTP 500\n",
+        "{}",
+        describe(&out)
+    );
+
+    // -f on a standalone Sync's step while it runs: lines written later arrive, and the
+    // command ends by itself when the Pod does.
+    let out = plugin(&ns.name, &["run", "sync/slow"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pod = eventually(Duration::from_secs(30), "the slow Sync's Pod", || async {
+        step_pods(&ns)
+            .await
+            .into_iter()
+            .find(|(step, pod)| step == "run" && pod.starts_with("slow-"))
+            .map(|(_, pod)| pod)
+    })
+    .await;
+    let log = PodLog::serve(&ns, &pod, "sync", &["slow: started"]);
+    // The Logs object reaches kwok through a watch: wait until the log is served.
+    eventually(Duration::from_secs(20), "the slow Pod's log", || async {
+        let out = plugin(&ns.name, &["logs", "sync/slow"]);
+        text(&out.stdout).contains("slow: started").then_some(())
+    })
+    .await;
+    let mut follow = plugin_command(&ns.name, &["logs", "sync/slow", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        lines_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line {what} from logs -f"))
+    };
+    assert_eq!(next_line("already written"), "slow: started");
+    log.append("stdout", "slow: 500 of 1000 rows");
+    assert_eq!(next_line("appended"), "slow: 500 of 1000 rows");
+    let ended = eventually(
+        Duration::from_secs(40),
+        "logs -f to end with the Pod",
+        || {
+            let done = follow.try_wait().unwrap();
+            async move { done }
+        },
+    )
+    .await;
+    assert!(ended.success(), "logs -f exited {ended:?}");
+}
+
+#[tokio::test]
+async fn status_lists_watches_and_prints_jsonpath_for_both_kinds() {
+    install_crds().await;
+    let ns = TestNamespace::new("plugin-list").await;
+    crm(&ns).await;
+    ns.kubectl_apply(&sync_yaml("solo", "200ms", 0, Some(r#"{"rowsSynced":7}"#)));
+    let _controller = ControllerProcess::start(&ns.name);
+
+    let out = plugin(&ns.name, &["run", "crm", "--wait", "--timeout", "90s"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = plugin(
+        &ns.name,
+        &["run", "sync/solo", "--wait", "--timeout", "60s"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stdout).starts_with("sync.syncseq.dev/solo run requested"),
+        "{}",
+        describe(&out)
+    );
+
+    // Without a name: a line per object of the namespace, sequences first.
+    let out = plugin(&ns.name, &["status"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let listing = text(&out.stdout);
+    let names: Vec<&str> = listing
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "syncsequence/crm",
+            "sync/accounts",
+            "sync/contacts",
+            "sync/solo",
+            "sync/workspaces"
+        ],
+        "{listing}"
+    );
+    let crm_line = listing.lines().nth(1).unwrap();
+    assert!(crm_line.contains(" Succeeded "), "{listing}");
+    assert!(crm_line.contains(" ago "), "{listing}");
+    // -A adds the namespace; this test's objects are among everyone's.
+    let out = plugin(&ns.name, &["status", "-A"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let everyone = text(&out.stdout);
+    assert!(everyone.starts_with("NAMESPACE "), "{everyone}");
+    assert!(
+        everyone
+            .lines()
+            .any(|l| l.starts_with(&format!("{}   sync/solo ", ns.name))
+                || l.split_whitespace()
+                    .take(2)
+                    .eq([ns.name.as_str(), "sync/solo"])),
+        "{everyone}"
+    );
+
+    // jsonpath on the status, for both kinds.
+    let out = plugin(
+        &ns.name,
+        &[
+            "status",
+            "crm",
+            "-o",
+            r#"jsonpath={range .lastRun.steps[*]}{.name}={.rowsSynced}{"\n"}{end}"#,
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "accounts=1200\nworkspaces=340\ncontacts=15800\n",
+        "{}",
+        describe(&out)
+    );
+    let out = plugin(
+        &ns.name,
+        &[
+            "status",
+            "sync/solo",
+            "-o",
+            "jsonpath={.lastRun.rowsSynced}",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "7", "{}", describe(&out));
+    let out = plugin(&ns.name, &["history", "sync/solo"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("1 ") && l.contains("Succeeded")),
+        "{}",
+        describe(&out)
+    );
+    let out = plugin(&ns.name, &["status", "sync/accounts"]);
+    assert!(
+        text(&out.stdout).contains("sequence crm/1"),
+        "a Sync's last run says which sequence run it was: {}",
+        describe(&out)
+    );
+
+    // -w prints the timeline again when the status changes: here, a second run.
+    let mut watching = plugin_command(&ns.name, &["status", "crm", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watching.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.starts_with("No run in progress"), "{first}");
+    trigger(&ns, "crm", "second").await;
+    let deadline = std::time::Instant::now() + RUN_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("status -w printed no timeline of run 2");
+        if line.starts_with("Run 2 (Manual)") {
+            break;
+        }
+    }
+    let _ = watching.kill();
+    let _ = watching.wait();
+}

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub mod audit;
 pub mod fixtures;
+pub mod pod_logs;
 pub mod proxy;
 pub mod receiver;
 pub mod sender;

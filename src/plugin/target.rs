@@ -1,0 +1,186 @@
+//! What a plugin command acts on: a SyncSequence (a bare name, as before) or a standalone Sync
+//! (`sync/NAME`), and one view of either kind's run bookkeeping for the commands and the output.
+//!
+//! Both kinds keep their runs in the same `RunBook`; a sequence also keeps its last finished
+//! run in full (`status.lastRun`), a Sync a record of its last Job, whoever started it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    ConcurrencyPolicy, RunBook, RunStatus, ScheduleSpec, ScheduleStatus, Sync, SyncClaim,
+    SyncRunRecord, SyncSequence,
+};
+
+/// The two kinds the plugin handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    SyncSequence,
+    Sync,
+}
+
+impl Kind {
+    /// The kind's name in `kind/name` references, as kubectl prints them.
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::SyncSequence => "syncsequence",
+            Kind::Sync => "sync",
+        }
+    }
+}
+
+/// A named object of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl Target {
+    /// Parses `NAME` (a SyncSequence) or `TYPE/NAME` with TYPE one of the names kubectl knows
+    /// the kinds by: `syncsequence`, `syncsequences`, `sseq` (and the `.syncseq.dev` forms),
+    /// `sync`, `syncs`.
+    pub fn parse(arg: &str) -> Result<Target, String> {
+        let (kind, name) = match arg.split_once('/') {
+            None => (Kind::SyncSequence, arg),
+            Some((kind, name)) => {
+                let kind = match kind.strip_suffix(".syncseq.dev").unwrap_or(kind) {
+                    "syncsequence" | "syncsequences" | "sseq" => Kind::SyncSequence,
+                    "sync" | "syncs" => Kind::Sync,
+                    other => {
+                        return Err(format!(
+                            "unknown kind {other:?}: expected NAME (a SyncSequence), \
+                             syncsequence/NAME or sync/NAME"
+                        ));
+                    }
+                };
+                (kind, name)
+            }
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(format!(
+                "{arg:?} is not a name: expected NAME, syncsequence/NAME or sync/NAME"
+            ));
+        }
+        Ok(Target {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Target {
+    /// As kubectl names objects in its output: `syncsequence.syncseq.dev/crm`.
+    pub fn reference(&self) -> String {
+        format!("{}.{}/{}", self.kind.short(), crate::api::GROUP, self.name)
+    }
+}
+
+/// One object's runs, whichever its kind.
+#[derive(Debug, Clone)]
+pub struct Runnable {
+    pub target: Target,
+    pub namespace: String,
+    pub uid: Option<String>,
+    pub scheduling: ScheduleSpec,
+    /// What a trigger does while a run is in progress (a Sync's own runs: Forbid).
+    pub concurrency: ConcurrencyPolicy,
+    pub schedule: ScheduleStatus,
+    pub book: RunBook,
+    /// A sequence's last finished run, with its steps.
+    pub last_run: Option<RunStatus>,
+    /// A Sync's last Job, whoever started it (its schedule, a request, a sequence).
+    pub last_job: Option<SyncRunRecord>,
+    /// What holds a Sync now.
+    pub claim: Option<SyncClaim>,
+    /// When its last successful run ended (for a Sync, whoever started it).
+    pub last_success: Option<Time>,
+    /// The whole `status`, for `-o json|yaml|jsonpath`.
+    pub status: serde_json::Value,
+}
+
+fn status_json(status: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(status).unwrap_or_default()
+}
+
+impl From<&SyncSequence> for Runnable {
+    fn from(seq: &SyncSequence) -> Self {
+        let st = seq.status.clone().unwrap_or_default();
+        Runnable {
+            target: Target {
+                kind: Kind::SyncSequence,
+                name: seq.metadata.name.clone().unwrap_or_default(),
+            },
+            namespace: seq.metadata.namespace.clone().unwrap_or_default(),
+            uid: seq.metadata.uid.clone(),
+            scheduling: seq.spec.scheduling.clone(),
+            concurrency: seq.spec.concurrency_policy,
+            status: status_json(&st),
+            last_success: st.book.last_successful_time.clone(),
+            schedule: st.schedule,
+            book: st.book,
+            last_run: st.last_run,
+            last_job: None,
+            claim: None,
+        }
+    }
+}
+
+impl From<&Sync> for Runnable {
+    fn from(sync: &Sync) -> Self {
+        let st = sync.status.clone().unwrap_or_default();
+        Runnable {
+            target: Target {
+                kind: Kind::Sync,
+                name: sync.metadata.name.clone().unwrap_or_default(),
+            },
+            namespace: sync.metadata.namespace.clone().unwrap_or_default(),
+            uid: sync.metadata.uid.clone(),
+            scheduling: sync.spec.scheduling.clone(),
+            concurrency: ConcurrencyPolicy::Forbid,
+            status: status_json(&st),
+            last_success: st
+                .last_succeeded_run
+                .as_ref()
+                .and_then(|r| r.completion_time.clone())
+                .into_iter()
+                .chain(st.book.last_successful_time.clone())
+                .max_by_key(|t| t.0),
+            schedule: st.schedule,
+            book: st.book,
+            last_run: None,
+            last_job: st.last_run,
+            claim: st.claim,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_as_kubectl_spells_kinds() {
+        let seq = |n: &str| Target {
+            kind: Kind::SyncSequence,
+            name: n.into(),
+        };
+        let sync = |n: &str| Target {
+            kind: Kind::Sync,
+            name: n.into(),
+        };
+        for (arg, want) in [
+            ("crm", seq("crm")),
+            ("syncsequence/crm", seq("crm")),
+            ("syncsequences.syncseq.dev/crm", seq("crm")),
+            ("sseq/crm", seq("crm")),
+            ("sync/accounts", sync("accounts")),
+            ("syncs.syncseq.dev/accounts", sync("accounts")),
+        ] {
+            assert_eq!(Target::parse(arg), Ok(want), "{arg}");
+        }
+        for bad in ["", "sync/", "/crm", "job/crm", "sync/a/b"] {
+            assert!(Target::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(sync("accounts").reference(), "sync.syncseq.dev/accounts");
+    }
+}
