@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac bench soak demo tools cluster cluster-down
+.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac test-image image bench soak demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -41,8 +41,15 @@ test-rbac: cluster
 test-gitops:
 	cd gitops && go mod download && go test ./...
 
+# The controller image, built without a container engine (crane) and checked, and the krew
+# plugin manifest, validated by krew's validator and installed by krew (hack/image.sh,
+# hack/krew.sh; both build a static release binary).
+test-image image:
+	hack/image.sh
+	hack/krew.sh
+
 # Everything CI checks.
-test: lint test-unit test-integration test-chart test-rbac test-gitops
+test: lint test-unit test-integration test-chart test-rbac test-gitops test-image
 
 # Scale benchmark on the local control plane, measured from outside the controller beside a
 # floor program and CronJob (BENCH_SEQUENCES, default 1000; BENCH_HISTORY_ROUNDS=3 first runs

@@ -15,19 +15,26 @@ check etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check helm helm.sh/helm/v4 "$HELM_VERSION"
 check prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
+check crane github.com/google/go-containerregistry "$CRANE_VERSION"
+check krew sigs.k8s.io/krew "$KREW_VERSION"
 
 # Bump when the way the programs are built changes, so cached binaries are rebuilt.
 recipe=2
-# The control plane's key covers its own versions and wrappers only; promtool, a test tool, has
-# its own (below), so that a Prometheus bump does not rebuild Kubernetes.
+# The control plane's key covers its own versions and wrappers only; the test tools (promtool,
+# crane, krew's validator) have their own (below), so that bumping one does not rebuild
+# Kubernetes.
 plane=(etcd helm kubernetes kwok)
-key=$( (echo "$recipe"; grep -v '^PROMETHEUS_VERSION=' "$here/versions.env"
+key=$( (echo "$recipe"; grep -Ev '^(PROMETHEUS|CRANE|KREW)_VERSION=' "$here/versions.env"
   for t in "${plane[@]}"; do cat "$here/tools/$t/go.mod"; done
   for t in "${plane[@]}"; do cat "$here/tools/$t/go.sum"; done) | sha256sum | cut -c1-12)
-promkey=$( (echo "$recipe"; cat "$here/tools/prometheus/go.mod" "$here/tools/prometheus/go.sum") | sha256sum | cut -c1-12)
+toolkey() { (echo "$recipe"; cat "$here/tools/$1/go.mod" "$here/tools/$1/go.sum") | sha256sum | cut -c1-12; }
+promkey=$(toolkey prometheus)
+cranekey=$(toolkey crane)
+krewkey=$(toolkey krew)
 cache=${SYNCSEQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syncseq}
 bin=$cache/$key/bin
-programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm "promtool-$promkey")
+programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm "promtool-$promkey"
+  "crane-$cranekey" "validate-krew-manifest-$krewkey" "krew-$krewkey")
 
 missing=()
 for p in "${programs[@]}"; do [ -x "$bin/$p" ] || missing+=("$p"); done
@@ -62,6 +69,12 @@ build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_versi
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
 build helm helm helm.sh/helm/v4/cmd/helm
 build prometheus "promtool-$promkey" github.com/prometheus/prometheus/cmd/promtool
+build crane "crane-$cranekey" github.com/google/go-containerregistry/cmd/crane
+build krew "validate-krew-manifest-$krewkey" sigs.k8s.io/krew/cmd/validate-krew-manifest
+build krew "krew-$krewkey" sigs.k8s.io/krew/cmd/krew
 ln -sf "promtool-$promkey" "$bin/promtool"
+ln -sf "crane-$cranekey" "$bin/crane"
+ln -sf "validate-krew-manifest-$krewkey" "$bin/validate-krew-manifest"
+ln -sf "krew-$krewkey" "$bin/krew"
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$bin"
