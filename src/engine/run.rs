@@ -212,20 +212,26 @@ fn step_progress(
     if attempt <= spec.retries {
         let delay = retry_delay(spec, attempt);
         let due = finished + delay;
+        // The decision to retry gets its Event whether the delay is still ahead or already past
+        // (a late reconcile, or no delay): only a step already waiting has had it.
+        if step.phase != StepPhase::Waiting {
+            let when = if now < due {
+                format!("retrying in {}s", delay.as_secs())
+            } else {
+                "retrying now".to_string()
+            };
+            actions.push(Event::warning(
+                "StepRetrying",
+                "RetryStep",
+                format!(
+                    "step {} attempt {attempt} failed: {why}; {when} (attempt {} of {})",
+                    step.name,
+                    attempt.saturating_add(1),
+                    spec.retries.saturating_add(1)
+                ),
+            ));
+        }
         if now < due {
-            if step.phase != StepPhase::Waiting {
-                actions.push(Event::warning(
-                    "StepRetrying",
-                    "RetryStep",
-                    format!(
-                        "step {} attempt {attempt} failed: {why}; retrying in {}s (attempt {} of {})",
-                        step.name,
-                        delay.as_secs(),
-                        attempt.saturating_add(1),
-                        spec.retries.saturating_add(1)
-                    ),
-                ));
-            }
             step.phase = StepPhase::Waiting;
             step.message = Some(format!(
                 "attempt {attempt} failed: {why}; retrying at {due}"

@@ -351,6 +351,36 @@ fn retries_create_one_job_per_attempt_with_backoff() {
     assert_eq!(w.created.len(), 3);
 }
 
+/// The retry is a decision with its Event even when nothing waits for it: the reconcile came
+/// after the delay had passed (a busy controller), or there is no delay.
+#[test]
+fn a_retry_has_its_event_when_the_delay_is_already_past_or_zero() {
+    for (delay, late) in [(1, 5), (0, 0)] {
+        let mut steps = vec![step("accounts")];
+        steps[0].retries = 1;
+        steps[0].retry_delay_seconds = delay;
+        let mut w = World::new(steps);
+        w.trigger("1");
+        w.fail("flaky");
+        w.now += SignedDuration::from_secs(late);
+        let created = w.reconcile();
+        assert!(created[0].starts_with("crm-1-accounts-2-"), "{created:?}");
+        let retried: Vec<_> = w
+            .events
+            .iter()
+            .filter(|e| e.reason == "StepRetrying")
+            .map(|e| e.note.as_str())
+            .collect();
+        assert_eq!(
+            retried,
+            vec![
+                "step accounts attempt 1 failed: flaky (exit code 1); retrying now (attempt 2 of 2)"
+            ],
+            "delay {delay}s, reconciled {late}s late"
+        );
+    }
+}
+
 #[test]
 fn a_timeout_is_reported_as_such() {
     let mut steps = vec![step("accounts")];
