@@ -79,6 +79,7 @@ pub(super) fn drive(
     let now = cluster.now;
     let recovered = match unknown_job(book, cluster.jobs) {
         Some(job) if job.created.is_none_or(|at| now < at + STALE_LIMIT) => {
+            delete_jobs_of_finished_runs(book, cluster.jobs, actions);
             return Driven::Stale(now + SignedDuration::from_secs(1));
         }
         Some(_) => Some(adopt_unknown_jobs(book, cluster.jobs, actions)),
@@ -490,6 +491,25 @@ fn cleanup(book: &RunBook, limit: usize, jobs: &[JobView], actions: &mut Vec<Act
                 name: job.name.clone(),
             });
         }
+    }
+}
+
+/// While status waits to catch up with its Jobs, the unfinished Jobs of runs that it already
+/// shows as over still go (a cancelled run's, a replaced run's): no newer status can bring such
+/// a run back, since runs never resume and their numbers only grow. Jobs of the running run or
+/// of a run status does not know yet wait for status, whose word on them is not in.
+fn delete_jobs_of_finished_runs(book: &RunBook, jobs: &[JobView], actions: &mut Vec<Action>) {
+    let over = |run: i64| match running(book) {
+        Some(current) => run < current.id,
+        None => book.last_run_number.is_some_and(|n| run <= n),
+    };
+    for job in jobs
+        .iter()
+        .filter(|j| !j.deleting && !j.is_finished() && over(j.run))
+    {
+        actions.push(Action::DeleteJob {
+            name: job.name.clone(),
+        });
     }
 }
 

@@ -43,7 +43,8 @@ pub fn decide(obs: &Observed) -> Plan {
         Driven::Stale(at) => {
             return Plan {
                 status: old,
-                actions: vec![],
+                // Only the deletes that cannot wait for status.
+                actions,
                 wake_at: Some(at),
             };
         }

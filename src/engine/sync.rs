@@ -97,7 +97,8 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         Driven::Stale(at) => {
             return SyncPlan {
                 status: old,
-                actions: vec![],
+                // Only the deletes that cannot wait for status.
+                actions,
                 wake_at: Some(at),
             };
         }
