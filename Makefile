@@ -24,8 +24,11 @@ test-unit:
 	$(CARGO) test --locked --lib --bins
 
 # Integration tests against the real local control plane.
+# tests/rollback.rs runs the previous release's controller too (hack/previous-release.sh builds
+# it once per machine).
 test-integration: cluster
-	$(CARGO) test --locked --features failpoints --test '*'
+	previous=$$(hack/previous-release.sh) && \
+	  SYNCSEQ_PREVIOUS_BIN=$$previous $(CARGO) test --locked --features failpoints --test '*'
 
 # The Helm chart: lint, render, server-side dry-run, RBAC checks, and a run under the chart's
 # ServiceAccount instead of admin.

@@ -9,6 +9,7 @@
 mod common;
 mod crd;
 mod outbox;
+mod readable;
 mod receiver;
 mod run;
 mod sequence;
@@ -18,6 +19,7 @@ mod upstream;
 pub use common::*;
 pub use crd::{all_crds, crds_helm_template, crds_yaml};
 pub use outbox::*;
+pub use readable::{Readable, Shell, Unreadable};
 pub use receiver::*;
 pub use run::*;
 pub use sequence::*;

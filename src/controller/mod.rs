@@ -19,6 +19,7 @@ mod notify;
 mod observe;
 mod reconcile;
 mod triggers;
+pub(crate) mod unreadable;
 mod upstream;
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{Sync, SyncSequence, WebhookReceiver, labels};
+use crate::api::{Readable, Sync, SyncSequence, WebhookReceiver, labels};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -158,24 +159,6 @@ pub async fn run(
     .touched_objects()
     .predicate_filter(triggers::pod, PredicateConfig::default())
     .boxed();
-    let sync_stream = watcher(api::<Sync>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .inspect(watch_health(&health, "Sync"))
-        .modify(compact::sync)
-        .reflect(syncs_writer)
-        .inspect_ok({
-            let downstreams = downstreams.clone();
-            move |event| {
-                downstreams.sync_event(event);
-                if matches!(event, watcher::Event::InitDone) {
-                    syncs_listed_tx.send_replace(true);
-                }
-            }
-        })
-        .map_ok(mark_deleted)
-        .touched_objects()
-        .boxed();
-
     let reporter = events::Reporter {
         controller: "syncseq.dev/controller".into(),
         instance: config
@@ -183,33 +166,64 @@ pub async fn run(
             .clone()
             .unwrap_or_else(|| format!("syncseq-{}", std::process::id())),
     };
-    let (seq_store, seq_writer) = reflector::store();
-    let seq_stream = watcher(api::<SyncSequence>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .inspect(watch_health(&health, "SyncSequence"))
-        .modify(compact::sequence)
-        .reflect(seq_writer)
-        .inspect_ok({
-            let index = sequences_by_sync.clone();
-            let downstreams = downstreams.clone();
-            move |event| {
-                index.apply(event, index::SyncRefs::of);
-                downstreams.sequence_event(event);
+    // Syncs, sequences and receivers are read one by one: one that this release cannot read
+    // (a newer one wrote it) is set aside and said on the object, and the others go on.
+    let set_aside = unreadable::SetAside::start(client.clone(), reporter.clone());
+    let sync_stream = watcher(
+        api::<Readable<Sync>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .try_filter_map(set_aside.filter())
+    .inspect(watch_health(&health, "Sync"))
+    .modify(compact::sync)
+    .reflect(syncs_writer)
+    .inspect_ok({
+        let downstreams = downstreams.clone();
+        move |event| {
+            downstreams.sync_event(event);
+            if matches!(event, watcher::Event::InitDone) {
+                syncs_listed_tx.send_replace(true);
             }
-        })
-        .applied_objects();
+        }
+    })
+    .map_ok(mark_deleted)
+    .touched_objects()
+    .boxed();
+
+    let (seq_store, seq_writer) = reflector::store();
+    let seq_stream = watcher(
+        api::<Readable<SyncSequence>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .try_filter_map(set_aside.filter())
+    .inspect(watch_health(&health, "SyncSequence"))
+    .modify(compact::sequence)
+    .reflect(seq_writer)
+    .inspect_ok({
+        let index = sequences_by_sync.clone();
+        let downstreams = downstreams.clone();
+        move |event| {
+            index.apply(event, index::SyncRefs::of);
+            downstreams.sequence_event(event);
+        }
+    })
+    .applied_objects();
     // Webhook receivers: their deliveries start the objects that run after them, and their
     // own reconcile keeps their path and Ready condition. (The webhook endpoint, which runs in
     // every replica and not only the leader, watches them on its own; they are few.) Without
-    // their CRD (a `helm upgrade` leaves CRDs as they were) everything else works as before.
+    // their CRD (the controller upgraded before its CRDs, or CRDs applied by hand and not yet
+    // updated) everything else works as before.
     let (receiver_store, receiver_writer) = reflector::store();
     let (receivers_listed_tx, mut receivers_listed) = tokio::sync::watch::channel(false);
     let receiver_stream = if receivers_served(&client, ns).await {
         let stream = watcher(
-            api::<WebhookReceiver>(&client, ns),
+            api::<Readable<WebhookReceiver>>(&client, ns),
             watcher::Config::default(),
         )
         .default_backoff()
+        .try_filter_map(set_aside.filter())
         .inspect(watch_health(&health, "WebhookReceiver"))
         .reflect(receiver_writer)
         .inspect_ok(move |event| {
@@ -406,7 +420,8 @@ async fn receivers_served(client: &Client, namespace: Option<&str>) -> bool {
         Err(kube::Error::Api(e)) if e.code == 404 => {
             tracing::warn!(
                 "the WebhookReceiver CRD is not installed: webhook-started runs are off until it \
-                 is (apply crds/, which `helm upgrade` does not) and the controller restarts"
+                 is (upgrade the CRDs: helm upgrade with crds.enabled, or apply crds/) and the \
+                 controller restarts"
             );
             false
         }

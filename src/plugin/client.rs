@@ -7,7 +7,7 @@ use kube::{Api, Client, Config};
 
 use super::ConnectionArgs;
 use super::target::{Kind, Runnable, Target};
-use crate::api::{Sync, SyncSequence};
+use crate::api::{Readable, Sync, SyncSequence};
 
 /// Field manager of the plugin's patches, as `managedFields` shows it.
 const FIELD_MANAGER: &str = "kubectl-syncseq";
@@ -103,12 +103,12 @@ impl Cluster {
     pub async fn list_all(&self, all_namespaces: bool) -> anyhow::Result<Vec<Runnable>> {
         let lp = kube::api::ListParams::default();
         let sequences = self
-            .scoped::<SyncSequence>(all_namespaces)
+            .scoped::<Readable<SyncSequence>>(all_namespaces)
             .list(&lp)
             .await
             .map_err(api_error)?;
         let syncs = self
-            .scoped::<Sync>(all_namespaces)
+            .scoped::<Readable<Sync>>(all_namespaces)
             .list(&lp)
             .await
             .map_err(api_error)?;
@@ -134,11 +134,14 @@ impl Cluster {
         use futures::StreamExt;
         use kube::runtime::{WatchStreamExt, watcher};
         let config = watcher::Config::default();
-        let sequences = watcher(self.scoped::<SyncSequence>(all_namespaces), config.clone())
-            .default_backoff()
-            .applied_objects()
-            .map(|r| r.map(|o| Runnable::from(&o)));
-        let syncs = watcher(self.scoped::<Sync>(all_namespaces), config)
+        let sequences = watcher(
+            self.scoped::<Readable<SyncSequence>>(all_namespaces),
+            config.clone(),
+        )
+        .default_backoff()
+        .applied_objects()
+        .map(|r| r.map(|o| Runnable::from(&o)));
+        let syncs = watcher(self.scoped::<Readable<Sync>>(all_namespaces), config)
             .default_backoff()
             .applied_objects()
             .map(|r| r.map(|o| Runnable::from(&o)));

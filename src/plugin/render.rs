@@ -109,6 +109,9 @@ fn trigger(kind: TriggerKind, scheduled: Option<&Time>, upstream: Option<&Upstre
 
 /// When the schedule fires next, or why it does not.
 pub fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
+    if obj.unreadable.is_some() {
+        return "-".into();
+    }
     match obj.schedule.next_schedule_time.as_ref() {
         Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
         Some(t) => format!("{} (due)", time(t.0)),
@@ -292,6 +295,9 @@ fn sync_job_table(job: &SyncRunRecord, now: Timestamp) -> String {
 
 /// What an object is doing now, for the overview: its run in progress, or who holds a Sync.
 fn activity(obj: &Runnable) -> String {
+    if let Some(why) = &obj.unreadable {
+        return format!("cannot read it: {why}");
+    }
     if let Some(run) = obj
         .book
         .current_run
@@ -317,6 +323,9 @@ fn activity(obj: &Runnable) -> String {
 
 /// The last result: a sequence's last finished run; a Sync's last Job, whoever started it.
 fn last_result(obj: &Runnable) -> String {
+    if obj.unreadable.is_some() {
+        return "Unreadable".into();
+    }
     let job = obj
         .last_job
         .as_ref()
@@ -821,6 +830,30 @@ mod tests {
         assert_eq!(table.lines().count(), 3);
         let without = overview_table(&[overview_row(&sync, false, now)], false);
         assert!(without.starts_with("NAME "), "{without}");
+    }
+
+    #[test]
+    fn an_object_this_release_cannot_read_has_its_line_with_the_reason() {
+        let object = crate::api::Unreadable {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("ads".into()),
+                namespace: Some("revops".into()),
+                ..Default::default()
+            },
+            error: "status.lastRun.phase: unknown variant `Paused`".into(),
+            conditions: Vec::new(),
+        };
+        let obj = Runnable::unreadable(super::super::target::Kind::SyncSequence, &object);
+        assert_eq!(
+            overview_row(&obj, false, t("2026-05-01T10:00:30Z")),
+            [
+                "syncsequence/ads",
+                "Unreadable",
+                "-",
+                "cannot read it: status.lastRun.phase: unknown variant `Paused`",
+                "-"
+            ]
+        );
     }
 
     #[test]

@@ -96,6 +96,54 @@ pub struct Runnable {
     pub last_success: Option<Time>,
     /// The whole `status`, for `-o json|yaml|jsonpath`.
     pub status: serde_json::Value,
+    /// Why the object could not be read, when it could not (a newer syncseq wrote it).
+    pub unreadable: Option<String>,
+}
+
+impl Runnable {
+    /// What a listing shows of an object this release cannot read: its name and why.
+    pub fn unreadable(kind: Kind, object: &crate::api::Unreadable) -> Self {
+        Runnable {
+            target: Target {
+                kind,
+                name: object.metadata.name.clone().unwrap_or_default(),
+            },
+            namespace: object.metadata.namespace.clone().unwrap_or_default(),
+            uid: object.metadata.uid.clone(),
+            scheduling: Default::default(),
+            concurrency: Default::default(),
+            schedule: Default::default(),
+            book: Default::default(),
+            last_run: None,
+            last_job: None,
+            claim: None,
+            last_success: None,
+            status: serde_json::Value::Null,
+            unreadable: Some(object.error.clone()),
+        }
+    }
+
+    fn of<K>(kind: Kind, object: &crate::api::Readable<K>) -> Self
+    where
+        for<'a> Runnable: From<&'a K>,
+    {
+        match object {
+            crate::api::Readable::Read(k) => Runnable::from(k),
+            crate::api::Readable::Unreadable(u) => Runnable::unreadable(kind, u),
+        }
+    }
+}
+
+impl From<&crate::api::Readable<SyncSequence>> for Runnable {
+    fn from(object: &crate::api::Readable<SyncSequence>) -> Self {
+        Runnable::of(Kind::SyncSequence, object)
+    }
+}
+
+impl From<&crate::api::Readable<Sync>> for Runnable {
+    fn from(object: &crate::api::Readable<Sync>) -> Self {
+        Runnable::of(Kind::Sync, object)
+    }
 }
 
 fn status_json(status: &impl serde::Serialize) -> serde_json::Value {
@@ -121,6 +169,7 @@ impl From<&SyncSequence> for Runnable {
             last_run: st.last_run,
             last_job: None,
             claim: None,
+            unreadable: None,
         }
     }
 }
@@ -150,6 +199,7 @@ impl From<&Sync> for Runnable {
             last_run: None,
             last_job: st.last_run,
             claim: st.claim,
+            unreadable: None,
         }
     }
 }

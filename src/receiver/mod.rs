@@ -32,14 +32,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::api::WebhookReceiver;
+use crate::api::{Readable, WebhookReceiver};
 use crate::controller::events::{self, Reporter};
 use crate::engine::Event;
 use crate::metrics::Metrics;
@@ -123,14 +123,18 @@ pub async fn serve(
         metrics,
         api_timeout: config.api_timeout,
     });
-    let api: Api<WebhookReceiver> = match &config.namespace {
+    // Receivers are read one by one: one this release cannot read is left out (the leader's
+    // controller says so on it; this endpoint may run on a standby and writes nothing).
+    let api: Api<Readable<WebhookReceiver>> = match &config.namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
     let watched = endpoint.clone();
+    let set_aside = crate::controller::unreadable::SetAside::log_only();
     tokio::spawn(async move {
         watcher(api, watcher::Config::default())
             .default_backoff()
+            .try_filter_map(set_aside.filter())
             .reflect(writer)
             .for_each(|event| {
                 match event {

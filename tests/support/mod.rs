@@ -324,6 +324,8 @@ pub struct ControllerProcess {
     all_namespaces: bool,
     /// `--lease-duration-seconds`: short in tests, so that takeovers are quick.
     lease_seconds: u64,
+    /// The `syncseq` it runs: this build's, or another release's (see [`Self::restart_as`]).
+    binary: PathBuf,
 }
 
 impl ControllerProcess {
@@ -395,6 +397,7 @@ impl ControllerProcess {
             kubeconfig: None,
             all_namespaces: false,
             lease_seconds: 6,
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_syncseq")),
         }
     }
 
@@ -433,7 +436,7 @@ impl ControllerProcess {
             } else {
                 &[]
             };
-        let child = Command::new(env!("CARGO_BIN_EXE_syncseq"))
+        let child = Command::new(&self.binary)
             .args([
                 "controller",
                 "--log-level",
@@ -473,6 +476,14 @@ impl ControllerProcess {
 
     pub fn restart(&mut self) {
         self.kill();
+        self.spawn();
+    }
+
+    /// SIGKILL, then the same replica (identity, namespace, lease) running `binary`: another
+    /// release of syncseq taking over, as in an upgrade or a rollback.
+    pub fn restart_as(&mut self, binary: &Path) {
+        self.kill();
+        self.binary = binary.to_path_buf();
         self.spawn();
     }
 
