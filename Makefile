@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac test-image image bench soak demo tools cluster cluster-down
+.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac test-newcomer test-image image bench soak demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -40,6 +40,12 @@ test-chart: cluster build
 test-rbac: cluster
 	hack/test-as-serviceaccount.sh
 
+# docs/install.md followed as written: the chart installed, checked, and the CRM example run, with
+# the controller as the installed ServiceAccount. Deletes the syncseq CRDs first: after the
+# other cluster tests.
+test-newcomer: cluster build
+	hack/test-newcomer.sh
+
 # Argo CD Lua health check (gopher-lua), kstatus and Flux health expressions on captured fixtures.
 test-gitops:
 	cd gitops && go mod download && go test ./...
@@ -52,7 +58,7 @@ test-image image:
 	hack/krew.sh
 
 # Everything CI checks.
-test: lint test-unit test-integration test-chart test-rbac test-gitops test-image
+test: lint test-unit test-integration test-chart test-rbac test-newcomer test-gitops test-image
 
 # Scale benchmark on the local control plane, measured from outside the controller beside a
 # floor program and CronJob (BENCH_SEQUENCES, default 1000; BENCH_HISTORY_ROUNDS=3 first runs

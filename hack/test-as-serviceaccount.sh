@@ -4,7 +4,7 @@
 # proof that the chart's least-privilege RBAC is enough for everything the controller does.
 #
 # The chart's RBAC is rendered with `helm template` and applied; a token for its ServiceAccount
-# goes into .cluster/serviceaccount.kubeconfig, which tests/support hands to every controller
+# goes into .cluster/serviceaccount.kubeconfig (hack/sa-kubeconfig.sh), which tests/support hands to every controller
 # process through SYNCSEQ_CONTROLLER_KUBECONFIG. The tests themselves (creating namespaces,
 # Syncs, sequences) still act as admin, as a user would. Leader election is off: every test runs
 # its own single controller and the chart grants Lease access to its own Lease name only (the
@@ -30,20 +30,8 @@ docs = [d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") in keep]
 print(yaml.safe_dump_all(docs))' \
   | kubectl apply -n "$ns" -f - >/dev/null
 sa=$(kubectl get serviceaccount -n "$ns" -l app.kubernetes.io/instance=$release -o jsonpath='{.items[0].metadata.name}')
-token=$(kubectl create token "$sa" -n "$ns" --duration=2h)
-server=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
-ca=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
 out=$repo/.cluster/serviceaccount.kubeconfig
-cat >"$out" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters: [{name: local, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
-users: [{name: $sa, user: {token: "$token"}}]
-contexts: [{name: sa, context: {cluster: local, user: $sa}}]
-current-context: sa
-KUBECONFIG
-# The identity really is the ServiceAccount, with no admin rights.
-KUBECONFIG=$out kubectl auth whoami -o jsonpath='{.status.userInfo.username}' | grep -qx "system:serviceaccount:$ns:$sa"
+hack/sa-kubeconfig.sh "$ns" "$sa" "$out" 2h
 if KUBECONFIG=$out kubectl auth can-i list secrets --all-namespaces >/dev/null 2>&1; then
   echo "the ServiceAccount may list Secrets: RBAC too broad" >&2
   exit 1

@@ -388,14 +388,8 @@ run_crm_once() { # <namespace> <controller pid>
 # --- 7. optional: the controller itself, with only the ServiceAccount's rights -------------------
 if [ -n "${SYNCSEQ_BIN:-}" ] && [ -s "$work/namespaced.json" ] && [ "$failures" -eq 0 ]; then
   log "running $SYNCSEQ_BIN as $sa in namespace $watched"
-  token=$(kubectl -n "$ns" create token "$release" --duration=10m)
-  server=$(kubectl config view --minify --raw -o jsonpath='{.clusters[0].cluster.server}')
-  kubectl config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$work/ca.crt"
   sakube=$work/sa.kubeconfig
-  KUBECONFIG=$sakube kubectl config set-cluster c --server="$server" --certificate-authority="$work/ca.crt" --embed-certs >/dev/null
-  KUBECONFIG=$sakube kubectl config set-credentials sa --token="$token" >/dev/null
-  KUBECONFIG=$sakube kubectl config set-context c --cluster=c --user=sa --namespace="$watched" >/dev/null
-  KUBECONFIG=$sakube kubectl config use-context c >/dev/null
+  hack/sa-kubeconfig.sh "$ns" "$release" "$sakube" 10m
   KUBECONFIG=$sakube "$SYNCSEQ_BIN" controller --namespace "$watched" --lease-namespace "$ns" --metrics-address 127.0.0.1:0 >"$work/controller.log" 2>&1 &
   controller_pid=$!
   result=$(run_crm_once "$watched" "$controller_pid")
