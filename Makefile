@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds lint test test-unit test-integration test-chart test-gitops test-rbac test-newcomer test-image image bench soak demo tools cluster cluster-down
+.PHONY: all build crds chart-docs lint test test-unit test-integration test-chart test-gitops test-rbac test-newcomer test-image image bench soak demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -13,6 +13,10 @@ build:
 crds:
 	$(CARGO) run --locked -q -- crd > crds/syncseq.dev_crds.yaml
 	$(CARGO) run --locked -q -- crd --helm > charts/syncseq/templates/crds.yaml
+
+# The chart's README, from charts/syncseq/README.md.gotmpl and values.yaml's comments.
+chart-docs:
+	"$$(hack/build-tools.sh)/helm-docs" --chart-search-root charts/syncseq --log-level warning
 
 # Quality gates: formatting and clippy with warnings as errors.
 lint:

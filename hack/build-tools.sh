@@ -17,24 +17,26 @@ check helm helm.sh/helm/v4 "$HELM_VERSION"
 check prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
 check crane github.com/google/go-containerregistry "$CRANE_VERSION"
 check krew sigs.k8s.io/krew "$KREW_VERSION"
+check helm-docs github.com/norwoodj/helm-docs "$HELM_DOCS_VERSION"
 
 # Bump when the way the programs are built changes, so cached binaries are rebuilt.
 recipe=2
 # The control plane's key covers its own versions and wrappers only; the test tools (promtool,
-# crane, krew's validator) have their own (below), so that bumping one does not rebuild
+# crane, krew's validator, helm-docs) have their own (below), so that bumping one does not rebuild
 # Kubernetes.
 plane=(etcd helm kubernetes kwok)
-key=$( (echo "$recipe"; grep -Ev '^(PROMETHEUS|CRANE|KREW)_VERSION=' "$here/versions.env"
+key=$( (echo "$recipe"; grep -Ev '^(PROMETHEUS|CRANE|KREW|HELM_DOCS)_VERSION=' "$here/versions.env"
   for t in "${plane[@]}"; do cat "$here/tools/$t/go.mod"; done
   for t in "${plane[@]}"; do cat "$here/tools/$t/go.sum"; done) | sha256sum | cut -c1-12)
 toolkey() { (echo "$recipe"; cat "$here/tools/$1/go.mod" "$here/tools/$1/go.sum") | sha256sum | cut -c1-12; }
 promkey=$(toolkey prometheus)
 cranekey=$(toolkey crane)
 krewkey=$(toolkey krew)
+helmdocskey=$(toolkey helm-docs)
 cache=${SYNCSEQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syncseq}
 bin=$cache/$key/bin
 programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm "promtool-$promkey"
-  "crane-$cranekey" "validate-krew-manifest-$krewkey" "krew-$krewkey")
+  "crane-$cranekey" "validate-krew-manifest-$krewkey" "krew-$krewkey" "helm-docs-$helmdocskey")
 
 missing=()
 for p in "${programs[@]}"; do [ -x "$bin/$p" ] || missing+=("$p"); done
@@ -72,9 +74,11 @@ build prometheus "promtool-$promkey" github.com/prometheus/prometheus/cmd/promto
 build crane "crane-$cranekey" github.com/google/go-containerregistry/cmd/crane
 build krew "validate-krew-manifest-$krewkey" sigs.k8s.io/krew/cmd/validate-krew-manifest
 build krew "krew-$krewkey" sigs.k8s.io/krew/cmd/krew
+build helm-docs "helm-docs-$helmdocskey" github.com/norwoodj/helm-docs/cmd/helm-docs
 ln -sf "promtool-$promkey" "$bin/promtool"
 ln -sf "crane-$cranekey" "$bin/crane"
 ln -sf "validate-krew-manifest-$krewkey" "$bin/validate-krew-manifest"
 ln -sf "krew-$krewkey" "$bin/krew"
+ln -sf "helm-docs-$helmdocskey" "$bin/helm-docs"
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$bin"

@@ -2,7 +2,8 @@
 # Tests the Helm chart charts/syncseq against the local control plane (make cluster):
 #
 #   1. the CRDs are templates (templates/crds.yaml, checked against the types by a unit test),
-#      not Helm's install-only crds/ directory;
+#      not Helm's install-only crds/ directory; the chart README is what helm-docs makes of
+#      README.md.gotmpl and values.yaml;
 #   2. helm lint with the default values and every charts/syncseq/ci/*-values.yaml;
 #   3. helm template for each value set; values that must be refused are refused;
 #   4. every rendered manifest passes a server-side dry-run (kubectl apply --dry-run=server), after
@@ -71,6 +72,17 @@ kubectl get --raw /readyz >/dev/null 2>&1 || die "no API server at KUBECONFIG=$K
 log "chart CRDs"
 [ ! -e "$chart/crds" ] || fail "$chart/crds/ exists: Helm installs it once and never upgrades it; the CRDs are templates/crds.yaml (make crds)"
 [ -s "$chart/templates/crds.yaml" ] || fail "$chart/templates/crds.yaml is missing (make crds)"
+
+# The chart's README is generated from values.yaml's comments (make chart-docs).
+HELM_DOCS=${HELM_DOCS:-${bin:+$bin/helm-docs}}
+if [ -x "${HELM_DOCS:-}" ]; then
+  log "chart README up to date with values.yaml (helm-docs)"
+  "$HELM_DOCS" --chart-search-root "$chart" --dry-run --log-level warning >"$work/README.md"
+  diff -u "$chart/README.md" "$work/README.md" >&2 ||
+    fail "$chart/README.md is behind README.md.gotmpl or values.yaml: run make chart-docs"
+else
+  fail "no helm-docs: run hack/build-tools.sh"
+fi
 
 # --- 2. lint -----------------------------------------------------------------------------------
 value_sets=(default)

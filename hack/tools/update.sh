@@ -57,4 +57,5 @@ gen_simple helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
 gen_simple prometheus github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
 gen_simple crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"
 gen_simple krew sigs.k8s.io/krew/cmd/validate-krew-manifest "$KREW_VERSION"
+gen_simple helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
 (cd "$here/krew" && go get -tool "sigs.k8s.io/krew/cmd/krew@$KREW_VERSION")
