@@ -324,6 +324,36 @@ async fn wait_pod(pods: &Api<Pod>, name: &str, done: impl Fn(&Pod) -> bool) -> b
 type Lines = Pin<Box<dyn Stream<Item = anyhow::Result<(String, String)>> + Send>>;
 
 /// `logs NAME [--run N] [--step S] [-f] [--previous] [-c C | --all-containers]`.
+/// The last `lines` lines of the chosen step's main container, made safe to show (escape
+/// sequences and control characters removed, as for a terminal): for the dashboard.
+pub async fn tail(
+    cluster: &Cluster,
+    obj: &Runnable,
+    choice: &Choice,
+    lines: i64,
+) -> anyhow::Result<String> {
+    let job = find_job(cluster, obj, choice).await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &obj.namespace);
+    let pod = newest_pod(&pods, &job).await?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone());
+    let params = LogParams {
+        container,
+        tail_lines: Some(lines),
+        ..Default::default()
+    };
+    let text = pods.logs(&pod_name, &params).await.map_err(api_error)?;
+    Ok(text
+        .lines()
+        .map(|line| terminal_safe(&strip_ansi_escapes::strip_str(line)))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 pub async fn logs(cluster: &Cluster, obj: &Runnable, args: &LogArgs) -> anyhow::Result<()> {
     let choice = choose(obj, args.run, args.step.as_deref()).map_err(anyhow::Error::msg)?;
     let job = find_job(cluster, obj, &choice).await?;

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 pub mod client;
 pub mod commands;
+pub mod dashboard;
 pub mod jsonpath;
 pub mod logs;
 pub mod render;
@@ -134,6 +135,17 @@ pub enum PluginCommand {
         #[command(flatten)]
         args: logs::LogArgs,
     },
+    /// Serve a read-only dashboard on localhost: every SyncSequence and Sync with its last
+    /// result and what it does now, and per object a timeline of its recent runs, their Events
+    /// and the log of a failed step. It reads as your kubeconfig's user.
+    Dashboard {
+        /// Show the objects of every namespace (those your RBAC may list).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Port on 127.0.0.1 (0: any free port; the address is printed).
+        #[arg(long, default_value_t = 8377)]
+        port: u16,
+    },
     /// Print a shell completion script for `kubectl-syncseq` (bash, zsh, fish, elvish or
     /// powershell), e.g. `source <(kubectl syncseq completion bash)`.
     Completion {
@@ -249,6 +261,10 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             let obj = cluster.get(&target).await?;
             logs::logs(&cluster, &obj, &args).await
         }
+        PluginCommand::Dashboard {
+            all_namespaces,
+            port,
+        } => dashboard::serve(cluster, all_namespaces, port).await,
         PluginCommand::Completion { .. } => unreachable!("handled before connecting"),
     }
 }

@@ -14,6 +14,7 @@ mod cli;
 mod control_plane;
 mod crashes;
 mod crd_validation;
+mod dashboard;
 mod edges;
 mod failure_policies;
 mod operations;

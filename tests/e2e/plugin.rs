@@ -432,26 +432,6 @@ async fn errors_read_like_kubectl() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
 
-/// The Pods of the namespace's Jobs, by step label: (step, pod name).
-async fn step_pods(ns: &TestNamespace) -> Vec<(String, String)> {
-    use k8s_openapi::api::core::v1::Pod;
-    let pods = ns
-        .api::<Pod>()
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
-    let mut out: Vec<(String, String)> = pods
-        .iter()
-        .filter_map(|p| {
-            let step = p.metadata.labels.as_ref()?.get("syncseq.dev/step")?.clone();
-            Some((step, p.metadata.name.clone()?))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test]
 async fn logs_show_the_failed_step_and_follow_a_running_one() {
     use support::pod_logs::PodLog;

@@ -423,3 +423,23 @@ impl Drop for PodLog {
         self.task.abort();
     }
 }
+
+/// The Pods of the namespace's Jobs, by step label: (step, pod name).
+pub async fn step_pods(ns: &TestNamespace) -> Vec<(String, String)> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = ns
+        .api::<Pod>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let mut out: Vec<(String, String)> = pods
+        .iter()
+        .filter_map(|p| {
+            let step = p.metadata.labels.as_ref()?.get("syncseq.dev/step")?.clone();
+            Some((step, p.metadata.name.clone()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
