@@ -196,13 +196,7 @@ async fn find_job(cluster: &Cluster, obj: &Runnable, choice: &Choice) -> anyhow:
     };
     list.items
         .into_iter()
-        .filter(|j| {
-            j.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == obj.uid.as_ref())
-        })
+        .filter(|j| obj.owns(j))
         .max_by_key(attempt)
         .ok_or_else(|| {
             anyhow::anyhow!(

@@ -123,6 +123,16 @@ impl Runnable {
         }
     }
 
+    /// Whether the Job is this object's: its owner reference names the object's UID (labels
+    /// alone could be anyone's, or an earlier object's of the same name).
+    pub fn owns(&self, job: &k8s_openapi::api::batch::v1::Job) -> bool {
+        job.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == self.uid.as_ref())
+    }
+
     fn of<K>(kind: Kind, object: &crate::api::Readable<K>) -> Self
     where
         for<'a> Runnable: From<&'a K>,

@@ -165,13 +165,7 @@ fn runs(obj: &Runnable) -> Vec<Row> {
 pub(crate) fn timeline(obj: &Runnable, jobs: &[Job], now: Timestamp) -> Timeline {
     let owned: Vec<JobFacts> = jobs
         .iter()
-        .filter(|j| {
-            j.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == obj.uid.as_ref())
-        })
+        .filter(|j| obj.owns(j))
         .filter_map(facts)
         .collect();
     let mut rows = runs(obj);
