@@ -11,10 +11,10 @@ use support::*;
 use syncseq::api::{RunPhase, StepPhase, SyncSequence};
 
 /// `SIGSTOP` the leader past its lease: the standby takes over and finishes a step; on
-/// `SIGCONT` the old leader writes nothing (its fence closed on its own clock while it was
-/// stopped) and exits. The audit log tells the replicas apart by User-Agent.
+/// `SIGCONT` the old leader changes nothing (its fence closed on its own clock while it was
+/// stopped; what it had already sent is refused by the API server) and exits. The audit log tells the replicas apart by User-Agent.
 #[tokio::test]
-async fn a_paused_leader_writes_nothing_after_the_standby_took_over_and_exits() {
+async fn a_paused_leader_changes_nothing_after_the_standby_took_over_and_exits() {
     install_crds().await;
     let ns = TestNamespace::new("fence").await;
     apply_crm(&ns, "3s", "");
@@ -100,10 +100,26 @@ async fn a_paused_leader_writes_nothing_after_the_standby_took_over_and_exits() 
         writes.iter().any(|w| w.received < takeover),
         "the audit log shows replica a's writes while it led (else this test sees nothing)"
     );
-    let late: Vec<_> = writes.iter().filter(|w| w.received >= takeover).collect();
+    // A request replica a had sent when it was stopped may still reach the API server after
+    // the takeover: no client-side check can close that gap. What must hold is that none of
+    // them changes anything — each status write is conditional on the version it was decided
+    // on, which replica b has moved past, a claim is compare-and-swap, and a Job create finds
+    // b's Job under the same name. Only Events, records of what a did before, may land.
+    let late: Vec<_> = writes
+        .iter()
+        .filter(|w| w.received >= takeover && w.resource != "events")
+        .collect();
+    let landed: Vec<_> = late
+        .iter()
+        .filter(|w| w.code.is_some_and(|c| (200..300).contains(&c)))
+        .collect();
     assert!(
-        late.is_empty(),
-        "replica a wrote after replica b took the lease at {takeover} (resumed at {resumed}): {late:#?}"
+        landed.is_empty(),
+        "a write of replica a's landed after replica b took the lease at {takeover} (resumed at {resumed}): {landed:#?}"
+    );
+    assert!(
+        late.len() <= 8,
+        "replica a went on sending writes after it resumed at {resumed}: {late:#?}"
     );
     drop(b);
 }

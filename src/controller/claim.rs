@@ -31,9 +31,20 @@ pub const CLAIM_YOUNG: SignedDuration = SignedDuration::from_secs(30);
 /// Whether a claim was made.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claimed {
-    Yes,
+    /// The claim holds; the write that made it, when this call made it.
+    Yes(Option<Swap>),
     /// Someone else holds the Sync, or claimed it a moment ago: who.
     Refused(String),
+}
+
+/// A claim's compare-and-swap write: the Sync's resourceVersion it was made on and the one it
+/// produced. A Sync that claims itself for its own run writes its status next, conditional on
+/// the version it decided on; `to` carries that condition across the claim only when `from`
+/// is that version (nobody else wrote the Sync in between).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Swap {
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 /// Claims `sync` for `job` (run by `by`).
@@ -54,15 +65,15 @@ pub async fn claim(
     let cached = ctx.syncs.get(&ObjectRef::new(sync).within(namespace));
     if let Some(cached) = cached
         && let Decision::Write(version) = decide(ctx, namespace, &cached, job)
-        && write(&api, sync, job, by, version.as_deref()).await? == Claimed::Yes
+        && let claimed @ Claimed::Yes(_) = write(&api, sync, job, by, version.as_deref()).await?
     {
-        return Ok(Claimed::Yes);
+        return Ok(claimed);
     }
     let Some(current) = api.get_opt(sync).await? else {
         return Ok(Claimed::Refused(format!("sync {sync} no longer exists")));
     };
     match decide(ctx, namespace, &current, job) {
-        Decision::Ours => Ok(Claimed::Yes),
+        Decision::Ours => Ok(Claimed::Yes(None)),
         Decision::Refused(who) => Ok(Claimed::Refused(who)),
         Decision::Write(version) => write(&api, sync, job, by, version.as_deref()).await,
     }
@@ -132,7 +143,10 @@ async fn write(
         ..Default::default()
     };
     match api.patch_status(sync, &params, &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(Claimed::Yes),
+        Ok(written) => Ok(Claimed::Yes(Some(Swap {
+            from: version.map(str::to_string),
+            to: written.resource_version(),
+        }))),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Claimed::Refused(format!(
             "another reconciler (sync {sync} changed while it was being claimed)"
         ))),

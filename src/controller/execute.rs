@@ -23,6 +23,10 @@ pub enum ExecuteError {
     DeleteJob(String, #[source] kube::Error),
     #[error("claiming sync {0}: {1}")]
     Claim(String, #[source] kube::Error),
+    /// The object changed since the copy the plan was decided on: nothing of the plan's status
+    /// was written, and it is decided again on the newer copy.
+    #[error("status of {0} changed since it was read")]
+    Superseded(String),
     #[error("reading jobs: {0}")]
     Read(#[source] kube::Error),
     /// A bug: the reconcile of one object panicked. Caught so that every other object goes on.
@@ -78,6 +82,12 @@ where
     let reference = obj.object_ref(&());
     let owner_uid = obj.meta().uid.clone().unwrap_or_default();
 
+    // Every status write is conditional on the resourceVersion it was decided on, so a
+    // decision made on a copy someone has changed since — a stale cache, or a paused leader
+    // whose write left before its fence closed and arrives after a standby took over — is
+    // refused with 409 and made again instead of landing over newer status.
+    let mut decided_on = obj.meta().resource_version.clone();
+    let is_sync = K::kind(&()) == crate::api::Sync::kind(&());
     for action in actions {
         if let Action::CreateJob(job) = action {
             let sync = job
@@ -90,7 +100,11 @@ where
                 .await
                 .map_err(|e| ExecuteError::Claim(sync.clone(), e))?
             {
-                Claimed::Yes => {}
+                // A Sync claiming itself for its own run moved its own version.
+                Claimed::Yes(Some(swap)) if is_sync && sync == name && swap.from == decided_on => {
+                    decided_on = swap.to;
+                }
+                Claimed::Yes(_) => {}
                 Claimed::Refused(holder) => {
                     tracing::info!(object = %name, %sync, %holder, "sync is held; deciding again shortly");
                     return Ok(Executed {
@@ -102,20 +116,29 @@ where
         }
     }
 
-    let write_status = |status: Option<&S>| {
+    let write_status = |status: Option<&S>, version: Option<String>| {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
         let body = status.map(|status| {
-            serde_json::json!({
+            let mut body = serde_json::json!({
                 "apiVersion": K::api_version(&()),
                 "kind": K::kind(&()),
                 "status": status,
-            })
+            });
+            // (An apply with `resourceVersion: null` is invalid; without one it is unconditional.)
+            if let Some(version) = version {
+                body["metadata"] = serde_json::json!({ "resourceVersion": version });
+            }
+            body
         });
         let name = name.clone();
         async move {
             let Some(body) = body else {
                 return Ok(None);
             };
+            failpoints::pause_point(failpoints::BEFORE_STATUS_WRITE, || {
+                format!("writing the status of {} {name}", K::kind(&()))
+            })
+            .await;
             let written = api
                 .patch_status(
                     &name,
@@ -123,7 +146,10 @@ where
                     &Patch::Apply(&body),
                 )
                 .await
-                .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+                .map_err(|e| match e {
+                    kube::Error::Api(s) if s.code == 409 => ExecuteError::Superseded(name.clone()),
+                    e => ExecuteError::Status(name.clone(), e),
+                })?;
             crash_point(failpoints::STATUS_WRITTEN);
             Ok::<_, ExecuteError>(written.resource_version())
         }
@@ -169,16 +195,22 @@ where
         Ok::<_, ExecuteError>(creations)
     };
     let (version, creations) = if status_first {
-        let version = write_status(status).await?;
+        let version = write_status(status, decided_on.clone()).await?;
         let creations = apply_jobs.await?;
         match settle(&creations) {
-            Some(settled) => (write_status(Some(&settled)).await?, creations),
+            Some(settled) => {
+                let on = version.clone().or(decided_on);
+                (write_status(Some(&settled), on).await?, creations)
+            }
             None => (version, creations),
         }
     } else {
         let creations = apply_jobs.await?;
         let settled = settle(&creations);
-        (write_status(settled.as_ref().or(status)).await?, creations)
+        (
+            write_status(settled.as_ref().or(status), decided_on).await?,
+            creations,
+        )
     };
     let refusals = &creations.refused;
     let mut events: Vec<crate::engine::Event> = actions

@@ -289,10 +289,19 @@ async fn reconcile_object<K: Subject>(
             any.then(|| K::for_apply(&settled))
         },
     )
-    .await?;
+    .await;
+    let executed = match executed {
+        // Someone wrote the object since this copy: its watch event brings the newer copy to
+        // decide on; this is the bound.
+        Err(ExecuteError::Superseded(_)) => {
+            tracing::debug!(object = %key, "status changed while deciding; deciding again");
+            return Ok(Requeue::requeue(DECIDE_AGAIN));
+        }
+        executed => executed?,
+    };
     if executed.deferred.is_some() {
         // Someone else just claimed the Sync: their Job's events wake us; this is the bound.
-        return Ok(Requeue::requeue(CLAIM_RETRY));
+        return Ok(Requeue::requeue(DECIDE_AGAIN));
     }
     // A write the server found to change nothing keeps the version (and sends no event).
     if executed.version.is_some() && executed.version.as_deref() != version {
@@ -306,8 +315,9 @@ async fn reconcile_object<K: Subject>(
     Ok(requeue_at(plan.wake_at, now))
 }
 
-/// When to decide again after a refused claim, if no watch event comes first.
-const CLAIM_RETRY: Duration = Duration::from_secs(2);
+/// When to decide again after a refused claim or a superseded status write, if no watch event
+/// comes first.
+const DECIDE_AGAIN: Duration = Duration::from_secs(2);
 
 /// Requeue at the engine's wake-up time, or wait for the next watch event.
 pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Requeue {

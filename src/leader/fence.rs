@@ -146,7 +146,9 @@ where
         req.headers_mut()
             .insert(header::USER_AGENT, self.layer.user_agent.clone());
         // Checked as the request enters the client stack; the fence closes a third of a lease
-        // before a standby may acquire, which covers the time it takes to go out.
+        // before a standby may acquire, which covers the time it takes to go out — unless the
+        // process is stopped in between. What then arrives late is refused by the API server:
+        // the writes that matter carry preconditions (see `controller::execute`).
         if is_write(req.method()) && !self.layer.fence.allows() {
             return Box::pin(std::future::ready(Err(Box::new(Fenced) as BoxError)));
         }

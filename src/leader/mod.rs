@@ -7,7 +7,8 @@
 //! the Lease's resourceVersion, so of two replicas only one wins. A leader renews every
 //! `retry` and may act only until `renew_deadline` after the start of its last successful
 //! renewal — the [`Fence`] closes then on its own, shorter than the lease by a third, so the
-//! old leader has stopped writing before a standby can acquire. A leader that finds its fence
+//! old leader has stopped sending writes before a standby can acquire (one it had sent when it
+//! was stopped may still arrive; its precondition has it refused). A leader that finds its fence
 //! closed (a renewal failed or hung, the process was paused) has lost the lease for good and
 //! the process exits; it restarts as a standby.
 

@@ -497,3 +497,71 @@ async fn two_controllers_at_once_for_30s_never_run_a_sync_twice_and_leave_nothin
         }
     }
 }
+
+/// A status decided on a copy that changes before the write reaches the API server (a stale
+/// cache, a slow or stopped controller) is refused — every status write is conditional on the
+/// resourceVersion it was decided on — and decided again on the newer copy, never written over
+/// it. The controller pauses before its first status write while the test changes the spec.
+#[tokio::test]
+async fn a_status_decided_on_a_copy_changed_since_is_refused_and_decided_again() {
+    install_crds().await;
+    let ns = TestNamespace::new("superseded").await;
+    ns.kubectl_apply(&sync_yaml("accounts", "1s", 0, None));
+    let controller = ControllerProcess::start_with_env(
+        &ns.name,
+        vec![(
+            "FAILPOINTS".into(),
+            "before-status-write=1*return(4000)".into(),
+        )],
+    );
+    let marker =
+        "failpoint before-status-write: pausing 4000 ms before writing the status of Sync accounts";
+    let log = controller.log_path().to_path_buf();
+    eventually(
+        Duration::from_secs(30),
+        "the controller to pause before its first status write",
+        || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|text| text.contains(marker))
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    let syncs = ns.api::<Sync>();
+    syncs
+        .patch(
+            "accounts",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let sync = wait_for_object(
+        &syncs,
+        "accounts",
+        DEADLINE,
+        "the status of generation 2",
+        |s| s.status.as_ref().and_then(|st| st.observed_generation) == Some(2),
+    )
+    .await;
+    assert_eq!(sync.metadata.generation, Some(2));
+
+    let writes: Vec<_> = audit::writes_by(&format!("({})", controller.identity()))
+        .into_iter()
+        .filter(|w| {
+            w.uri
+                .contains(&format!("/namespaces/{}/syncs/accounts/status", ns.name))
+        })
+        .collect();
+    let codes: Vec<_> = writes.iter().map(|w| w.code).collect();
+    assert_eq!(
+        codes.first(),
+        Some(&Some(409)),
+        "the write decided on generation 1 is refused, then generation 2's lands: {writes:#?}"
+    );
+    assert!(codes.iter().skip(1).any(|c| *c == Some(200)), "{writes:#?}");
+}

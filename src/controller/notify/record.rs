@@ -161,7 +161,26 @@ fn condition_for(alerts: &BTreeMap<String, Outcome>) -> (bool, &'static str, Str
 /// sequence's alerts call for (alerts no longer in the spec are forgotten first), and
 /// `handledAlerts` with `done` added, cut to the keys still pending. Called with the outcomes
 /// locked, which also serialises the writes, so an older outcome never lands last.
+///
+/// Conditional on the resourceVersion read, like every status write (see `execute`): when the
+/// reconciler writes in between, the sequence is read and the fields worked out again.
 pub(super) async fn write(
+    client: &Client,
+    key: &(String, String),
+    outcomes: &mut HashMap<(String, String), BTreeMap<String, Outcome>>,
+    done: Option<&str>,
+) -> Result<(), kube::Error> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        match write_once(client, key, outcomes, done).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < ATTEMPTS => attempt += 1,
+            written => return written,
+        }
+    }
+}
+
+async fn write_once(
     client: &Client,
     (namespace, name): &(String, String),
     outcomes: &mut HashMap<(String, String), BTreeMap<String, Outcome>>,
@@ -225,11 +244,14 @@ pub(super) async fn write(
     // Both fields in every apply: a field this manager applied before and leaves out now
     // would be removed.
     let conditions = condition.or_else(|| current.cloned());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": "syncseq.dev/v1alpha1",
         "kind": "SyncSequence",
         "status": {"conditions": conditions.into_iter().collect::<Vec<_>>(), "handledAlerts": handled},
     });
+    if let Some(version) = &seq.metadata.resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
