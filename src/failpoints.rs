@@ -17,6 +17,8 @@ pub(crate) const BEFORE_NOTIFY: &str = "before-notify";
 
 /// Before a status write is sent: the object may change meanwhile (a pause point).
 pub(crate) const BEFORE_STATUS_WRITE: &str = "before-status-write";
+/// Before the status write that records Jobs just created within a run (a pause point).
+pub(crate) const BEFORE_STATUS_WRITE_AFTER_JOBS: &str = "before-status-write-after-jobs";
 
 /// Waits here if the environment says so (only with the `failpoints` feature). `what` names
 /// what waits, in the line that says so.

@@ -619,6 +619,19 @@ async fn main() {
             .join(", ")
     );
     println!(
+        "| controller reconciles by kind | {} |",
+        ["SyncSequence", "Sync"]
+            .iter()
+            .map(|kind| {
+                let select = [("kind", *kind)];
+                let count = stats::sum(&after.controller, "syncseq_reconciles_total", &select)
+                    - stats::sum(&before.controller, "syncseq_reconciles_total", &select);
+                format!("{kind} {count:.0} ({:.2} per step)", count / steps)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "| API server: Job creates (all clients) / its latency p50 / p99 (bucket bounds) | {:.0} / ≤{:.0} ms / ≤{:.0} ms |",
         api_delta("POST", "jobs", ""),
         api_latency("POST", "jobs", "", 0.5) * 1e3,

@@ -74,6 +74,7 @@ where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
+        + serde::Serialize
         + std::fmt::Debug,
     S: serde::Serialize,
 {
@@ -151,8 +152,44 @@ where
                     e => ExecuteError::Status(name.clone(), e),
                 })?;
             crash_point(failpoints::STATUS_WRITTEN);
-            Ok::<_, ExecuteError>(written.resource_version())
+            Ok::<_, ExecuteError>(Some(written))
         }
+    };
+    // A write that records Job calls already made cannot simply be decided again: the Events
+    // announcing those Jobs would be lost, and the engine would wait for status to catch up
+    // with Jobs it does not know of. When the object changed only where others write (a
+    // condition of another field manager, the alert worker's fields, the claim, the spec or
+    // metadata), the facts this write records still hold: it is sent again on the fresh
+    // version. When this reconciler's own status changed too (another replica), it is not.
+    let write_recording = async |status: Option<&S>, basis: &K, version: Option<String>| {
+        let own_types = status
+            .and_then(|s| serde_json::to_value(s).ok())
+            .map(|s| condition_types(&s))
+            .unwrap_or_default();
+        let mut version = version;
+        for _ in 0..RECORD_TRIES {
+            match write_status(status, version).await {
+                Err(ExecuteError::Superseded(_)) => {}
+                written => return written,
+            }
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+            let fresh = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| ExecuteError::Status(name.clone(), e))?;
+            let Some(fresh) = fresh.filter(|f| f.meta().uid.as_deref() == Some(&owner_uid)) else {
+                break;
+            };
+            if own_status(&fresh, &own_types) != own_status(basis, &own_types) {
+                break;
+            }
+            tracing::info!(
+                object = %name,
+                "the object changed, not in the status only this reconciler writes; writing it again"
+            );
+            version = fresh.resource_version();
+        }
+        Err(ExecuteError::Superseded(name.clone()))
     };
     let apply_jobs = async {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -194,24 +231,35 @@ where
         }
         Ok::<_, ExecuteError>(creations)
     };
-    let (version, creations) = if status_first {
-        let version = write_status(status, decided_on.clone()).await?;
+    let (written, creations) = if status_first {
+        let written = write_status(status, decided_on.clone()).await?;
         let creations = apply_jobs.await?;
         match settle(&creations) {
             Some(settled) => {
-                let on = version.clone().or(decided_on);
-                (write_status(Some(&settled), on).await?, creations)
+                let basis = written.as_ref().unwrap_or(obj);
+                let on = basis.resource_version();
+                (write_recording(Some(&settled), basis, on).await?, creations)
             }
-            None => (version, creations),
+            None => (written, creations),
         }
     } else {
         let creations = apply_jobs.await?;
         let settled = settle(&creations);
-        (
-            write_status(settled.as_ref().or(status), decided_on).await?,
-            creations,
-        )
+        if !creations.created.is_empty() {
+            failpoints::pause_point(failpoints::BEFORE_STATUS_WRITE_AFTER_JOBS, || {
+                format!("recording the jobs of {} {name}", K::kind(&()))
+            })
+            .await;
+        }
+        let status = settled.as_ref().or(status);
+        let written = if creations.created.is_empty() && creations.refused.is_empty() {
+            write_status(status, decided_on).await?
+        } else {
+            write_recording(status, obj, decided_on).await?
+        };
+        (written, creations)
     };
+    let version = written.and_then(|w| w.resource_version());
     let refusals = &creations.refused;
     let mut events: Vec<crate::engine::Event> = actions
         .iter()
@@ -254,6 +302,42 @@ where
         version,
         deferred: None,
     })
+}
+
+/// How many times a status write that records Job calls is sent on a fresh version before the
+/// reconcile gives way (the object keeps changing under it).
+const RECORD_TRIES: usize = 3;
+
+/// The types of the conditions in a status (as JSON).
+fn condition_types(status: &serde_json::Value) -> Vec<String> {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["type"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The part of an object's status only the reconciler writes: all of it but the alert
+/// worker's `handledAlerts`, the claim (compare-and-swap) and the conditions of types the
+/// reconciler does not write (`types`).
+fn own_status<K: serde::Serialize>(obj: &K, types: &[String]) -> serde_json::Value {
+    let mut status = serde_json::to_value(obj)
+        .ok()
+        .and_then(|mut o| o.get_mut("status").map(serde_json::Value::take))
+        .unwrap_or_default();
+    if let Some(map) = status.as_object_mut() {
+        map.remove("handledAlerts");
+        map.remove("claim");
+        if let Some(serde_json::Value::Array(conditions)) = map.get_mut("conditions") {
+            conditions.retain(|c| {
+                c["type"]
+                    .as_str()
+                    .is_some_and(|t| types.iter().any(|o| o == t))
+            });
+        }
+    }
+    status
 }
 
 /// Who a claim is for, as messages name it: "sequence crm run 4" or "its own run 2".
@@ -337,4 +421,46 @@ async fn create_job(
 /// quota, admission), 404 (the namespace is gone), 422 (invalid). 408 and 429 may pass.
 fn refused_for_good(code: u16) -> bool {
     (400..500).contains(&code) && !matches!(code, 408 | 409 | 429)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SyncSequence;
+
+    fn sequence(status: serde_json::Value) -> SyncSequence {
+        let mut seq = crate::engine::fixtures::sequence(vec![crate::engine::fixtures::step("a")]);
+        seq.status = Some(serde_json::from_value(status).unwrap());
+        seq
+    }
+
+    #[test]
+    fn only_the_status_the_reconciler_writes_is_compared() {
+        let ours = vec!["Ready".to_string()];
+        let condition = |t: &str, s: &str| {
+            serde_json::json!({"type": t, "status": s, "reason": "R", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        let basis = sequence(serde_json::json!({
+            "conditions": [condition("Ready", "True")],
+            "lastRunNumber": 3,
+        }));
+        let others_wrote = sequence(serde_json::json!({
+            "conditions": [condition("Ready", "True"), condition("Probe", "True")],
+            "lastRunNumber": 3,
+            "handledAlerts": ["a"],
+        }));
+        assert_eq!(own_status(&basis, &ours), own_status(&others_wrote, &ours));
+        for changed in [
+            serde_json::json!({"conditions": [condition("Ready", "False")], "lastRunNumber": 3}),
+            serde_json::json!({"conditions": [condition("Ready", "True")], "lastRunNumber": 4}),
+            serde_json::json!({"lastRunNumber": 3}),
+        ] {
+            assert_ne!(
+                own_status(&basis, &ours),
+                own_status(&sequence(changed.clone()), &ours),
+                "{changed}"
+            );
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub trait Subject:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
     + serde::de::DeserializeOwned
+    + serde::Serialize
     + std::fmt::Debug
     + Send
     + std::marker::Sync

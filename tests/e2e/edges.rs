@@ -514,23 +514,12 @@ async fn a_status_decided_on_a_copy_changed_since_is_refused_and_decided_again()
             "before-status-write=1*return(4000)".into(),
         )],
     );
-    let marker =
-        "failpoint before-status-write: pausing 4000 ms before writing the status of Sync accounts";
-    let log = controller.log_path().to_path_buf();
-    eventually(
-        Duration::from_secs(30),
-        "the controller to pause before its first status write",
-        || {
-            let log = log.clone();
-            async move {
-                std::fs::read_to_string(&log)
-                    .ok()
-                    .filter(|text| text.contains(marker))
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
+    controller
+        .wait_for_log(
+            "failpoint before-status-write: pausing 4000 ms before writing the status of Sync accounts",
+            Duration::from_secs(30),
+        )
+        .await;
     let syncs = ns.api::<Sync>();
     syncs
         .patch(
@@ -564,4 +553,84 @@ async fn a_status_decided_on_a_copy_changed_since_is_refused_and_decided_again()
         "the write decided on generation 1 is refused, then generation 2's lands: {writes:#?}"
     );
     assert!(codes.iter().skip(1).any(|c| *c == Some(200)), "{writes:#?}");
+}
+
+/// A write to the sequence by someone else (here a condition of another field manager; in
+/// life the alert worker, a run or cancel request, a spec edit) that lands between step 2's Job
+/// create and the status write recording it makes that write's resourceVersion stale. The Job
+/// cannot be taken back, so the write is sent again on the fresh version — the status only the
+/// reconciler writes is unchanged — and the run goes on without waiting for status to catch up
+/// (`StatusBehindJobs`) and without a second Job.
+#[tokio::test]
+async fn recording_a_step_job_survives_another_writers_change_to_the_sequence() {
+    install_crds().await;
+    let ns = TestNamespace::new("recording").await;
+    ns.kubectl_apply(&sync_yaml("accounts", "1s", 0, None));
+    ns.kubectl_apply(&sync_yaml("contacts", "1s", 0, None));
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", ""), ("contacts", "")],
+        "",
+    ));
+    let log = JobLog::start(&ns).await;
+    let controller = ControllerProcess::start_with_env(
+        &ns.name,
+        vec![(
+            "FAILPOINTS".into(),
+            "before-status-write-after-jobs=1*return(3000)".into(),
+        )],
+    );
+    trigger(&ns, "crm", "1").await;
+    controller
+        .wait_for_log(
+            "failpoint before-status-write-after-jobs: pausing 3000 ms before recording the jobs of SyncSequence crm",
+            DEADLINE,
+        )
+        .await;
+    let probe = serde_json::json!({
+        "apiVersion": "syncseq.dev/v1alpha1",
+        "kind": "SyncSequence",
+        "status": {"conditions": [{
+            "type": "Probe",
+            "status": "True",
+            "reason": "Test",
+            "message": "written by another field manager",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]},
+    });
+    ns.api::<SyncSequence>()
+        .patch_status(
+            "crm",
+            &PatchParams::apply("syncseq-test"),
+            &Patch::Apply(&probe),
+        )
+        .await
+        .unwrap();
+    let done = wait_for_run(&ns, "crm", 1, DEADLINE).await;
+    assert_eq!(last_phase(&done), Some(RunPhase::Succeeded), "{done:#?}");
+    let conditions = &done.status.as_ref().unwrap().conditions;
+    assert!(
+        conditions.iter().all(|c| c.reason != "StatusBehindJobs"),
+        "the status never fell behind the Jobs: {conditions:#?}"
+    );
+    assert!(
+        conditions.iter().any(|c| c.type_ == "Probe"),
+        "the other writer's condition stays: {conditions:#?}"
+    );
+    assert!(
+        event_notes(&ns, "crm", "StatusBehindJobs").await.is_empty(),
+        "no StatusBehindJobs Event"
+    );
+    assert_eq!(
+        job_steps(&ns).await,
+        vec!["accounts".to_string(), "contacts".to_string()],
+        "one Job per step: {:?}",
+        log.created()
+    );
+    controller
+        .wait_for_log(
+            "the object changed, not in the status only this reconciler writes; writing it again",
+            Duration::from_secs(5),
+        )
+        .await;
 }

@@ -500,16 +500,29 @@ impl ControllerProcess {
 
     /// The `address=` of the newest log line that says `marker`.
     async fn logged_address(&self, marker: &str) -> String {
+        let line = self.wait_for_log(marker, Duration::from_secs(30)).await;
+        line.rsplit("address=")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until the controller's log (stdout and stderr) has a line that says `marker`;
+    /// returns the newest such line.
+    pub async fn wait_for_log(&self, marker: &str, deadline: Duration) -> String {
         let log = self.log.clone();
         eventually(
-            Duration::from_secs(30),
-            &format!("'{marker}' with its address in the controller's log"),
+            deadline,
+            &format!("'{marker}' in the controller's log"),
             || {
                 let log = log.clone();
                 async move {
                     let text = std::fs::read_to_string(&log).ok()?;
-                    let line = text.lines().rev().find(|l| l.contains(marker))?;
-                    Some(line.rsplit("address=").next()?.trim().to_string())
+                    text.lines()
+                        .rev()
+                        .find(|l| l.contains(marker))
+                        .map(str::to_string)
                 }
             },
         )
