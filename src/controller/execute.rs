@@ -7,6 +7,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
 use super::claim::{Claimed, claim};
+use super::freshness;
 use crate::engine::Action;
 use crate::failpoints::{self, crash_point};
 
@@ -37,8 +38,10 @@ pub enum ExecuteError {
 /// What executing a plan came to.
 #[derive(Debug, Default)]
 pub struct Executed {
-    /// The resourceVersion the last status write produced, when status was written.
-    pub version: Option<String>,
+    /// The resourceVersions the plan's writes to the object produced, in order: a Sync
+    /// claiming itself for its own run moves its version by the claim, a new run writes
+    /// status twice.
+    pub written: Vec<String>,
     /// A Sync the plan would start could not be claimed: nothing was written, and the
     /// reconcile is retried shortly. Says who holds it.
     pub deferred: Option<String>,
@@ -101,15 +104,23 @@ where
                 .await
                 .map_err(|e| ExecuteError::Claim(sync.clone(), e))?
             {
-                // A Sync claiming itself for its own run moved its own version.
-                Claimed::Yes(Some(swap)) if is_sync && sync == name && swap.from == decided_on => {
-                    decided_on = swap.to;
+                Claimed::Yes(Some(swap)) => {
+                    // The claim changes nothing the Sync's reconciler reads: its watch event
+                    // need not wake it.
+                    let sync_key = freshness::key(&crate::api::Sync::kind(&()), &ns, &sync);
+                    let produced: Vec<String> = swap.to.iter().cloned().collect();
+                    ctx.freshness
+                        .wrote(&sync_key, swap.from.as_deref(), &produced);
+                    // A Sync claiming itself for its own run moved its own version.
+                    if is_sync && sync == name && swap.from == decided_on {
+                        decided_on = swap.to;
+                    }
                 }
-                Claimed::Yes(_) => {}
+                Claimed::Yes(None) => {}
                 Claimed::Refused(holder) => {
                     tracing::info!(object = %name, %sync, %holder, "sync is held; deciding again shortly");
                     return Ok(Executed {
-                        version: None,
+                        written: Vec::new(),
                         deferred: Some(holder),
                     });
                 }
@@ -196,15 +207,17 @@ where
         let mut creations = Creations::default();
         for action in actions {
             match action {
-                Action::CreateJob(job) => match create_job(&jobs, job, &owner_uid, &name).await? {
-                    Created::Refused(why) => creations.refused.push((job.name_any(), why)),
-                    Created::Ours(uid) => {
-                        crash_point(failpoints::JOB_CREATED);
-                        if let Some(uid) = uid {
-                            creations.created.push((job.name_any(), uid));
+                Action::CreateJob(job) => {
+                    match create_job(&jobs, job, (&owner_uid, &name), &ctx.freshness).await? {
+                        Created::Refused(why) => creations.refused.push((job.name_any(), why)),
+                        Created::Ours(uid) => {
+                            crash_point(failpoints::JOB_CREATED);
+                            if let Some(uid) = uid {
+                                creations.created.push((job.name_any(), uid));
+                            }
                         }
                     }
-                },
+                }
                 Action::DeleteJob { name: job_name } => {
                     // Foreground: the Job stays, marked as being deleted, until its Pods are
                     // gone, so the caches go on seeing it hold its Sync.
@@ -232,15 +245,16 @@ where
         Ok::<_, ExecuteError>(creations)
     };
     let (written, creations) = if status_first {
-        let written = write_status(status, decided_on.clone()).await?;
+        let first = write_status(status, decided_on.clone()).await?;
         let creations = apply_jobs.await?;
         match settle(&creations) {
             Some(settled) => {
-                let basis = written.as_ref().unwrap_or(obj);
+                let basis = first.as_ref().unwrap_or(obj);
                 let on = basis.resource_version();
-                (write_recording(Some(&settled), basis, on).await?, creations)
+                let second = write_recording(Some(&settled), basis, on).await?;
+                (vec![first, second], creations)
             }
-            None => (written, creations),
+            None => (vec![first], creations),
         }
     } else {
         let creations = apply_jobs.await?;
@@ -257,9 +271,13 @@ where
         } else {
             write_recording(status, obj, decided_on).await?
         };
-        (written, creations)
+        (vec![written], creations)
     };
-    let version = written.and_then(|w| w.resource_version());
+    let written = written
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.resource_version())
+        .collect();
     let refusals = &creations.refused;
     let mut events: Vec<crate::engine::Event> = actions
         .iter()
@@ -299,7 +317,7 @@ where
         });
     }
     Ok(Executed {
-        version,
+        written,
         deferred: None,
     })
 }
@@ -378,8 +396,8 @@ enum Created {
 async fn create_job(
     jobs: &Api<Job>,
     job: &Job,
-    owner_uid: &str,
-    owner: &str,
+    (owner_uid, owner): (&str, &str),
+    freshness: &freshness::Freshness,
 ) -> Result<Created, ExecuteError> {
     let job_name = job.name_any();
     let params = PostParams {
@@ -389,6 +407,9 @@ async fn create_job(
     match jobs.create(&params, job).await {
         Ok(created) => {
             tracing::info!(object = %owner, job = %job_name, "created job");
+            if job.labels().contains_key(crate::api::labels::SEQUENCE) {
+                freshness.created_job(&job.namespace().unwrap_or_default(), &job_name);
+            }
             Ok(Created::Ours(created.uid()))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {

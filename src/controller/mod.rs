@@ -73,8 +73,9 @@ pub struct Context {
     pub notifier: notify::Notifier,
     /// Per-object backoff of failed reconciles.
     pub backoff: backoff::Backoff,
-    /// Which cached versions our last status writes were decided on.
-    pub freshness: freshness::Freshness,
+    /// The versions our own writes made and passed: which reconciles and watch events they
+    /// spare.
+    pub freshness: Arc<freshness::Freshness>,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
@@ -133,7 +134,8 @@ pub async fn run(
     // dominate memory at scale.
     // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
     // its owner and whoever waits for its Sync. Only events that change what the engine reads
-    // wake anyone (`triggers`); the caches take them all.
+    // wake anyone (`triggers`), and none that only bring back what the controller itself just
+    // wrote or created (`freshness`); the caches take them all.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .inspect(watch_health(&health, "Job"))
@@ -192,6 +194,9 @@ pub async fn run(
     .boxed();
 
     let (seq_store, seq_writer) = reflector::store();
+    // The watch event of the controller's own status write wakes nobody (`freshness`).
+    let own_writes: Arc<freshness::Freshness> = Default::default();
+    let seq_own_writes = own_writes.clone();
     let seq_stream = watcher(
         api::<Readable<SyncSequence>>(&client, ns),
         watcher::Config::default(),
@@ -209,7 +214,15 @@ pub async fn run(
             downstreams.sequence_event(event);
         }
     })
-    .applied_objects();
+    .applied_objects()
+    .try_filter(move |seq| {
+        let key = freshness::key(
+            "SyncSequence",
+            &seq.namespace().unwrap_or_default(),
+            &seq.name_any(),
+        );
+        futures::future::ready(seq_own_writes.wakes(&key, seq.resource_version().as_deref()))
+    });
     // Webhook receivers: their deliveries start the objects that run after them, and their
     // own reconcile keeps their path and Ready condition. (The webhook endpoint, which runs in
     // every replica and not only the leader, watches them on its own; they are few.) Without
@@ -288,7 +301,7 @@ pub async fn run(
         ),
         reporter,
         backoff: Default::default(),
-        freshness: Default::default(),
+        freshness: own_writes.clone(),
         caches_ready,
         metrics: metrics.clone(),
         health: health.clone(),
@@ -304,6 +317,8 @@ pub async fn run(
         }
     };
     let wake_sync_for_pods = wake_sync.clone();
+    let jobs_for_pods = jobs.clone();
+    let own_jobs = own_writes.clone();
     let shutdown = shutdown.shared();
 
     let sync_controller = Controller::for_stream(
@@ -349,7 +364,14 @@ pub async fn run(
             }
             let mut refs = Vec::new();
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
-                refs.push(ObjectRef::new(seq).within(&ns));
+                // The first event of a Job this process just created, still running: the
+                // reconcile that created it records it in status (`freshness`).
+                let just_created = own_jobs.first_event_of_created_job(&ns, &job.name_any())
+                    && !finished
+                    && job.metadata.deletion_timestamp.is_none();
+                if !just_created {
+                    refs.push(ObjectRef::new(seq).within(&ns));
+                }
             }
             if (finished || job.metadata.deletion_timestamp.is_some())
                 && let Some(sync) = job.labels().get(labels::SYNC)
@@ -363,11 +385,18 @@ pub async fn run(
             refs
         })
         // A terminated Pod carries the result the engine reads; a terminated or deleted one
-        // may also free its Sync for those waiting. Pending and Running updates only cost.
+        // may also free its Sync for those waiting. Pending and Running updates only cost, and
+        // so does a Pod that terminated while its Job is still active: the engine reads the
+        // result with the Job's outcome, and the Job's completion, which follows, wakes
+        // everyone and finds the result in the cache (taken before this mapper runs). The Job
+        // holds the Sync meanwhile.
         .watches_stream(pod_stream, move |pod: Pod| {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             let done = matches!(phase, Some("Succeeded" | "Failed"));
             if !done && pod.metadata.deletion_timestamp.is_none() {
+                return vec![];
+            }
+            if pod.metadata.deletion_timestamp.is_none() && job_runs_on(&jobs_for_pods, &pod) {
                 return vec![];
             }
             wake_sync_for_pods(&pod.metadata);
@@ -389,7 +418,14 @@ pub async fn run(
         // appears, goes, or its spec changes. Its status (its last run, its claim) changes with
         // every step and decides nothing for them: what holds it comes from Jobs and Pods.
         .watches_stream(sync_stream, move |sync: Sync| {
-            let _ = sync_changed.send(ObjectRef::from(&sync));
+            let key = freshness::key(
+                "Sync",
+                &sync.namespace().unwrap_or_default(),
+                &sync.name_any(),
+            );
+            if own_writes.wakes(&key, sync.resource_version().as_deref()) {
+                let _ = sync_changed.send(ObjectRef::from(&sync));
+            }
             if !sync_specs.changed(&sync, triggers::spec_version(&sync.metadata)) {
                 return vec![];
             }
@@ -473,6 +509,23 @@ fn mark_deleted<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K
         }
         other => other,
     }
+}
+
+/// Whether the Job that controls `pod` is in the cache, active and not being deleted.
+fn job_runs_on(jobs: &index::Cache<compact::JobEntry>, pod: &Pod) -> bool {
+    let Some(owner) = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Job")
+    else {
+        return false;
+    };
+    let ns = pod.namespace().unwrap_or_default();
+    jobs.get(&ns, &owner.name).is_some_and(|job| {
+        job.uid.as_deref() == Some(owner.uid.as_str())
+            && job.outcome == crate::engine::JobOutcome::Active
+            && !job.deleting
+    })
 }
 
 /// The sequences of a namespace that have a step running the given Sync.

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::Context;
 use super::execute::{ExecuteError, execute};
+use super::freshness::{self, Met};
 use super::observe::{confirm_missing, holders, owned_jobs};
 use super::upstream;
 use crate::api::{
@@ -52,6 +54,8 @@ pub trait Subject:
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
     /// Hands the alert notifications `status` holds pending to the delivery worker.
     fn offer_alerts(&self, _ctx: &Context, _status: &Self::Status) {}
+    /// The resourceVersion of this object in the cache now.
+    fn cached_version(ctx: &Context, obj: &Self) -> Option<String>;
 }
 
 impl Subject for SyncSequence {
@@ -74,7 +78,7 @@ impl Subject for SyncSequence {
             .iter()
             .filter_map(|step| {
                 ctx.syncs
-                    .get(&kube::runtime::reflector::ObjectRef::new(&step.sync_ref.name).within(&ns))
+                    .get(&ObjectRef::new(&step.sync_ref.name).within(&ns))
             })
             .map(|s| (s.name_any(), s.as_ref().clone()))
             .collect();
@@ -120,6 +124,11 @@ impl Subject for SyncSequence {
         }
         ctx.notifier.offer(self, status);
     }
+    fn cached_version(ctx: &Context, obj: &Self) -> Option<String> {
+        ctx.sequences
+            .get(&ObjectRef::from(obj))
+            .and_then(|s| s.resource_version())
+    }
 }
 
 impl Subject for Sync {
@@ -152,6 +161,11 @@ impl Subject for Sync {
     fn changed(current: Option<&SyncStatus>, planned: &SyncStatus) -> bool {
         current.map(Self::for_apply) != Some(Self::for_apply(planned))
     }
+    fn cached_version(ctx: &Context, obj: &Self) -> Option<String> {
+        ctx.syncs
+            .get(&ObjectRef::from(obj))
+            .and_then(|s| s.resource_version())
+    }
     /// The claim is written by compare-and-swap alone (see `claim.rs`), never applied.
     fn for_apply(status: &SyncStatus) -> SyncStatus {
         SyncStatus {
@@ -178,11 +192,10 @@ pub async fn reconcile<K: Subject>(
     obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ExecuteError> {
-    let key = format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+    let key = freshness::key(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
     );
     // Every line logged while reconciling names the object (and, once decided, its run).
     let span = tracing::info_span!(
@@ -236,8 +249,13 @@ async fn reconcile_object<K: Subject>(
     }
     // The watch event of our last status write is on its way; decide on that, not on this.
     let version = obj.meta().resource_version.as_deref();
-    if ctx.freshness.is_stale(key, version) {
-        return Ok(Requeue::await_change());
+    match ctx
+        .freshness
+        .met(key, version, || K::cached_version(&ctx, &obj))
+    {
+        Met::Current => {}
+        Met::Behind => return Ok(Requeue::await_change()),
+        Met::Moved => return Ok(Requeue::requeue(Duration::ZERO)),
     }
     // What status already holds is written: its pending notifications go out (again, after a
     // restart or a lost queue entry; the worker skips what it has queued or handled).
@@ -305,8 +323,8 @@ async fn reconcile_object<K: Subject>(
         return Ok(Requeue::requeue(DECIDE_AGAIN));
     }
     // A write the server found to change nothing keeps the version (and sends no event).
-    if executed.version.is_some() && executed.version.as_deref() != version {
-        ctx.freshness.wrote(key, version);
+    if executed.written.last().map(String::as_str) != version {
+        ctx.freshness.wrote(key, version, &executed.written);
     }
     obj.record(&ctx.metrics, &plan);
     // The notifications the written status added.

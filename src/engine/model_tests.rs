@@ -183,16 +183,21 @@ impl Model {
             .collect()
     }
 
-    fn reconcile(&mut self, applied: usize) -> Result<(), TestCaseError> {
-        let jobs = self.existing();
-        let plan = decide(&Observed {
+    /// The engine's decision on the model as it stands.
+    fn decide(&self, jobs: &[JobView]) -> Plan {
+        decide(&Observed {
             sequence: &self.seq,
             syncs: &self.syncs,
-            jobs: &jobs,
+            jobs,
             holders: &self.holders(),
             upstreams: &self.upstreams,
             now: self.now,
-        });
+        })
+    }
+
+    fn reconcile(&mut self, applied: usize) -> Result<(), TestCaseError> {
+        let jobs = self.existing();
+        let plan = self.decide(&jobs);
         let old = self.status();
         self.check_plan(&old, &plan, &jobs)?;
         // As the controller executes a plan (controller/execute.rs): a plan that starts a new
@@ -205,6 +210,9 @@ impl Model {
         }
         let mut settled = plan.status.clone();
         let full = applied >= plan.actions.len();
+        // Whether the plan's Job calls changed a Job: its watch event then wakes the next
+        // reconcile.
+        let mut jobs_changed = false;
         // Events go out after the status write; every Job call comes before it.
         let jobs_done = plan
             .actions
@@ -227,6 +235,7 @@ impl Model {
                         continue;
                     }
                     self.uids += 1;
+                    jobs_changed = true;
                     let mut view = created(job, self.now);
                     view.uid = format!("uid-{}", self.uids);
                     record_created(settled.book.current_run.as_mut(), &name, &view.uid);
@@ -243,6 +252,7 @@ impl Model {
                         .iter_mut()
                         .filter(|j| &j.view.name == name && j.exists)
                     {
+                        jobs_changed |= !j.view.deleting;
                         j.view.deleting = true;
                         if j.pod == PodState::Running {
                             j.pod = PodState::Terminating(1);
@@ -272,6 +282,32 @@ impl Model {
         if full && !behind {
             self.track_survivors(&written)?;
         }
+        if full && !jobs_changed {
+            self.check_settled(&plan)?;
+        }
+        Ok(())
+    }
+
+    /// A plan applied in full whose Job calls changed no Job (whose watch events would wake
+    /// the next reconcile) leaves nothing for the next decision on the same cluster and time,
+    /// unless it asked to be woken by then: the controller does not reconcile on the watch
+    /// event of its own status write (`controller/freshness.rs`), so anything left over would
+    /// wait for the next outside event.
+    fn check_settled(&self, first: &Plan) -> Result<(), TestCaseError> {
+        if first.wake_at.is_some_and(|at| at <= self.now) {
+            return Ok(());
+        }
+        let again = self.decide(&self.existing());
+        prop_assert_eq!(
+            Some(&again.status),
+            self.seq.status.as_ref(),
+            "a fully applied plan left a status change for the next decision"
+        );
+        prop_assert!(
+            again.actions.is_empty(),
+            "a fully applied plan left actions for the next decision: {:?}",
+            again.actions
+        );
         Ok(())
     }
 

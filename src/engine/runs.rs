@@ -279,8 +279,17 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
         });
         if let Some(k) = latest {
             let name = run.steps[k].name.clone();
-            // What they did is not in status any more; they are closed, not run again.
+            // What they did is not in status any more; they are closed, not run again. Their
+            // Jobs are named, so that none of them is unknown to the next decision.
             for step in run.steps[..k].iter_mut().filter(|s| !s.phase.is_final()) {
+                if let Some(job) = jobs
+                    .iter()
+                    .filter(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
+                    .max_by_key(|j| j.attempt)
+                {
+                    step.attempts = job.attempt;
+                    step.job_name = Some(job.name.clone());
+                }
                 step.phase = StepPhase::Skipped;
                 step.message = Some(format!(
                     "skipped: status was behind its Jobs, which show step {name} had started"
