@@ -210,9 +210,9 @@ impl Model {
         }
         let mut settled = plan.status.clone();
         let full = applied >= plan.actions.len();
-        // Whether the plan's Job calls changed a Job: its watch event then wakes the next
-        // reconcile.
-        let mut jobs_changed = false;
+        // Whether the plan's deletes marked a Job as being deleted: that watch event wakes the
+        // next reconcile. (The first event of a Job the controller created wakes nobody.)
+        let mut marked_deleting = false;
         // Events go out after the status write; every Job call comes before it.
         let jobs_done = plan
             .actions
@@ -235,7 +235,6 @@ impl Model {
                         continue;
                     }
                     self.uids += 1;
-                    jobs_changed = true;
                     let mut view = created(job, self.now);
                     view.uid = format!("uid-{}", self.uids);
                     record_created(settled.book.current_run.as_mut(), &name, &view.uid);
@@ -252,7 +251,7 @@ impl Model {
                         .iter_mut()
                         .filter(|j| &j.view.name == name && j.exists)
                     {
-                        jobs_changed |= !j.view.deleting;
+                        marked_deleting |= !j.view.deleting;
                         j.view.deleting = true;
                         if j.pod == PodState::Running {
                             j.pod = PodState::Terminating(1);
@@ -282,14 +281,14 @@ impl Model {
         if full && !behind {
             self.track_survivors(&written)?;
         }
-        if full && !jobs_changed {
+        if full && !marked_deleting {
             self.check_settled(&plan)?;
         }
         Ok(())
     }
 
-    /// A plan applied in full whose Job calls changed no Job (whose watch events would wake
-    /// the next reconcile) leaves nothing for the next decision on the same cluster and time,
+    /// A plan applied in full that marked no Job as being deleted (whose watch event would
+    /// wake the next reconcile) leaves nothing for the next decision on the same cluster and time,
     /// unless it asked to be woken by then: the controller does not reconcile on the watch
     /// event of its own status write (`controller/freshness.rs`), so anything left over would
     /// wait for the next outside event.
