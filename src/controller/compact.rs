@@ -66,7 +66,7 @@ impl StepLabels {
     /// Who runs the Job, for messages: "sequence crm run 4", "its own run 2".
     pub(crate) fn runner(&self, job: &str) -> String {
         match (&self.sequence, self.run) {
-            (Some(seq), Some(run)) => format!("sequence {seq} run {run}"),
+            (Some(seq), Some(run)) => crate::engine::sequence_runner(seq, run),
             (None, Some(run)) => format!("its own run {run}"),
             _ => format!("job {job}"),
         }

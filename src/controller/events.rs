@@ -4,6 +4,11 @@
 //! keeps the first note, so "step accounts started" would be shown again for workspaces and
 //! contacts. Every syncseq Event carries different text (step, Job, rows, error), so each is
 //! created as its own Event.
+//!
+//! A hand-off is one Event, not two: the reconcile that sees step n succeed and starts step
+//! n+1 records "step n succeeded …; step n+1 started …" under `StepSucceeded` ([`fold`]). So a
+//! run of three steps records four Events (one per transition of the run, each naming the step
+//! transitions it carries) instead of eight, which halves the Event writes per step.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -63,6 +68,49 @@ pub async fn publish(
         .map(|_| ())
 }
 
+/// Folds the Normal Events of one reconcile that announce one moment of a run into one Event:
+/// a run starting with its first step (`RunStarted`), a step succeeding with the next one
+/// starting (`StepSucceeded`), the last step succeeding with the run (`RunSucceeded`). The
+/// folded Event keeps the more telling reason, and both notes in order. Warnings are never
+/// folded (each carries its own error text), and an Event is folded at most once.
+pub(crate) fn fold(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::with_capacity(events.len());
+    let mut folded_last = false;
+    for ev in events {
+        let into = match out.last() {
+            Some(prev) if !folded_last && !prev.warning && !ev.warning => {
+                folded_reason(prev.reason, ev.reason)
+            }
+            _ => None,
+        };
+        match (into, out.last_mut()) {
+            (Some(keep_first), Some(prev)) => {
+                prev.note = format!("{}; {}", prev.note, ev.note);
+                if !keep_first {
+                    prev.reason = ev.reason;
+                    prev.action = ev.action;
+                }
+                prev.job = ev.job.or(prev.job.take());
+                folded_last = true;
+            }
+            _ => {
+                out.push(ev);
+                folded_last = false;
+            }
+        }
+    }
+    out
+}
+
+/// Whether two Events in a row fold, and if so whether the first one's reason is kept.
+fn folded_reason(first: &str, second: &str) -> Option<bool> {
+    match (first, second) {
+        ("RunStarted", "StepStarted") | ("StepSucceeded", "StepStarted") => Some(true),
+        ("StepSucceeded", "RunSucceeded") => Some(false),
+        _ => None,
+    }
+}
+
 fn cut(note: &str) -> String {
     if note.len() <= MAX_NOTE_BYTES {
         return note.to_string();
@@ -72,4 +120,109 @@ fn cut(note: &str) -> String {
         end -= 1;
     }
     format!("{}...", &note[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(warning: bool, reason: &'static str, note: &str) -> Event {
+        Event {
+            warning,
+            reason,
+            action: "Act",
+            note: note.into(),
+            job: reason.eq("StepStarted").then(|| format!("job-{note}")),
+        }
+    }
+
+    /// (warning, reason, note) of an Event, as `kubectl describe` shows it.
+    type Shown<'a> = (bool, &'a str, &'a str);
+
+    fn shown(events: &[Event]) -> Vec<Shown<'_>> {
+        events
+            .iter()
+            .map(|e| (e.warning, e.reason, e.note.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn the_moments_of_a_run_fold_into_one_event_each() {
+        let cases: &[(&[Event], &[Shown])] = &[
+            (
+                &[ev(false, "RunStarted", "r"), ev(false, "StepStarted", "a")],
+                &[(false, "RunStarted", "r; a")],
+            ),
+            (
+                &[
+                    ev(false, "StepSucceeded", "a"),
+                    ev(false, "StepStarted", "b"),
+                ],
+                &[(false, "StepSucceeded", "a; b")],
+            ),
+            (
+                &[
+                    ev(false, "StepSucceeded", "c"),
+                    ev(false, "RunSucceeded", "r"),
+                ],
+                &[(false, "RunSucceeded", "c; r")],
+            ),
+            // A run ends and the queued one starts, in one reconcile: two Events.
+            (
+                &[
+                    ev(false, "StepSucceeded", "c"),
+                    ev(false, "RunSucceeded", "r1"),
+                    ev(false, "RunStarted", "r2"),
+                    ev(false, "StepStarted", "a"),
+                ],
+                &[
+                    (false, "RunSucceeded", "c; r1"),
+                    (false, "RunStarted", "r2; a"),
+                ],
+            ),
+            // Warnings stand alone, and so does what follows them.
+            (
+                &[ev(true, "StepFailed", "x"), ev(false, "StepStarted", "b")],
+                &[(true, "StepFailed", "x"), (false, "StepStarted", "b")],
+            ),
+            (
+                &[ev(false, "StepSucceeded", "a"), ev(true, "RunFailed", "r")],
+                &[(false, "StepSucceeded", "a"), (true, "RunFailed", "r")],
+            ),
+            // Pairs that are not one moment are kept apart.
+            (
+                &[ev(false, "StepStarted", "a"), ev(false, "StepStarted", "b")],
+                &[(false, "StepStarted", "a"), (false, "StepStarted", "b")],
+            ),
+            (
+                &[
+                    ev(false, "RunStarted", "r"),
+                    ev(false, "StepSucceeded", "a"),
+                ],
+                &[(false, "RunStarted", "r"), (false, "StepSucceeded", "a")],
+            ),
+            (&[], &[]),
+        ];
+        for (input, want) in cases {
+            let got = fold(input.to_vec());
+            assert_eq!(shown(&got), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_folded_event_names_the_job_it_announces_and_folds_no_further() {
+        let got = fold(vec![
+            ev(false, "StepSucceeded", "a"),
+            ev(false, "StepStarted", "b"),
+            ev(false, "StepStarted", "c"),
+        ]);
+        assert_eq!(
+            shown(&got),
+            [
+                (false, "StepSucceeded", "a; b"),
+                (false, "StepStarted", "c")
+            ]
+        );
+        assert_eq!(got[0].job.as_deref(), Some("job-b"));
+    }
 }

@@ -6,10 +6,11 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy}
 use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
-use super::claim::{Claimed, claim};
+use super::claim::{Claimant, Claimed, claim};
 use super::freshness;
 use crate::engine::Action;
 use crate::failpoints::{self, crash_point};
+use kube::runtime::reflector::ObjectRef;
 
 /// Field manager of everything syncseq writes.
 pub const FIELD_MANAGER: &str = "syncseq";
@@ -92,6 +93,9 @@ where
     // refused with 409 and made again instead of landing over newer status.
     let mut decided_on = obj.meta().resource_version.clone();
     let is_sync = K::kind(&()) == crate::api::Sync::kind(&());
+    // No claim of this plan is older than this: how long a created Job's first event may take
+    // and still find its Sync as the claim left it (`Freshness::created_job`).
+    let claims_began = std::time::Instant::now();
     for action in actions {
         if let Action::CreateJob(job) = action {
             let sync = job
@@ -99,8 +103,8 @@ where
                 .get(crate::api::labels::SYNC)
                 .cloned()
                 .unwrap_or_default();
-            let by = claimant(K::kind(&()).as_ref(), &name, job);
-            match claim(ctx, &ns, &sync, &job.name_any(), &by)
+            let claimant = claimant(K::kind(&()).as_ref(), &name, job);
+            match claim(ctx, &ns, &sync, &claimant)
                 .await
                 .map_err(|e| ExecuteError::Claim(sync.clone(), e))?
             {
@@ -208,7 +212,15 @@ where
         for action in actions {
             match action {
                 Action::CreateJob(job) => {
-                    match create_job(&jobs, job, (&owner_uid, &name), &ctx.freshness).await? {
+                    match create_job(
+                        &jobs,
+                        job,
+                        (&owner_uid, &name),
+                        &ctx.freshness,
+                        claims_began,
+                    )
+                    .await?
+                    {
                         Created::Refused(why) => creations.refused.push((job.name_any(), why)),
                         Created::Ours(uid) => {
                             crash_point(failpoints::JOB_CREATED);
@@ -294,6 +306,16 @@ where
         })
         .collect();
     if !refusals.is_empty() {
+        // A refused Job's claim wrote a running record on its Sync, which no Job event will
+        // now correct: the Sync's reconcile does (once the claim is no longer young).
+        for action in actions {
+            if let Action::CreateJob(job) = action
+                && refusals.iter().any(|(r, _)| *r == job.name_any())
+                && let Some(sync) = job.labels().get(crate::api::labels::SYNC)
+            {
+                let _ = ctx.wake_sync.send(ObjectRef::new(sync).within(&ns));
+            }
+        }
         for (job, why) in refusals {
             events.push(crate::engine::Event {
                 warning: true,
@@ -304,6 +326,7 @@ where
             });
         }
     }
+    let events = super::events::fold(events);
     // Events are recorded off the reconcile path, in order: the next step's Job must not wait
     // for them, and an Event that cannot be recorded must not stop the run.
     if !events.is_empty() {
@@ -359,15 +382,24 @@ fn own_status<K: serde::Serialize>(obj: &K, types: &[String]) -> serde_json::Val
 }
 
 /// Who a claim is for, as messages name it: "sequence crm run 4" or "its own run 2".
-fn claimant(kind: &str, owner: &str, job: &Job) -> String {
+fn claimant(kind: &str, owner: &str, job: &Job) -> Claimant {
     let run = job
         .labels()
         .get(crate::api::labels::RUN)
-        .cloned()
+        .and_then(|r| r.parse::<i64>().ok())
         .unwrap_or_default();
+    let job = job.name_any();
     match kind {
-        "SyncSequence" => format!("sequence {owner} run {run}"),
-        _ => format!("its own run {run}"),
+        "SyncSequence" => Claimant {
+            job,
+            by: crate::engine::sequence_runner(owner, run),
+            sequence_run: Some((owner.to_string(), run)),
+        },
+        _ => Claimant {
+            job,
+            by: format!("its own run {run}"),
+            sequence_run: None,
+        },
     }
 }
 
@@ -398,6 +430,7 @@ async fn create_job(
     job: &Job,
     (owner_uid, owner): (&str, &str),
     freshness: &freshness::Freshness,
+    claimed: std::time::Instant,
 ) -> Result<Created, ExecuteError> {
     let job_name = job.name_any();
     let params = PostParams {
@@ -408,7 +441,7 @@ async fn create_job(
         Ok(created) => {
             tracing::info!(object = %owner, job = %job_name, "created job");
             if job.labels().contains_key(crate::api::labels::SEQUENCE) {
-                freshness.created_job(&job.namespace().unwrap_or_default(), &job_name);
+                freshness.created_job(&job.namespace().unwrap_or_default(), &job_name, claimed);
             }
             Ok(Created::Ours(created.uid()))
         }
@@ -432,7 +465,11 @@ async fn create_job(
         }
         Err(kube::Error::Api(s)) if refused_for_good(s.code) => {
             tracing::warn!(object = %owner, job = %job_name, code = s.code, reason = %s.message, "job create refused");
-            Ok(Created::Refused(format!("{} ({})", s.message, s.code)))
+            // The message can quote what a user or an admission webhook wrote: made printable
+            // and cut before it reaches status and Events.
+            Ok(Created::Refused(crate::engine::truncate(
+                &crate::engine::printable(&format!("{} ({})", s.message, s.code)),
+            )))
         }
         Err(e) => Err(ExecuteError::CreateJob(job_name, e)),
     }

@@ -13,14 +13,17 @@
 //!   wakes nobody — unless a reconcile of the first kind is waiting for it.
 //!
 //! Likewise the first watch event of a Job a sequence's reconcile just created: that reconcile
-//! records the Job in the status it writes next.
+//! records the Job in the status it writes next, and its claim recorded it on its Sync — which
+//! holds while the claim is young, so the Sync is spared that event only when it comes soon
+//! after the claim ([`Created::spares_sync`]).
 //!
 //! All of it lives in this process only: after a restart, or for another replica, every event
 //! wakes its reconcile, which costs a reconcile and decides nothing twice (status writes are
 //! conditional on the version they were decided on).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How many passed versions are kept per object.
 const BEHIND_KEPT: usize = 4;
@@ -30,7 +33,26 @@ pub struct Freshness {
     entries: Mutex<HashMap<String, Entry>>,
     /// Jobs of sequences this process created, until their first watch event: the reconcile
     /// that created one records it in status, so that event need not wake its owner.
-    created: Mutex<HashSet<(String, String)>>,
+    created: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// The first watch event of a Job this process created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    /// When the Sync was claimed for it (at the latest).
+    claimed: Instant,
+}
+
+/// How long after its claim a created Job's first event still finds the Sync as the claim
+/// left it: the Sync's reconcile keeps the claim's running record for `CLAIM_YOUNG`, and after
+/// that decides from the Jobs it sees. Five seconds short of that, for the reconcile in flight.
+const SPARES_SYNC_FOR: Duration = Duration::from_secs(25);
+
+impl Created {
+    /// Whether the event need not wake the Job's Sync.
+    pub fn spares_sync(&self) -> bool {
+        self.claimed.elapsed() < SPARES_SYNC_FOR
+    }
 }
 
 /// At most this many created Jobs are remembered (a Job whose events never came is
@@ -131,22 +153,23 @@ impl Freshness {
         true
     }
 
-    /// Records that this process created the Job `name` of a sequence.
-    pub fn created_job(&self, namespace: &str, name: &str) {
+    /// Records that this process created the Job `name` of a sequence, claimed at `claimed`.
+    pub fn created_job(&self, namespace: &str, name: &str, claimed: Instant) {
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
         if created.len() >= CREATED_KEPT {
             created.clear();
         }
-        created.insert((namespace.to_string(), name.to_string()));
+        created.insert((namespace.to_string(), name.to_string()), claimed);
     }
 
-    /// Whether the Job `name` was created by this process and this is the first of its
+    /// Some when the Job `name` was created by this process and this is the first of its
     /// watch events since (every later one wakes its owner).
-    pub fn first_event_of_created_job(&self, namespace: &str, name: &str) -> bool {
+    pub fn first_event_of_created_job(&self, namespace: &str, name: &str) -> Option<Created> {
         self.created
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(namespace.to_string(), name.to_string()))
+            .map(|claimed| Created { claimed })
     }
 
     /// Forgets a deleted object.
@@ -223,10 +246,23 @@ mod tests {
     #[test]
     fn only_the_first_event_of_a_created_job_is_known() {
         let f = Freshness::default();
-        f.created_job("ns", "crm-1-a-1-x");
-        assert!(!f.first_event_of_created_job("other", "crm-1-a-1-x"));
-        assert!(f.first_event_of_created_job("ns", "crm-1-a-1-x"));
-        assert!(!f.first_event_of_created_job("ns", "crm-1-a-1-x"));
+        f.created_job("ns", "crm-1-a-1-x", Instant::now());
+        assert!(
+            f.first_event_of_created_job("other", "crm-1-a-1-x")
+                .is_none()
+        );
+        let first = f.first_event_of_created_job("ns", "crm-1-a-1-x").unwrap();
+        assert!(first.spares_sync());
+        assert!(f.first_event_of_created_job("ns", "crm-1-a-1-x").is_none());
+        // Long after its claim, the event wakes the Sync: its reconcile may have let the
+        // claim's record go meanwhile.
+        let long_ago = Instant::now().checked_sub(SPARES_SYNC_FOR).unwrap();
+        f.created_job("ns", "crm-2-a-1-x", long_ago);
+        assert!(
+            !f.first_event_of_created_job("ns", "crm-2-a-1-x")
+                .unwrap()
+                .spares_sync()
+        );
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Context {
     /// The versions our own writes made and passed: which reconciles and watch events they
     /// spare.
     pub freshness: Arc<freshness::Freshness>,
+    /// Wakes the Sync controller for one Sync.
+    pub(crate) wake_sync: tokio::sync::mpsc::UnboundedSender<ObjectRef<Sync>>,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
@@ -302,6 +304,7 @@ pub async fn run(
         reporter,
         backoff: Default::default(),
         freshness: own_writes.clone(),
+        wake_sync: sync_tx.clone(),
         caches_ready,
         metrics: metrics.clone(),
         health: health.clone(),
@@ -357,21 +360,26 @@ pub async fn run(
     let sequence_controller = controller
         // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
         .watches_stream(job_stream, move |job: Job| {
-            wake_sync(&job.metadata);
             let finished = crate::engine::job_outcome(&job).0 != crate::engine::JobOutcome::Active;
             if finished {
                 metrics.job_finished(&job.name_any());
             }
             let mut refs = Vec::new();
+            let mut spares_sync = false;
             if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
                 // The first event of a Job this process just created, still running: the
-                // reconcile that created it records it in status (`freshness`).
-                let just_created = own_jobs.first_event_of_created_job(&ns, &job.name_any())
-                    && !finished
-                    && job.metadata.deletion_timestamp.is_none();
-                if !just_created {
+                // reconcile that created it records it in status (`freshness`), and its claim
+                // recorded it on the Sync (`claim`).
+                let just_created = own_jobs
+                    .first_event_of_created_job(&ns, &job.name_any())
+                    .filter(|_| !finished && job.metadata.deletion_timestamp.is_none());
+                spares_sync = just_created.is_some_and(|c| c.spares_sync());
+                if just_created.is_none() {
                     refs.push(ObjectRef::new(seq).within(&ns));
                 }
+            }
+            if !spares_sync {
+                wake_sync(&job.metadata);
             }
             if (finished || job.metadata.deletion_timestamp.is_some())
                 && let Some(sync) = job.labels().get(labels::SYNC)

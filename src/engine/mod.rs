@@ -39,7 +39,9 @@ pub use result::{
 };
 pub use run::{record_created, record_refusal};
 pub use sequence::decide;
-pub use sync::{STANDALONE_STEP, SyncJob, SyncObserved, decide_sync};
+pub use sync::{
+    CLAIM_YOUNG, STANDALONE_STEP, SyncJob, SyncObserved, claimed, decide_sync, sequence_runner,
+};
 pub use upstream::{FinishedRun, UpstreamView, Upstreams, find_cycle};
 
 /// How long to wait for a finished Job's Pod result to show up in the Pod cache before

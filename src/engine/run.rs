@@ -657,10 +657,11 @@ fn failure_message(timed_out: bool, reason: &str, report: &Report, spec: &Step) 
         .map(|c| format!(" (exit code {c})"))
         .unwrap_or_default();
     let base = if timed_out {
-        format!(
-            "timed out after {}s",
-            spec.timeout_seconds.unwrap_or_default()
-        )
+        match spec.timeout_seconds {
+            Some(limit) => format!("timed out after {limit}s"),
+            // The Sync's own jobTemplate set activeDeadlineSeconds: the step named no limit.
+            None => "timed out: the job ran past its activeDeadlineSeconds".to_string(),
+        }
     } else if let Some(m) = &report.message {
         return format!("{m}{exit}");
     } else if reason.is_empty() {

@@ -22,6 +22,11 @@ pub const SYNC_HISTORY: i32 = 3;
 /// The name of the one step of a Sync's own run (and of its Jobs' step label).
 pub const STANDALONE_STEP: &str = "run";
 
+/// How long a claim holds while its Job is not in the cache (a claimant killed between its
+/// claim and its create blocks the Sync for at most that long), and how long the running
+/// record a sequence's claim wrote stands before the Jobs alone decide `lastRun` again.
+pub const CLAIM_YOUNG: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
 /// A Job that runs this Sync, and who started it.
 #[derive(Debug, Clone)]
 pub struct SyncJob {
@@ -79,10 +84,33 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         steps: &steps,
         history_limit: runs::history_limit(SYNC_HISTORY),
     };
+    // A sequence's claim wrote the running record of the Job it was about to create
+    // (`claimed`); until that Job reaches the cache (or the claim is old: its create was
+    // refused, or its claimant died), the record stands and the claim holds the Sync.
+    let unseen_claim = old.claim.as_ref().filter(|c| {
+        now < c.time.0 + CLAIM_YOUNG
+            && old.last_run.as_ref().is_some_and(|r| r.job_name == c.job)
+            && !obs.all.iter().any(|j| j.view.name == c.job)
+    });
+    let with_claim;
+    let holders = match unseen_claim {
+        Some(c) => {
+            let mut all = obs.holders.clone();
+            all.entry(runner.owner.name.clone())
+                .or_default()
+                .push(Holder {
+                    job: c.job.clone(),
+                    by: c.by.clone(),
+                });
+            with_claim = all;
+            &with_claim
+        }
+        None => obs.holders,
+    };
     let cluster = Cluster {
         syncs: &syncs,
         jobs: obs.own,
-        holders: obs.holders,
+        holders,
         upstreams: obs.upstreams,
         now,
     };
@@ -109,8 +137,14 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
             ..
         } => (spec_error, missing_upstreams, wake),
     };
-    if let Some(newest) = newest(obs.all.iter()) {
-        st.last_run = Some(record(newest, &st));
+    let wake = match unseen_claim {
+        Some(c) => crate::engine::earliest(wake, Some(c.time.0 + CLAIM_YOUNG)),
+        None => wake,
+    };
+    if unseen_claim.is_none()
+        && let Some(newest) = newest(obs.all.iter())
+    {
+        st.last_run = Some(record(newest, &st, old.last_run.as_ref()));
     }
     let ended = |ok: bool| {
         newest(obs.all.iter().filter(move |j| match j.view.outcome {
@@ -119,12 +153,11 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
             JobOutcome::Failed { .. } => !ok,
         }))
     };
-    let succeeded = ended(true).map(|j| record(j, &st));
-    let failed = ended(false).map(|j| record(j, &st));
+    let succeeded = ended(true).map(|j| record(j, &st, old.last_run.as_ref()));
+    let failed = ended(false).map(|j| record(j, &st, old.last_run.as_ref()));
     keep_newer(&mut st.last_succeeded_run, succeeded);
     keep_newer(&mut st.last_failed_run, failed);
-    let holder = obs
-        .holders
+    let holder = holders
         .get(&runner.owner.name)
         .and_then(|h| h.first())
         .cloned();
@@ -146,6 +179,51 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     }
 }
 
+/// The Sync's status as it reads once a sequence's Job `job` (run `run` of `sequence`) holds
+/// it: `lastRun` running, and the `Running` condition saying for whom. The claim's
+/// compare-and-swap write carries it, so the Job's start costs the Sync no write (and no
+/// reconcile) of its own; [`decide_sync`] arrives at the same status once the Job is cached.
+/// While the Sync's own run is in progress its `Running` condition speaks for that run, and is
+/// left to its reconcile.
+pub fn claimed(sync: &Sync, job: &str, sequence: &str, run: i64, now: Timestamp) -> SyncStatus {
+    let mut st = sync.status.clone().unwrap_or_default();
+    let running = SyncJob {
+        view: JobView {
+            name: job.to_string(),
+            uid: String::new(),
+            run,
+            step: String::new(),
+            sync: sync.metadata.name.clone().unwrap_or_default(),
+            attempt: 1,
+            outcome: JobOutcome::Active,
+            finished_at: None,
+            report: None,
+            deleting: false,
+            created: Some(now),
+        },
+        sequence: Some(sequence.to_string()),
+    };
+    st.last_run = Some(record(&running, &st, None));
+    if st.book.current_run.is_none() {
+        conditions::set_running(
+            &mut st.conditions,
+            Some(format!("running for {}", sequence_runner(sequence, run))),
+            IDLE,
+            sync.metadata.generation,
+            now,
+        );
+    }
+    st
+}
+
+/// Who runs a sequence's Job, in messages (as the Job's labels tell it).
+pub fn sequence_runner(sequence: &str, run: i64) -> String {
+    format!("sequence {sequence} run {run}")
+}
+
+/// The `Running` condition's message while nothing runs the Sync.
+const IDLE: &str = "no job of this sync is running";
+
 fn newest<'a>(jobs: impl Iterator<Item = &'a SyncJob>) -> Option<&'a SyncJob> {
     jobs.max_by(|a, b| (a.view.created, &a.view.name).cmp(&(b.view.created, &b.view.name)))
 }
@@ -153,7 +231,11 @@ fn newest<'a>(jobs: impl Iterator<Item = &'a SyncJob>) -> Option<&'a SyncJob> {
 /// Replaces `kept` with `found` unless `kept` is the newer run: the Jobs of older runs are
 /// deleted in time (history limits, TTLs), and the record stays.
 fn keep_newer(kept: &mut Option<SyncRunRecord>, found: Option<SyncRunRecord>) {
-    let Some(found) = found else { return };
+    let Some(mut found) = found else { return };
+    // The same Job's record keeps the start time it was first given (see `record`).
+    if let Some(k) = kept.as_ref().filter(|k| k.job_name == found.job_name) {
+        found.start_time = k.start_time.clone().or(found.start_time);
+    }
     let key = |r: &SyncRunRecord| (r.start_time.as_ref().map(|t| t.0), r.job_name.clone());
     if kept.as_ref().is_none_or(|k| key(k) <= key(&found)) {
         *kept = Some(found);
@@ -164,8 +246,9 @@ fn keep_newer(kept: &mut Option<SyncRunRecord>, found: Option<SyncRunRecord>) {
 ///
 /// A Job still active reports nothing of its Pod's result: the result (written when the Pod
 /// terminates, just before the Job completes) goes into the record with the outcome, in one
-/// status write rather than two.
-fn record(job: &SyncJob, st: &SyncStatus) -> SyncRunRecord {
+/// status write rather than two. A record already kept for the same Job (`known`) keeps its
+/// start time: a sequence's claim wrote it a moment before the Job's creation time.
+fn record(job: &SyncJob, st: &SyncStatus, known: Option<&SyncRunRecord>) -> SyncRunRecord {
     let v = &job.view;
     let report = match v.outcome {
         JobOutcome::Active => Default::default(),
@@ -212,7 +295,10 @@ fn record(job: &SyncJob, st: &SyncStatus) -> SyncRunRecord {
         job_name: v.name.clone(),
         trigger,
         sequence_run,
-        start_time: v.created.map(Time),
+        start_time: known
+            .filter(|k| k.job_name == v.name)
+            .and_then(|k| k.start_time.clone())
+            .or(v.created.map(Time)),
         completion_time: v.finished_at.map(Time),
         outcome: Some(outcome),
         rows_synced: report.rows_synced,
@@ -256,13 +342,7 @@ fn set_conditions(
         ))
     });
     let running = own.or_else(|| holder.map(|h| format!("running for {}", h.by)));
-    conditions::set_running(
-        conds,
-        running,
-        "no job of this sync is running",
-        generation,
-        now,
-    );
+    conditions::set_running(conds, running, IDLE, generation, now);
     match st.last_run.as_ref().and_then(|r| r.outcome) {
         Some(StepPhase::Succeeded) => conditions::set(
             conds,
@@ -602,5 +682,233 @@ mod tests {
         let failed = st.last_failed_run.unwrap();
         assert_eq!(failed.outcome, Some(StepPhase::Failed));
         assert_eq!(failed.trigger, Some(crate::api::TriggerKind::Manual));
+    }
+
+    /// The Sync as a sequence's claim for `job` leaves it (the write the claim makes).
+    fn claim_for_sequence(w: &mut World, job: &SyncJob) {
+        let mut st = claimed(
+            &w.sync,
+            &job.view.name,
+            job.sequence.as_deref().unwrap(),
+            job.view.run,
+            w.now,
+        );
+        st.claim = Some(crate::api::SyncClaim {
+            job: job.view.name.clone(),
+            by: sequence_runner(job.sequence.as_deref().unwrap(), job.view.run),
+            time: Time(w.now),
+        });
+        w.sync.status = Some(st);
+    }
+
+    fn running(st: &SyncStatus) -> (&str, &str) {
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::RUNNING)
+            .unwrap();
+        (c.status.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn a_sequences_claim_writes_what_the_sync_would_once_the_job_is_cached() {
+        let mut w = World::new();
+        w.reconcile();
+        // The claim is made a moment before the Job's creation time, in another second.
+        let job = {
+            let mut j = sequence_job(JobOutcome::Active);
+            j.view.created = Some(t0() + jiff::SignedDuration::from_secs(1));
+            j
+        };
+        claim_for_sequence(&mut w, &job);
+        let claimed = w.sync.status.clone().unwrap();
+        let record = claimed.last_run.clone().unwrap();
+        assert_eq!(record.outcome, Some(StepPhase::Running));
+        assert_eq!(record.sequence_run.as_deref(), Some("crm/3"));
+        assert_eq!(
+            running(&claimed),
+            ("True", "running for sequence crm run 3")
+        );
+
+        // Before the Job is cached, and once it is: nothing left to write.
+        assert_eq!(w.plan().status, claimed);
+        w.elsewhere.push(job.clone());
+        assert_eq!(
+            w.plan().status,
+            claimed,
+            "the Job's first event changes nothing"
+        );
+
+        // Its end is the Sync's one write of the step.
+        w.elsewhere[0].view.outcome = JobOutcome::Succeeded;
+        w.elsewhere[0].view.finished_at = Some(t0() + jiff::SignedDuration::from_secs(3));
+        let done = w.plan().status;
+        let last = done.last_run.clone().unwrap();
+        assert_eq!(last.outcome, Some(StepPhase::Succeeded));
+        assert_eq!(
+            last.start_time, record.start_time,
+            "the claim's start time stays"
+        );
+        assert_eq!(running(&done).0, "False");
+    }
+
+    #[test]
+    fn a_claimed_job_never_created_stops_showing_once_the_claim_is_old() {
+        let mut w = World::new();
+        w.elsewhere.push(sequence_job(JobOutcome::Succeeded));
+        w.reconcile();
+        let before = w.sync.status.clone().unwrap().last_run;
+        let mut never = sequence_job(JobOutcome::Active);
+        never.view.name = "crm-4-accounts-1-y".into();
+        never.view.run = 4;
+        claim_for_sequence(&mut w, &never);
+
+        // Young: the record stands, the claim holds, and the Sync looks again when it is old.
+        let plan = w.plan();
+        assert_eq!(
+            plan.status.last_run.as_ref().unwrap().job_name,
+            never.view.name
+        );
+        assert_eq!(
+            running(&plan.status),
+            ("True", "running for sequence crm run 4")
+        );
+        assert_eq!(plan.wake_at, Some(w.now + CLAIM_YOUNG));
+
+        // Old (its create was refused, or its claimant died): the Jobs decide again.
+        w.now += CLAIM_YOUNG;
+        let plan = w.plan();
+        assert_eq!(plan.status.last_run, before);
+        assert_eq!(running(&plan.status).0, "False");
+    }
+
+    #[derive(Debug, Clone)]
+    enum SyncOp {
+        /// Decide and apply the plan in full.
+        Reconcile,
+        /// A sequence claims the free Sync for a Job it is about to create.
+        Claim,
+        /// The claimed Job reaches the cache, created this many seconds after the claim.
+        Appear(u8),
+        /// A sequence's running Job ends.
+        FinishSequence(bool),
+        /// The Sync's own running Job ends.
+        FinishOwn(bool),
+        /// A person asks the Sync for a run of its own.
+        Request,
+        Clock(u8),
+    }
+
+    fn sync_op() -> impl Strategy<Value = SyncOp> {
+        prop_oneof![
+            3 => Just(SyncOp::Reconcile),
+            2 => Just(SyncOp::Claim),
+            2 => (0u8..3).prop_map(SyncOp::Appear),
+            2 => any::<bool>().prop_map(SyncOp::FinishSequence),
+            1 => any::<bool>().prop_map(SyncOp::FinishOwn),
+            1 => Just(SyncOp::Request),
+            1 => (1u8..40).prop_map(SyncOp::Clock),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What the wake-up filter relies on for Syncs: a plan applied in full leaves nothing
+        /// for the next decision (unless it asked to be woken by now), and a sequence's claim
+        /// wrote what the Sync decides once the claimed Job is cached, so that Job's first event
+        /// need not wake it.
+        #[test]
+        fn a_sync_settles_and_a_claimed_job_appearing_changes_nothing(
+            ops in proptest::collection::vec(sync_op(), 1..40)
+        ) {
+            let mut w = World::new();
+            let mut unseen: Option<SyncJob> = None;
+            let mut runs = 0i64;
+            let mut requests = 0;
+            for op in ops {
+                match op {
+                    SyncOp::Reconcile => {
+                        let (plan, created) = w.reconcile();
+                        // (The first event of a Job of its own run does wake the Sync, which
+                        // then records it in `lastRun`.)
+                        if created.is_empty() && plan.wake_at.is_none_or(|at| at > w.now) {
+                            let again = w.plan();
+                            prop_assert_eq!(Some(&again.status), w.sync.status.as_ref());
+                            prop_assert!(
+                                !again.actions.iter().any(|a| matches!(a, Action::CreateJob(_))),
+                                "{:?}", again.actions
+                            );
+                        }
+                    }
+                    SyncOp::Claim => {
+                        let claim_holds = w.sync.status.as_ref()
+                            .and_then(|s| s.claim.as_ref())
+                            .is_some_and(|c| w.now < c.time.0 + CLAIM_YOUNG
+                                && !w.all().iter().any(|j| j.view.name == c.job && j.view.is_finished()));
+                        if w.holders().is_empty() && !claim_holds {
+                            runs += 1;
+                            let mut job = sequence_job(JobOutcome::Active);
+                            job.view.name = format!("crm-{runs}-accounts-1-x");
+                            job.view.run = runs;
+                            job.view.report = None;
+                            job.view.finished_at = None;
+                            claim_for_sequence(&mut w, &job);
+                            unseen = Some(job);
+                        }
+                    }
+                    // Only while the claim is young: a Job whose first event comes later
+                    // wakes the Sync (`Freshness::created_job`).
+                    SyncOp::Appear(late) => {
+                        let young = w.sync.status.as_ref().and_then(|s| s.claim.as_ref())
+                            .is_some_and(|c| w.now + jiff::SignedDuration::from_secs(late.into())
+                                < c.time.0 + CLAIM_YOUNG);
+                        if let Some(mut job) = unseen.take().filter(|_| young) {
+                            let claimed_at = w.sync.status.as_ref()
+                                .and_then(|s| s.claim.as_ref()).map(|c| c.time.0);
+                            job.view.created = claimed_at
+                                .map(|t| t + jiff::SignedDuration::from_secs(late.into()));
+                            // Created after its claim, and not in the future.
+                            w.now = w.now.max(job.view.created.unwrap_or(w.now));
+                            // The decision is the same with the Job cached as without it.
+                            let before = w.plan().status;
+                            w.elsewhere.push(job);
+                            prop_assert_eq!(
+                                w.plan().status,
+                                before,
+                                "the claimed Job's first event changed the Sync's status"
+                            );
+                        }
+                    }
+                    SyncOp::FinishSequence(ok) => {
+                        w.now += jiff::SignedDuration::from_secs(1);
+                        let now = w.now;
+                        if let Some(j) = w.elsewhere.iter_mut().find(|j| !j.view.is_finished()) {
+                            j.view.outcome = if ok {
+                                JobOutcome::Succeeded
+                            } else {
+                                JobOutcome::Failed { timed_out: false, reason: "BackoffLimitExceeded".into() }
+                            };
+                            j.view.finished_at = Some(now);
+                            j.view.report = Some(report());
+                        }
+                    }
+                    SyncOp::FinishOwn(ok) => {
+                        if w.own.iter().any(|j| !j.is_finished()) {
+                            w.finish_own(if ok {
+                                JobOutcome::Succeeded
+                            } else {
+                                JobOutcome::Failed { timed_out: false, reason: "BackoffLimitExceeded".into() }
+                            });
+                        }
+                    }
+                    SyncOp::Request => {
+                        requests += 1;
+                        w.request(annotations::REQUESTED_AT, &format!("r{requests}"));
+                    }
+                    SyncOp::Clock(secs) => w.now += jiff::SignedDuration::from_secs(secs.into()),
+                }
+            }
+        }
     }
 }

@@ -406,6 +406,26 @@ fn a_timeout_is_reported_as_such() {
 }
 
 #[test]
+fn a_timeout_the_step_did_not_set_names_the_jobs_deadline_not_zero_seconds() {
+    let mut w = World::new(vec![step("accounts")]);
+    w.trigger("1");
+    w.finish(
+        JobOutcome::Failed {
+            timed_out: true,
+            reason: "Job was active longer than specified deadline".into(),
+        },
+        Report::default(),
+    );
+    w.reconcile();
+    let message = w.last_run().message.clone().unwrap();
+    assert!(
+        message.contains("timed out: the job ran past its activeDeadlineSeconds"),
+        "{message}"
+    );
+    assert!(!message.contains("0s"), "{message}");
+}
+
+#[test]
 fn a_missing_sync_waits_with_a_message_and_recovers() {
     let mut w = crm();
     w.syncs.remove("workspaces");

@@ -160,9 +160,12 @@ async fn a_job_create_refused_by_quota_fails_the_step_with_the_api_message() {
     );
     let refused = wait_event_notes(&ns, "crm", "JobCreateRefused", DEADLINE).await;
     assert!(refused.iter().any(|n| n.contains("quota")), "{refused:?}");
+    let started = event_notes(&ns, "crm", "RunStarted").await;
     assert!(
-        event_notes(&ns, "crm", "StepStarted").await.is_empty(),
-        "no Event announces a Job that was never created"
+        event_notes(&ns, "crm", "StepStarted").await.is_empty()
+            && !started.is_empty()
+            && started.iter().all(|n| !n.contains("started: job")),
+        "no Event announces a Job that was never created: {started:?}"
     );
     assert!(
         ns.api::<Job>()

@@ -155,11 +155,21 @@ async fn rejected_rows_within_a_count_continue_and_over_a_percentage_stop() {
             ("contacts-a", StepPhase::Succeeded, None, None),
         ]
     );
-    let ok = wait_for_events(&ns, "by-count", "StepSucceeded", 2).await;
+    // The hand-off is one Event naming both steps; the last step's success is told with the run's.
+    let ok = wait_for_events(&ns, "by-count", "StepSucceeded", 1).await;
     assert!(
-        ok.iter().any(|(_, n)| n.contains("accounts-a")
-            && n.contains("950 rows synced, 50 rejected (within the limit of 100)")),
+        ok.iter()
+            .any(|(_, n)| n.contains("step accounts-a succeeded")
+                && n.contains("950 rows synced, 50 rejected (within the limit of 100)")
+                && n.contains("; step contacts-a started: job ")),
         "{ok:?}"
+    );
+    let done = wait_for_events(&ns, "by-count", "RunSucceeded", 1).await;
+    assert!(
+        done.iter()
+            .any(|(_, n)| n.starts_with("step contacts-a succeeded")
+                && n.ends_with("; run 1 succeeded")),
+        "{done:?}"
     );
 
     let seq = wait_for_run(&ns, "by-share", 1, RUN_DEADLINE).await;

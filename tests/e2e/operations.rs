@@ -89,13 +89,21 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
     trigger(&ns, "crm", "1").await;
     let seq = wait_for_run(&ns, "crm", 1, Duration::from_secs(60)).await;
     assert_eq!(last_phase(&seq), Some(RunPhase::Succeeded));
-    // Metrics are recorded once the reconcile that wrote the final status has finished.
+    // Metrics are recorded once the reconcile that wrote the final status has finished, and
+    // the per-object ones are read from the caches, which see that write a moment later.
+    let finished_in_cache = format!(
+        "syncseq_last_success_timestamp_seconds{{kind=\"SyncSequence\",namespace=\"{}\",name=\"crm\"}}",
+        ns.name
+    );
     let body = eventually(
         Duration::from_secs(10),
         "the finished run in /metrics",
         || async {
             let (code, body) = http_get(&address, "/metrics").await;
-            (code == 200 && body.contains("syncseq_runs_total{")).then_some(body)
+            (code == 200
+                && body.contains("syncseq_runs_total{")
+                && body.contains(&finished_in_cache))
+            .then_some(body)
         },
     )
     .await;

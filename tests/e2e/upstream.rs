@@ -94,9 +94,10 @@ async fn a_sequence_runs_after_a_sequence_and_a_sync_after_a_sync_once_each() {
         )
     );
     let notes = wait_event_notes(&ns, "crm", "RunStarted", DEADLINE).await;
-    assert_eq!(
-        notes,
-        ["run 1 started by upstream sequence warehouse run 1"]
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("run 1 started by upstream sequence warehouse run 1; step "),
+        "{notes:?}"
     );
 
     let report = wait_for_run_of::<Sync>(&ns, "report", 1, DEADLINE).await;
