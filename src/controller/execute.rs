@@ -258,6 +258,14 @@ where
     };
     let (written, creations) = if status_first {
         let first = write_status(status, decided_on.clone()).await?;
+        // Its watch event arrives while the Jobs are created: known now, it wakes nobody (the
+        // reconcile records every write it made once it is done, this one included).
+        if let Some(v) = first.as_ref().and_then(|w| w.resource_version())
+            && decided_on.as_deref() != Some(v.as_str())
+        {
+            let key = freshness::key(&K::kind(&()), &ns, &name);
+            ctx.freshness.wrote(&key, decided_on.as_deref(), &[v]);
+        }
         let creations = apply_jobs.await?;
         match settle(&creations) {
             Some(settled) => {

@@ -98,13 +98,15 @@ impl Freshness {
         if !continues {
             entry.behind.clear();
         }
+        // (A write recorded again — a new run's first write is recorded as soon as it lands,
+        // and again with the rest — is not behind itself.)
         for version in passed
             .iter()
             .map(String::as_str)
             .chain(from)
             .chain(between.iter().map(String::as_str))
         {
-            if !entry.behind.iter().any(|b| b == version) {
+            if version != last && !entry.behind.iter().any(|b| b == version) {
                 entry.behind.push(version.to_string());
             }
         }
@@ -204,6 +206,24 @@ mod tests {
         assert_eq!(f.met("a", Some("2"), || Some("2".into())), Met::Current);
         assert!(f.wakes("a", Some("3")), "someone else's write");
         assert!(f.wakes("b", Some("2")));
+    }
+
+    #[test]
+    fn a_write_recorded_twice_is_not_behind_itself() {
+        let f = Freshness::default();
+        // A new run's first write, recorded as it lands and again when the reconcile is done
+        // (with the write that recorded its Jobs, or alone when none was created).
+        f.wrote("a", Some("1"), &versions(&["2"]));
+        f.wrote("a", Some("1"), &versions(&["2"]));
+        assert_eq!(
+            f.met("a", Some("2"), || Some("2".into())),
+            Met::Current,
+            "a reconcile on the written version decides (it used to wait for ever)"
+        );
+        assert_eq!(f.met("a", Some("1"), || Some("1".into())), Met::Behind);
+        f.wrote("a", Some("1"), &versions(&["2", "3"]));
+        assert_eq!(f.met("a", Some("2"), || Some("2".into())), Met::Behind);
+        assert_eq!(f.met("a", Some("3"), || Some("3".into())), Met::Current);
     }
 
     #[test]
