@@ -383,18 +383,7 @@ fn a_retry_has_its_event_when_the_delay_is_already_past_or_zero() {
 
 #[test]
 fn a_timeout_is_reported_as_such() {
-    let mut steps = vec![step("accounts")];
-    steps[0].timeout_seconds = Some(3);
-    let mut w = World::new(steps);
-    w.trigger("1");
-    w.finish(
-        JobOutcome::Failed {
-            timed_out: true,
-            reason: "Job was active longer than specified deadline".into(),
-        },
-        Report::default(),
-    );
-    w.reconcile();
+    let w = timed_out(Some(3));
     assert!(
         w.last_run()
             .message
@@ -407,7 +396,19 @@ fn a_timeout_is_reported_as_such() {
 
 #[test]
 fn a_timeout_the_step_did_not_set_names_the_jobs_deadline_not_zero_seconds() {
-    let mut w = World::new(vec![step("accounts")]);
+    let message = timed_out(None).last_run().message.clone().unwrap();
+    assert!(
+        message.contains("timed out: the job ran past its activeDeadlineSeconds"),
+        "{message}"
+    );
+    assert!(!message.contains("0s"), "{message}");
+}
+
+/// A one-step run whose Job hit its deadline; the step's `timeoutSeconds` is `limit`.
+fn timed_out(limit: Option<i64>) -> World {
+    let mut steps = vec![step("accounts")];
+    steps[0].timeout_seconds = limit;
+    let mut w = World::new(steps);
     w.trigger("1");
     w.finish(
         JobOutcome::Failed {
@@ -417,12 +418,7 @@ fn a_timeout_the_step_did_not_set_names_the_jobs_deadline_not_zero_seconds() {
         Report::default(),
     );
     w.reconcile();
-    let message = w.last_run().message.clone().unwrap();
-    assert!(
-        message.contains("timed out: the job ran past its activeDeadlineSeconds"),
-        "{message}"
-    );
-    assert!(!message.contains("0s"), "{message}");
+    w
 }
 
 #[test]
