@@ -141,10 +141,27 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         Some(c) => crate::engine::earliest(wake, Some(c.time.0 + CLAIM_YOUNG)),
         None => wake,
     };
-    if unseen_claim.is_none()
-        && let Some(newest) = newest(obs.all.iter())
-    {
-        st.last_run = Some(record(newest, &st, old.last_run.as_ref()));
+    if unseen_claim.is_none() {
+        match newest(obs.all.iter()) {
+            Some(newest) => st.last_run = Some(record(newest, &st, old.last_run.as_ref())),
+            // A running record whose Job is gone (its create refused, or deleted before it
+            // ended) says how that run ended. (It is rewritten, not removed: a claim may have
+            // written it, and the reconciler's apply removes only fields it wrote itself.)
+            None => {
+                if let Some(r) = st
+                    .last_run
+                    .as_mut()
+                    .filter(|r| r.outcome == Some(StepPhase::Running))
+                {
+                    r.outcome = Some(StepPhase::Failed);
+                    r.completion_time = Some(Time(now));
+                    r.message = Some(format!(
+                        "job {} did not run to its end: it was never created, or was deleted",
+                        r.job_name
+                    ));
+                }
+            }
+        }
     }
     let ended = |ok: bool| {
         newest(obs.all.iter().filter(move |j| match j.view.outcome {
@@ -780,6 +797,30 @@ mod tests {
         let plan = w.plan();
         assert_eq!(plan.status.last_run, before);
         assert_eq!(running(&plan.status).0, "False");
+    }
+
+    #[test]
+    fn a_claimed_job_never_created_is_recorded_as_ended_when_no_job_ran_before() {
+        let mut w = World::new();
+        w.reconcile();
+        claim_for_sequence(&mut w, &sequence_job(JobOutcome::Active));
+        assert!(
+            w.plan().status.last_run.is_some(),
+            "young: the record stands"
+        );
+        w.now += CLAIM_YOUNG;
+        let plan = w.plan();
+        let last = plan.status.last_run.clone().unwrap();
+        assert_eq!(
+            last.outcome,
+            Some(StepPhase::Failed),
+            "a Job that never ran is not running"
+        );
+        assert!(last.message.unwrap().contains("never created"));
+        assert_eq!(running(&plan.status).0, "False");
+        // And that is settled: deciding again changes nothing.
+        w.sync.status = Some(plan.status.clone());
+        assert_eq!(w.plan().status, plan.status);
     }
 
     #[derive(Debug, Clone)]

@@ -175,6 +175,29 @@ async fn a_job_create_refused_by_quota_fails_the_step_with_the_api_message() {
             .items
             .is_empty()
     );
+    // The claim wrote the Sync's running record for the Job that was refused; once the claim
+    // is old (30 s) the Sync says again that nothing runs it, with no Job event to wake it.
+    // No Job of this Sync ever ran: its lastRun says so.
+    wait_for_object(
+        &ns.api::<Sync>(),
+        "accounts",
+        DEADLINE,
+        "the refused Job's running record to go",
+        |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.last_run.as_ref().is_some_and(|r| {
+                    r.outcome == Some(StepPhase::Failed)
+                        && r.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("never created"))
+                }) && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Running" && c.status == "False")
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
