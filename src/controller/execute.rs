@@ -46,6 +46,10 @@ pub struct Executed {
     /// A Sync the plan would start could not be claimed: nothing was written, and the
     /// reconcile is retried shortly. Says who holds it.
     pub deferred: Option<String>,
+    /// The API server refused a create for good, and the status written records the refusal:
+    /// what follows from it (a retry, the step failed) is decided next, and that write's watch
+    /// event, the controller's own, wakes no one.
+    pub refused: bool,
 }
 
 /// Executes a plan for a sequence or a Sync.
@@ -126,6 +130,7 @@ where
                     return Ok(Executed {
                         written: Vec::new(),
                         deferred: Some(holder),
+                        refused: false,
                     });
                 }
             }
@@ -350,6 +355,7 @@ where
     Ok(Executed {
         written,
         deferred: None,
+        refused: !refusals.is_empty(),
     })
 }
 

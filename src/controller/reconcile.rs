@@ -322,6 +322,7 @@ async fn reconcile_object<K: Subject>(
         // Someone else just claimed the Sync: their Job's events wake us; this is the bound.
         return Ok(Requeue::requeue(DECIDE_AGAIN));
     }
+    let decide_next = executed.refused.then_some(Requeue::requeue(Duration::ZERO));
     // A write the server found to change nothing keeps the version (and sends no event).
     if executed.written.last().map(String::as_str) != version {
         ctx.freshness.wrote(key, version, &executed.written);
@@ -331,7 +332,7 @@ async fn reconcile_object<K: Subject>(
     if changed {
         obj.offer_alerts(&ctx, &plan.status);
     }
-    Ok(requeue_at(plan.wake_at, now))
+    Ok(decide_next.unwrap_or_else(|| requeue_at(plan.wake_at, now)))
 }
 
 /// When to decide again after a refused claim or a superseded status write, if no watch event
