@@ -158,17 +158,22 @@ pub(crate) struct PodEntry {
 impl PodEntry {
     pub(crate) fn of(pod: &Pod) -> Self {
         let owner = controller_of(&pod.metadata).filter(|o| o.kind == "Job");
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         PodEntry {
             job: owner
                 .map(|o| o.name.clone())
                 .or_else(|| pod.labels().get(JOB_NAME_LABEL).cloned()),
             job_uid: owner.map(|o| o.uid.clone()),
             labels: StepLabels::of(&pod.metadata),
-            terminated: matches!(phase, Some("Succeeded" | "Failed")),
+            terminated: pod_terminated(pod),
             result: pod_result(pod),
         }
     }
+}
+
+/// Whether a Pod reached `Succeeded` or `Failed`.
+pub(crate) fn pod_terminated(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// Pods are found by the Job that controls them and by the Sync they run.

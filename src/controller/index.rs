@@ -95,8 +95,8 @@ impl<T> Default for State<T> {
 }
 
 impl<T: Indexed> State<T> {
-    fn insert(&mut self, name: Name, entry: Arc<T>) {
-        self.remove(&name);
+    fn insert(&mut self, name: Name, entry: Arc<T>) -> Option<Arc<T>> {
+        let old = self.remove(&name);
         for key in entry.keys() {
             self.index
                 .entry((name.0.clone(), key))
@@ -104,12 +104,11 @@ impl<T: Indexed> State<T> {
                 .insert(name.1.clone());
         }
         self.entries.insert(name, entry);
+        old
     }
 
-    fn remove(&mut self, name: &Name) {
-        let Some(old) = self.entries.remove(name) else {
-            return;
-        };
+    fn remove(&mut self, name: &Name) -> Option<Arc<T>> {
+        let old = self.entries.remove(name)?;
         for key in old.keys() {
             let slot = (name.0.clone(), key);
             if let Some(names) = self.index.get_mut(&slot) {
@@ -119,6 +118,7 @@ impl<T: Indexed> State<T> {
                 }
             }
         }
+        Some(old)
     }
 }
 
@@ -138,18 +138,28 @@ impl<T> Default for Cache<T> {
 }
 
 impl<T: Indexed> Cache<T> {
-    /// Applies one watch event; `project` makes the entry kept for an object.
-    pub(crate) fn apply<K: Resource>(&self, event: &watcher::Event<K>, project: impl Fn(&K) -> T) {
+    /// Applies one watch event; `project` makes the entry kept for an object. Returns the entry
+    /// an `Apply` or `Delete` replaced or removed, so that a caller can tell what the event
+    /// changed (a relist's events return None: what it replaces is known only when it is done).
+    pub(crate) fn apply<K: Resource>(
+        &self,
+        event: &watcher::Event<K>,
+        project: impl Fn(&K) -> T,
+    ) -> Option<Arc<T>> {
         let name = |obj: &K| (obj.namespace().unwrap_or_default(), obj.name_any());
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(obj) => st.insert(name(obj), Arc::new(project(obj))),
             watcher::Event::Delete(obj) => st.remove(&name(obj)),
-            watcher::Event::Init => st.relist = Some(HashMap::new()),
+            watcher::Event::Init => {
+                st.relist = Some(HashMap::new());
+                None
+            }
             watcher::Event::InitApply(obj) => {
                 st.relist
                     .get_or_insert_with(HashMap::new)
                     .insert(name(obj), Arc::new(project(obj)));
+                None
             }
             watcher::Event::InitDone => {
                 let listed = st.relist.take().unwrap_or_default();
@@ -160,6 +170,7 @@ impl<T: Indexed> Cache<T> {
                 *st = fresh;
                 drop(st);
                 self.ready.send_replace(true);
+                None
             }
         }
     }

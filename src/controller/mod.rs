@@ -137,13 +137,16 @@ pub async fn run(
     // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
     // its owner and whoever waits for its Sync. Only events that change what the engine reads
     // wake anyone (`triggers`), and none that only bring back what the controller itself just
-    // wrote or created (`freshness`); the caches take them all.
+    // wrote or created (`freshness`); the caches take them all. A Pod that had terminated
+    // before it is deleted wakes no one (`triggers::pod_event_matters`).
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .inspect(watch_health(&health, "Job"))
         .inspect_ok({
             let jobs = jobs.clone();
-            move |event| jobs.apply(event, compact::JobEntry::of)
+            move |event| {
+                jobs.apply(event, compact::JobEntry::of);
+            }
         })
         .map_ok(mark_deleted)
         .touched_objects()
@@ -155,9 +158,12 @@ pub async fn run(
     )
     .default_backoff()
     .inspect(watch_health(&health, "Pod"))
-    .inspect_ok({
+    .try_filter({
         let pods = pods.clone();
-        move |event| pods.apply(event, compact::PodEntry::of)
+        move |event| {
+            let before = pods.apply(event, compact::PodEntry::of);
+            futures::future::ready(triggers::pod_event_matters(event, before.as_deref()))
+        }
     })
     .map_ok(mark_deleted)
     .touched_objects()
@@ -397,11 +403,10 @@ pub async fn run(
         // so does a Pod that terminated while its Job is still active: the engine reads the
         // result with the Job's outcome, and the Job's completion, which follows, wakes
         // everyone and finds the result in the cache (taken before this mapper runs). The Job
-        // holds the Sync meanwhile.
+        // holds the Sync meanwhile. (The deletion of a Pod that had terminated is filtered out
+        // with its event, above.)
         .watches_stream(pod_stream, move |pod: Pod| {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            let done = matches!(phase, Some("Succeeded" | "Failed"));
-            if !done && pod.metadata.deletion_timestamp.is_none() {
+            if !compact::pod_terminated(&pod) && pod.metadata.deletion_timestamp.is_none() {
                 return vec![];
             }
             if pod.metadata.deletion_timestamp.is_none() && job_runs_on(&jobs_for_pods, &pod) {

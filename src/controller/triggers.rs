@@ -15,7 +15,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::runtime::watcher;
 
+use super::compact::{PodEntry, pod_terminated};
 use crate::api::{Sync, SyncSequence, WebhookReceiver, labels};
 use crate::engine::{JobOutcome, job_outcome, pod_result};
 
@@ -60,10 +62,28 @@ pub(crate) fn job(job: &Job) -> Option<u64> {
 pub(crate) fn pod(pod: &Pod) -> Option<u64> {
     let mut h = DefaultHasher::new();
     common(&pod.metadata, &mut h);
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    matches!(phase, Some("Succeeded" | "Failed")).hash(&mut h);
+    pod_terminated(pod).hash(&mut h);
     pod_result(pod).hash(&mut h);
     Some(h.finish())
+}
+
+/// Whether a Pod event can change a decision, given the entry the cache held for the Pod
+/// before it. The deletion of a Pod that had already terminated cannot: it held no Sync, and
+/// its result was there to be read since it terminated (removing it only takes that away).
+/// Kubernetes' Pod garbage collector deletes the oldest terminated Pods beyond
+/// `--terminated-pod-gc-threshold` (12,500 by default), so where many finished Jobs are kept
+/// these deletions are a steady stream, each of which would wake the Pod's owner, its Sync and
+/// every sequence that runs that Sync. A Pod deleted before it terminated still wakes them
+/// all: it holds its Sync until it is gone.
+pub(crate) fn pod_event_matters(event: &watcher::Event<Pod>, before: Option<&PodEntry>) -> bool {
+    let had_terminated = before.is_some_and(|b| b.terminated);
+    match event {
+        watcher::Event::Delete(_) => !had_terminated,
+        watcher::Event::Apply(pod) if pod.metadata.deletion_timestamp.is_some() => {
+            !(had_terminated && pod_terminated(pod))
+        }
+        _ => true,
+    }
 }
 
 /// The fingerprint last seen of each object of a kind, to tell the changes that matter to
@@ -203,6 +223,49 @@ mod tests {
             done,
             pod(&pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#)))
         );
+    }
+
+    #[test]
+    fn deleting_a_pod_that_had_terminated_wakes_no_one_but_deleting_a_running_one_does() {
+        use watcher::Event::{Apply, Delete, InitApply};
+        let entry = |pod: &Pod| PodEntry::of(pod);
+        let running = pod_with("Running", None);
+        let done = pod_with("Succeeded", Some(r#"{"rowsSynced":5}"#));
+        let deleting = |mut pod: Pod| {
+            pod.metadata.deletion_timestamp =
+                Some(serde_json::from_value(serde_json::json!("2026-12-01T10:01:00Z")).unwrap());
+            pod
+        };
+        // Terminated before, deleted now (the Pod garbage collector): nothing changes.
+        let gc = deleting(done.clone());
+        assert!(!pod_event_matters(&Apply(gc.clone()), Some(&entry(&done))));
+        assert!(!pod_event_matters(&Delete(gc), Some(&entry(&done))));
+        // Deleted while it ran: it holds its Sync until it terminates or is gone.
+        let killed = deleting(running.clone());
+        assert!(pod_event_matters(
+            &Apply(killed.clone()),
+            Some(&entry(&running))
+        ));
+        assert!(pod_event_matters(&Delete(killed), Some(&entry(&running))));
+        // Terminating during its grace period, deleted at the end of it: the termination frees
+        // the Sync, the final delete then changes nothing.
+        let ended = deleting(pod_with("Failed", None));
+        assert!(pod_event_matters(
+            &Apply(ended.clone()),
+            Some(&entry(&running))
+        ));
+        assert!(!pod_event_matters(
+            &Delete(ended.clone()),
+            Some(&entry(&ended))
+        ));
+        // Not known before (a first sight, a relist): it wakes.
+        assert!(pod_event_matters(&Delete(deleting(done.clone())), None));
+        assert!(pod_event_matters(
+            &InitApply(done.clone()),
+            Some(&entry(&done))
+        ));
+        // Updates of a Pod that is not being deleted are for the fingerprint to judge.
+        assert!(pod_event_matters(&Apply(done.clone()), Some(&entry(&done))));
     }
 
     #[test]

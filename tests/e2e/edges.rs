@@ -345,6 +345,66 @@ async fn a_pod_that_outlives_its_job_by_20s_never_runs_beside_the_next_one() {
     );
 }
 
+/// Kubernetes' Pod garbage collector deletes the terminated Pods of finished Jobs once there are
+/// more than `--terminated-pod-gc-threshold`. Such a deletion changes nothing: it wakes no
+/// reconcile (neither the Pod's owner nor the other sequence that runs its Sync), and the runs
+/// after it read their own Pods' results as before.
+#[tokio::test]
+async fn the_pod_garbage_collector_deleting_finished_pods_wakes_no_reconcile() {
+    use k8s_openapi::api::core::v1::Pod;
+    install_crds().await;
+    let ns = TestNamespace::new("edge-podgc").await;
+    ns.kubectl_apply(&sync_yaml(
+        "s",
+        "1s",
+        0,
+        Some(r#"{"rowsSynced":7,"rowsRejected":0}"#),
+    ));
+    ns.kubectl_apply(&sequence_yaml("a", &[("s", "")], ""));
+    ns.kubectl_apply(&sequence_yaml("b", &[("s", "")], ""));
+    let controller = ControllerProcess::start(&ns.name);
+    // Run 1's Pod is the one collected; run 2 runs after it, so that whatever run 1's Pod
+    // woke when it terminated was reconciled long before the collection.
+    for run in 1..=2 {
+        trigger(&ns, "a", &run.to_string()).await;
+        wait_for_run(&ns, "a", run, DEADLINE).await;
+    }
+    let pods = ns.api::<Pod>();
+    let collected: Vec<String> = step_pods(&ns)
+        .await
+        .into_iter()
+        .map(|(_, name)| name)
+        .filter(|name| name.starts_with("a-1-s-1-"))
+        .collect();
+    assert_eq!(collected.len(), 1, "{collected:?}");
+    let before = std::fs::read_to_string(controller.log_path())
+        .unwrap()
+        .len();
+    // As the collector does: no grace, the Pod has terminated.
+    pods.delete(&collected[0], &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_for_deletion(&pods, &collected[0], DEADLINE).await;
+    // Run 3's Pod comes after the deletion on the same Pod watch: once run 3 has read its
+    // Pod's result, the controller has seen the deletion.
+    trigger(&ns, "a", "3").await;
+    let done = wait_for_run(&ns, "a", 3, DEADLINE).await;
+    let step = step_of(&done, "s").unwrap();
+    assert_eq!(
+        (step.phase, step.rows_synced),
+        (StepPhase::Succeeded, Some(7))
+    );
+    let log = std::fs::read_to_string(controller.log_path()).unwrap();
+    let woken: Vec<&str> = log[before..]
+        .lines()
+        .filter(|l| l.contains("object.reason=") && l.contains(collected[0].as_str()))
+        .collect();
+    assert!(
+        woken.is_empty(),
+        "the collected Pod's deletion woke reconciles: {woken:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_pod_orphaned_by_deleting_its_job_keeps_its_sync_busy_until_it_ends() {
     let (ns, log, pods, _controller) = two_sequences_of_one_sync("edge-orphan", "20s").await;
