@@ -95,6 +95,12 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
         "syncseq_last_success_timestamp_seconds{{kind=\"SyncSequence\",namespace=\"{}\",name=\"crm\"}}",
         ns.name
     );
+    // The last step's Sync records its end in its own reconcile, which may come after the
+    // sequence's.
+    let sync_finished_in_cache = format!(
+        "syncseq_last_success_timestamp_seconds{{kind=\"Sync\",namespace=\"{}\",name=\"contacts\"}}",
+        ns.name
+    );
     let body = eventually(
         Duration::from_secs(10),
         "the finished run in /metrics",
@@ -102,7 +108,8 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
             let (code, body) = http_get(&address, "/metrics").await;
             (code == 200
                 && body.contains("syncseq_runs_total{")
-                && body.contains(&finished_in_cache))
+                && body.contains(&finished_in_cache)
+                && body.contains(&sync_finished_in_cache))
             .then_some(body)
         },
     )
