@@ -14,6 +14,7 @@ mod receiver;
 mod run;
 mod sequence;
 mod sync;
+mod template;
 mod upstream;
 
 pub use common::*;
@@ -24,6 +25,7 @@ pub use receiver::*;
 pub use run::*;
 pub use sequence::*;
 pub use sync::*;
+pub use template::JobTemplate;
 pub use upstream::*;
 
 /// CEL rule on `metadata.name` of both kinds: the name becomes the value of a label on every

@@ -3,12 +3,11 @@
 // kube-derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes to clippy.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::batch::v1::JobTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{RunBook, ScheduleSpec, ScheduleStatus, SyncRunRecord};
+use super::{JobTemplate, RunBook, ScheduleSpec, ScheduleStatus, SyncRunRecord};
 
 /// One data sync: the Job that moves a warehouse model into a business tool.
 ///
@@ -46,7 +45,7 @@ pub struct SyncSpec {
     /// The Job to run, with the same shape as a CronJob's `spec.jobTemplate` (its fields are
     /// documented by `kubectl explain cronjob.spec.jobTemplate`). Each run creates one Job from
     /// it; syncseq adds its labels, an owner reference and, inside a sequence, the step's timeout.
-    pub job_template: JobTemplateSpec,
+    pub job_template: JobTemplate,
 
     /// Optional schedule for running this sync on its own, outside any sequence: `schedule`,
     /// `timeZone`, `startingDeadlineSeconds`, `suspend`, exactly as a sequence takes them.

@@ -65,7 +65,7 @@ pub fn build_job(
     timeout_seconds: Option<i64>,
     scheduled: Option<Timestamp>,
 ) -> Job {
-    let template = &sync.spec.job_template;
+    let template = sync.spec.job_template.spec();
     let mut ids = BTreeMap::new();
     ids.insert(labels::RUN.to_string(), id.run.to_string());
     ids.insert(labels::STEP.to_string(), id.step.clone());
@@ -76,7 +76,7 @@ pub fn build_job(
         ids.insert(labels::SEQUENCE.to_string(), owner.name.clone());
     }
 
-    let mut spec: JobSpec = template.spec.clone().unwrap_or_default();
+    let mut spec: JobSpec = template.spec.unwrap_or_default();
     if let Some(t) = timeout_seconds {
         spec.active_deadline_seconds = Some(t);
     }
@@ -86,7 +86,7 @@ pub fn build_job(
         .get_or_insert_with(Default::default)
         .extend(ids.clone());
 
-    let template_meta = template.metadata.clone().unwrap_or_default();
+    let template_meta = template.metadata.unwrap_or_default();
     let mut job_labels = template_meta.labels.unwrap_or_default();
     job_labels.extend(ids);
     let mut job_annotations = template_meta.annotations;
