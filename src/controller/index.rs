@@ -122,6 +122,29 @@ impl<T: Indexed> State<T> {
     }
 }
 
+/// What one watch event did to an object's entry: the entry it replaced or removed, and the
+/// one it put.
+pub(crate) struct Change<T> {
+    pub(crate) before: Option<Arc<T>>,
+    pub(crate) after: Option<Arc<T>>,
+}
+
+impl<T> Change<T> {
+    /// A list's start or end: no entry of its own.
+    const NONE: Self = Change {
+        before: None,
+        after: None,
+    };
+
+    /// Whether the entry is other than before: it appeared, went, or changed.
+    pub(crate) fn changed(&self) -> bool
+    where
+        T: PartialEq,
+    {
+        self.before != self.after
+    }
+}
+
 /// A cache of `T`, made from watch events of `K` (`T` may be `K` itself, or a compact form).
 pub(crate) struct Cache<T> {
     state: RwLock<State<T>>,
@@ -138,28 +161,44 @@ impl<T> Default for Cache<T> {
 }
 
 impl<T: Indexed> Cache<T> {
-    /// Applies one watch event; `project` makes the entry kept for an object. Returns the entry
-    /// an `Apply` or `Delete` replaced or removed, so that a caller can tell what the event
-    /// changed (a relist's events return None: what it replaces is known only when it is done).
+    /// Applies one watch event; `project` makes the entry kept for an object. Returns what the
+    /// event did to the object's entry, so that a caller can tell whether it changed anything.
+    /// A relist's objects are compared with the entries held before it, which stay until it is
+    /// done.
     pub(crate) fn apply<K: Resource>(
         &self,
         event: &watcher::Event<K>,
         project: impl Fn(&K) -> T,
-    ) -> Option<Arc<T>> {
+    ) -> Change<T> {
         let name = |obj: &K| (obj.namespace().unwrap_or_default(), obj.name_any());
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         match event {
-            watcher::Event::Apply(obj) => st.insert(name(obj), Arc::new(project(obj))),
-            watcher::Event::Delete(obj) => st.remove(&name(obj)),
+            watcher::Event::Apply(obj) => {
+                let after = Arc::new(project(obj));
+                let before = st.insert(name(obj), after.clone());
+                Change {
+                    before,
+                    after: Some(after),
+                }
+            }
+            watcher::Event::Delete(obj) => Change {
+                before: st.remove(&name(obj)),
+                after: None,
+            },
             watcher::Event::Init => {
                 st.relist = Some(HashMap::new());
-                None
+                Change::NONE
             }
             watcher::Event::InitApply(obj) => {
+                let (name, after) = (name(obj), Arc::new(project(obj)));
+                let before = st.entries.get(&name).cloned();
                 st.relist
                     .get_or_insert_with(HashMap::new)
-                    .insert(name(obj), Arc::new(project(obj)));
-                None
+                    .insert(name, after.clone());
+                Change {
+                    before,
+                    after: Some(after),
+                }
             }
             watcher::Event::InitDone => {
                 let listed = st.relist.take().unwrap_or_default();
@@ -170,7 +209,7 @@ impl<T: Indexed> Cache<T> {
                 *st = fresh;
                 drop(st);
                 self.ready.send_replace(true);
-                None
+                Change::NONE
             }
         }
     }

@@ -136,21 +136,21 @@ pub async fn run(
     // dominate memory at scale.
     // Deletions are watch events too (`touched_objects`): a Job or Pod that goes away must wake
     // its owner and whoever waits for its Sync. Only events that change what the engine reads
-    // wake anyone (`triggers`), and none that only bring back what the controller itself just
-    // wrote or created (`freshness`); the caches take them all. A Pod that had terminated
-    // before it is deleted wakes no one (`triggers::pod_event_matters`).
+    // wake anyone (`triggers`: those that changed the object's cache entry), and none that only
+    // bring back what the controller itself just wrote or created (`freshness`); the caches
+    // take them all. A Pod that had terminated before it is deleted wakes no one.
     let job_stream = watcher(api::<Job>(&client, ns), managed.clone())
         .default_backoff()
         .inspect(watch_health(&health, "Job"))
-        .inspect_ok({
+        .try_filter({
             let jobs = jobs.clone();
             move |event| {
-                jobs.apply(event, compact::JobEntry::of);
+                let change = jobs.apply(event, compact::JobEntry::of);
+                futures::future::ready(triggers::job_event_matters(event, &change))
             }
         })
         .map_ok(mark_deleted)
         .touched_objects()
-        .predicate_filter(triggers::job, PredicateConfig::default())
         .boxed();
     let pod_stream = watcher(
         api::<Pod>(&client, ns),
@@ -161,13 +161,12 @@ pub async fn run(
     .try_filter({
         let pods = pods.clone();
         move |event| {
-            let before = pods.apply(event, compact::PodEntry::of);
-            futures::future::ready(triggers::pod_event_matters(event, before.as_deref()))
+            let change = pods.apply(event, compact::PodEntry::of);
+            futures::future::ready(triggers::pod_event_matters(event, &change))
         }
     })
     .map_ok(mark_deleted)
     .touched_objects()
-    .predicate_filter(triggers::pod, PredicateConfig::default())
     .boxed();
     let reporter = events::Reporter {
         controller: "syncseq.dev/controller".into(),

@@ -1,11 +1,11 @@
 //! Which watch events wake a reconcile: those that change what the engine reads. A Job is
 //! updated several times while it runs (start time, active and ready counts, success criteria
 //! met) and a Pod more often; only a Job's appearance, its outcome, its deletion and a Pod's
-//! result can change a decision. The caches take every event; these fingerprints filter the
-//! triggers only (kube-runtime's `predicate_filter` passes an event when its object's
-//! fingerprint differs from the last one it passed). A Sync's status changes with every step
-//! that runs it, and only its spec, appearance and deletion matter to the sequences that run
-//! it ([`spec_version`]).
+//! result can change a decision. The caches take every event and keep only what the engine
+//! reads (`compact`), so an event matters when it changed its object's entry: the cache is its
+//! own fingerprint, and no second table of them is kept per object. A Sync's status changes
+//! with every step that runs it, and only its spec, appearance and deletion matter to the
+//! sequences that run it ([`spec_version`]).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,72 +17,43 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::watcher;
 
-use super::compact::{PodEntry, pod_terminated};
-use crate::api::{Sync, SyncSequence, WebhookReceiver, labels};
-use crate::engine::{JobOutcome, job_outcome, pod_result};
+use super::compact::{JobEntry, PodEntry, pod_terminated};
+use super::index::Change;
+use crate::api::{Sync, SyncSequence, WebhookReceiver};
 
-/// What every fingerprint covers: the object's identity, the labels the engine reads, and its
-/// deletion. An object being deleted passes every event, its final delete included (which
-/// carries a new resourceVersion): there are few, and each may free a Sync.
-fn common(meta: &ObjectMeta, h: &mut DefaultHasher) {
-    meta.uid.hash(h);
-    for key in [
-        labels::SEQUENCE,
-        labels::SYNC,
-        labels::RUN,
-        labels::STEP,
-        labels::ATTEMPT,
-    ] {
-        meta.labels.as_ref().and_then(|l| l.get(key)).hash(h);
-    }
-    if meta.deletion_timestamp.is_some() {
-        meta.resource_version.hash(h);
+/// Whether a Job event can change a decision, given what it did to the Job's entry in the
+/// cache: the Job appeared, went, or has another identity, owner, step labels or outcome.
+/// Running updates (start time, active and ready counts, success criteria met) leave the entry
+/// as it was. A Job being deleted passes every event, its final delete included: there are few,
+/// and each may free a Sync.
+pub(crate) fn job_event_matters(event: &watcher::Event<Job>, change: &Change<JobEntry>) -> bool {
+    match event {
+        watcher::Event::Delete(_) => true,
+        _ => change.changed() || change.after.as_ref().is_some_and(|j| j.deleting),
     }
 }
 
-/// A Job's fingerprint: identity, labels, deletion and outcome.
-pub(crate) fn job(job: &Job) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    common(&job.metadata, &mut h);
-    let (outcome, finished_at) = job_outcome(job);
-    match outcome {
-        JobOutcome::Active => 0u8.hash(&mut h),
-        JobOutcome::Succeeded => 1u8.hash(&mut h),
-        JobOutcome::Failed { timed_out, reason } => {
-            2u8.hash(&mut h);
-            timed_out.hash(&mut h);
-            reason.hash(&mut h);
-        }
-    }
-    finished_at.map(|t| t.as_millisecond()).hash(&mut h);
-    Some(h.finish())
-}
-
-/// A Pod's fingerprint: identity, labels, deletion, whether it terminated, and its result.
-pub(crate) fn pod(pod: &Pod) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    common(&pod.metadata, &mut h);
-    pod_terminated(pod).hash(&mut h);
-    pod_result(pod).hash(&mut h);
-    Some(h.finish())
-}
-
-/// Whether a Pod event can change a decision, given the entry the cache held for the Pod
-/// before it. The deletion of a Pod that had already terminated cannot: it held no Sync, and
-/// its result was there to be read since it terminated (removing it only takes that away).
-/// Kubernetes' Pod garbage collector deletes the oldest terminated Pods beyond
+/// Whether a Pod event can change a decision, given what it did to the Pod's entry in the
+/// cache: the Pod appeared, terminated, or its result, owner or step labels changed; Pending
+/// and Running updates leave the entry as it was.
+///
+/// The deletion of a Pod that had already terminated cannot: it held no Sync, and its result
+/// was there to be read since it terminated (removing it only takes that away). Kubernetes'
+/// Pod garbage collector deletes the oldest terminated Pods beyond
 /// `--terminated-pod-gc-threshold` (12,500 by default), so where many finished Jobs are kept
 /// these deletions are a steady stream, each of which would wake the Pod's owner, its Sync and
 /// every sequence that runs that Sync. A Pod deleted before it terminated still wakes them
-/// all: it holds its Sync until it is gone.
-pub(crate) fn pod_event_matters(event: &watcher::Event<Pod>, before: Option<&PodEntry>) -> bool {
-    let had_terminated = before.is_some_and(|b| b.terminated);
+/// all, with every event until it is gone: it holds its Sync until then.
+pub(crate) fn pod_event_matters(event: &watcher::Event<Pod>, change: &Change<PodEntry>) -> bool {
+    let had_terminated = change.before.as_ref().is_some_and(|b| b.terminated);
     match event {
         watcher::Event::Delete(_) => !had_terminated,
-        watcher::Event::Apply(pod) if pod.metadata.deletion_timestamp.is_some() => {
+        watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)
+            if pod.metadata.deletion_timestamp.is_some() =>
+        {
             !(had_terminated && pod_terminated(pod))
         }
-        _ => true,
+        _ => change.changed(),
     }
 }
 
@@ -154,6 +125,8 @@ pub(crate) fn receiver_delivered(receiver: &WebhookReceiver) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::labels;
+    use crate::controller::index::Cache;
 
     fn job_with(status: serde_json::Value, deleting: Option<&str>) -> Job {
         serde_json::from_value(serde_json::json!({
@@ -167,34 +140,69 @@ mod tests {
         .unwrap()
     }
 
+    /// Applies each event to a fresh cache in turn: whether each woke anyone.
+    fn jobs_woken(events: Vec<watcher::Event<Job>>) -> Vec<bool> {
+        let cache = Cache::<JobEntry>::default();
+        events
+            .iter()
+            .map(|e| job_event_matters(e, &cache.apply(e, JobEntry::of)))
+            .collect()
+    }
+
+    fn pods_woken(events: Vec<watcher::Event<Pod>>) -> Vec<bool> {
+        let cache = Cache::<PodEntry>::default();
+        events
+            .iter()
+            .map(|e| pod_event_matters(e, &cache.apply(e, PodEntry::of)))
+            .collect()
+    }
+
+    fn deleting<K: Resource>(mut obj: K) -> K {
+        obj.meta_mut().deletion_timestamp =
+            Some(serde_json::from_value(serde_json::json!("2026-12-01T10:01:00Z")).unwrap());
+        obj
+    }
+
     #[test]
     fn running_updates_of_a_job_do_not_wake_but_its_outcome_and_deletion_do() {
-        let created = job(&job_with(serde_json::json!({}), None));
-        let started = job(&job_with(
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let created = job_with(serde_json::json!({}), None);
+        let started = job_with(
             serde_json::json!({"startTime": "2026-12-01T10:00:00Z", "active": 1, "ready": 1}),
             None,
-        ));
-        assert_eq!(
-            created, started,
-            "start time and active counts change no decision"
         );
-        let complete = job(&job_with(
+        let complete = job_with(
             serde_json::json!({"conditions": [{"type": "Complete", "status": "True",
                 "lastTransitionTime": "2026-12-01T10:00:05Z"}]}),
             None,
-        ));
-        assert_ne!(started, complete);
-        let deleting = job(&job_with(
-            serde_json::json!({}),
-            Some("2026-12-01T10:01:00Z"),
-        ));
-        assert_ne!(created, deleting);
-        let mut gone = job_with(serde_json::json!({}), Some("2026-12-01T10:01:00Z"));
-        gone.metadata.resource_version = Some("8".into());
-        assert_ne!(
-            deleting,
-            job(&gone),
-            "the final delete of a deleting Job wakes too"
+        );
+        let mut recreated = complete.clone();
+        recreated.metadata.uid = Some("u2".into());
+        let gone = deleting(complete.clone());
+        let mut gone_later = gone.clone();
+        gone_later.metadata.resource_version = Some("8".into());
+        assert_eq!(
+            jobs_woken(vec![
+                Apply(created),
+                Apply(started.clone()),
+                Apply(complete.clone()),
+                Apply(complete.clone()),
+                // A relist brings back what the cache holds: nothing changed.
+                Init,
+                InitApply(complete.clone()),
+                InitDone,
+                // The same name under a new UID is another Job.
+                Apply(recreated),
+                Apply(gone.clone()),
+                Apply(gone_later),
+                Delete(gone.clone()),
+                // A delete of a Job never seen wakes too: it may have held a Sync.
+                Delete(gone),
+            ]),
+            [
+                true, false, true, false, false, false, false, true, true, true, true, true
+            ],
+            "created wakes, started does not, completion does, deletion always does"
         );
     }
 
@@ -213,59 +221,53 @@ mod tests {
 
     #[test]
     fn a_pod_wakes_when_it_terminates_or_its_result_changes_not_while_it_runs() {
+        use watcher::Event::{Apply, InitApply};
         assert_eq!(
-            pod(&pod_with("Pending", None)),
-            pod(&pod_with("Running", None))
-        );
-        let done = pod(&pod_with("Succeeded", Some(r#"{"rowsSynced":5}"#)));
-        assert_ne!(pod(&pod_with("Running", None)), done);
-        assert_ne!(
-            done,
-            pod(&pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#)))
+            pods_woken(vec![
+                Apply(pod_with("Pending", None)),
+                Apply(pod_with("Running", None)),
+                Apply(pod_with("Succeeded", Some(r#"{"rowsSynced":5}"#))),
+                Apply(pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#))),
+                Apply(pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#))),
+                InitApply(pod_with("Succeeded", Some(r#"{"rowsSynced":6}"#))),
+            ]),
+            [true, false, true, true, false, false]
         );
     }
 
     #[test]
     fn deleting_a_pod_that_had_terminated_wakes_no_one_but_deleting_a_running_one_does() {
-        use watcher::Event::{Apply, Delete, InitApply};
-        let entry = |pod: &Pod| PodEntry::of(pod);
-        let running = pod_with("Running", None);
-        let done = pod_with("Succeeded", Some(r#"{"rowsSynced":5}"#));
-        let deleting = |mut pod: Pod| {
-            pod.metadata.deletion_timestamp =
-                Some(serde_json::from_value(serde_json::json!("2026-12-01T10:01:00Z")).unwrap());
-            pod
-        };
+        use watcher::Event::{Apply, Delete};
+        let running = || pod_with("Running", None);
+        let done = || pod_with("Succeeded", Some(r#"{"rowsSynced":5}"#));
         // Terminated before, deleted now (the Pod garbage collector): nothing changes.
-        let gc = deleting(done.clone());
-        assert!(!pod_event_matters(&Apply(gc.clone()), Some(&entry(&done))));
-        assert!(!pod_event_matters(&Delete(gc), Some(&entry(&done))));
+        assert_eq!(
+            pods_woken(vec![
+                Apply(done()),
+                Apply(deleting(done())),
+                Delete(deleting(done()))
+            ]),
+            [true, false, false]
+        );
         // Deleted while it ran: it holds its Sync until it terminates or is gone.
-        let killed = deleting(running.clone());
-        assert!(pod_event_matters(
-            &Apply(killed.clone()),
-            Some(&entry(&running))
-        ));
-        assert!(pod_event_matters(&Delete(killed), Some(&entry(&running))));
+        assert_eq!(
+            pods_woken(vec![
+                Apply(running()),
+                Apply(deleting(running())),
+                Apply(deleting(running())),
+                Delete(deleting(running()))
+            ]),
+            [true, true, true, true]
+        );
         // Terminating during its grace period, deleted at the end of it: the termination frees
         // the Sync, the final delete then changes nothing.
-        let ended = deleting(pod_with("Failed", None));
-        assert!(pod_event_matters(
-            &Apply(ended.clone()),
-            Some(&entry(&running))
-        ));
-        assert!(!pod_event_matters(
-            &Delete(ended.clone()),
-            Some(&entry(&ended))
-        ));
-        // Not known before (a first sight, a relist): it wakes.
-        assert!(pod_event_matters(&Delete(deleting(done.clone())), None));
-        assert!(pod_event_matters(
-            &InitApply(done.clone()),
-            Some(&entry(&done))
-        ));
-        // Updates of a Pod that is not being deleted are for the fingerprint to judge.
-        assert!(pod_event_matters(&Apply(done.clone()), Some(&entry(&done))));
+        let ended = || deleting(pod_with("Failed", None));
+        assert_eq!(
+            pods_woken(vec![Apply(running()), Apply(ended()), Delete(ended())]),
+            [true, true, false]
+        );
+        // Not known before (a first sight): it wakes.
+        assert_eq!(pods_woken(vec![Delete(deleting(done()))]), [true]);
     }
 
     #[test]
