@@ -140,21 +140,26 @@ mod tests {
         .unwrap()
     }
 
-    /// Applies each event to a fresh cache in turn: whether each woke anyone.
-    fn jobs_woken(events: Vec<watcher::Event<Job>>) -> Vec<bool> {
-        let cache = Cache::<JobEntry>::default();
+    /// Applies each event to a fresh cache in turn, as the watch streams do: whether each
+    /// woke anyone.
+    fn woken<K: Resource, T: crate::controller::index::Indexed>(
+        events: Vec<watcher::Event<K>>,
+        project: fn(&K) -> T,
+        matters: fn(&watcher::Event<K>, &Change<T>) -> bool,
+    ) -> Vec<bool> {
+        let cache = Cache::<T>::default();
         events
             .iter()
-            .map(|e| job_event_matters(e, &cache.apply(e, JobEntry::of)))
+            .map(|e| matters(e, &cache.apply(e, project)))
             .collect()
     }
 
+    fn jobs_woken(events: Vec<watcher::Event<Job>>) -> Vec<bool> {
+        woken(events, JobEntry::of, job_event_matters)
+    }
+
     fn pods_woken(events: Vec<watcher::Event<Pod>>) -> Vec<bool> {
-        let cache = Cache::<PodEntry>::default();
-        events
-            .iter()
-            .map(|e| pod_event_matters(e, &cache.apply(e, PodEntry::of)))
-            .collect()
+        woken(events, PodEntry::of, pod_event_matters)
     }
 
     fn deleting<K: Resource>(mut obj: K) -> K {
