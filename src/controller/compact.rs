@@ -4,8 +4,8 @@
 //! applied manifest) are most of the controller's memory. Jobs and Pods are kept as entries of
 //! the controller's own ([`JobEntry`], [`PodEntry`]): their facts already read (outcome, result,
 //! labels parsed), a few strings each. Syncs and sequences are kept whole, without the parts
-//! above: a Sync's template makes the Jobs (it is held as its compact JSON, `JobTemplate`,
-//! whatever cache it is in), a sequence's annotations carry requests.
+//! above: a Sync's template makes the Jobs (and is itself held as compact JSON,
+//! `api::JobTemplate`), a sequence's annotations carry requests.
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
