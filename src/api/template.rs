@@ -44,14 +44,6 @@ impl fmt::Debug for JobTemplate {
     }
 }
 
-impl TryFrom<JobTemplateSpec> for JobTemplate {
-    type Error = serde_json::Error;
-
-    fn try_from(spec: JobTemplateSpec) -> Result<Self, Self::Error> {
-        JobTemplate::new(&spec)
-    }
-}
-
 impl Serialize for JobTemplate {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.spec().serialize(serializer)

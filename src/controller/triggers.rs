@@ -128,12 +128,11 @@ mod tests {
     use crate::api::labels;
     use crate::controller::index::Cache;
 
-    fn job_with(status: serde_json::Value, deleting: Option<&str>) -> Job {
+    fn job_with(status: serde_json::Value) -> Job {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "crm-1-accounts-1", "uid": "u1", "resourceVersion": "7",
                 "labels": {labels::SYNC: "accounts", labels::RUN: "1"},
-                "deletionTimestamp": deleting,
             },
             "status": status,
         }))
@@ -171,15 +170,13 @@ mod tests {
     #[test]
     fn running_updates_of_a_job_do_not_wake_but_its_outcome_and_deletion_do() {
         use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
-        let created = job_with(serde_json::json!({}), None);
+        let created = job_with(serde_json::json!({}));
         let started = job_with(
             serde_json::json!({"startTime": "2026-12-01T10:00:00Z", "active": 1, "ready": 1}),
-            None,
         );
         let complete = job_with(
             serde_json::json!({"conditions": [{"type": "Complete", "status": "True",
                 "lastTransitionTime": "2026-12-01T10:00:05Z"}]}),
-            None,
         );
         let mut recreated = complete.clone();
         recreated.metadata.uid = Some("u2".into());
