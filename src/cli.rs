@@ -94,7 +94,8 @@ pub struct ControllerArgs {
     pub api_max_in_flight: usize,
     /// Reconciles of each kind (sequences, Syncs) at once; 0 for no limit. Like the Job and
     /// CronJob controllers' `--concurrent-*-syncs`: what waits beyond it costs only a queue
-    /// entry.
+    /// entry. A run in progress and a scheduled time that has come may take every place; other
+    /// work (manual requests, idle objects' checks) half of them.
     #[arg(long, env = "SYNCSEQ_CONCURRENT_RECONCILES", default_value_t = 64)]
     pub concurrent_reconciles: u16,
     /// Address of the webhook endpoint for WebhookReceivers (e.g. `0.0.0.0:9292`); off when

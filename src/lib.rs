@@ -4,6 +4,7 @@
 //! pure cron maths, [`engine`] the pure run state machine, and [`controller`] the thin layer that
 //! talks to the API server and executes what the engine decides.
 
+mod admission;
 pub mod alerts;
 pub mod api;
 mod apiclient;

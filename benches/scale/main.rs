@@ -631,6 +631,36 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // The controller's own account of its queue: how long reconciles waited for a place.
+    let wait = "syncseq_reconcile_admission_wait_seconds";
+    println!(
+        "| sequence reconciles' wait for a place, by priority: count / mean / p99 (bucket bound) | {} |",
+        ["due", "other"]
+            .iter()
+            .map(|priority| {
+                let select = [("kind", "SyncSequence"), ("priority", *priority)];
+                let delta = |suffix: &str| {
+                    stats::sum(&after.controller, &format!("{wait}_{suffix}"), &select)
+                        - stats::sum(&before.controller, &format!("{wait}_{suffix}"), &select)
+                };
+                let (count, sum) = (delta("count"), delta("sum"));
+                let p99 = stats::bucket_percentile(
+                    &before.controller,
+                    &after.controller,
+                    wait,
+                    &select,
+                    0.99,
+                );
+                let mean = if count > 0.0 { sum / count } else { f64::NAN };
+                format!(
+                    "{priority} {count:.0} / {:.0} ms / ≤{:.0} ms",
+                    mean * 1e3,
+                    p99 * 1e3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "| API server: Job creates (all clients) / its latency p50 / p99 (bucket bounds) | {:.0} / ≤{:.0} ms / ≤{:.0} ms |",
         api_delta("POST", "jobs", ""),

@@ -2,8 +2,8 @@
 //! stall a reconcile in silence and every attempt of a write passes the leader fence.
 //!
 //! From the outside in: [`retry`] retries what the API server says may pass (429, 503, 504),
-//! honouring `Retry-After` up to a cap; a concurrency limit holds requests beyond a number in
-//! flight; [`deadline`] gives up on a request that got no answer in time (watches and log
+//! honouring `Retry-After` up to a cap; [`places`] holds requests beyond a number in flight,
+//! due work first; [`deadline`] gives up on a request that got no answer in time (watches and log
 //! streams excepted); the fence refuses writes when this replica may not act. Because the fence
 //! is inside the retries, a write retried after a wait is checked again. kube's own retry layer
 //! is off: it would wait as long as any `Retry-After` says, and inside the fence.
@@ -15,6 +15,7 @@
 //! arrive, so a watch holds one only while it starts.
 
 mod deadline;
+mod places;
 mod retry;
 
 use std::time::Duration;
@@ -47,9 +48,7 @@ pub(crate) fn build(
         .with_layer(&tower::buffer::BufferLayer::new(BUFFER))
         .with_layer(&FenceLayer::new(fence, instance))
         .with_layer(&deadline::DeadlineLayer::new(limits.timeout))
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
-            limits.in_flight.max(1),
-        ))
+        .with_layer(&places::PlacesLayer::new(limits.in_flight))
         .with_layer(&tower::retry::RetryLayer::new(retry::Throttled::default()))
         .build())
 }

@@ -17,6 +17,7 @@ mod freshness;
 mod index;
 mod notify;
 mod observe;
+mod priority;
 mod reconcile;
 mod triggers;
 pub(crate) mod unreadable;
@@ -71,6 +72,8 @@ pub struct Context {
     pub reporter: events::Reporter,
     /// Queues alert notifications for background delivery.
     pub notifier: notify::Notifier,
+    /// Where reconciles wait for a place, due work first.
+    pub(crate) admission: priority::Places,
     /// Per-object backoff of failed reconciles.
     pub backoff: backoff::Backoff,
     /// The versions our own writes made and passed: which reconciles and watch events they
@@ -266,7 +269,9 @@ pub async fn run(
         receivers_listed_tx.send_replace(true);
         None
     };
-    let limits = kube::runtime::controller::Config::default().concurrency(config.concurrency);
+    // No limit in kube-runtime's queue, which starts reconciles in the order they became
+    // ready: they wait for a place in `admission`, due work first.
+    let limits = kube::runtime::controller::Config::default().concurrency(0);
     let controller = Controller::for_stream(seq_stream, seq_store.clone())
         .with_config(limits.clone())
         .reconcile_on(futures::stream::poll_fn(move |cx| seq_rx.poll_recv(cx)));
@@ -307,6 +312,7 @@ pub async fn run(
             metrics.clone(),
         ),
         reporter,
+        admission: priority::Places::new(config.concurrency),
         backoff: Default::default(),
         freshness: own_writes.clone(),
         wake_sync: sync_tx.clone(),

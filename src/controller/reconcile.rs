@@ -14,10 +14,12 @@ use super::Context;
 use super::execute::{ExecuteError, execute};
 use super::freshness::{self, Met};
 use super::observe::{confirm_missing, holders, owned_jobs};
+use super::priority::priority;
 use super::upstream;
+use crate::admission::{self, Admission};
 use crate::api::{
-    RunBook, RunStatus, Sync, SyncSequence, SyncSequenceStatus, SyncStatus, UpstreamKind,
-    UpstreamRef,
+    RunBook, RunStatus, ScheduleStatus, Sync, SyncSequence, SyncSequenceStatus, SyncStatus,
+    UpstreamKind, UpstreamRef,
 };
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
@@ -54,8 +56,12 @@ pub trait Subject:
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
     /// Hands the alert notifications `status` holds pending to the delivery worker.
     fn offer_alerts(&self, _ctx: &Context, _status: &Self::Status) {}
-    /// The resourceVersion of this object in the cache now.
-    fn cached_version(ctx: &Context, obj: &Self) -> Option<String>;
+    /// This object as the cache holds it now.
+    fn cached(ctx: &Context, obj: &Self) -> Option<Arc<Self>>;
+    /// The schedule part of the status.
+    fn schedule(status: &Self::Status) -> &ScheduleStatus;
+    /// Where this kind's reconciles wait for a place.
+    fn admission(ctx: &Context) -> &Admission;
 }
 
 impl Subject for SyncSequence {
@@ -124,10 +130,14 @@ impl Subject for SyncSequence {
         }
         ctx.notifier.offer(self, status);
     }
-    fn cached_version(ctx: &Context, obj: &Self) -> Option<String> {
-        ctx.sequences
-            .get(&ObjectRef::from(obj))
-            .and_then(|s| s.resource_version())
+    fn cached(ctx: &Context, obj: &Self) -> Option<Arc<Self>> {
+        ctx.sequences.get(&ObjectRef::from(obj))
+    }
+    fn schedule(status: &SyncSequenceStatus) -> &ScheduleStatus {
+        &status.schedule
+    }
+    fn admission(ctx: &Context) -> &Admission {
+        &ctx.admission.sequences
     }
 }
 
@@ -161,10 +171,14 @@ impl Subject for Sync {
     fn changed(current: Option<&SyncStatus>, planned: &SyncStatus) -> bool {
         current.map(Self::for_apply) != Some(Self::for_apply(planned))
     }
-    fn cached_version(ctx: &Context, obj: &Self) -> Option<String> {
-        ctx.syncs
-            .get(&ObjectRef::from(obj))
-            .and_then(|s| s.resource_version())
+    fn cached(ctx: &Context, obj: &Self) -> Option<Arc<Self>> {
+        ctx.syncs.get(&ObjectRef::from(obj))
+    }
+    fn schedule(status: &SyncStatus) -> &ScheduleStatus {
+        &status.schedule
+    }
+    fn admission(ctx: &Context) -> &Admission {
+        &ctx.admission.syncs
     }
     /// The claim is written by compare-and-swap alone (see `claim.rs`), never applied.
     fn for_apply(status: &SyncStatus) -> SyncStatus {
@@ -187,8 +201,32 @@ impl Subject for Sync {
     }
 }
 
-/// Reconciles one object of either kind.
+/// Reconciles one object of either kind, once admitted (`admission`).
 pub async fn reconcile<K: Subject>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ExecuteError> {
+    ctx.caches_synced().await;
+    let priority = priority(
+        obj.status().map(K::book),
+        obj.status().map(K::schedule),
+        jiff::Timestamp::now(),
+    );
+    let asked = std::time::Instant::now();
+    let _ticket = K::admission(&ctx).enter(priority).await;
+    ctx.metrics
+        .admitted(&K::kind(&()), priority.label(), asked.elapsed());
+    // The copy this reconcile was started with may have waited: decide on the cache's. One
+    // the cache no longer holds was deleted, and its deletion is the watch event that follows.
+    let Some(obj) = K::cached(&ctx, &obj) else {
+        return Ok(Requeue::await_change());
+    };
+    // Boxed: a reconcile waiting for its place holds only this function's few locals, not
+    // the whole reconcile's state.
+    admission::with_priority(priority, Box::pin(reconcile_admitted(obj, ctx.clone()))).await
+}
+
+async fn reconcile_admitted<K: Subject>(
     obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ExecuteError> {
@@ -240,7 +278,6 @@ async fn reconcile_object<K: Subject>(
     key: &str,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ExecuteError> {
-    ctx.caches_synced().await;
     let _timer = ReconcileTimer::start(&ctx.metrics, &K::kind(&()));
     let _tracked = ctx.health.reconciling();
     if obj.meta().deletion_timestamp.is_some() {
@@ -249,10 +286,9 @@ async fn reconcile_object<K: Subject>(
     }
     // The watch event of our last status write is on its way; decide on that, not on this.
     let version = obj.meta().resource_version.as_deref();
-    match ctx
-        .freshness
-        .met(key, version, || K::cached_version(&ctx, &obj))
-    {
+    match ctx.freshness.met(key, version, || {
+        K::cached(&ctx, &obj).and_then(|o| o.resource_version())
+    }) {
         Met::Current => {}
         Met::Behind => return Ok(Requeue::await_change()),
         Met::Moved => return Ok(Requeue::requeue(Duration::ZERO)),
@@ -517,3 +553,33 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
 
 /// Reason of the Warning Event a failed reconcile records.
 pub(crate) const RECONCILE_FAILED: &str = "ReconcileFailed";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns: a future's size is that of its largest state.
+    fn returned_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_reconcile_waiting_for_its_place_is_small() {
+        // Every object can be waiting at once (4,000 after a start at 1,000 sequences).
+        for (kind, waiting, admitted) in [
+            (
+                "SyncSequence",
+                returned_size(reconcile::<SyncSequence>),
+                returned_size(reconcile_admitted::<SyncSequence>),
+            ),
+            (
+                "Sync",
+                returned_size(reconcile::<Sync>),
+                returned_size(reconcile_admitted::<Sync>),
+            ),
+        ] {
+            assert!(waiting <= 512, "{kind}: {waiting} bytes waiting");
+            assert!(admitted > 4 * waiting, "{kind}: {admitted} bytes admitted");
+        }
+    }
+}

@@ -26,6 +26,14 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A kind's reconciles of one priority (`due` or `other`: a run in progress or a scheduled
+/// time come, against everything else).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub kind: String,
+    pub priority: String,
+}
+
 /// A sequence and how one of its runs ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunLabels {
@@ -102,6 +110,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<KindLabel, Counter>,
     pub reconcile_duration: Family<KindLabel, Histogram>,
     pub reconciles_in_flight: Gauge,
+    /// How long reconciles waited for a place, by priority.
+    pub reconcile_admission_wait: Family<AdmissionLabels, Histogram>,
     /// Finished sequence runs, by sequence and outcome.
     pub runs: Family<RunLabels, Counter>,
     /// Steps that ended failed (timed out, or over their rejected-rows limit, included).
@@ -159,6 +169,15 @@ impl Metrics {
             "reconciles_in_flight",
             "Reconciliations running now (the work queue's active depth)",
             reconciles_in_flight.clone(),
+        );
+        let reconcile_admission_wait =
+            Family::<AdmissionLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            });
+        registry.register(
+            "reconcile_admission_wait_seconds",
+            "Time reconciles waited for a place (--concurrent-reconciles), by kind and priority",
+            reconcile_admission_wait.clone(),
         );
         let runs = Family::<RunLabels, Counter>::default();
         registry.register(
@@ -238,6 +257,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             reconciles_in_flight,
+            reconcile_admission_wait,
             runs,
             step_failures,
             step_rejected_rows,
@@ -276,6 +296,16 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Records how long a reconcile waited for its place.
+    pub fn admitted(&self, kind: &str, priority: &str, waited: std::time::Duration) {
+        self.reconcile_admission_wait
+            .get_or_create(&AdmissionLabels {
+                kind: kind.into(),
+                priority: priority.into(),
+            })
+            .observe(waited.as_secs_f64());
     }
 
     /// Notes when a Job was first seen finished.
