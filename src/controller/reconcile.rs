@@ -216,8 +216,8 @@ pub async fn reconcile<K: Subject>(
     let _ticket = K::admission(&ctx).enter(priority).await;
     ctx.metrics
         .admitted(&K::kind(&()), priority.label(), asked.elapsed());
-    // The copy this reconcile was started with may have waited: decide on the cache's. One
-    // the cache no longer holds was deleted, and its deletion is the watch event that follows.
+    // The copy this reconcile was started with may have waited: decide on the cache's. An
+    // object the cache no longer holds is gone, and there is nothing to decide.
     let Some(obj) = K::cached(&ctx, &obj) else {
         return Ok(Requeue::await_change());
     };
