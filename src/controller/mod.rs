@@ -50,9 +50,9 @@ pub struct Config {
     pub instance: Option<String>,
     /// How alert webhooks connect: where they may, the CA bundle, the proxies.
     pub webhooks: WebhookTransport,
-    /// Reconciles of each kind at once (0: no limit). Objects beyond it wait in the queue,
-    /// where an object costs its name only; a reconcile in progress holds the object, its
-    /// plan and its requests.
+    /// Reconciles of each kind at once (0: no limit), due work first (`priority`). Objects
+    /// beyond it wait for a place as a small future each; a reconcile in progress holds the
+    /// object, its plan and its requests.
     pub concurrency: u16,
 }
 
