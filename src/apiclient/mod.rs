@@ -4,9 +4,9 @@
 //! From the outside in: [`retry`] retries what the API server says may pass (429, 503, 504),
 //! honouring `Retry-After` up to a cap; [`places`] holds requests beyond a number in flight,
 //! due work first; [`deadline`] gives up on a request that got no answer in time (watches and
-//! log streams excepted); the fence refuses writes when this replica may not act. Because the fence
-//! is inside the retries, a write retried after a wait is checked again. kube's own retry layer
-//! is off: it would wait as long as any `Retry-After` says, and inside the fence.
+//! log streams excepted); the fence refuses writes when this replica may not act. Because the
+//! fence is inside the retries, a write retried after a wait is checked again. kube's own retry
+//! layer is off: it would wait as long as any `Retry-After` says, and inside the fence.
 //!
 //! The limit matters at scale: kube's client speaks HTTP/1.1, one connection per request in
 //! flight, and a thousand runs triggered at once would otherwise open a thousand TLS
