@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{AfterSpec, SyncSequence, UpstreamRef};
+use crate::api::{AfterSpec, StepPhase, SyncSequence, UpstreamRef};
 
 /// What an entry is found by, besides its namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +25,8 @@ pub(crate) enum IndexKey {
     Sync(String),
     /// An upstream the entry runs after (`spec.after`).
     Upstream(UpstreamRef),
+    /// A Sync a step of the sequence's current run waits for (a step in phase `Waiting`).
+    WaitingFor(String),
 }
 
 /// An entry of a cache.
@@ -33,27 +35,57 @@ pub(crate) trait Indexed {
 }
 
 /// What the sequence cache keeps of a sequence: the Syncs its steps run, by which it is found
-/// when one of them becomes free or changes. (The sequences themselves are in the controller's
-/// own store.)
-pub(crate) struct SyncRefs(Vec<String>);
+/// when one of them changes, and the Syncs its current run waits for, by which it is found
+/// when one of them becomes free. (The sequences themselves are in the controller's own
+/// store.)
+pub(crate) struct SyncRefs {
+    runs: Vec<String>,
+    waits_for: Vec<String>,
+}
 
 impl SyncRefs {
     pub(crate) fn of(seq: &SyncSequence) -> Self {
-        let mut syncs: Vec<String> = seq
+        let mut runs: Vec<String> = seq
             .spec
             .steps
             .iter()
             .map(|s| s.sync_ref.name.clone())
             .collect();
-        syncs.sort();
-        syncs.dedup();
-        SyncRefs(syncs)
+        runs.sort();
+        runs.dedup();
+        SyncRefs {
+            runs,
+            waits_for: waits_for(seq),
+        }
     }
+}
+
+/// The Syncs of the steps of a sequence's current run that wait (for their Sync to be free,
+/// to be found, or for a retry's delay: a superset of what a Sync becoming free can unblock),
+/// sorted, each once.
+pub(crate) fn waits_for(seq: &SyncSequence) -> Vec<String> {
+    let mut syncs: Vec<String> = seq
+        .status
+        .as_ref()
+        .and_then(|s| s.book.current_run.as_ref())
+        .map(|run| {
+            run.steps
+                .iter()
+                .filter(|s| s.phase == StepPhase::Waiting)
+                .map(|s| s.sync.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    syncs.sort();
+    syncs.dedup();
+    syncs
 }
 
 impl Indexed for SyncRefs {
     fn keys(&self) -> Vec<IndexKey> {
-        self.0.iter().cloned().map(IndexKey::Sync).collect()
+        let runs = self.runs.iter().cloned().map(IndexKey::Sync);
+        runs.chain(self.waits_for.iter().cloned().map(IndexKey::WaitingFor))
+            .collect()
     }
 }
 
@@ -284,6 +316,41 @@ mod tests {
 
     fn sync(name: &str) -> IndexKey {
         IndexKey::Sync(name.into())
+    }
+
+    #[test]
+    fn a_sequence_is_found_by_the_syncs_it_runs_and_by_those_its_current_run_waits_for() {
+        use crate::engine::fixtures::{sequence, step};
+        let mut seq = sequence(vec![step("accounts"), step("contacts"), step("accounts")]);
+        let keys = |seq: &SyncSequence| SyncRefs::of(seq).keys();
+        assert_eq!(keys(&seq), vec![sync("accounts"), sync("contacts")]);
+        seq.status = serde_json::from_value(serde_json::json!({
+            "currentRun": {"id": 1, "trigger": "Manual", "startTime": "2026-12-01T10:00:00Z",
+                "phase": "Running", "progress": "1/3", "steps": [
+                    {"name": "a", "sync": "accounts", "phase": "Succeeded", "attempts": 1},
+                    {"name": "b", "sync": "contacts", "phase": "Waiting", "attempts": 0},
+                    {"name": "c", "sync": "accounts", "phase": "Pending", "attempts": 0},
+                ]},
+        }))
+        .unwrap();
+        assert_eq!(
+            keys(&seq),
+            vec![
+                sync("accounts"),
+                sync("contacts"),
+                IndexKey::WaitingFor("contacts".into())
+            ]
+        );
+        let cache = Cache::<SyncRefs>::default();
+        cache.apply(&watcher::Event::Apply(seq), SyncRefs::of);
+        let waiting = IndexKey::WaitingFor("contacts".into());
+        assert_eq!(cache.names("revops", &waiting), vec!["crm".to_string()]);
+        assert!(
+            cache
+                .names("revops", &IndexKey::WaitingFor("accounts".into()))
+                .is_empty(),
+            "running accounts later is not waiting for it"
+        );
     }
 
     #[test]

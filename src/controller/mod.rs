@@ -225,13 +225,17 @@ pub async fn run(
         }
     })
     .applied_objects()
-    .try_filter(move |seq| {
-        let key = freshness::key(
-            "SyncSequence",
-            &seq.namespace().unwrap_or_default(),
-            &seq.name_any(),
-        );
-        futures::future::ready(seq_own_writes.wakes(&key, seq.resource_version().as_deref()))
+    .try_filter({
+        let (jobs, pods) = (jobs.clone(), pods.clone());
+        move |seq| {
+            let key = freshness::key(
+                "SyncSequence",
+                &seq.namespace().unwrap_or_default(),
+                &seq.name_any(),
+            );
+            let wakes = seq_own_writes.wakes(&key, seq.resource_version().as_deref());
+            futures::future::ready(wakes || triggers::waits_for_a_free_sync(seq, &jobs, &pods))
+        }
     });
     // Webhook receivers: their deliveries start the objects that run after them, and their
     // own reconcile keeps their path and Ready condition. (The webhook endpoint, which runs in
@@ -369,7 +373,8 @@ pub async fn run(
     };
 
     let sequence_controller = controller
-        // A Job event wakes its owning sequence, and every sequence waiting for the same Sync.
+        // A Job event wakes its owning sequence; its end, or its deletion, every sequence that
+        // waits for the same Sync (not those that merely run it).
         .watches_stream(job_stream, move |job: Job| {
             let finished = crate::engine::job_outcome(&job).0 != crate::engine::JobOutcome::Active;
             if finished {
@@ -395,10 +400,10 @@ pub async fn run(
             if (finished || job.metadata.deletion_timestamp.is_some())
                 && let Some(sync) = job.labels().get(labels::SYNC)
             {
-                refs.extend(referencing(
+                refs.extend(sequences(
                     &by_sync_for_jobs,
                     job.namespace().as_deref(),
-                    sync,
+                    &index::IndexKey::WaitingFor(sync.clone()),
                 ));
             }
             refs
@@ -428,7 +433,11 @@ pub async fn run(
                 .into_iter()
                 .collect();
             if let Some(sync) = pod.labels().get(labels::SYNC) {
-                refs.extend(referencing(&by_sync_for_pods, ns.as_deref(), sync));
+                refs.extend(sequences(
+                    &by_sync_for_pods,
+                    ns.as_deref(),
+                    &index::IndexKey::WaitingFor(sync.clone()),
+                ));
             }
             refs
         })
@@ -447,10 +456,10 @@ pub async fn run(
             if !sync_specs.changed(&sync, triggers::spec_version(&sync.metadata)) {
                 return vec![];
             }
-            referencing(
+            sequences(
                 &by_sync_for_syncs,
                 sync.namespace().as_deref(),
-                &sync.name_any(),
+                &index::IndexKey::Sync(sync.name_any()),
             )
         })
         .graceful_shutdown_on(shutdown)
@@ -546,15 +555,17 @@ fn job_runs_on(jobs: &index::Cache<compact::JobEntry>, pod: &Pod) -> bool {
     })
 }
 
-/// The sequences of a namespace that have a step running the given Sync.
-fn referencing(
+/// The sequences of a namespace found by `key` in the sequence cache: those with a step that
+/// runs a Sync (`IndexKey::Sync`), or those whose current run waits for it
+/// (`IndexKey::WaitingFor`).
+fn sequences(
     index: &index::Cache<index::SyncRefs>,
     namespace: Option<&str>,
-    sync: &str,
+    key: &index::IndexKey,
 ) -> Vec<ObjectRef<SyncSequence>> {
     let ns = namespace.unwrap_or_default();
     index
-        .names(ns, &index::IndexKey::Sync(sync.to_string()))
+        .names(ns, key)
         .iter()
         .map(|name| ObjectRef::new(name).within(ns))
         .collect()

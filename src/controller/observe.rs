@@ -11,8 +11,8 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::{Api, ResourceExt};
 
 use super::Context;
-use super::compact::JobEntry;
-use super::index::IndexKey;
+use super::compact::{JobEntry, PodEntry};
+use super::index::{Cache, IndexKey};
 use crate::api::RunStatus;
 use crate::engine::{Holder, JobView, SyncJob, latest_report};
 
@@ -88,9 +88,8 @@ pub async fn confirm_missing(
     Ok(())
 }
 
-/// What holds each of the given Syncs of a namespace: Jobs controlled by a syncseq object that
-/// have not finished or are being deleted, and Pods of syncseq Jobs that have not terminated —
-/// after a background delete the Job is gone while its Pod runs out its grace period.
+/// What holds each of the given Syncs of a namespace (see [`holding`]); Syncs held by nothing
+/// are left out.
 pub fn holders<'a>(
     ctx: &Context,
     namespace: &str,
@@ -101,37 +100,50 @@ pub fn holders<'a>(
         if out.contains_key(sync) {
             continue;
         }
-        let key = IndexKey::Sync(sync.to_string());
-        let mut held: Vec<Holder> = ctx
-            .jobs
-            .find(namespace, &key)
-            .iter()
-            .filter(|job| job.owner.is_some() && job.holds())
-            .map(|job| Holder {
-                by: job.labels.runner(&job.name),
-                job: job.name.clone(),
-            })
-            .collect();
-        for pod in ctx.pods.find(namespace, &key) {
-            // A Pod whose Job was deleted with `--cascade=orphan` has no owner left, and runs
-            // on: it still holds its Sync.
-            let Some(job) = &pod.job else { continue };
-            if pod.terminated || !pod.labels.managed || held.iter().any(|h| &h.job == job) {
-                continue;
-            }
-            let what = if pod.job_uid.is_some() {
-                "is still terminating"
-            } else {
-                "was orphaned and is still running"
-            };
-            held.push(Holder {
-                by: format!("{} (a Pod of job {job} {what})", pod.labels.runner(job)),
-                job: job.clone(),
-            });
-        }
+        let held = holding(&ctx.jobs, &ctx.pods, namespace, sync);
         if !held.is_empty() {
             out.insert(sync.to_string(), held);
         }
     }
     out
+}
+
+/// What holds a Sync of a namespace, as the caches show it: Jobs controlled by a syncseq
+/// object that have not finished or are being deleted, and Pods of syncseq Jobs that have not
+/// terminated — after a background delete the Job is gone while its Pod runs out its grace
+/// period.
+pub(crate) fn holding(
+    jobs: &Cache<JobEntry>,
+    pods: &Cache<PodEntry>,
+    namespace: &str,
+    sync: &str,
+) -> Vec<Holder> {
+    let key = IndexKey::Sync(sync.to_string());
+    let mut held: Vec<Holder> = jobs
+        .find(namespace, &key)
+        .iter()
+        .filter(|job| job.owner.is_some() && job.holds())
+        .map(|job| Holder {
+            by: job.labels.runner(&job.name),
+            job: job.name.clone(),
+        })
+        .collect();
+    for pod in pods.find(namespace, &key) {
+        // A Pod whose Job was deleted with `--cascade=orphan` has no owner left, and runs
+        // on: it still holds its Sync.
+        let Some(job) = &pod.job else { continue };
+        if pod.terminated || !pod.labels.managed || held.iter().any(|h| &h.job == job) {
+            continue;
+        }
+        let what = if pod.job_uid.is_some() {
+            "is still terminating"
+        } else {
+            "was orphaned and is still running"
+        };
+        held.push(Holder {
+            by: format!("{} (a Pod of job {job} {what})", pod.labels.runner(job)),
+            job: job.clone(),
+        });
+    }
+    held
 }

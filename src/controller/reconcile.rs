@@ -355,7 +355,8 @@ async fn reconcile_object<K: Subject>(
         executed => executed?,
     };
     if executed.deferred.is_some() {
-        // Someone else just claimed the Sync: their Job's events wake us; this is the bound.
+        // Someone else just claimed the Sync. Decide again shortly: their Job then holds it, the
+        // step says it waits, and the Job's end wakes us.
         return Ok(Requeue::requeue(DECIDE_AGAIN));
     }
     let decide_next = executed.refused.then_some(Requeue::requeue(Duration::ZERO));

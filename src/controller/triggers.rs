@@ -14,12 +14,28 @@ use std::sync::Mutex;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 
 use super::compact::{JobEntry, PodEntry, pod_terminated};
-use super::index::Change;
+use super::index::{Cache, Change, waits_for};
+use super::observe::holding;
 use crate::api::{Sync, SyncSequence, WebhookReceiver};
+
+/// Whether a sequence's current run waits for a Sync that nothing holds now. Only sequences
+/// that wait for a Sync are woken when it becomes free (the index's `WaitingFor`), and the
+/// status write saying a step waits may land after the holder's last event, which then found
+/// nobody waiting: the event of that write wakes the sequence instead.
+pub(crate) fn waits_for_a_free_sync(
+    seq: &SyncSequence,
+    jobs: &Cache<JobEntry>,
+    pods: &Cache<PodEntry>,
+) -> bool {
+    let ns = seq.namespace().unwrap_or_default();
+    waits_for(seq)
+        .iter()
+        .any(|sync| holding(jobs, pods, &ns, sync).is_empty())
+}
 
 /// Whether a Job event can change a decision, given what it did to the Job's entry in the
 /// cache: the Job appeared, went, or has another identity, owner, step labels or outcome.
@@ -165,6 +181,70 @@ mod tests {
         obj.meta_mut().deletion_timestamp =
             Some(serde_json::from_value(serde_json::json!("2026-12-01T10:01:00Z")).unwrap());
         obj
+    }
+
+    /// Sequence `crm` of namespace `revops` running `accounts` then `contacts`, its current run
+    /// with the first step in the given phase.
+    fn sequence_with_first_step(phase: &str) -> SyncSequence {
+        use crate::engine::fixtures::{sequence, step};
+        let mut seq = sequence(vec![step("accounts"), step("contacts")]);
+        seq.status = serde_json::from_value(serde_json::json!({
+            "currentRun": {"id": 1, "trigger": "Manual", "startTime": "2026-12-01T10:00:00Z",
+                "phase": "Running", "progress": "0/2", "steps": [
+                    {"name": "accounts", "sync": "accounts", "phase": phase, "attempts": 0},
+                    {"name": "contacts", "sync": "contacts", "phase": "Pending", "attempts": 0},
+                ]},
+        }))
+        .unwrap();
+        seq
+    }
+
+    /// A Job of Sync `accounts` in `revops` that another sequence controls.
+    fn holder_job(status: serde_json::Value) -> Job {
+        let mut job = job_with(status);
+        job.metadata.namespace = Some("revops".into());
+        job.metadata.owner_references = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "syncseq.dev/v1alpha1", "kind": "SyncSequence",
+                "name": "other", "uid": "u-other", "controller": true,
+            }))
+            .unwrap(),
+        ]);
+        job
+    }
+
+    #[test]
+    fn a_sequence_waiting_for_a_sync_is_woken_by_its_own_write_once_nothing_holds_the_sync() {
+        let (jobs, pods) = (Cache::<JobEntry>::default(), Cache::<PodEntry>::default());
+        let waiting = sequence_with_first_step("Waiting");
+        assert!(
+            waits_for_a_free_sync(&waiting, &jobs, &pods),
+            "nothing holds accounts: the write saying it waits must wake it"
+        );
+        jobs.apply(
+            &watcher::Event::Apply(holder_job(serde_json::json!({"active": 1}))),
+            JobEntry::of,
+        );
+        assert!(
+            !waits_for_a_free_sync(&waiting, &jobs, &pods),
+            "the holder's end wakes it"
+        );
+        jobs.apply(
+            &watcher::Event::Apply(holder_job(serde_json::json!({"conditions": [
+                {"type": "Complete", "status": "True",
+                    "lastTransitionTime": "2026-12-01T10:00:05Z"}]}))),
+            JobEntry::of,
+        );
+        assert!(
+            waits_for_a_free_sync(&waiting, &jobs, &pods),
+            "the holder ended before the write landed"
+        );
+        for phase in ["Running", "Pending", "Succeeded"] {
+            assert!(
+                !waits_for_a_free_sync(&sequence_with_first_step(phase), &jobs, &pods),
+                "a step {phase} waits for nothing"
+            );
+        }
     }
 
     #[test]

@@ -406,6 +406,54 @@ async fn the_pod_garbage_collector_deleting_finished_pods_wakes_no_reconcile() {
 }
 
 #[tokio::test]
+async fn a_job_ending_wakes_the_sequences_waiting_for_its_sync_and_not_those_that_only_run_it() {
+    install_crds().await;
+    let ns = TestNamespace::new("edge-wakes").await;
+    ns.kubectl_apply(&sync_yaml("s", "4s", 0, None));
+    for seq in ["a", "b", "c"] {
+        ns.kubectl_apply(&sequence_yaml(seq, &[("s", "")], ""));
+    }
+    let log = JobLog::start(&ns).await;
+    let controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "a", "1").await;
+    let held = log.wait_created("a-1-s-1-", DEADLINE).await;
+    trigger(&ns, "c", "1").await;
+    let seqs = ns.api::<SyncSequence>();
+    wait_for_object(&seqs, "c", DEADLINE, "c to wait for a", |s| {
+        current_step(s, "s").is_some_and(|st| st.phase == StepPhase::Waiting)
+    })
+    .await;
+    let before = std::fs::read_to_string(controller.log_path())
+        .unwrap()
+        .len();
+    log.wait_finished(&held, DEADLINE).await;
+    let freed = std::time::Instant::now();
+    // Woken by the Job's end, c starts long before its waiting step looks again by itself
+    // (after a minute).
+    log.wait_created("c-1-s-1-", Duration::from_secs(20)).await;
+    assert!(freed.elapsed() < Duration::from_secs(20));
+    wait_for_run(&ns, "c", 1, DEADLINE).await;
+    let log = std::fs::read_to_string(controller.log_path()).unwrap();
+    let reconciled = |seq: &str| -> Vec<String> {
+        let of = format!("syncseq.dev/{seq}.{}", ns.name);
+        log[before..]
+            .lines()
+            .filter(|l| l.contains("object.reason=") && l.contains(&of))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        !reconciled("c").is_empty(),
+        "the log shows no reconcile of c: the check below would pass for nothing"
+    );
+    let b = reconciled("b");
+    assert!(
+        b.is_empty(),
+        "b, idle, only runs the Sync and was woken: {b:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_pod_orphaned_by_deleting_its_job_keeps_its_sync_busy_until_it_ends() {
     let (ns, log, pods, _controller) = two_sequences_of_one_sync("edge-orphan", "20s").await;
 
