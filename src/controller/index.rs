@@ -1,6 +1,7 @@
 //! Caches fed from the watch events and indexed by what the reconciles look up: the Jobs an
 //! object controls (by owner UID), the Pods of a Job (by owner UID), the Jobs and Pods of a
-//! Sync, the sequences that run a Sync, and the sequences and Syncs that run after an upstream.
+//! Sync, the sequences that run a Sync and those that wait for it, and the sequences and Syncs
+//! that run after an upstream.
 //! A reconcile reads its own entries only, so nothing it does grows with the number of
 //! unrelated objects in the cluster.
 //!
