@@ -227,7 +227,7 @@ mod tests {
         );
         assert!(
             !waits_for_a_free_sync(&waiting, &jobs, &pods),
-            "the holder's end wakes it"
+            "accounts is held: not its own write but the holder's end wakes it"
         );
         jobs.apply(
             &watcher::Event::Apply(holder_job(serde_json::json!({"conditions": [

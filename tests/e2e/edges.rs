@@ -427,11 +427,9 @@ async fn a_job_ending_wakes_the_sequences_waiting_for_its_sync_and_not_those_tha
         .unwrap()
         .len();
     log.wait_finished(&held, DEADLINE).await;
-    let freed = std::time::Instant::now();
     // Woken by the Job's end, c starts long before its waiting step looks again by itself
-    // (after a minute).
+    // (after a minute): the deadline fails the test otherwise.
     log.wait_created("c-1-s-1-", Duration::from_secs(20)).await;
-    assert!(freed.elapsed() < Duration::from_secs(20));
     wait_for_run(&ns, "c", 1, DEADLINE).await;
     let log = std::fs::read_to_string(controller.log_path()).unwrap();
     let reconciled = |seq: &str| -> Vec<String> {
