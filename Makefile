@@ -16,7 +16,7 @@ crds:
 
 # The chart's README, from charts/syncseq/README.md.gotmpl and values.yaml's comments.
 chart-docs:
-	"$$(hack/build-tools.sh)/helm-docs" --chart-search-root charts/syncseq --log-level warning
+	"$$(hack/build-tools.sh helm-docs)/helm-docs" --chart-search-root charts/syncseq --log-level warning
 
 # Quality gates: formatting and clippy with warnings as errors.
 lint:
@@ -84,7 +84,7 @@ demo:
 
 # Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and helm.
 tools:
-	hack/build-tools.sh
+	hack/build-tools.sh --all
 
 # Start the local control plane (or reuse the running one); prints the admin kubeconfig path.
 cluster:

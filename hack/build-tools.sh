@@ -2,6 +2,15 @@
 # Builds the local control plane's programs from the pinned wrapper modules in hack/tools/
 # into a cache outside the clone, and prints the bin directory. A second call with the same
 # versions reuses the binaries (the key covers versions.env and every wrapper go.mod/go.sum).
+#
+#   hack/build-tools.sh                 the control plane: etcd, kube-apiserver,
+#                                       kube-controller-manager, kube-scheduler, kwok
+#   hack/build-tools.sh TOOL...         the control plane and these test tools: helm, promtool,
+#                                       crane, validate-krew-manifest, krew, helm-docs
+#   hack/build-tools.sh --all           all of them (`make tools`)
+#
+# Progress is one numbered line per program on stderr; Go's own output goes to a log file
+# under the cache, printed only when a build fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -20,65 +29,100 @@ check krew sigs.k8s.io/krew "$KREW_VERSION"
 check helm-docs github.com/norwoodj/helm-docs "$HELM_DOCS_VERSION"
 
 # Bump when the way the programs are built changes, so cached binaries are rebuilt.
-recipe=2
-# The control plane's key covers its own versions and wrappers only; the test tools (promtool,
-# crane, krew's validator, helm-docs) have their own (below), so that bumping one does not rebuild
-# Kubernetes.
-plane=(etcd helm kubernetes kwok)
-key=$( (echo "$recipe"; grep -Ev '^(PROMETHEUS|CRANE|KREW|HELM_DOCS)_VERSION=' "$here/versions.env"
+recipe=3
+# The control plane's key covers its own versions and wrappers only; each test tool has a key
+# of its own (its binary is <name>-<key>, linked as <name>), so that bumping one rebuilds that
+# one only.
+plane=(etcd kubernetes kwok)
+key=$( (echo "$recipe"; grep -E '^(KUBERNETES|ETCD|KWOK)_VERSION=' "$here/versions.env"
   for t in "${plane[@]}"; do cat "$here/tools/$t/go.mod"; done
   for t in "${plane[@]}"; do cat "$here/tools/$t/go.sum"; done) | sha256sum | cut -c1-12)
 toolkey() { (echo "$recipe"; cat "$here/tools/$1/go.mod" "$here/tools/$1/go.sum") | sha256sum | cut -c1-12; }
-promkey=$(toolkey prometheus)
-cranekey=$(toolkey crane)
-krewkey=$(toolkey krew)
-helmdocskey=$(toolkey helm-docs)
 cache=${SYNCSEQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/syncseq}
 bin=$cache/$key/bin
-programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm "promtool-$promkey"
-  "crane-$cranekey" "validate-krew-manifest-$krewkey" "krew-$krewkey" "helm-docs-$helmdocskey")
+
+# Kubernetes programs report their version from these variables (the release tarballs set them
+# the same way); without them kube-apiserver calls itself v0.0.0-master.
+minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+k8s_version="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+
+# name -> "module-dir package [extra ldflags]"
+declare -A recipe_of=(
+  [etcd]="etcd go.etcd.io/etcd/server/v3"
+  [kube-apiserver]="kubernetes k8s.io/kubernetes/cmd/kube-apiserver $k8s_version"
+  [kube-controller-manager]="kubernetes k8s.io/kubernetes/cmd/kube-controller-manager $k8s_version"
+  [kube-scheduler]="kubernetes k8s.io/kubernetes/cmd/kube-scheduler $k8s_version"
+  [kwok]="kwok sigs.k8s.io/kwok/cmd/kwok"
+  [helm]="helm helm.sh/helm/v4/cmd/helm"
+  [promtool]="prometheus github.com/prometheus/prometheus/cmd/promtool"
+  [crane]="crane github.com/google/go-containerregistry/cmd/crane"
+  [validate-krew-manifest]="krew sigs.k8s.io/krew/cmd/validate-krew-manifest"
+  [krew]="krew sigs.k8s.io/krew/cmd/krew"
+  [helm-docs]="helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs"
+)
+control_plane=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+test_tools=(helm promtool crane validate-krew-manifest krew helm-docs)
+
+wanted=("${control_plane[@]}")
+for arg in "$@"; do
+  case $arg in
+    --all) wanted+=("${test_tools[@]}") ;;
+    *) [ -n "${recipe_of[$arg]:-}" ] && [[ " ${control_plane[*]} " != *" $arg "* ]] \
+         || { echo "build-tools.sh: unknown program '$arg' (test tools: ${test_tools[*]})" >&2; exit 2; }
+       wanted+=("$arg") ;;
+  esac
+done
+
+# The file a program is kept under: the control plane's names are plain (their key is the bin
+# dir's), a test tool's carries its own key.
+file_of() {
+  if [[ " ${control_plane[*]} " == *" $1 "* ]]; then echo "$1"
+  else set -- "$1" "${recipe_of[$1]%% *}"; echo "$1-$(toolkey "$2")"; fi
+}
 
 missing=()
-for p in "${programs[@]}"; do [ -x "$bin/$p" ] || missing+=("$p"); done
+for p in "${wanted[@]}"; do
+  f=$(file_of "$p")
+  if [ -x "$bin/$f" ]; then
+    [ "$f" = "$p" ] || ln -sfn "$f" "$bin/$p"
+  else
+    [[ " ${missing[*]} " == *" $p "* ]] || missing+=("$p")
+  fi
+done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "$bin"
   exit 0
 fi
 
-mkdir -p "$bin"
+mkdir -p "$bin" "$cache/logs"
 start=$(date +%s)
+log=$cache/logs/build-$(date -u +%Y%m%dT%H%M%SZ).log
 # Go's build and module caches for these programs come to about 10 GB; only the binaries are
 # worth keeping, so the caches are private to this build and removed when it ends, whatever
 # the outcome (a full disk failed CI once). -modcacherw lets rm delete the module files.
 find "$cache" -maxdepth 1 -name 'go-work.*' -mmin +1440 -exec rm -rf {} + # left by a killed build
+find "$cache/logs" -name 'build-*.log' -mtime +30 -delete
 work=$(mktemp -d "$cache/go-work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export GOCACHE=$work/build GOMODCACHE=$work/mod GOFLAGS="$GOFLAGS -modcacherw"
-# Kubernetes programs report their version from these variables (the release tarballs set them
-# the same way); without them kube-apiserver calls itself v0.0.0-master.
-minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-k8s_version="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-build() { # module-dir output-name package [extra ldflags]
-  [ -x "$bin/$2" ] && return 0
-  echo "building $2 ($3)" >&2
-  (cd "$here/tools/$1" && go build -trimpath -ldflags="-s -w ${4:-}" -o "$bin/$2.tmp" "$3") >&2
-  mv "$bin/$2.tmp" "$bin/$2"
-}
-build etcd etcd go.etcd.io/etcd/server/v3
-build kubernetes kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_version"
-build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_version"
-build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_version"
-build kwok kwok sigs.k8s.io/kwok/cmd/kwok
-build helm helm helm.sh/helm/v4/cmd/helm
-build prometheus "promtool-$promkey" github.com/prometheus/prometheus/cmd/promtool
-build crane "crane-$cranekey" github.com/google/go-containerregistry/cmd/crane
-build krew "validate-krew-manifest-$krewkey" sigs.k8s.io/krew/cmd/validate-krew-manifest
-build krew "krew-$krewkey" sigs.k8s.io/krew/cmd/krew
-build helm-docs "helm-docs-$helmdocskey" github.com/norwoodj/helm-docs/cmd/helm-docs
-ln -sf "promtool-$promkey" "$bin/promtool"
-ln -sf "crane-$cranekey" "$bin/crane"
-ln -sf "validate-krew-manifest-$krewkey" "$bin/validate-krew-manifest"
-ln -sf "krew-$krewkey" "$bin/krew"
-ln -sf "helm-docs-$helmdocskey" "$bin/helm-docs"
+echo "building ${#missing[@]} program(s) from pinned Go modules, 10 to 25 minutes on 2 cores the first time (Go's output: $log)" >&2
+i=0
+for p in "${missing[@]}"; do
+  i=$((i + 1))
+  read -r dir pkg ldflags <<<"${recipe_of[$p]}"
+  f=$(file_of "$p")
+  t0=$(date +%s)
+  printf '  building %s (%d/%d) ... ' "$p" "$i" "${#missing[@]}" >&2
+  echo "== $p ($pkg)" >>"$log"
+  if ! (cd "$here/tools/$dir" && go build -trimpath -ldflags="-s -w ${ldflags:-}" -o "$bin/$f.tmp" "$pkg") >>"$log" 2>&1; then
+    echo "failed" >&2
+    tail -n 40 "$log" | sed 's/^/    /' >&2
+    echo "build of $p failed; Go's whole output is in $log" >&2
+    exit 1
+  fi
+  mv "$bin/$f.tmp" "$bin/$f"
+  [ "$f" = "$p" ] || ln -sfn "$f" "$bin/$p"
+  echo "$(( $(date +%s) - t0 ))s" >&2
+done
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$bin"

@@ -20,7 +20,7 @@ out=${1:-$root/target/image}
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-bin=$(bash "$here/build-tools.sh")
+bin=$(bash "$here/build-tools.sh" crane)
 crane=$bin/crane
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)

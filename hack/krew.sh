@@ -14,7 +14,7 @@ out=${1:-$root/target/krew}
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-bin=$(bash "$here/build-tools.sh")
+bin=$(bash "$here/build-tools.sh" validate-krew-manifest krew)
 version=v$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 
 log "building a static syncseq (release)"

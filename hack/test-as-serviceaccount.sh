@@ -13,7 +13,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export KUBECONFIG=${KUBECONFIG:-$repo/.cluster/kubeconfig}
-bin=$(hack/build-tools.sh)
+bin=$(hack/build-tools.sh helm)
 helm=$bin/helm
 release=syncseq-rbac
 ns=syncseq-rbac

@@ -59,7 +59,7 @@ cleanup() {
 trap cleanup EXIT
 
 for tool in kubectl jq; do command -v "$tool" >/dev/null || die "$tool is required"; done
-bin=$(hack/build-tools.sh 2>/dev/null) || bin=
+bin=$(hack/build-tools.sh helm helm-docs promtool) || bin=
 if [ -z "${HELM:-}" ]; then
   if [ -x "$bin/helm" ]; then HELM=$bin/helm
   elif command -v helm >/dev/null; then HELM=helm

@@ -28,7 +28,7 @@ page=docs/install.md
 release=syncseq release_ns=syncseq-system example_ns=revops
 syncseq=$repo/target/debug/syncseq
 [ -x "$syncseq" ] || die "$syncseq is missing: cargo build --locked first"
-tools=$(hack/build-tools.sh)
+tools=$(hack/build-tools.sh helm)
 
 work=$(mktemp -d)
 controller_pid=
