@@ -228,13 +228,12 @@ pub async fn run(
     .try_filter({
         let (jobs, pods) = (jobs.clone(), pods.clone());
         move |seq| {
-            let key = freshness::key(
-                "SyncSequence",
-                &seq.namespace().unwrap_or_default(),
-                &seq.name_any(),
-            );
-            let wakes = seq_own_writes.wakes(&key, seq.resource_version().as_deref());
-            futures::future::ready(wakes || triggers::waits_for_a_free_sync(seq, &jobs, &pods))
+            futures::future::ready(triggers::sequence_event_wakes(
+                seq,
+                &seq_own_writes,
+                &jobs,
+                &pods,
+            ))
         }
     });
     // Webhook receivers: their deliveries start the objects that run after them, and their
@@ -325,16 +324,13 @@ pub async fn run(
         health: health.clone(),
     });
 
-    let sync_changed = sync_tx.clone();
-    let wake_sync = move |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        if let (Some(sync), Some(ns)) = (
-            meta.labels.as_ref().and_then(|l| l.get(labels::SYNC)),
-            meta.namespace.as_ref(),
-        ) {
-            let _ = sync_tx.send(ObjectRef::new(sync).within(ns));
+    let wake = move |wakes: triggers::Wakes| {
+        if let Some(sync) = wakes.sync {
+            let _ = sync_tx.send(sync);
         }
+        wakes.sequences
     };
-    let wake_sync_for_pods = wake_sync.clone();
+    let (wake_for_pods, wake_for_syncs) = (wake.clone(), wake.clone());
     let jobs_for_pods = jobs.clone();
     let own_jobs = own_writes.clone();
     let shutdown = shutdown.shared();
@@ -373,94 +369,29 @@ pub async fn run(
     };
 
     let sequence_controller = controller
-        // A Job event wakes its owning sequence; its end, or its deletion, every sequence that
-        // waits for the same Sync (not those that merely run it).
+        // The mappers deliver what `triggers` decides: the Sync to wake, on its channel, and
+        // the finished Job to the hand-off metric.
         .watches_stream(job_stream, move |job: Job| {
-            let finished = crate::engine::job_outcome(&job).0 != crate::engine::JobOutcome::Active;
-            if finished {
+            let woken = triggers::woken_by_job(&job, &own_jobs, &by_sync_for_jobs);
+            if woken.finished {
                 metrics.job_finished(&job.name_any());
             }
-            let mut refs = Vec::new();
-            let mut spares_sync = false;
-            if let (Some(seq), Some(ns)) = (job.labels().get(labels::SEQUENCE), job.namespace()) {
-                // The first event of a Job this process just created, still running: the
-                // reconcile that created it records it in status (`freshness`), and its claim
-                // recorded it on the Sync (`claim`).
-                let just_created = own_jobs
-                    .first_event_of_created_job(&ns, &job.name_any())
-                    .filter(|_| !finished && job.metadata.deletion_timestamp.is_none());
-                spares_sync = just_created.is_some_and(|c| c.spares_sync());
-                if just_created.is_none() {
-                    refs.push(ObjectRef::new(seq).within(&ns));
-                }
-            }
-            if !spares_sync {
-                wake_sync(&job.metadata);
-            }
-            if (finished || job.metadata.deletion_timestamp.is_some())
-                && let Some(sync) = job.labels().get(labels::SYNC)
-            {
-                refs.extend(sequences(
-                    &by_sync_for_jobs,
-                    job.namespace().as_deref(),
-                    &index::IndexKey::WaitingFor(sync.clone()),
-                ));
-            }
-            refs
+            wake(woken.wakes)
         })
-        // A terminated Pod carries the result the engine reads; a terminated or deleted one
-        // may also free its Sync for those waiting. Pending and Running updates only cost, and
-        // so does a Pod that terminated while its Job is still active: the engine reads the
-        // result with the Job's outcome, and the Job's completion, which follows, wakes
-        // everyone and finds the result in the cache (taken before this mapper runs). The Job
-        // holds the Sync meanwhile. (The deletion of a Pod that had terminated is filtered out
-        // with its event, above.)
         .watches_stream(pod_stream, move |pod: Pod| {
-            if !compact::pod_terminated(&pod) && pod.metadata.deletion_timestamp.is_none() {
-                return vec![];
-            }
-            if pod.metadata.deletion_timestamp.is_none() && job_runs_on(&jobs_for_pods, &pod) {
-                return vec![];
-            }
-            wake_sync_for_pods(&pod.metadata);
-            let ns = pod.namespace();
-            let mut refs: Vec<_> = pod
-                .labels()
-                .get(labels::SEQUENCE)
-                .cloned()
-                .zip(ns.clone())
-                .map(|(seq, ns)| ObjectRef::new(&seq).within(&ns))
-                .into_iter()
-                .collect();
-            if let Some(sync) = pod.labels().get(labels::SYNC) {
-                refs.extend(sequences(
-                    &by_sync_for_pods,
-                    ns.as_deref(),
-                    &index::IndexKey::WaitingFor(sync.clone()),
-                ));
-            }
-            refs
+            wake_for_pods(triggers::woken_by_pod(
+                &pod,
+                &jobs_for_pods,
+                &by_sync_for_pods,
+            ))
         })
-        // A Sync's own events wake the Sync controller; the sequences that run it only when it
-        // appears, goes, or its spec changes. Its status (its last run, its claim) changes with
-        // every step and decides nothing for them: what holds it comes from Jobs and Pods.
         .watches_stream(sync_stream, move |sync: Sync| {
-            let key = freshness::key(
-                "Sync",
-                &sync.namespace().unwrap_or_default(),
-                &sync.name_any(),
-            );
-            if own_writes.wakes(&key, sync.resource_version().as_deref()) {
-                let _ = sync_changed.send(ObjectRef::from(&sync));
-            }
-            if !sync_specs.changed(&sync, triggers::spec_version(&sync.metadata)) {
-                return vec![];
-            }
-            sequences(
+            wake_for_syncs(triggers::woken_by_sync(
+                &sync,
+                &own_writes,
+                &sync_specs,
                 &by_sync_for_syncs,
-                sync.namespace().as_deref(),
-                &index::IndexKey::Sync(sync.name_any()),
-            )
+            ))
         })
         .graceful_shutdown_on(shutdown)
         .run(
@@ -536,37 +467,4 @@ fn mark_deleted<K: kube::Resource>(event: watcher::Event<K>) -> watcher::Event<K
         }
         other => other,
     }
-}
-
-/// Whether the Job that controls `pod` is in the cache, active and not being deleted.
-fn job_runs_on(jobs: &index::Cache<compact::JobEntry>, pod: &Pod) -> bool {
-    let Some(owner) = pod
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Job")
-    else {
-        return false;
-    };
-    let ns = pod.namespace().unwrap_or_default();
-    jobs.get(&ns, &owner.name).is_some_and(|job| {
-        job.uid.as_deref() == Some(owner.uid.as_str())
-            && job.outcome == crate::engine::JobOutcome::Active
-            && !job.deleting
-    })
-}
-
-/// The sequences of a namespace found by `key` in the sequence cache: those with a step that
-/// runs a Sync (`IndexKey::Sync`), or those whose current run waits for it
-/// (`IndexKey::WaitingFor`).
-fn sequences(
-    index: &index::Cache<index::SyncRefs>,
-    namespace: Option<&str>,
-    key: &index::IndexKey,
-) -> Vec<ObjectRef<SyncSequence>> {
-    let ns = namespace.unwrap_or_default();
-    index
-        .names(ns, key)
-        .iter()
-        .map(|name| ObjectRef::new(name).within(ns))
-        .collect()
 }
