@@ -5,6 +5,11 @@
 //! full, within the configured namespace scope. Jobs and Pods are cached indexed by owner and by
 //! Sync (`index`), so that a reconcile reads only its own objects; Syncs and sequences are in
 //! reflector stores, which the controllers look objects up in by name.
+//!
+//! [`run_process`] (`process`) is the process around it: the API clients, the metrics and
+//! webhook servers, leader election. `run` wires the watches (`watches`: one stream per kind,
+//! each filling its cache) to the two controllers and the receivers' own; whom each event wakes
+//! is decided in `triggers`.
 
 mod backoff;
 mod claim;
@@ -18,6 +23,7 @@ mod index;
 mod notify;
 mod observe;
 mod priority;
+mod process;
 mod reconcile;
 mod triggers;
 pub(crate) mod unreadable;
@@ -41,6 +47,7 @@ use std::sync::atomic::Ordering;
 
 pub use egress::EgressPolicy;
 pub use notify::{Transport as WebhookTransport, read_ca_bundle};
+pub use process::run_process;
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +106,7 @@ impl Context {
 }
 
 /// Runs the controller until `shutdown` resolves. Reconciles in flight finish before it returns.
-pub async fn run(
+async fn run(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
