@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
             count,
             &mut std::io::stdout(),
         ),
-        Command::Controller(args) => syncseq::run_controller(args).await,
+        Command::Controller(args) => syncseq::controller::run_process(args).await,
         Command::Plugin(args) => syncseq::plugin::run(args).await,
     };
     match result {
