@@ -5,33 +5,19 @@
 //! random: a Job deleted by hand or by a TTL (its Pod running out a grace period), a Pod result
 //! lost, a step renamed or removed mid-run, status rolled back behind newer Jobs, the clock
 //! jumping, another sequence holding a Sync, requests and cancels, a schedule firing, and an
-//! upstream sequence finishing runs (`spec.after`). After every step the promises are checked.
+//! upstream sequence finishing runs (`spec.after`). The second test lets the Syncs run on
+//! their own too (their schedule, requests and cancels), while the sequence claims them for its
+//! steps. After every step the promises are checked, for the sequence and for each Sync.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use proptest::prelude::*;
 
-use super::fixtures::{created, sequence, step, sync, t0};
+use super::fixtures::{Apply, Object, PodState, World, step, sync};
 use super::*;
 use crate::api::*;
-
-/// A Job in the model and its Pod.
-#[derive(Debug, Clone)]
-struct SimJob {
-    view: JobView,
-    /// Whether the Job object exists (a background delete removes it at once).
-    exists: bool,
-    pod: PodState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PodState {
-    Running,
-    /// Deleted, running out its grace period for this many more steps.
-    Terminating(u8),
-    Done,
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -61,6 +47,15 @@ enum Op {
     Cancel,
     /// The upstream sequence finishes a run: succeeded (true) or failed.
     Upstream(bool),
+    /// Sync `a` (true) or `b` decides its own run; the first `n` actions are carried out.
+    SyncReconcile {
+        a: bool,
+        n: usize,
+    },
+    /// A person asks Sync `a` (true) or `b` for a run of its own.
+    SyncRequest(bool),
+    /// A person cancels the own run of Sync `a` (true) or `b`.
+    SyncCancel(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,23 +75,33 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The sequence's operations, and the Syncs' own.
+fn op_with_syncs() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => op(),
+        2 => (any::<bool>(), 0usize..4).prop_map(|(a, n)| Op::SyncReconcile { a, n }),
+        2 => any::<bool>().prop_map(|a| Op::SyncReconcile { a, n: usize::MAX }),
+        1 => any::<bool>().prop_map(Op::SyncRequest),
+        1 => any::<bool>().prop_map(Op::SyncCancel),
+    ]
+}
+
+fn sync_name(a: bool) -> &'static str {
+    if a { "a" } else { "b" }
+}
+
 struct Model {
-    seq: SyncSequence,
-    syncs: BTreeMap<String, Sync>,
-    jobs: Vec<SimJob>,
-    foreign: bool,
-    now: Timestamp,
+    w: World,
     history: Vec<SyncSequenceStatus>,
     requests: u32,
-    /// Names of Jobs the engine has seen and whose UID status recorded; None once a rollback
-    /// lost that knowledge (then a re-create is the crash-recovery path, not a double run).
+    /// Names of Jobs the engine has seen and whose UID the sequence's status recorded; cleared
+    /// once a rollback lost that knowledge (then a re-create is the crash-recovery path, not a
+    /// double run).
     seen: BTreeSet<String>,
+    /// The same for the Syncs' own runs, whose status is never rolled back.
+    seen_by_syncs: BTreeSet<String>,
     /// Jobs of finished runs that were still active after a fully applied reconcile.
     survivors: BTreeMap<String, u8>,
-    /// UIDs handed out so far: a Job recreated under a name is another Job.
-    uids: u32,
-    /// The upstream sequence `warehouse` the model's sequence runs after.
-    upstreams: Upstreams,
 }
 
 fn warehouse() -> UpstreamRef {
@@ -106,165 +111,76 @@ fn warehouse() -> UpstreamRef {
     }
 }
 
+/// The holder of Sync `a` from another sequence ([`Op::Foreign`]).
+fn foreign() -> Holder {
+    Holder {
+        job: "other-1-a-1-x".into(),
+        by: "sequence other run 1".into(),
+    }
+}
+
 impl Model {
     fn new(steps: Vec<Step>, policy: ConcurrencyPolicy, schedule: Option<&str>) -> Self {
-        let mut seq = sequence(steps.clone());
-        seq.spec.concurrency_policy = policy;
-        seq.spec.scheduling.schedule = schedule.map(str::to_string);
-        seq.spec.scheduling.after = Some(AfterSpec {
+        let mut w = World::sequence(steps)
+            .with_sync(sync("a"))
+            .with_sync(sync("b"));
+        w.foreground_deletes = true;
+        w.seq.spec.concurrency_policy = policy;
+        w.seq.spec.scheduling.schedule = schedule.map(str::to_string);
+        w.seq.spec.scheduling.after = Some(AfterSpec {
             upstreams: vec![warehouse()],
             when: UpstreamOutcome::Succeeded,
             require: UpstreamRequire::Any,
         });
-        let upstreams = Upstreams {
+        w.upstreams = Upstreams {
             views: BTreeMap::from([(warehouse(), UpstreamView::default())]),
             cycle: None,
         };
         Model {
-            syncs: ["a", "b"]
-                .into_iter()
-                .map(|n| (n.to_string(), sync(n)))
-                .collect(),
-            seq,
-            jobs: vec![],
-            foreign: false,
-            now: t0(),
+            w,
             history: vec![],
             requests: 0,
             seen: BTreeSet::new(),
+            seen_by_syncs: BTreeSet::new(),
             survivors: BTreeMap::new(),
-            uids: 0,
-            upstreams,
         }
     }
 
     fn status(&self) -> SyncSequenceStatus {
-        self.seq.status.clone().unwrap_or_default()
+        self.w.seq.status.clone().unwrap_or_default()
     }
 
-    /// What holds each Sync: unfinished or deleting Jobs, Pods not terminated, the foreign one.
-    fn holders(&self) -> BTreeMap<String, Vec<Holder>> {
-        let mut out: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
-        for j in self.jobs.iter().filter(|j| {
-            j.pod != PodState::Done
-                || (j.exists && (j.view.outcome == JobOutcome::Active || j.view.deleting))
-        }) {
-            out.entry(j.view.sync.clone()).or_default().push(Holder {
-                job: j.view.name.clone(),
-                by: format!("sequence crm run {}", j.view.run),
-            });
-        }
-        if self.foreign {
-            out.entry("a".into()).or_default().push(Holder {
-                job: "other-1-a-1-x".into(),
-                by: "sequence other run 1".into(),
-            });
-        }
-        out
+    fn sync_status(&self, name: &str) -> SyncStatus {
+        self.w.syncs[name].status.clone().unwrap_or_default()
     }
 
     /// Non-terminated Pods per Sync, the foreign holder included.
     fn alive_per_sync(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for j in self.jobs.iter().filter(|j| j.pod != PodState::Done) {
+        for j in self.w.jobs.iter().filter(|j| j.pod != PodState::Done) {
             *out.entry(j.view.sync.clone()).or_default() += 1;
         }
-        if self.foreign {
-            *out.entry("a".to_string()).or_default() += 1;
+        for (sync, held) in &self.w.holders {
+            *out.entry(sync.clone()).or_default() += held.len();
         }
         out
     }
 
-    fn existing(&self) -> Vec<JobView> {
-        self.jobs
-            .iter()
-            .filter(|j| j.exists)
-            .map(|j| j.view.clone())
-            .collect()
-    }
-
-    /// The engine's decision on the model as it stands.
-    fn decide(&self, jobs: &[JobView]) -> Plan {
-        decide(&Observed {
-            sequence: &self.seq,
-            syncs: &self.syncs,
-            jobs,
-            holders: &self.holders(),
-            upstreams: &self.upstreams,
-            now: self.now,
-        })
-    }
-
     fn reconcile(&mut self, applied: usize) -> Result<(), TestCaseError> {
-        let jobs = self.existing();
-        let plan = self.decide(&jobs);
+        let jobs = self.w.seq_jobs();
+        let plan = self.w.plan();
         let old = self.status();
         self.check_plan(&old, &plan, &jobs)?;
-        // As the controller executes a plan (controller/execute.rs): a plan that starts a new
-        // run writes status first; then the Jobs; then status with the UIDs the creates
-        // returned. A controller killed part-way (`applied` < all) never writes that last one.
-        let new_run = plan.status.book.last_run_number != old.book.last_run_number;
         self.history.push(old);
-        if new_run {
-            self.seq.status = Some(plan.status.clone());
+        // As the controller executes a plan (controller/execute.rs), killed part-way when
+        // `applied` is less than all.
+        let done = self
+            .w
+            .apply(&Object::Sequence, &plan, Apply::as_controller(applied));
+        if done.deferred {
+            return Ok(());
         }
-        let mut settled = plan.status.clone();
-        let full = applied >= plan.actions.len();
-        // Whether the plan's deletes marked a Job as being deleted: that watch event wakes the
-        // next reconcile. (The first event of a Job the controller created wakes nobody.)
-        let mut marked_deleting = false;
-        // Events go out after the status write; every Job call comes before it.
-        let jobs_done = plan
-            .actions
-            .iter()
-            .rposition(|a| !matches!(a, Action::Event(_)))
-            .is_none_or(|last| applied > last);
-        for action in plan.actions.iter().take(applied) {
-            match action {
-                Action::CreateJob(job) => {
-                    let name = job.metadata.name.clone().unwrap();
-                    if let Some(existing) =
-                        self.jobs.iter().find(|j| j.view.name == name && j.exists)
-                    {
-                        // AlreadyExists: ours, adopted with its UID.
-                        record_created(
-                            settled.book.current_run.as_mut(),
-                            &name,
-                            &existing.view.uid,
-                        );
-                        continue;
-                    }
-                    self.uids += 1;
-                    let mut view = created(job, self.now);
-                    view.uid = format!("uid-{}", self.uids);
-                    record_created(settled.book.current_run.as_mut(), &name, &view.uid);
-                    self.jobs.push(SimJob {
-                        view,
-                        exists: true,
-                        pod: PodState::Running,
-                    });
-                }
-                Action::DeleteJob { name } => {
-                    // Foreground: the Job stays, marked, while its Pod terminates.
-                    for j in self
-                        .jobs
-                        .iter_mut()
-                        .filter(|j| &j.view.name == name && j.exists)
-                    {
-                        marked_deleting |= !j.view.deleting;
-                        j.view.deleting = true;
-                        if j.pod == PodState::Running {
-                            j.pod = PodState::Terminating(1);
-                        }
-                    }
-                }
-                Action::Event(_) => {}
-            }
-        }
-        if jobs_done {
-            self.seq.status = Some(settled);
-        }
-        let Some(written) = self.seq.status.clone() else {
+        let Some(written) = self.w.seq.status.clone() else {
             return Ok(());
         };
         // Names whose UID the written status now records.
@@ -278,11 +194,70 @@ impl Model {
         let behind = jobs
             .iter()
             .any(|j| j.run > written.book.last_run_number.unwrap_or(0));
-        if full && !behind {
+        if done.full && !behind {
             self.track_survivors(&written)?;
         }
-        if full && !marked_deleting {
+        // (The first event of a Job the controller created wakes nobody; that of a Job
+        // marked as being deleted does.)
+        if done.full && !done.marked_deleting {
             self.check_settled(&plan)?;
+        }
+        Ok(())
+    }
+
+    /// Sync `name` decides its own run, and the plan is carried out as the controller does.
+    fn reconcile_sync(&mut self, name: &str, applied: usize) -> Result<(), TestCaseError> {
+        let object = Object::Sync(name.into());
+        let own: Vec<JobView> = self
+            .w
+            .jobs
+            .iter()
+            .filter(|j| j.exists && j.sequence.is_none() && j.view.sync == name)
+            .map(|j| j.view.clone())
+            .collect();
+        let plan = self.w.sync_plan(name);
+        let old = self.sync_status(name);
+        let st = &plan.status;
+        self.check_creates(&plan.actions, &own, &self.seen_by_syncs)?;
+        check_run(
+            Decided {
+                book: (&old.book, &st.book),
+                schedule: (&old.schedule, &st.schedule),
+                conditions: &st.conditions,
+                actions: &plan.actions,
+                wake_at: plan.wake_at,
+            },
+            // The one step of a Sync's own run has no retries.
+            |_| Some(0),
+        )?;
+        let done = self.w.apply(&object, &plan, Apply::as_controller(applied));
+        if done.deferred {
+            return Ok(());
+        }
+        let written = self.sync_status(name);
+        for step in written.book.current_run.iter().flat_map(|r| &r.steps) {
+            if let (Some(job), Some(_)) = (&step.job_name, &step.job_uid) {
+                self.seen_by_syncs.insert(job.clone());
+            }
+        }
+        // Settled as a sequence's plan is, but for the Jobs it created: the first event of a
+        // Job of its own run wakes the Sync, which then records it in `lastRun`.
+        if done.full
+            && !done.marked_deleting
+            && done.created.is_empty()
+            && plan.wake_at.is_none_or(|at| at > self.w.now)
+        {
+            let again = self.w.sync_plan(name);
+            prop_assert_eq!(
+                &again.status,
+                &written,
+                "a fully applied plan left a status change for the next decision"
+            );
+            prop_assert!(
+                again.actions.is_empty(),
+                "a fully applied plan left actions for the next decision: {:?}",
+                again.actions
+            );
         }
         Ok(())
     }
@@ -293,13 +268,13 @@ impl Model {
     /// event of its own status write (`controller/freshness.rs`), so anything left over would
     /// wait for the next outside event.
     fn check_settled(&self, first: &Plan) -> Result<(), TestCaseError> {
-        if first.wake_at.is_some_and(|at| at <= self.now) {
+        if first.wake_at.is_some_and(|at| at <= self.w.now) {
             return Ok(());
         }
-        let again = self.decide(&self.existing());
+        let again = self.w.plan();
         prop_assert_eq!(
             Some(&again.status),
-            self.seq.status.as_ref(),
+            self.w.seq.status.as_ref(),
             "a fully applied plan left a status change for the next decision"
         );
         prop_assert!(
@@ -310,7 +285,7 @@ impl Model {
         Ok(())
     }
 
-    /// The promises, on one decision.
+    /// The promises, on one decision of the sequence.
     fn check_plan(
         &self,
         old: &SyncSequenceStatus,
@@ -318,76 +293,19 @@ impl Model {
         jobs: &[JobView],
     ) -> Result<(), TestCaseError> {
         let st = &plan.status;
-        // Exactly once: a Job that status saw is never created again after it vanished.
-        for action in &plan.actions {
-            if let Action::CreateJob(job) = action {
-                let name = job.metadata.name.clone().unwrap();
-                prop_assert!(
-                    !self.seen.contains(&name) || jobs.iter().any(|j| j.name == name),
-                    "seen Job {name} created again"
-                );
-                // Never twice at once: nothing else holds the Sync when its Job is created.
-                let sync = &job.metadata.labels.as_ref().unwrap()[labels::SYNC];
-                let others = self
-                    .holders()
-                    .get(sync)
-                    .map(|h| h.iter().filter(|h| h.job != name).count())
-                    .unwrap_or(0);
-                prop_assert_eq!(others, 0, "{} created while {} is held", name, sync);
-            }
-        }
-        if let Some(run) = &st.book.current_run {
-            // At most one active step per run.
-            let active = run
-                .steps
-                .iter()
-                .filter(|s| s.phase == StepPhase::Running)
-                .count();
-            prop_assert!(active <= 1, "{run:?}");
-            for s in &run.steps {
-                // Attempts never exceed retries + 1 (the step's retries as the spec has it).
-                if let Some(spec) = self.seq.spec.steps.iter().find(|p| p.name == s.name) {
-                    prop_assert!(s.attempts <= spec.retries + 1, "{s:?}");
-                }
-                // Nothing waits in silence: a condition says why, and a requeue is bounded.
-                if s.phase == StepPhase::Waiting {
-                    let why = s.message.clone().unwrap_or_default();
-                    prop_assert!(!why.is_empty());
-                    let running = st.conditions.iter().find(|c| c.type_ == "Running");
-                    prop_assert!(
-                        running.is_some_and(|c| c.message.contains(&why)),
-                        "{why} not in {running:?}"
-                    );
-                    prop_assert!(plan.wake_at.is_some(), "waiting without a requeue");
-                }
-            }
-        }
-        // Every trigger ends as exactly one of started, queued or skipped: a manual request
-        // is handled when status records its value, a scheduled time when status records it.
-        let outcomes = |source: &str| {
-            plan.actions
-                .iter()
-                .filter(|a| {
-                    matches!(a, Action::Event(e)
-                        if matches!(e.reason, "RunStarted" | "RunQueued" | "TriggerSkipped")
-                            && !e.note.contains("from the queue")
-                            && e.note.contains(source))
-                })
-                .count()
-        };
-        let handled = |changed: bool| usize::from(changed);
-        prop_assert_eq!(
-            outcomes("manual request"),
-            handled(st.book.last_handled_request_at != old.book.last_handled_request_at),
-            "manual: {:?}",
-            plan.actions
-        );
-        prop_assert_eq!(
-            outcomes("schedule"),
-            handled(st.schedule.last_schedule_time != old.schedule.last_schedule_time),
-            "schedule: {:?}",
-            plan.actions
-        );
+        self.check_creates(&plan.actions, jobs, &self.seen)?;
+        let steps = &self.w.seq.spec.steps;
+        check_run(
+            Decided {
+                book: (&old.book, &st.book),
+                schedule: (&old.schedule, &st.schedule),
+                conditions: &st.conditions,
+                actions: &plan.actions,
+                wake_at: plan.wake_at,
+            },
+            // The step's retries as the spec has it.
+            |name| steps.iter().find(|p| p.name == name).map(|p| p.retries),
+        )?;
         // An upstream run is handled when status records it (the first sight records a
         // baseline, which starts nothing).
         let upstream_handled = st.book.upstreams.iter().any(|e| {
@@ -397,11 +315,41 @@ impl Model {
                 .any(|o| o.name == e.name && o.uid == e.uid && o.handled_run != e.handled_run)
         });
         prop_assert_eq!(
-            outcomes("upstream "),
-            handled(upstream_handled),
+            outcomes(&plan.actions, "upstream "),
+            usize::from(upstream_handled),
             "upstream: {:?}",
             plan.actions
         );
+        Ok(())
+    }
+
+    /// The promises on the Jobs a decision creates, given the Jobs it read and the names whose
+    /// UID its object's status recorded.
+    fn check_creates(
+        &self,
+        actions: &[Action],
+        jobs: &[JobView],
+        seen: &BTreeSet<String>,
+    ) -> Result<(), TestCaseError> {
+        for action in actions {
+            if let Action::CreateJob(job) = action {
+                let name = job.metadata.name.clone().unwrap();
+                // Exactly once: a Job that status saw is never created again after it vanished.
+                prop_assert!(
+                    !seen.contains(&name) || jobs.iter().any(|j| j.name == name),
+                    "seen Job {name} created again"
+                );
+                // Never twice at once: nothing else holds the Sync when its Job is created.
+                let sync = &job.metadata.labels.as_ref().unwrap()[labels::SYNC];
+                let others = self
+                    .w
+                    .held()
+                    .get(sync)
+                    .map(|h| h.iter().filter(|h| h.job != name).count())
+                    .unwrap_or(0);
+                prop_assert_eq!(others, 0, "{} created while {} is held", name, sync);
+            }
+        }
         Ok(())
     }
 
@@ -414,10 +362,12 @@ impl Model {
             .filter(|r| r.phase == RunPhase::Running)
             .map(|r| r.id);
         let stray: BTreeSet<String> = self
+            .w
             .jobs
             .iter()
             .filter(|j| {
-                j.exists
+                j.sequence.is_some()
+                    && j.exists
                     && j.view.outcome == JobOutcome::Active
                     && !j.view.deleting
                     && Some(j.view.run) != running
@@ -440,36 +390,30 @@ impl Model {
         match op {
             Op::Reconcile(n) => self.reconcile(n)?,
             Op::Finish { ok, rejected } => {
-                self.now += SignedDuration::from_secs(1);
-                let now = self.now;
-                if let Some(j) = self.jobs.iter_mut().find(|j| {
-                    j.exists && j.view.outcome == JobOutcome::Active && j.pod == PodState::Running
-                }) {
-                    j.pod = PodState::Done;
-                    j.view.finished_at = Some(now);
-                    j.view.outcome = if ok {
-                        JobOutcome::Succeeded
-                    } else {
-                        JobOutcome::Failed {
-                            timed_out: false,
-                            reason: "BackoffLimitExceeded".into(),
-                        }
-                    };
-                    j.view.report = Some(Report {
-                        rows_synced: Some(100),
-                        rows_rejected: Some(rejected),
-                        message: None,
-                        exit_code: Some(if ok { 0 } else { 1 }),
-                    });
-                }
+                self.w.now += SignedDuration::from_secs(1);
+                let outcome = if ok {
+                    JobOutcome::Succeeded
+                } else {
+                    JobOutcome::Failed {
+                        timed_out: false,
+                        reason: "BackoffLimitExceeded".into(),
+                    }
+                };
+                let report = Report {
+                    rows_synced: Some(100),
+                    rows_rejected: Some(rejected),
+                    message: None,
+                    exit_code: Some(if ok { 0 } else { 1 }),
+                };
+                self.w.end_job(|_| true, outcome, report);
             }
             Op::Delete { index, grace } => {
-                let live: Vec<usize> = (0..self.jobs.len())
-                    .filter(|&i| self.jobs[i].exists)
+                let live: Vec<usize> = (0..self.w.jobs.len())
+                    .filter(|&i| self.w.jobs[i].exists)
                     .collect();
                 if !live.is_empty() {
                     // Background deletion (kubectl, a TTL): the Job goes at once, its Pod runs on.
-                    let j = &mut self.jobs[live[index % live.len()]];
+                    let j = &mut self.w.jobs[live[index % live.len()]];
                     j.exists = false;
                     if j.pod == PodState::Running {
                         j.pod = PodState::Terminating(grace);
@@ -477,7 +421,7 @@ impl Model {
                 }
             }
             Op::LoseResult => {
-                if let Some(j) = self.jobs.iter_mut().find(|j| j.view.is_finished()) {
+                if let Some(j) = self.w.jobs.iter_mut().find(|j| j.view.is_finished()) {
                     j.view.report = None;
                 }
             }
@@ -489,45 +433,48 @@ impl Model {
                         .map(|s| s.name.clone())
                 });
                 if let Some(name) = current
-                    && self.seq.spec.steps.len() > 1
+                    && self.w.seq.spec.steps.len() > 1
                 {
                     if rename {
-                        if let Some(s) = self.seq.spec.steps.iter_mut().find(|s| s.name == name) {
+                        if let Some(s) = self.w.seq.spec.steps.iter_mut().find(|s| s.name == name) {
                             s.name = format!("{name}x");
                         }
                     } else {
-                        self.seq.spec.steps.retain(|s| s.name != name);
+                        self.w.seq.spec.steps.retain(|s| s.name != name);
                     }
                 }
             }
             Op::Rollback(back) => {
                 if self.history.len() >= back {
                     let old = self.history[self.history.len() - back].clone();
-                    self.seq.status = Some(old);
+                    self.w.seq.status = Some(old);
                     // What status had recorded of these Jobs is gone with it.
                     self.seen.clear();
                 }
             }
-            Op::Clock(secs) => self.now += SignedDuration::from_secs(i64::from(secs)),
+            Op::Clock(secs) => self.w.now += SignedDuration::from_secs(i64::from(secs)),
             Op::Foreign(hold) => {
                 // The foreign sequence only takes `a` when nothing of ours holds it.
-                let ours = self.alive_per_sync().get("a").copied().unwrap_or(0)
-                    - usize::from(self.foreign);
-                self.foreign = hold && ours == 0;
+                self.w.holders.remove("a");
+                let ours = self.alive_per_sync().get("a").copied().unwrap_or(0);
+                if hold && ours == 0 {
+                    self.w.holders.insert("a".into(), vec![foreign()]);
+                }
             }
             Op::Trigger => {
                 self.requests += 1;
                 let value = format!("r{}", self.requests);
-                self.annotate(annotations::REQUESTED_AT, &value);
+                self.w.annotate(annotations::REQUESTED_AT, &value);
             }
             Op::Cancel => {
                 self.requests += 1;
                 let value = format!("c{}", self.requests);
-                self.annotate(annotations::CANCEL_REQUESTED_AT, &value);
+                self.w.annotate(annotations::CANCEL_REQUESTED_AT, &value);
             }
             Op::Upstream(ok) => {
-                self.now += SignedDuration::from_secs(1);
+                self.w.now += SignedDuration::from_secs(1);
                 let view = self
+                    .w
                     .upstreams
                     .views
                     .get_mut(&warehouse())
@@ -542,40 +489,99 @@ impl Model {
                         } else {
                             RunPhase::Failed
                         },
-                        completion: Some(self.now),
+                        completion: Some(self.w.now),
                     },
                 );
             }
-        }
-        // Terminating Pods run down their grace, one step at a time; a Job being deleted goes
-        // once its Pod is done.
-        for j in self.jobs.iter_mut() {
-            if let PodState::Terminating(n) = j.pod {
-                j.pod = if n == 0 {
-                    PodState::Done
-                } else {
-                    PodState::Terminating(n - 1)
-                };
+            Op::SyncReconcile { a, n } => self.reconcile_sync(sync_name(a), n)?,
+            Op::SyncRequest(a) => {
+                self.requests += 1;
+                let value = format!("r{}", self.requests);
+                self.w
+                    .annotate_sync(sync_name(a), annotations::REQUESTED_AT, &value);
             }
-            if j.view.deleting && j.pod == PodState::Done {
-                j.exists = false;
+            Op::SyncCancel(a) => {
+                self.requests += 1;
+                let value = format!("c{}", self.requests);
+                self.w
+                    .annotate_sync(sync_name(a), annotations::CANCEL_REQUESTED_AT, &value);
             }
         }
-        self.jobs.retain(|j| j.exists || j.pod != PodState::Done);
+        self.w.tick();
         // Never twice at once, counted in Pods.
         for (sync, n) in self.alive_per_sync() {
             prop_assert!(n <= 1, "{n} Pods of sync {sync} alive at once");
         }
         Ok(())
     }
+}
 
-    fn annotate(&mut self, key: &str, value: &str) {
-        self.seq
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(key.into(), value.into());
+/// One decision, of either kind: its object's status before and after (`(old, new)`).
+struct Decided<'a> {
+    book: (&'a RunBook, &'a RunBook),
+    schedule: (&'a ScheduleStatus, &'a ScheduleStatus),
+    conditions: &'a [Condition],
+    actions: &'a [Action],
+    wake_at: Option<Timestamp>,
+}
+
+/// The promises on a decision's run, for either kind; `retries` gives a step's retries.
+fn check_run(d: Decided, retries: impl Fn(&str) -> Option<i32>) -> Result<(), TestCaseError> {
+    let (old, st) = d.book;
+    if let Some(run) = &st.current_run {
+        // At most one active step per run.
+        let active = run
+            .steps
+            .iter()
+            .filter(|s| s.phase == StepPhase::Running)
+            .count();
+        prop_assert!(active <= 1, "{run:?}");
+        for s in &run.steps {
+            // Attempts never exceed retries + 1.
+            if let Some(retries) = retries(&s.name) {
+                prop_assert!(s.attempts <= retries + 1, "{s:?}");
+            }
+            // Nothing waits in silence: a condition says why, and a requeue is bounded.
+            if s.phase == StepPhase::Waiting {
+                let why = s.message.clone().unwrap_or_default();
+                prop_assert!(!why.is_empty());
+                let running = d.conditions.iter().find(|c| c.type_ == "Running");
+                prop_assert!(
+                    running.is_some_and(|c| c.message.contains(&why)),
+                    "{why} not in {running:?}"
+                );
+                prop_assert!(d.wake_at.is_some(), "waiting without a requeue");
+            }
+        }
     }
+    // Every trigger ends as exactly one of started, queued or skipped: a manual request
+    // is handled when status records its value, a scheduled time when status records it.
+    prop_assert_eq!(
+        outcomes(d.actions, "manual request"),
+        usize::from(st.last_handled_request_at != old.last_handled_request_at),
+        "manual: {:?}",
+        d.actions
+    );
+    prop_assert_eq!(
+        outcomes(d.actions, "schedule"),
+        usize::from(d.schedule.1.last_schedule_time != d.schedule.0.last_schedule_time),
+        "schedule: {:?}",
+        d.actions
+    );
+    Ok(())
+}
+
+/// How many triggers from `source` the actions' Events say were started, queued or skipped.
+fn outcomes(actions: &[Action], source: &str) -> usize {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(a, Action::Event(e)
+                if matches!(e.reason, "RunStarted" | "RunQueued" | "TriggerSkipped")
+                    && !e.note.contains("from the queue")
+                    && e.note.contains(source))
+        })
+        .count()
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -621,6 +627,47 @@ fn policy() -> impl Strategy<Value = ConcurrencyPolicy> {
     ]
 }
 
+impl Model {
+    /// Lets the cluster settle: Jobs finish, time passes, every reconcile applies fully (of the
+    /// sequence, and of the Syncs with `syncs`), and no schedule starts runs; then nothing is
+    /// left running or queued.
+    fn settle(&mut self, syncs: bool) -> Result<(), TestCaseError> {
+        self.w.holders.clear();
+        self.w.seq.spec.scheduling.suspend = true;
+        for sync in self.w.syncs.values_mut() {
+            sync.spec.scheduling.suspend = true;
+        }
+        for _ in 0..60 {
+            self.apply(Op::Finish {
+                ok: true,
+                rejected: 0,
+            })?;
+            self.apply(Op::Clock(120))?;
+            self.apply(Op::Reconcile(usize::MAX))?;
+            if syncs {
+                for a in [true, false] {
+                    self.apply(Op::SyncReconcile { a, n: usize::MAX })?;
+                }
+            }
+        }
+        let st = self.status();
+        prop_assert!(
+            st.book.current_run.is_none() && st.book.queued_run.is_none(),
+            "a run is stuck: {:?}",
+            st.book.current_run
+        );
+        for name in ["a", "b"] {
+            let st = self.sync_status(name);
+            prop_assert!(
+                st.book.current_run.is_none() && st.book.queued_run.is_none(),
+                "a run of sync {name} is stuck: {:?}",
+                st.book.current_run
+            );
+        }
+        Ok(())
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -636,19 +683,25 @@ proptest! {
         for op in ops {
             m.apply(op)?;
         }
-        // Let the cluster settle: Jobs finish, time passes, every reconcile applies fully, and
-        // the schedule stops starting runs.
-        m.foreign = false;
-        m.seq.spec.scheduling.suspend = true;
-        for _ in 0..60 {
-            m.apply(Op::Finish { ok: true, rejected: 0 })?;
-            m.apply(Op::Clock(120))?;
-            m.apply(Op::Reconcile(usize::MAX))?;
+        m.settle(false)?;
+    }
+
+    /// The same, with the Syncs running on their own as well: Sync `a` on a schedule or not,
+    /// both on request, claimed by the sequence's steps in between.
+    #[test]
+    fn the_promises_hold_for_the_syncs_own_runs_too(
+        steps in steps(),
+        policy in policy(),
+        schedule in schedule(),
+        sync_schedule in schedule(),
+        ops in proptest::collection::vec(op_with_syncs(), 1..120),
+    ) {
+        let mut m = Model::new(steps, policy, schedule);
+        m.w.syncs.get_mut("a").unwrap().spec.scheduling.schedule = sync_schedule.map(str::to_string);
+        m.apply(Op::Trigger)?;
+        for op in ops {
+            m.apply(op)?;
         }
-        let st = m.status();
-        prop_assert!(
-            st.book.current_run.is_none() && st.book.queued_run.is_none(),
-            "a run is stuck: {:?}", st.book.current_run
-        );
+        m.settle(true)?;
     }
 }

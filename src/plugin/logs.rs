@@ -433,22 +433,14 @@ pub async fn logs(cluster: &Cluster, obj: &Runnable, args: &LogArgs) -> anyhow::
 mod tests {
     use super::*;
     use crate::api::{RunBook, RunPhase, RunSummary, StepStatus, SyncRunRecord, TriggerKind};
+    use crate::plugin::fixtures;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn step(name: &str, phase: StepPhase, job: Option<&str>) -> StepStatus {
         StepStatus {
-            name: name.into(),
-            sync: name.into(),
-            phase,
             job_name: job.map(Into::into),
-            job_uid: None,
-            attempt_failure: None,
             attempts: 1,
-            start_time: None,
-            completion_time: None,
-            rows_synced: None,
-            rows_rejected: None,
-            message: None,
+            ..fixtures::step(name, phase)
         }
     }
 

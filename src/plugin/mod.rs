@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand};
 pub mod client;
 pub mod commands;
 pub mod dashboard;
+#[cfg(test)]
+mod fixtures;
 pub mod jsonpath;
 pub mod logs;
 pub mod render;

@@ -463,6 +463,7 @@ mod tests {
         QueuedRun, RunBook, RunSummary, ScheduleSpec, ScheduleStatus, Step, SyncRef, SyncSequence,
         SyncSequenceSpec, SyncSequenceStatus,
     };
+    use crate::plugin::fixtures::step;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -501,23 +502,6 @@ mod tests {
         seq.metadata.namespace = Some("revops".into());
         seq.status = Some(status);
         Runnable::from(&seq)
-    }
-
-    fn step(name: &str, phase: StepPhase) -> StepStatus {
-        StepStatus {
-            name: name.into(),
-            sync: name.into(),
-            phase,
-            job_name: None,
-            job_uid: None,
-            attempt_failure: None,
-            attempts: 0,
-            start_time: None,
-            completion_time: None,
-            rows_synced: None,
-            rows_rejected: None,
-            message: None,
-        }
     }
 
     fn done(

@@ -231,6 +231,7 @@ pub(crate) fn timeline(obj: &Runnable, jobs: &[Job], now: Timestamp) -> Timeline
 mod tests {
     use super::*;
     use crate::api::{RunBook, RunSummary, StepStatus, TriggerKind};
+    use crate::plugin::fixtures;
     use crate::plugin::target::{Kind, Target};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -303,18 +304,11 @@ mod tests {
 
     fn step(name: &str, phase: StepPhase, attempts: i32, message: Option<&str>) -> StepStatus {
         StepStatus {
-            name: name.into(),
-            sync: name.into(),
-            phase,
-            job_name: None,
-            job_uid: None,
-            attempt_failure: None,
             attempts,
-            start_time: None,
-            completion_time: None,
             rows_synced: Some(10),
             rows_rejected: Some(1),
             message: message.map(String::from),
+            ..fixtures::step(name, phase)
         }
     }
 
