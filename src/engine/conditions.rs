@@ -6,6 +6,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::reasons;
+
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
@@ -57,13 +59,13 @@ pub fn set_running(
         Some(message) => Desired {
             type_: RUNNING,
             status: true,
-            reason: "RunInProgress",
+            reason: reasons::RUN_IN_PROGRESS,
             message,
         },
         None => Desired {
             type_: RUNNING,
             status: false,
-            reason: "Idle",
+            reason: reasons::IDLE,
             message: idle.into(),
         },
     };
@@ -110,7 +112,7 @@ pub fn set_unknown(
 /// this object's.
 pub fn upstream_not_found(missing: &[String]) -> (&'static str, String) {
     (
-        "UpstreamNotFound",
+        reasons::UPSTREAM_NOT_FOUND,
         format!(
             "upstream(s) of spec.after not found: {}; their runs cannot start this one's",
             missing.join(", ")
@@ -177,7 +179,7 @@ pub fn set_spec_health(
                 Desired {
                     type_: STALLED,
                     status: false,
-                    reason: "SpecValid",
+                    reason: reasons::SPEC_VALID,
                     message: String::new(),
                 },
                 generation,
@@ -193,7 +195,7 @@ pub fn set_spec_health(
                 None => Desired {
                     type_: READY,
                     status: true,
-                    reason: "Reconciled",
+                    reason: reasons::RECONCILED,
                     message: ready_message.into(),
                 },
             };
@@ -205,7 +207,7 @@ pub fn set_spec_health(
         Desired {
             type_: RECONCILING,
             status: false,
-            reason: "Reconciled",
+            reason: reasons::RECONCILED,
             message: String::new(),
         },
         generation,
@@ -230,7 +232,7 @@ pub fn set_recovered(
             Desired {
                 type_: STATUS_RECOVERED,
                 status: true,
-                reason: super::runs::STATUS_BEHIND_JOBS,
+                reason: reasons::STATUS_BEHIND_JOBS,
                 message,
             },
             generation,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::reasons::{self, CREATE_REFUSED, JOB_DELETED};
 use super::{
     Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, POD_RESULT_GRACE, Report,
     build_job, earliest, job_name,
@@ -13,11 +14,6 @@ use super::{
 use crate::api::{
     AttemptFailure, FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus, Sync,
 };
-
-/// Why an attempt ended without a Job result: its Job was deleted before it finished.
-pub(crate) const JOB_DELETED: &str = "JobDeleted";
-/// Why an attempt ended without a Job result: the API server refused to create its Job.
-pub(crate) const CREATE_REFUSED: &str = "CreateRefused";
 
 /// What advancing a run looks at besides the run itself.
 pub(super) struct RunContext<'a> {
@@ -105,7 +101,7 @@ pub(super) fn advance(
             Progress::Done { stop: Some(reason) } => {
                 stop_run(run, i, &reason, now);
                 actions.push(Event::warning(
-                    "RunFailed",
+                    reasons::RUN_FAILED,
                     "StopRun",
                     run.message.clone().unwrap_or_default(),
                 ));
@@ -126,7 +122,7 @@ pub(super) fn advance(
             run.phase = RunPhase::Succeeded;
             run.message = Some("all steps succeeded".into());
             actions.push(Event::normal(
-                "RunSucceeded",
+                reasons::RUN_SUCCEEDED,
                 "CompleteRun",
                 format!("run {} succeeded", run.id),
             ));
@@ -137,7 +133,7 @@ pub(super) fn advance(
                 failed.join(", ")
             ));
             actions.push(Event::warning(
-                "RunSucceededWithErrors",
+                reasons::RUN_SUCCEEDED_WITH_ERRORS,
                 "CompleteRun",
                 format!(
                     "run {} finished; failed steps: {}",
@@ -221,7 +217,7 @@ fn step_progress(
                 "retrying now".to_string()
             };
             actions.push(Event::warning(
-                "StepRetrying",
+                reasons::STEP_RETRYING,
                 "RetryStep",
                 format!(
                     "step {} attempt {attempt} failed: {why}; {when} (attempt {} of {})",
@@ -249,9 +245,9 @@ fn step_progress(
         );
     }
     let reason = if timed_out {
-        "StepTimedOut"
+        reasons::STEP_TIMED_OUT
     } else {
-        "StepFailed"
+        reasons::STEP_FAILED
     };
     actions.push(Event::warning(
         reason,
@@ -392,7 +388,7 @@ fn succeeded(
             FailurePolicy::Continue => "continuing (onExceeded: Continue)",
         };
         actions.push(Event::warning(
-            "RejectedRowsExceeded",
+            reasons::REJECTED_ROWS_EXCEEDED,
             "CheckRejectedRows",
             format!("{note}; {decision}"),
         ));
@@ -408,7 +404,7 @@ fn succeeded(
         };
     }
     actions.push(Event::normal(
-        "StepSucceeded",
+        reasons::STEP_SUCCEEDED,
         "CompleteStep",
         format!("step {} succeeded (job {job}){rows}", step.name),
     ));
@@ -431,7 +427,7 @@ fn try_start(
             "waiting: sync {} not found in namespace",
             spec.sync_ref.name
         );
-        return wait(step, "SyncNotFound", message, ctx.now, actions);
+        return wait(step, reasons::SYNC_NOT_FOUND, message, ctx.now, actions);
     };
     let name = job_name(
         &ctx.owner.kind,
@@ -454,7 +450,7 @@ fn try_start(
             "waiting: sync {} is running for {}",
             spec.sync_ref.name, holder.by
         );
-        return wait(step, "SyncBusy", message, ctx.now, actions);
+        return wait(step, reasons::SYNC_BUSY, message, ctx.now, actions);
     }
     let id = JobIdentity {
         name: name.clone(),
@@ -473,7 +469,7 @@ fn try_start(
     if step.attempts != attempt || step.phase != StepPhase::Running {
         actions.push(Action::Event(Event {
             warning: false,
-            reason: "StepStarted",
+            reason: reasons::STEP_STARTED,
             action: "CreateJob",
             note: format!(
                 "step {} started: job {name} (attempt {attempt} of {})",
@@ -580,7 +576,7 @@ pub(super) fn cancel_run(
     run.message = Some(format!("run {why}"));
     run.progress = progress(run);
     actions.push(Event::normal(
-        "RunCancelled",
+        reasons::RUN_CANCELLED,
         "CancelRun",
         format!("run {} {why}", run.id),
     ));

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
+use super::reasons;
 use super::run::{RunContext, advance, cancel_run, new_run};
 use super::triggers::{self, Trigger};
 use super::upstream::{self, Upstreams};
@@ -102,7 +103,7 @@ pub(super) fn drive(
                 cancel_run(run, "cancelled by request", cluster.jobs, actions, now)
             }
             _ => actions.push(Event::normal(
-                "CancelIgnored",
+                reasons::CANCEL_IGNORED,
                 "CancelRun",
                 "cancel requested, but no run is in progress",
             )),
@@ -178,7 +179,7 @@ pub(super) fn drive(
             ConcurrencyPolicy::Queue if book.queued_run.is_none() => {
                 book.queued_run = Some(trigger.queued());
                 actions.push(Event::normal(
-                    "RunQueued",
+                    reasons::RUN_QUEUED,
                     "QueueRun",
                     format!(
                         "{} run queued behind the run in progress",
@@ -222,9 +223,9 @@ pub(super) fn drive(
         now,
     );
     let spec_error = match (parsed.error, &cluster.upstreams.cycle) {
-        (Some(e), _) => Some(("InvalidSchedule", e)),
+        (Some(e), _) => Some((reasons::INVALID_SCHEDULE, e)),
         (None, Some(cycle)) => Some((
-            "UpstreamCycle",
+            reasons::UPSTREAM_CYCLE,
             format!(
                 "spec.after makes a cycle ({cycle}): upstream runs start nothing until it is broken"
             ),
@@ -315,16 +316,12 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
         STALE_LIMIT.as_secs()
     );
     actions.push(Event::warning(
-        STATUS_BEHIND_JOBS,
+        reasons::STATUS_BEHIND_JOBS,
         "AdoptJobs",
         what.clone(),
     ));
     what
 }
-
-/// The reason of the Warning Event and the `StatusRecovered` condition when status is rebuilt
-/// from its Jobs.
-pub(super) const STATUS_BEHIND_JOBS: &str = "StatusBehindJobs";
 
 /// Starts the queued run when no run is in progress.
 fn start_queued(
@@ -375,7 +372,7 @@ fn start_run(
         (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
         (false, None) => format!("run {id} started by {}", trigger.describe()),
     };
-    actions.push(Event::normal("RunStarted", "StartRun", what));
+    actions.push(Event::normal(reasons::RUN_STARTED, "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));
     book.current_run = Some(run);
     archive_finished(book, runner.history_limit, archived);
@@ -384,7 +381,7 @@ fn start_run(
 fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut Vec<Action>) {
     book.skipped_triggers = Some(book.skipped_triggers.unwrap_or(0).saturating_add(1));
     actions.push(Event::warning(
-        "TriggerSkipped",
+        reasons::TRIGGER_SKIPPED,
         "SkipRun",
         format!("{} trigger skipped: {why}", trigger.describe()),
     ));

@@ -4,6 +4,7 @@
 use kube::ResourceExt;
 
 use super::conditions::{self, Desired};
+use super::reasons;
 use super::runs::{self, Cluster, Driven, Runner};
 use super::{Action, JobOwner, Observed, Plan};
 use crate::api::{RunPhase, SyncSequenceStatus};
@@ -123,7 +124,7 @@ fn set_conditions(
 
     let not_ready = match (missing.is_empty(), missing_upstreams.is_empty()) {
         (false, _) => Some((
-            "SyncNotFound",
+            reasons::SYNC_NOT_FOUND,
             format!("waiting for Sync(s) not found: {}", missing.join(", ")),
         )),
         (true, false) => Some(conditions::upstream_not_found(missing_upstreams)),
@@ -159,11 +160,11 @@ fn set_conditions(
         Some(last) => {
             let ok = matches!(last.phase, RunPhase::Succeeded);
             let reason = match last.phase {
-                RunPhase::Succeeded => "Succeeded",
-                RunPhase::SucceededWithErrors => "SucceededWithErrors",
-                RunPhase::Failed => "Failed",
-                RunPhase::Cancelled => "Cancelled",
-                RunPhase::Running => "Running",
+                RunPhase::Succeeded => reasons::SUCCEEDED,
+                RunPhase::SucceededWithErrors => reasons::SUCCEEDED_WITH_ERRORS,
+                RunPhase::Failed => reasons::FAILED,
+                RunPhase::Cancelled => reasons::CANCELLED,
+                RunPhase::Running => reasons::RUNNING,
             };
             let message = format!(
                 "run {}: {}",
@@ -185,7 +186,7 @@ fn set_conditions(
         None => conditions::set_unknown(
             conds,
             conditions::LAST_RUN_SUCCEEDED,
-            "NoRunYet",
+            reasons::NO_RUN_YET,
             "no run has finished yet",
             generation,
             now,

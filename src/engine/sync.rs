@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, Desired};
+use super::reasons;
 use super::runs::{self, Cluster, Driven, Runner};
 use super::upstream::Upstreams;
 use super::{Action, Holder, JobOutcome, JobOwner, JobView, Plan};
@@ -366,7 +367,7 @@ fn set_conditions(
             Desired {
                 type_: conditions::LAST_RUN_SUCCEEDED,
                 status: true,
-                reason: "Succeeded",
+                reason: reasons::SUCCEEDED,
                 message: "the last run succeeded".into(),
             },
             generation,
@@ -383,7 +384,7 @@ fn set_conditions(
                 Desired {
                     type_: conditions::LAST_RUN_SUCCEEDED,
                     status: false,
-                    reason: "Failed",
+                    reason: reasons::FAILED,
                     message,
                 },
                 generation,
@@ -396,7 +397,7 @@ fn set_conditions(
         _ => conditions::set_unknown(
             conds,
             conditions::LAST_RUN_SUCCEEDED,
-            "NoRunYet",
+            reasons::NO_RUN_YET,
             "no run has finished yet",
             generation,
             now,
