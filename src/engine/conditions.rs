@@ -72,8 +72,39 @@ pub fn set_running(
     set(conditions, desired, generation, now);
 }
 
-/// Sets a condition to Unknown (used for `LastRunSucceeded` before any run).
-pub fn set_unknown(
+/// `LastRunSucceeded`, as the last finished run ended: `Some((succeeded, reason, message))`;
+/// Unknown with `NoRunYet` while no run has finished (`None`). Shared by both kinds.
+pub(crate) fn set_last_run(
+    conditions: &mut Vec<Condition>,
+    ended: Option<(bool, &str, String)>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    match ended {
+        Some((status, reason, message)) => set(
+            conditions,
+            Desired {
+                type_: LAST_RUN_SUCCEEDED,
+                status,
+                reason,
+                message,
+            },
+            generation,
+            now,
+        ),
+        None => set_unknown(
+            conditions,
+            LAST_RUN_SUCCEEDED,
+            reasons::NO_RUN_YET,
+            "no run has finished yet",
+            generation,
+            now,
+        ),
+    }
+}
+
+/// Sets a condition to Unknown (`LastRunSucceeded` before any run).
+fn set_unknown(
     conditions: &mut Vec<Condition>,
     type_: &str,
     reason: &str,

@@ -3,7 +3,7 @@
 
 use kube::ResourceExt;
 
-use super::conditions::{self, Desired};
+use super::conditions;
 use super::reasons;
 use super::runs::{self, Cluster, Driven, Runner};
 use super::{Action, JobOwner, Observed, Plan};
@@ -156,40 +156,21 @@ fn set_conditions(
         }
     });
     conditions::set_running(conds, in_progress, "no run in progress", generation, now);
-    match st.book.runs.first() {
-        Some(last) => {
-            let ok = matches!(last.phase, RunPhase::Succeeded);
-            let reason = match last.phase {
-                RunPhase::Succeeded => reasons::SUCCEEDED,
-                RunPhase::SucceededWithErrors => reasons::SUCCEEDED_WITH_ERRORS,
-                RunPhase::Failed => reasons::FAILED,
-                RunPhase::Cancelled => reasons::CANCELLED,
-                RunPhase::Running => reasons::RUNNING,
-            };
-            let message = format!(
-                "run {}: {}",
-                last.id,
-                last.message.clone().unwrap_or_default()
-            );
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::LAST_RUN_SUCCEEDED,
-                    status: ok,
-                    reason,
-                    message,
-                },
-                generation,
-                now,
-            );
-        }
-        None => conditions::set_unknown(
-            conds,
-            conditions::LAST_RUN_SUCCEEDED,
-            reasons::NO_RUN_YET,
-            "no run has finished yet",
-            generation,
-            now,
-        ),
-    }
+    let ended = st.book.runs.first().map(|last| {
+        let ok = matches!(last.phase, RunPhase::Succeeded);
+        let reason = match last.phase {
+            RunPhase::Succeeded => reasons::SUCCEEDED,
+            RunPhase::SucceededWithErrors => reasons::SUCCEEDED_WITH_ERRORS,
+            RunPhase::Failed => reasons::FAILED,
+            RunPhase::Cancelled => reasons::CANCELLED,
+            RunPhase::Running => reasons::RUNNING,
+        };
+        let message = format!(
+            "run {}: {}",
+            last.id,
+            last.message.clone().unwrap_or_default()
+        );
+        (ok, reason, message)
+    });
+    conditions::set_last_run(conds, ended, generation, now);
 }

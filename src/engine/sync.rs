@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{self, Desired};
+use super::conditions;
 use super::reasons;
 use super::runs::{self, Cluster, Driven, Runner};
 use super::upstream::Upstreams;
@@ -361,48 +361,30 @@ fn set_conditions(
     });
     let running = own.or_else(|| holder.map(|h| format!("running for {}", h.by)));
     conditions::set_running(conds, running, IDLE, generation, now);
-    match st.last_run.as_ref().and_then(|r| r.outcome) {
-        Some(StepPhase::Succeeded) => conditions::set(
-            conds,
-            Desired {
-                type_: conditions::LAST_RUN_SUCCEEDED,
-                status: true,
-                reason: reasons::SUCCEEDED,
-                message: "the last run succeeded".into(),
-            },
-            generation,
-            now,
-        ),
+    let ended = match st.last_run.as_ref().and_then(|r| r.outcome) {
+        Some(StepPhase::Succeeded) => Some((
+            true,
+            reasons::SUCCEEDED,
+            "the last run succeeded".to_string(),
+        )),
         Some(StepPhase::Failed) => {
             let message = st
                 .last_run
                 .as_ref()
                 .and_then(|r| r.message.clone())
                 .unwrap_or_default();
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::LAST_RUN_SUCCEEDED,
-                    status: false,
-                    reason: reasons::FAILED,
-                    message,
-                },
-                generation,
-                now,
-            )
+            Some((false, reasons::FAILED, message))
         }
+        // `lastRun` is in progress (or not there): the condition keeps what it said last.
         _ if conds
             .iter()
-            .any(|c| c.type_ == conditions::LAST_RUN_SUCCEEDED) => {}
-        _ => conditions::set_unknown(
-            conds,
-            conditions::LAST_RUN_SUCCEEDED,
-            reasons::NO_RUN_YET,
-            "no run has finished yet",
-            generation,
-            now,
-        ),
-    }
+            .any(|c| c.type_ == conditions::LAST_RUN_SUCCEEDED) =>
+        {
+            return;
+        }
+        _ => None,
+    };
+    conditions::set_last_run(conds, ended, generation, now);
 }
 
 #[cfg(test)]
