@@ -12,7 +12,7 @@ use super::reasons;
 use super::run::{RunContext, advance, cancel_run, new_run};
 use super::triggers::{self, Trigger};
 use super::upstream::{self, Upstreams};
-use super::{Action, Event, Holder, JobOwner, JobView, earliest};
+use super::{Action, Event, Holder, JobOwner, JobView, Plan, earliest};
 use crate::api::{
     ConcurrencyPolicy, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec, ScheduleStatus,
     Step, StepPhase, Sync,
@@ -48,40 +48,50 @@ pub(super) struct Cluster<'a> {
     pub now: Timestamp,
 }
 
-/// The result of driving the runs one reconcile further. (Made once per decision and taken
-/// apart at once: the size of `Done` costs nothing worth a box.)
+/// The result of driving the runs one reconcile further, for an object whose status is `S`.
+/// (Made once per decision and taken apart at once: the size of a variant costs nothing worth
+/// a box.)
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Driven {
+pub(super) enum Driven<S> {
     /// The cache holds a Job that status does not know yet: our own status write is on its
-    /// way. Decide nothing; look again at the given time.
-    Stale(Timestamp),
-    Done {
-        /// The run that finished last in this decision, with all its steps.
-        archived: Option<RunStatus>,
-        /// An invalid schedule or unknown time zone, or a cycle of upstreams: the reason and
-        /// the message of the `Stalled` condition.
-        spec_error: Option<(&'static str, String)>,
-        /// Upstreams of `spec.after` that do not exist.
-        missing_upstreams: Vec<String>,
-        wake: Option<Timestamp>,
-    },
+    /// way. This is the decision's whole plan: the status as read, only the deletes that
+    /// cannot wait for status, and a look again in a second.
+    Stale(Plan<S>),
+    Done(Done),
+}
+
+/// What driving the runs leaves to the kind's own decision.
+pub(super) struct Done {
+    /// The run that finished last in this decision, with all its steps.
+    pub archived: Option<RunStatus>,
+    /// An invalid schedule or unknown time zone, or a cycle of upstreams: the reason and the
+    /// message of the `Stalled` condition.
+    pub spec_error: Option<(&'static str, String)>,
+    /// Upstreams of `spec.after` that do not exist.
+    pub missing_upstreams: Vec<String>,
+    pub wake: Option<Timestamp>,
 }
 
 /// Drives the object's runs: updates `schedule`, `book` and the `StatusRecovered` condition
-/// and pushes the actions.
-pub(super) fn drive(
+/// (parts of the object's status, read as `old`) and pushes the actions.
+pub(super) fn drive<S: Clone>(
     runner: &Runner,
     cluster: Cluster,
+    old: &S,
     schedule: &mut ScheduleStatus,
     book: &mut RunBook,
     conditions: &mut Vec<Condition>,
     actions: &mut Vec<Action>,
-) -> Driven {
+) -> Driven<S> {
     let now = cluster.now;
     let recovered = match unknown_job(book, cluster.jobs) {
         Some(job) if job.created.is_none_or(|at| now < at + STALE_LIMIT) => {
             delete_jobs_of_finished_runs(book, cluster.jobs, actions);
-            return Driven::Stale(now + SignedDuration::from_secs(1));
+            return Driven::Stale(Plan {
+                status: old.clone(),
+                actions: std::mem::take(actions),
+                wake_at: Some(now + SignedDuration::from_secs(1)),
+            });
         }
         Some(_) => Some(adopt_unknown_jobs(book, cluster.jobs, actions)),
         None => None,
@@ -237,12 +247,12 @@ pub(super) fn drive(
         // direct downstreams: look again at this bound.
         wake = earliest(wake, Some(now + CYCLE_RECHECK));
     }
-    Driven::Done {
+    Driven::Done(Done {
         archived,
         spec_error,
         missing_upstreams: upstream.missing,
         wake,
-    }
+    })
 }
 
 /// A Job of ours that status does not account for: of a newer run than status has started, or

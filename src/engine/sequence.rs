@@ -5,7 +5,7 @@ use kube::ResourceExt;
 
 use super::conditions;
 use super::reasons;
-use super::runs::{self, Cluster, Driven, Runner};
+use super::runs::{self, Cluster, Done, Driven, Runner};
 use super::{Action, JobOwner, Observed, Plan};
 use crate::api::{RunPhase, SyncSequenceStatus};
 
@@ -33,28 +33,22 @@ pub fn decide(obs: &Observed) -> Plan {
         upstreams: obs.upstreams,
         now,
     };
-    let (archived, spec_error, missing_upstreams, wake) = match runs::drive(
+    let Done {
+        archived,
+        spec_error,
+        missing_upstreams,
+        wake,
+    } = match runs::drive(
         &runner,
         cluster,
+        &old,
         &mut st.schedule,
         &mut st.book,
         &mut st.conditions,
         &mut actions,
     ) {
-        Driven::Stale(at) => {
-            return Plan {
-                status: old,
-                // Only the deletes that cannot wait for status.
-                actions,
-                wake_at: Some(at),
-            };
-        }
-        Driven::Done {
-            archived,
-            spec_error,
-            missing_upstreams,
-            wake,
-        } => (archived, spec_error, missing_upstreams, wake),
+        Driven::Done(done) => done,
+        Driven::Stale(plan) => return plan,
     };
     if archived.is_some() {
         st.last_run = archived;

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions;
 use super::reasons;
-use super::runs::{self, Cluster, Driven, Runner};
+use super::runs::{self, Cluster, Done, Driven, Runner};
 use super::upstream::Upstreams;
 use super::{Action, Holder, JobOutcome, JobOwner, JobView, Plan};
 use crate::api::{
@@ -115,28 +115,22 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         upstreams: obs.upstreams,
         now,
     };
-    let (spec_error, missing_upstreams, wake) = match runs::drive(
+    let Done {
+        spec_error,
+        missing_upstreams,
+        wake,
+        ..
+    } = match runs::drive(
         &runner,
         cluster,
+        &old,
         &mut st.schedule,
         &mut st.book,
         &mut st.conditions,
         &mut actions,
     ) {
-        Driven::Stale(at) => {
-            return SyncPlan {
-                status: old,
-                // Only the deletes that cannot wait for status.
-                actions,
-                wake_at: Some(at),
-            };
-        }
-        Driven::Done {
-            spec_error,
-            missing_upstreams,
-            wake,
-            ..
-        } => (spec_error, missing_upstreams, wake),
+        Driven::Done(done) => done,
+        Driven::Stale(plan) => return plan,
     };
     let wake = match unseen_claim {
         Some(c) => crate::engine::earliest(wake, Some(c.time.0 + CLAIM_YOUNG)),
