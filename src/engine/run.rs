@@ -204,7 +204,7 @@ fn step_progress(
         JobOutcome::Failed { timed_out, reason } => (timed_out, reason),
         JobOutcome::Active => unreachable!("an ended attempt is not active"),
     };
-    let why = failure_message(timed_out, &reason, &report, spec);
+    let why = failure_message(timed_out, &reason, &report, spec.timeout_seconds);
     if attempt <= spec.retries {
         let delay = retry_delay(spec, attempt);
         let due = finished + delay;
@@ -646,16 +646,23 @@ fn retry_delay(spec: &Step, failed_attempt: i32) -> SignedDuration {
     SignedDuration::from_secs((base * factor).min(3600))
 }
 
-/// The error text of a failed attempt: what the container said, else what the Job says.
-fn failure_message(timed_out: bool, reason: &str, report: &Report, spec: &Step) -> String {
+/// The error text of a failed Job, for its step and for its Sync's `lastRun`: what the
+/// container said, else what the Job says. `timeout_seconds` is the step's limit, if known.
+pub(super) fn failure_message(
+    timed_out: bool,
+    reason: &str,
+    report: &Report,
+    timeout_seconds: Option<i64>,
+) -> String {
     let exit = report
         .exit_code
         .map(|c| format!(" (exit code {c})"))
         .unwrap_or_default();
     let base = if timed_out {
-        match spec.timeout_seconds {
+        match timeout_seconds {
             Some(limit) => format!("timed out after {limit}s"),
-            // The Sync's own jobTemplate set activeDeadlineSeconds: the step named no limit.
+            // No limit known: the Sync's own jobTemplate set activeDeadlineSeconds (the step
+            // named none), or the text is for a Sync's `lastRun`, which does not see the step.
             None => "timed out: the job ran past its activeDeadlineSeconds".to_string(),
         }
     } else if let Some(m) = &report.message {
@@ -726,5 +733,54 @@ fn rows_text(report: &Report) -> String {
             s.unwrap_or(0),
             r.unwrap_or(0)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_job_is_told_by_the_most_specific_text_at_hand() {
+        let report = |message: Option<&str>, exit_code| Report {
+            message: message.map(str::to_string),
+            exit_code,
+            ..Report::default()
+        };
+        let cases = [
+            (
+                true,
+                "",
+                report(None, Some(137)),
+                Some(60),
+                "timed out after 60s (exit code 137)",
+            ),
+            // A Sync's lastRun, or a step that set no limit: the Job's deadline is what ran out.
+            (
+                true,
+                "",
+                report(None, None),
+                None,
+                "timed out: the job ran past its activeDeadlineSeconds",
+            ),
+            (
+                false,
+                "BackoffLimitExceeded",
+                report(Some("HTTP 500"), Some(1)),
+                None,
+                "HTTP 500 (exit code 1)",
+            ),
+            (
+                false,
+                "BackoffLimitExceeded",
+                report(None, Some(2)),
+                None,
+                "job failed: BackoffLimitExceeded (exit code 2)",
+            ),
+            (false, "", report(None, None), None, "job failed"),
+        ];
+        for (timed_out, reason, report, limit, want) in cases {
+            assert_eq!(failure_message(timed_out, reason, &report, limit), want);
+        }
     }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions;
 use super::reasons;
+use super::run::failure_message;
 use super::runs::{self, Cluster, Done, Driven, Runner};
 use super::upstream::Upstreams;
 use super::{Action, Holder, JobOutcome, JobOwner, JobView, Plan};
@@ -269,25 +270,12 @@ fn record(job: &SyncJob, st: &SyncStatus, known: Option<&SyncRunRecord>) -> Sync
     let (outcome, message) = match &v.outcome {
         JobOutcome::Active => (StepPhase::Running, None),
         JobOutcome::Succeeded => (StepPhase::Succeeded, report.message.clone()),
-        JobOutcome::Failed {
-            timed_out: true, ..
-        } => (StepPhase::Failed, Some("timed out".to_string())),
-        JobOutcome::Failed { reason, .. } => {
-            let exit = report
-                .exit_code
-                .map(|c| format!(" (exit code {c})"))
-                .unwrap_or_default();
-            (
-                StepPhase::Failed,
-                Some(format!(
-                    "{}{exit}",
-                    report
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| format!("job failed: {reason}"))
-                )),
-            )
-        }
+        // The same text as the step's. The limit a sequence's step set is not known here: a
+        // timeout names the Job's deadline, which that limit became.
+        JobOutcome::Failed { timed_out, reason } => (
+            StepPhase::Failed,
+            Some(failure_message(*timed_out, reason, &report, None)),
+        ),
     };
     let (trigger, sequence_run) = match &job.sequence {
         Some(seq) => (
