@@ -18,6 +18,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use crate::engine::Event;
+use crate::engine::reasons::{RUN_STARTED, RUN_SUCCEEDED, STEP_STARTED, STEP_SUCCEEDED};
 
 /// Events carry at most 1 KiB of note.
 const MAX_NOTE_BYTES: usize = 1024;
@@ -105,8 +106,8 @@ pub(crate) fn fold(events: Vec<Event>) -> Vec<Event> {
 /// Whether two Events in a row fold, and if so whether the first one's reason is kept.
 fn folded_reason(first: &str, second: &str) -> Option<bool> {
     match (first, second) {
-        ("RunStarted", "StepStarted") | ("StepSucceeded", "StepStarted") => Some(true),
-        ("StepSucceeded", "RunSucceeded") => Some(false),
+        (RUN_STARTED, STEP_STARTED) | (STEP_SUCCEEDED, STEP_STARTED) => Some(true),
+        (STEP_SUCCEEDED, RUN_SUCCEEDED) => Some(false),
         _ => None,
     }
 }
@@ -125,6 +126,7 @@ fn cut(note: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::reasons::{RUN_FAILED, STEP_FAILED};
 
     fn ev(warning: bool, reason: &'static str, note: &str) -> Event {
         Event {
@@ -132,7 +134,7 @@ mod tests {
             reason,
             action: "Act",
             note: note.into(),
-            job: reason.eq("StepStarted").then(|| format!("job-{note}")),
+            job: (reason == STEP_STARTED).then(|| format!("job-{note}")),
         }
     }
 
@@ -150,56 +152,50 @@ mod tests {
     fn the_moments_of_a_run_fold_into_one_event_each() {
         let cases: &[(&[Event], &[Shown])] = &[
             (
-                &[ev(false, "RunStarted", "r"), ev(false, "StepStarted", "a")],
-                &[(false, "RunStarted", "r; a")],
+                &[ev(false, RUN_STARTED, "r"), ev(false, STEP_STARTED, "a")],
+                &[(false, RUN_STARTED, "r; a")],
+            ),
+            (
+                &[ev(false, STEP_SUCCEEDED, "a"), ev(false, STEP_STARTED, "b")],
+                &[(false, STEP_SUCCEEDED, "a; b")],
             ),
             (
                 &[
-                    ev(false, "StepSucceeded", "a"),
-                    ev(false, "StepStarted", "b"),
+                    ev(false, STEP_SUCCEEDED, "c"),
+                    ev(false, RUN_SUCCEEDED, "r"),
                 ],
-                &[(false, "StepSucceeded", "a; b")],
-            ),
-            (
-                &[
-                    ev(false, "StepSucceeded", "c"),
-                    ev(false, "RunSucceeded", "r"),
-                ],
-                &[(false, "RunSucceeded", "c; r")],
+                &[(false, RUN_SUCCEEDED, "c; r")],
             ),
             // A run ends and the queued one starts, in one reconcile: two Events.
             (
                 &[
-                    ev(false, "StepSucceeded", "c"),
-                    ev(false, "RunSucceeded", "r1"),
-                    ev(false, "RunStarted", "r2"),
-                    ev(false, "StepStarted", "a"),
+                    ev(false, STEP_SUCCEEDED, "c"),
+                    ev(false, RUN_SUCCEEDED, "r1"),
+                    ev(false, RUN_STARTED, "r2"),
+                    ev(false, STEP_STARTED, "a"),
                 ],
                 &[
-                    (false, "RunSucceeded", "c; r1"),
-                    (false, "RunStarted", "r2; a"),
+                    (false, RUN_SUCCEEDED, "c; r1"),
+                    (false, RUN_STARTED, "r2; a"),
                 ],
             ),
             // Warnings stand alone, and so does what follows them.
             (
-                &[ev(true, "StepFailed", "x"), ev(false, "StepStarted", "b")],
-                &[(true, "StepFailed", "x"), (false, "StepStarted", "b")],
+                &[ev(true, STEP_FAILED, "x"), ev(false, STEP_STARTED, "b")],
+                &[(true, STEP_FAILED, "x"), (false, STEP_STARTED, "b")],
             ),
             (
-                &[ev(false, "StepSucceeded", "a"), ev(true, "RunFailed", "r")],
-                &[(false, "StepSucceeded", "a"), (true, "RunFailed", "r")],
+                &[ev(false, STEP_SUCCEEDED, "a"), ev(true, RUN_FAILED, "r")],
+                &[(false, STEP_SUCCEEDED, "a"), (true, RUN_FAILED, "r")],
             ),
             // Pairs that are not one moment are kept apart.
             (
-                &[ev(false, "StepStarted", "a"), ev(false, "StepStarted", "b")],
-                &[(false, "StepStarted", "a"), (false, "StepStarted", "b")],
+                &[ev(false, STEP_STARTED, "a"), ev(false, STEP_STARTED, "b")],
+                &[(false, STEP_STARTED, "a"), (false, STEP_STARTED, "b")],
             ),
             (
-                &[
-                    ev(false, "RunStarted", "r"),
-                    ev(false, "StepSucceeded", "a"),
-                ],
-                &[(false, "RunStarted", "r"), (false, "StepSucceeded", "a")],
+                &[ev(false, RUN_STARTED, "r"), ev(false, STEP_SUCCEEDED, "a")],
+                &[(false, RUN_STARTED, "r"), (false, STEP_SUCCEEDED, "a")],
             ),
             (&[], &[]),
         ];
@@ -212,16 +208,13 @@ mod tests {
     #[test]
     fn a_folded_event_names_the_job_it_announces_and_folds_no_further() {
         let got = fold(vec![
-            ev(false, "StepSucceeded", "a"),
-            ev(false, "StepStarted", "b"),
-            ev(false, "StepStarted", "c"),
+            ev(false, STEP_SUCCEEDED, "a"),
+            ev(false, STEP_STARTED, "b"),
+            ev(false, STEP_STARTED, "c"),
         ]);
         assert_eq!(
             shown(&got),
-            [
-                (false, "StepSucceeded", "a; b"),
-                (false, "StepStarted", "c")
-            ]
+            [(false, STEP_SUCCEEDED, "a; b"), (false, STEP_STARTED, "c")]
         );
         assert_eq!(got[0].job.as_deref(), Some("job-b"));
     }

@@ -332,7 +332,7 @@ where
         for (job, why) in refusals {
             events.push(crate::engine::Event {
                 warning: true,
-                reason: "JobCreateRefused",
+                reason: crate::engine::reasons::JOB_CREATE_REFUSED,
                 action: "CreateJob",
                 note: format!("the API server refused to create job {job}: {why}"),
                 job: None,

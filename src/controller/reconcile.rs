@@ -21,6 +21,7 @@ use crate::api::{
     RunBook, RunStatus, ScheduleStatus, Sync, SyncSequence, SyncSequenceStatus, SyncStatus,
     UpstreamKind, UpstreamRef,
 };
+use crate::engine::reasons::RECONCILE_FAILED;
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
 };
@@ -551,9 +552,6 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
     });
     Requeue::requeue(delay)
 }
-
-/// Reason of the Warning Event a failed reconcile records.
-pub(crate) const RECONCILE_FAILED: &str = "ReconcileFailed";
 
 #[cfg(test)]
 mod tests {

@@ -16,9 +16,7 @@ use tokio::sync::mpsc;
 
 use super::events::{self, Reporter};
 use crate::api::{Readable, Shell, Unreadable};
-
-/// Reason of the conditions and the Warning Event on an object that cannot be read.
-pub(crate) const OBJECT_UNREADABLE: &str = "ObjectUnreadable";
+use crate::engine::reasons::OBJECT_UNREADABLE;
 
 /// The field manager of the conditions written here: another than the status writer's, so that
 /// this write removes none of the fields that one owns.

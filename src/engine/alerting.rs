@@ -7,6 +7,7 @@
 //! nothing new — the same guarantee Events rely on.
 
 use super::Event;
+use super::reasons;
 use super::{Action, JobOutcome, JobView, Observed};
 use crate::alerts::{self, Happening, RunRef, StepOutcome, Subject};
 use crate::api::{AlertStep, RunStatus, StepPhase, StepStatus, SyncSequenceStatus};
@@ -56,7 +57,7 @@ pub(super) fn notify(
             .map(|p| format!("alert {} {:?} run {}", p.alert, p.event.kind, p.event.run))
             .collect();
         actions.push(Event::warning(
-            "AlertsDropped",
+            reasons::ALERTS_DROPPED,
             "Notify",
             format!(
                 "more than {MAX_PENDING} notifications wait for delivery; dropped the oldest: {}",

@@ -6,6 +6,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::reasons;
+
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
@@ -57,21 +59,52 @@ pub fn set_running(
         Some(message) => Desired {
             type_: RUNNING,
             status: true,
-            reason: "RunInProgress",
+            reason: reasons::RUN_IN_PROGRESS,
             message,
         },
         None => Desired {
             type_: RUNNING,
             status: false,
-            reason: "Idle",
+            reason: reasons::IDLE,
             message: idle.into(),
         },
     };
     set(conditions, desired, generation, now);
 }
 
-/// Sets a condition to Unknown (used for `LastRunSucceeded` before any run).
-pub fn set_unknown(
+/// `LastRunSucceeded`, as the last finished run ended: `Some((succeeded, reason, message))`;
+/// Unknown with `NoRunYet` while no run has finished (`None`). Shared by both kinds.
+pub(crate) fn set_last_run(
+    conditions: &mut Vec<Condition>,
+    ended: Option<(bool, &str, String)>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    match ended {
+        Some((status, reason, message)) => set(
+            conditions,
+            Desired {
+                type_: LAST_RUN_SUCCEEDED,
+                status,
+                reason,
+                message,
+            },
+            generation,
+            now,
+        ),
+        None => set_unknown(
+            conditions,
+            LAST_RUN_SUCCEEDED,
+            reasons::NO_RUN_YET,
+            "no run has finished yet",
+            generation,
+            now,
+        ),
+    }
+}
+
+/// Sets a condition to Unknown (`LastRunSucceeded` before any run).
+fn set_unknown(
     conditions: &mut Vec<Condition>,
     type_: &str,
     reason: &str,
@@ -110,7 +143,7 @@ pub fn set_unknown(
 /// this object's.
 pub fn upstream_not_found(missing: &[String]) -> (&'static str, String) {
     (
-        "UpstreamNotFound",
+        reasons::UPSTREAM_NOT_FOUND,
         format!(
             "upstream(s) of spec.after not found: {}; their runs cannot start this one's",
             missing.join(", ")
@@ -177,7 +210,7 @@ pub fn set_spec_health(
                 Desired {
                     type_: STALLED,
                     status: false,
-                    reason: "SpecValid",
+                    reason: reasons::SPEC_VALID,
                     message: String::new(),
                 },
                 generation,
@@ -193,7 +226,7 @@ pub fn set_spec_health(
                 None => Desired {
                     type_: READY,
                     status: true,
-                    reason: "Reconciled",
+                    reason: reasons::RECONCILED,
                     message: ready_message.into(),
                 },
             };
@@ -205,7 +238,7 @@ pub fn set_spec_health(
         Desired {
             type_: RECONCILING,
             status: false,
-            reason: "Reconciled",
+            reason: reasons::RECONCILED,
             message: String::new(),
         },
         generation,
@@ -230,7 +263,7 @@ pub fn set_recovered(
             Desired {
                 type_: STATUS_RECOVERED,
                 status: true,
-                reason: super::runs::STATUS_BEHIND_JOBS,
+                reason: reasons::STATUS_BEHIND_JOBS,
                 message,
             },
             generation,

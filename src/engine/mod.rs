@@ -10,6 +10,7 @@
 mod alerting;
 pub(crate) mod conditions;
 mod job;
+pub(crate) mod reasons;
 mod result;
 mod run;
 mod runs;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::reasons::{self, CREATE_REFUSED, JOB_DELETED};
 use super::{
     Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, POD_RESULT_GRACE, Report,
     build_job, earliest, job_name,
@@ -13,11 +14,6 @@ use super::{
 use crate::api::{
     AttemptFailure, FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus, Sync,
 };
-
-/// Why an attempt ended without a Job result: its Job was deleted before it finished.
-pub(crate) const JOB_DELETED: &str = "JobDeleted";
-/// Why an attempt ended without a Job result: the API server refused to create its Job.
-pub(crate) const CREATE_REFUSED: &str = "CreateRefused";
 
 /// What advancing a run looks at besides the run itself.
 pub(super) struct RunContext<'a> {
@@ -105,7 +101,7 @@ pub(super) fn advance(
             Progress::Done { stop: Some(reason) } => {
                 stop_run(run, i, &reason, now);
                 actions.push(Event::warning(
-                    "RunFailed",
+                    reasons::RUN_FAILED,
                     "StopRun",
                     run.message.clone().unwrap_or_default(),
                 ));
@@ -126,7 +122,7 @@ pub(super) fn advance(
             run.phase = RunPhase::Succeeded;
             run.message = Some("all steps succeeded".into());
             actions.push(Event::normal(
-                "RunSucceeded",
+                reasons::RUN_SUCCEEDED,
                 "CompleteRun",
                 format!("run {} succeeded", run.id),
             ));
@@ -137,7 +133,7 @@ pub(super) fn advance(
                 failed.join(", ")
             ));
             actions.push(Event::warning(
-                "RunSucceededWithErrors",
+                reasons::RUN_SUCCEEDED_WITH_ERRORS,
                 "CompleteRun",
                 format!(
                     "run {} finished; failed steps: {}",
@@ -208,7 +204,7 @@ fn step_progress(
         JobOutcome::Failed { timed_out, reason } => (timed_out, reason),
         JobOutcome::Active => unreachable!("an ended attempt is not active"),
     };
-    let why = failure_message(timed_out, &reason, &report, spec);
+    let why = failure_message(timed_out, &reason, &report, spec.timeout_seconds);
     if attempt <= spec.retries {
         let delay = retry_delay(spec, attempt);
         let due = finished + delay;
@@ -221,7 +217,7 @@ fn step_progress(
                 "retrying now".to_string()
             };
             actions.push(Event::warning(
-                "StepRetrying",
+                reasons::STEP_RETRYING,
                 "RetryStep",
                 format!(
                     "step {} attempt {attempt} failed: {why}; {when} (attempt {} of {})",
@@ -249,9 +245,9 @@ fn step_progress(
         );
     }
     let reason = if timed_out {
-        "StepTimedOut"
+        reasons::STEP_TIMED_OUT
     } else {
-        "StepFailed"
+        reasons::STEP_FAILED
     };
     actions.push(Event::warning(
         reason,
@@ -392,7 +388,7 @@ fn succeeded(
             FailurePolicy::Continue => "continuing (onExceeded: Continue)",
         };
         actions.push(Event::warning(
-            "RejectedRowsExceeded",
+            reasons::REJECTED_ROWS_EXCEEDED,
             "CheckRejectedRows",
             format!("{note}; {decision}"),
         ));
@@ -408,7 +404,7 @@ fn succeeded(
         };
     }
     actions.push(Event::normal(
-        "StepSucceeded",
+        reasons::STEP_SUCCEEDED,
         "CompleteStep",
         format!("step {} succeeded (job {job}){rows}", step.name),
     ));
@@ -431,7 +427,7 @@ fn try_start(
             "waiting: sync {} not found in namespace",
             spec.sync_ref.name
         );
-        return wait(step, "SyncNotFound", message, ctx.now, actions);
+        return wait(step, reasons::SYNC_NOT_FOUND, message, ctx.now, actions);
     };
     let name = job_name(
         &ctx.owner.kind,
@@ -454,7 +450,7 @@ fn try_start(
             "waiting: sync {} is running for {}",
             spec.sync_ref.name, holder.by
         );
-        return wait(step, "SyncBusy", message, ctx.now, actions);
+        return wait(step, reasons::SYNC_BUSY, message, ctx.now, actions);
     }
     let id = JobIdentity {
         name: name.clone(),
@@ -473,7 +469,7 @@ fn try_start(
     if step.attempts != attempt || step.phase != StepPhase::Running {
         actions.push(Action::Event(Event {
             warning: false,
-            reason: "StepStarted",
+            reason: reasons::STEP_STARTED,
             action: "CreateJob",
             note: format!(
                 "step {} started: job {name} (attempt {attempt} of {})",
@@ -580,7 +576,7 @@ pub(super) fn cancel_run(
     run.message = Some(format!("run {why}"));
     run.progress = progress(run);
     actions.push(Event::normal(
-        "RunCancelled",
+        reasons::RUN_CANCELLED,
         "CancelRun",
         format!("run {} {why}", run.id),
     ));
@@ -650,16 +646,23 @@ fn retry_delay(spec: &Step, failed_attempt: i32) -> SignedDuration {
     SignedDuration::from_secs((base * factor).min(3600))
 }
 
-/// The error text of a failed attempt: what the container said, else what the Job says.
-fn failure_message(timed_out: bool, reason: &str, report: &Report, spec: &Step) -> String {
+/// The error text of a failed Job, for its step and for its Sync's `lastRun`: what the
+/// container said, else what the Job says. `timeout_seconds` is the step's limit, if known.
+pub(super) fn failure_message(
+    timed_out: bool,
+    reason: &str,
+    report: &Report,
+    timeout_seconds: Option<i64>,
+) -> String {
     let exit = report
         .exit_code
         .map(|c| format!(" (exit code {c})"))
         .unwrap_or_default();
     let base = if timed_out {
-        match spec.timeout_seconds {
+        match timeout_seconds {
             Some(limit) => format!("timed out after {limit}s"),
-            // The Sync's own jobTemplate set activeDeadlineSeconds: the step named no limit.
+            // No limit known: the Sync's own jobTemplate set activeDeadlineSeconds (the step
+            // named none), or the text is for a Sync's `lastRun`, which does not see the step.
             None => "timed out: the job ran past its activeDeadlineSeconds".to_string(),
         }
     } else if let Some(m) = &report.message {
@@ -730,5 +733,54 @@ fn rows_text(report: &Report) -> String {
             s.unwrap_or(0),
             r.unwrap_or(0)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_job_is_told_by_the_most_specific_text_at_hand() {
+        let report = |message: Option<&str>, exit_code| Report {
+            message: message.map(str::to_string),
+            exit_code,
+            ..Report::default()
+        };
+        let cases = [
+            (
+                true,
+                "",
+                report(None, Some(137)),
+                Some(60),
+                "timed out after 60s (exit code 137)",
+            ),
+            // A Sync's lastRun, or a step that set no limit: the Job's deadline is what ran out.
+            (
+                true,
+                "",
+                report(None, None),
+                None,
+                "timed out: the job ran past its activeDeadlineSeconds",
+            ),
+            (
+                false,
+                "BackoffLimitExceeded",
+                report(Some("HTTP 500"), Some(1)),
+                None,
+                "HTTP 500 (exit code 1)",
+            ),
+            (
+                false,
+                "BackoffLimitExceeded",
+                report(None, Some(2)),
+                None,
+                "job failed: BackoffLimitExceeded (exit code 2)",
+            ),
+            (false, "", report(None, None), None, "job failed"),
+        ];
+        for (timed_out, reason, report, limit, want) in cases {
+            assert_eq!(failure_message(timed_out, reason, &report, limit), want);
+        }
     }
 }

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
+use super::reasons;
 use super::run::{RunContext, advance, cancel_run, new_run};
 use super::triggers::{self, Trigger};
 use super::upstream::{self, Upstreams};
-use super::{Action, Event, Holder, JobOwner, JobView, earliest};
+use super::{Action, Event, Holder, JobOwner, JobView, Plan, earliest};
 use crate::api::{
     ConcurrencyPolicy, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec, ScheduleStatus,
     Step, StepPhase, Sync,
@@ -47,40 +48,50 @@ pub(super) struct Cluster<'a> {
     pub now: Timestamp,
 }
 
-/// The result of driving the runs one reconcile further. (Made once per decision and taken
-/// apart at once: the size of `Done` costs nothing worth a box.)
+/// The result of driving the runs one reconcile further, for an object whose status is `S`.
+/// (Made once per decision and taken apart at once: the size of a variant costs nothing worth
+/// a box.)
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Driven {
+pub(super) enum Driven<S> {
     /// The cache holds a Job that status does not know yet: our own status write is on its
-    /// way. Decide nothing; look again at the given time.
-    Stale(Timestamp),
-    Done {
-        /// The run that finished last in this decision, with all its steps.
-        archived: Option<RunStatus>,
-        /// An invalid schedule or unknown time zone, or a cycle of upstreams: the reason and
-        /// the message of the `Stalled` condition.
-        spec_error: Option<(&'static str, String)>,
-        /// Upstreams of `spec.after` that do not exist.
-        missing_upstreams: Vec<String>,
-        wake: Option<Timestamp>,
-    },
+    /// way. This is the decision's whole plan: the status as read, only the deletes that
+    /// cannot wait for status, and a look again in a second.
+    Stale(Plan<S>),
+    Done(Done),
+}
+
+/// What driving the runs leaves to the kind's own decision.
+pub(super) struct Done {
+    /// The run that finished last in this decision, with all its steps.
+    pub archived: Option<RunStatus>,
+    /// An invalid schedule or unknown time zone, or a cycle of upstreams: the reason and the
+    /// message of the `Stalled` condition.
+    pub spec_error: Option<(&'static str, String)>,
+    /// Upstreams of `spec.after` that do not exist.
+    pub missing_upstreams: Vec<String>,
+    pub wake: Option<Timestamp>,
 }
 
 /// Drives the object's runs: updates `schedule`, `book` and the `StatusRecovered` condition
-/// and pushes the actions.
-pub(super) fn drive(
+/// (parts of the object's status, read as `old`) and pushes the actions.
+pub(super) fn drive<S: Clone>(
     runner: &Runner,
     cluster: Cluster,
+    old: &S,
     schedule: &mut ScheduleStatus,
     book: &mut RunBook,
     conditions: &mut Vec<Condition>,
     actions: &mut Vec<Action>,
-) -> Driven {
+) -> Driven<S> {
     let now = cluster.now;
     let recovered = match unknown_job(book, cluster.jobs) {
         Some(job) if job.created.is_none_or(|at| now < at + STALE_LIMIT) => {
             delete_jobs_of_finished_runs(book, cluster.jobs, actions);
-            return Driven::Stale(now + SignedDuration::from_secs(1));
+            return Driven::Stale(Plan {
+                status: old.clone(),
+                actions: std::mem::take(actions),
+                wake_at: Some(now + SignedDuration::from_secs(1)),
+            });
         }
         Some(_) => Some(adopt_unknown_jobs(book, cluster.jobs, actions)),
         None => None,
@@ -102,7 +113,7 @@ pub(super) fn drive(
                 cancel_run(run, "cancelled by request", cluster.jobs, actions, now)
             }
             _ => actions.push(Event::normal(
-                "CancelIgnored",
+                reasons::CANCEL_IGNORED,
                 "CancelRun",
                 "cancel requested, but no run is in progress",
             )),
@@ -178,7 +189,7 @@ pub(super) fn drive(
             ConcurrencyPolicy::Queue if book.queued_run.is_none() => {
                 book.queued_run = Some(trigger.queued());
                 actions.push(Event::normal(
-                    "RunQueued",
+                    reasons::RUN_QUEUED,
                     "QueueRun",
                     format!(
                         "{} run queued behind the run in progress",
@@ -222,9 +233,9 @@ pub(super) fn drive(
         now,
     );
     let spec_error = match (parsed.error, &cluster.upstreams.cycle) {
-        (Some(e), _) => Some(("InvalidSchedule", e)),
+        (Some(e), _) => Some((reasons::INVALID_SCHEDULE, e)),
         (None, Some(cycle)) => Some((
-            "UpstreamCycle",
+            reasons::UPSTREAM_CYCLE,
             format!(
                 "spec.after makes a cycle ({cycle}): upstream runs start nothing until it is broken"
             ),
@@ -236,12 +247,12 @@ pub(super) fn drive(
         // direct downstreams: look again at this bound.
         wake = earliest(wake, Some(now + CYCLE_RECHECK));
     }
-    Driven::Done {
+    Driven::Done(Done {
         archived,
         spec_error,
         missing_upstreams: upstream.missing,
         wake,
-    }
+    })
 }
 
 /// A Job of ours that status does not account for: of a newer run than status has started, or
@@ -315,16 +326,12 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
         STALE_LIMIT.as_secs()
     );
     actions.push(Event::warning(
-        STATUS_BEHIND_JOBS,
+        reasons::STATUS_BEHIND_JOBS,
         "AdoptJobs",
         what.clone(),
     ));
     what
 }
-
-/// The reason of the Warning Event and the `StatusRecovered` condition when status is rebuilt
-/// from its Jobs.
-pub(super) const STATUS_BEHIND_JOBS: &str = "StatusBehindJobs";
 
 /// Starts the queued run when no run is in progress.
 fn start_queued(
@@ -375,7 +382,7 @@ fn start_run(
         (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
         (false, None) => format!("run {id} started by {}", trigger.describe()),
     };
-    actions.push(Event::normal("RunStarted", "StartRun", what));
+    actions.push(Event::normal(reasons::RUN_STARTED, "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));
     book.current_run = Some(run);
     archive_finished(book, runner.history_limit, archived);
@@ -384,7 +391,7 @@ fn start_run(
 fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut Vec<Action>) {
     book.skipped_triggers = Some(book.skipped_triggers.unwrap_or(0).saturating_add(1));
     actions.push(Event::warning(
-        "TriggerSkipped",
+        reasons::TRIGGER_SKIPPED,
         "SkipRun",
         format!("{} trigger skipped: {why}", trigger.describe()),
     ));

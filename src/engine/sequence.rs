@@ -3,8 +3,9 @@
 
 use kube::ResourceExt;
 
-use super::conditions::{self, Desired};
-use super::runs::{self, Cluster, Driven, Runner};
+use super::conditions;
+use super::reasons;
+use super::runs::{self, Cluster, Done, Driven, Runner};
 use super::{Action, JobOwner, Observed, Plan};
 use crate::api::{RunPhase, SyncSequenceStatus};
 
@@ -32,28 +33,22 @@ pub fn decide(obs: &Observed) -> Plan {
         upstreams: obs.upstreams,
         now,
     };
-    let (archived, spec_error, missing_upstreams, wake) = match runs::drive(
+    let Done {
+        archived,
+        spec_error,
+        missing_upstreams,
+        wake,
+    } = match runs::drive(
         &runner,
         cluster,
+        &old,
         &mut st.schedule,
         &mut st.book,
         &mut st.conditions,
         &mut actions,
     ) {
-        Driven::Stale(at) => {
-            return Plan {
-                status: old,
-                // Only the deletes that cannot wait for status.
-                actions,
-                wake_at: Some(at),
-            };
-        }
-        Driven::Done {
-            archived,
-            spec_error,
-            missing_upstreams,
-            wake,
-        } => (archived, spec_error, missing_upstreams, wake),
+        Driven::Done(done) => done,
+        Driven::Stale(plan) => return plan,
     };
     if archived.is_some() {
         st.last_run = archived;
@@ -123,7 +118,7 @@ fn set_conditions(
 
     let not_ready = match (missing.is_empty(), missing_upstreams.is_empty()) {
         (false, _) => Some((
-            "SyncNotFound",
+            reasons::SYNC_NOT_FOUND,
             format!("waiting for Sync(s) not found: {}", missing.join(", ")),
         )),
         (true, false) => Some(conditions::upstream_not_found(missing_upstreams)),
@@ -155,40 +150,21 @@ fn set_conditions(
         }
     });
     conditions::set_running(conds, in_progress, "no run in progress", generation, now);
-    match st.book.runs.first() {
-        Some(last) => {
-            let ok = matches!(last.phase, RunPhase::Succeeded);
-            let reason = match last.phase {
-                RunPhase::Succeeded => "Succeeded",
-                RunPhase::SucceededWithErrors => "SucceededWithErrors",
-                RunPhase::Failed => "Failed",
-                RunPhase::Cancelled => "Cancelled",
-                RunPhase::Running => "Running",
-            };
-            let message = format!(
-                "run {}: {}",
-                last.id,
-                last.message.clone().unwrap_or_default()
-            );
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::LAST_RUN_SUCCEEDED,
-                    status: ok,
-                    reason,
-                    message,
-                },
-                generation,
-                now,
-            );
-        }
-        None => conditions::set_unknown(
-            conds,
-            conditions::LAST_RUN_SUCCEEDED,
-            "NoRunYet",
-            "no run has finished yet",
-            generation,
-            now,
-        ),
-    }
+    let ended = st.book.runs.first().map(|last| {
+        let ok = matches!(last.phase, RunPhase::Succeeded);
+        let reason = match last.phase {
+            RunPhase::Succeeded => reasons::SUCCEEDED,
+            RunPhase::SucceededWithErrors => reasons::SUCCEEDED_WITH_ERRORS,
+            RunPhase::Failed => reasons::FAILED,
+            RunPhase::Cancelled => reasons::CANCELLED,
+            RunPhase::Running => reasons::RUNNING,
+        };
+        let message = format!(
+            "run {}: {}",
+            last.id,
+            last.message.clone().unwrap_or_default()
+        );
+        (ok, reason, message)
+    });
+    conditions::set_last_run(conds, ended, generation, now);
 }

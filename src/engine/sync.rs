@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{self, Desired};
-use super::runs::{self, Cluster, Driven, Runner};
+use super::conditions;
+use super::reasons;
+use super::run::failure_message;
+use super::runs::{self, Cluster, Done, Driven, Runner};
 use super::upstream::Upstreams;
 use super::{Action, Holder, JobOutcome, JobOwner, JobView, Plan};
 use crate::api::{
@@ -114,28 +116,22 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         upstreams: obs.upstreams,
         now,
     };
-    let (spec_error, missing_upstreams, wake) = match runs::drive(
+    let Done {
+        spec_error,
+        missing_upstreams,
+        wake,
+        ..
+    } = match runs::drive(
         &runner,
         cluster,
+        &old,
         &mut st.schedule,
         &mut st.book,
         &mut st.conditions,
         &mut actions,
     ) {
-        Driven::Stale(at) => {
-            return SyncPlan {
-                status: old,
-                // Only the deletes that cannot wait for status.
-                actions,
-                wake_at: Some(at),
-            };
-        }
-        Driven::Done {
-            spec_error,
-            missing_upstreams,
-            wake,
-            ..
-        } => (spec_error, missing_upstreams, wake),
+        Driven::Done(done) => done,
+        Driven::Stale(plan) => return plan,
     };
     let wake = match unseen_claim {
         Some(c) => crate::engine::earliest(wake, Some(c.time.0 + CLAIM_YOUNG)),
@@ -274,25 +270,12 @@ fn record(job: &SyncJob, st: &SyncStatus, known: Option<&SyncRunRecord>) -> Sync
     let (outcome, message) = match &v.outcome {
         JobOutcome::Active => (StepPhase::Running, None),
         JobOutcome::Succeeded => (StepPhase::Succeeded, report.message.clone()),
-        JobOutcome::Failed {
-            timed_out: true, ..
-        } => (StepPhase::Failed, Some("timed out".to_string())),
-        JobOutcome::Failed { reason, .. } => {
-            let exit = report
-                .exit_code
-                .map(|c| format!(" (exit code {c})"))
-                .unwrap_or_default();
-            (
-                StepPhase::Failed,
-                Some(format!(
-                    "{}{exit}",
-                    report
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| format!("job failed: {reason}"))
-                )),
-            )
-        }
+        // The same text as the step's. The limit a sequence's step set is not known here: a
+        // timeout names the Job's deadline, which that limit became.
+        JobOutcome::Failed { timed_out, reason } => (
+            StepPhase::Failed,
+            Some(failure_message(*timed_out, reason, &report, None)),
+        ),
     };
     let (trigger, sequence_run) = match &job.sequence {
         Some(seq) => (
@@ -360,46 +343,28 @@ fn set_conditions(
     });
     let running = own.or_else(|| holder.map(|h| format!("running for {}", h.by)));
     conditions::set_running(conds, running, IDLE, generation, now);
-    match st.last_run.as_ref().and_then(|r| r.outcome) {
-        Some(StepPhase::Succeeded) => conditions::set(
-            conds,
-            Desired {
-                type_: conditions::LAST_RUN_SUCCEEDED,
-                status: true,
-                reason: "Succeeded",
-                message: "the last run succeeded".into(),
-            },
-            generation,
-            now,
-        ),
+    let ended = match st.last_run.as_ref().and_then(|r| r.outcome) {
+        Some(StepPhase::Succeeded) => Some((
+            true,
+            reasons::SUCCEEDED,
+            "the last run succeeded".to_string(),
+        )),
         Some(StepPhase::Failed) => {
             let message = st
                 .last_run
                 .as_ref()
                 .and_then(|r| r.message.clone())
                 .unwrap_or_default();
-            conditions::set(
-                conds,
-                Desired {
-                    type_: conditions::LAST_RUN_SUCCEEDED,
-                    status: false,
-                    reason: "Failed",
-                    message,
-                },
-                generation,
-                now,
-            )
+            Some((false, reasons::FAILED, message))
         }
+        // `lastRun` is in progress (or not there): the condition keeps what it said last.
         _ if conds
             .iter()
-            .any(|c| c.type_ == conditions::LAST_RUN_SUCCEEDED) => {}
-        _ => conditions::set_unknown(
-            conds,
-            conditions::LAST_RUN_SUCCEEDED,
-            "NoRunYet",
-            "no run has finished yet",
-            generation,
-            now,
-        ),
-    }
+            .any(|c| c.type_ == conditions::LAST_RUN_SUCCEEDED) =>
+        {
+            return;
+        }
+        _ => None,
+    };
+    conditions::set_last_run(conds, ended, generation, now);
 }

@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use super::reasons;
 use super::{Action, Event};
 use crate::api::{QueuedRun, ScheduleSpec, ScheduleStatus, TriggerKind, UpstreamRun, annotations};
 use crate::schedule::{self, Schedule};
@@ -144,7 +145,7 @@ pub(super) fn scheduled(
         state.last_missed_schedule_time = Some(Time(missed));
         state.missed_schedules = Some(state.missed_schedules.unwrap_or(0).saturating_add(1));
         actions.push(Event::warning(
-            "MissedSchedule",
+            reasons::MISSED_SCHEDULE,
             "SkipSchedule",
             format!(
                 "missed scheduled time {missed}: it is more than startingDeadlineSeconds ({}s) late",
@@ -155,7 +156,7 @@ pub(super) fn scheduled(
     let trigger = due.run_for.map(|t| {
         if due.missed > 1 {
             actions.push(Event::warning(
-                "MissedSchedules",
+                reasons::MISSED_SCHEDULES,
                 "CatchUp",
                 format!(
                     "{} scheduled times were missed; starting one run for the most recent, {t}",

@@ -362,7 +362,7 @@ async fn accept(
                 receiver,
                 Event {
                     warning: true,
-                    reason: "BadPayload",
+                    reason: crate::engine::reasons::BAD_PAYLOAD,
                     action: "Receive",
                     note: format!("a signed delivery was refused: {bad}"),
                     job: None,
@@ -386,7 +386,7 @@ async fn accept(
                 receiver,
                 Event {
                     warning: false,
-                    reason: "DeliveryAccepted",
+                    reason: crate::engine::reasons::DELIVERY_ACCEPTED,
                     action: "Receive",
                     note: format!(
                         "{} ({:?}): delivery {}",

@@ -14,6 +14,7 @@ use crate::api::WebhookReceiver;
 use crate::controller::Context;
 use crate::controller::events;
 use crate::engine::conditions::{self, Desired, READY};
+use crate::engine::reasons;
 use crate::engine::{Event, printable};
 
 /// How soon a receiver that is not ready is looked at again: a Secret created later is
@@ -42,20 +43,24 @@ pub(crate) async fn reconcile(
     };
     let path = webhook_path(&uid);
     let (ready, reason, message) = match read_secret(&ctx.client, &ns, &receiver).await {
-        Ok(_) => (true, "Ready", format!("deliveries are taken at {path}")),
+        Ok(_) => (
+            true,
+            reasons::READY,
+            format!("deliveries are taken at {path}"),
+        ),
         Err(e @ SecretProblem::NotFound(_)) => (
             false,
-            "SecretNotFound",
+            reasons::SECRET_NOT_FOUND,
             format!("{e}: deliveries are refused until it exists"),
         ),
         Err(e @ SecretProblem::NoKey(..)) => (
             false,
-            "SecretKeyMissing",
+            reasons::SECRET_KEY_MISSING,
             format!("{e}: deliveries are refused until it holds the signing secret"),
         ),
         Err(e @ SecretProblem::Forbidden(_)) => (
             false,
-            "SecretForbidden",
+            reasons::SECRET_FORBIDDEN,
             format!("{e}: deliveries are refused until it may"),
         ),
         Err(e @ SecretProblem::Api(..)) => return Err(e.into()),
@@ -93,7 +98,7 @@ pub(crate) async fn reconcile(
     if newly_unready {
         let event = Event {
             warning: true,
-            reason: "NotReady",
+            reason: reasons::NOT_READY,
             action: "Reconcile",
             note: printable(&message),
             job: None,

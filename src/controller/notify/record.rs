@@ -14,6 +14,7 @@ use super::{Delivery, FIELD_MANAGER, Shared};
 use crate::alerts::ALERTS_DELIVERED;
 use crate::api::{SyncSequence, SyncSequenceStatus};
 use crate::engine::Event;
+use crate::engine::reasons;
 
 /// An alert's last delivery outcome, for the condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +62,7 @@ pub(super) async fn record(shared: &Shared, d: &Delivery, attempts: u32, progres
             (
                 Event {
                     warning: false,
-                    reason: "AlertSent",
+                    reason: reasons::ALERT_SENT,
                     action: "Notify",
                     note: format!("alert {}: {what} delivered (attempt {attempts})", n.alert),
                     job: None,
@@ -99,7 +100,7 @@ pub(super) async fn record(shared: &Shared, d: &Delivery, attempts: u32, progres
             (
                 Event {
                     warning: true,
-                    reason: "AlertDeliveryFailed",
+                    reason: reasons::ALERT_DELIVERY_FAILED,
                     action: "Notify",
                     note: message.clone(),
                     job: None,
@@ -146,7 +147,7 @@ fn condition_for(alerts: &BTreeMap<String, Outcome>) -> (bool, &'static str, Str
                     Outcome::Failed { .. } => unreachable!(),
                 })
                 .collect();
-            (true, "Delivered", delivered.join("; "))
+            (true, reasons::DELIVERED, delivered.join("; "))
         }
         [(reason, message)] => (false, reason, message.to_string()),
         [(reason, message), rest @ ..] => (

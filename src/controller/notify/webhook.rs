@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::super::egress::{EgressPolicy, EgressRefused, refusal};
 use super::connect::Http;
 use crate::api::{SecretKeyRef, Webhook};
+use crate::engine::reasons;
 
 /// Why one attempt failed.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ pub(super) async fn attempt(
     let raw = secret_value(&secrets, &webhook.url_secret_ref).await?;
     let url = parse_url(&raw).ok_or_else(|| {
         AttemptError::retry(
-            "InvalidURL",
+            reasons::INVALID_URL,
             format!(
                 "key {} of Secret {} does not hold an http(s) URL",
                 webhook.url_secret_ref.key, webhook.url_secret_ref.name
@@ -69,7 +70,7 @@ pub(super) async fn attempt(
         let key = secret_value(&secrets, r).await?;
         let key = std::str::from_utf8(&key).map(str::trim).map_err(|_| {
             AttemptError::retry(
-                "InvalidRoutingKey",
+                reasons::INVALID_ROUTING_KEY,
                 format!("key {} of Secret {} is not UTF-8", r.key, r.name),
             )
         })?;
@@ -111,13 +112,13 @@ async fn secret_value(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<Vec<u8>
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(AttemptError::retry(
-                "SecretNotFound",
+                reasons::SECRET_NOT_FOUND,
                 format!("Secret {} not found", r.name),
             ));
         }
         Err(e) => {
             return Err(AttemptError::retry(
-                "SecretUnreadable",
+                reasons::SECRET_UNREADABLE,
                 format!("reading Secret {}: {e}", r.name),
             ));
         }
@@ -125,7 +126,7 @@ async fn secret_value(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<Vec<u8>
     match secret.data.and_then(|mut d| d.remove(&r.key)) {
         Some(value) => Ok(value.0),
         None => Err(AttemptError::retry(
-            "SecretKeyNotFound",
+            reasons::SECRET_KEY_NOT_FOUND,
             format!("Secret {} has no key {}", r.name, r.key),
         )),
     }
@@ -177,11 +178,11 @@ async fn post(
     }
     let request = request
         .body(Full::new(body))
-        .map_err(|e| AttemptError::retry("DeliveryFailed", e.to_string()))?;
+        .map_err(|e| AttemptError::retry(reasons::DELIVERY_FAILED, e.to_string()))?;
     let exchange = async {
         let response = http.request(request).await.map_err(|e| match refusal(&e) {
             Some(r) => refused(r),
-            None => AttemptError::retry("DeliveryFailed", error_chain(&e)),
+            None => AttemptError::retry(reasons::DELIVERY_FAILED, error_chain(&e)),
         })?;
         let status = response.status();
         let wait = response
@@ -202,7 +203,7 @@ async fn post(
             || status == http::StatusCode::REQUEST_TIMEOUT
             || status == http::StatusCode::TOO_MANY_REQUESTS;
         Err(AttemptError {
-            reason: "DeliveryFailed",
+            reason: reasons::DELIVERY_FAILED,
             message: match (retry, wait) {
                 (true, Some(w)) => format!("{message} (retry after {}s)", w.as_secs()),
                 (true, None) => message,
@@ -216,7 +217,7 @@ async fn post(
         .await
         .unwrap_or_else(|_| {
             Err(AttemptError::retry(
-                "DeliveryFailed",
+                reasons::DELIVERY_FAILED,
                 format!("no answer within {}s", timeout.as_secs()),
             ))
         })
@@ -225,7 +226,7 @@ async fn post(
 /// A connection the egress policy refused: final, since retrying cannot change the answer.
 fn refused(r: EgressRefused) -> AttemptError {
     AttemptError {
-        reason: "EgressRefused",
+        reason: reasons::EGRESS_REFUSED,
         message: format!("{r} (not retried)"),
         retry: false,
         retry_after: None,
