@@ -20,6 +20,7 @@ pub mod receiver;
 pub mod schedule;
 pub mod server;
 mod telemetry;
+mod text;
 
 /// Runs the controller until SIGTERM or Ctrl-C; in-flight reconciles finish first. With
 /// leader election, waits for the lease, reconciles while holding it, and exits with an error

@@ -481,8 +481,8 @@ async fn create_job(
             tracing::warn!(object = %owner, job = %job_name, code = s.code, reason = %s.message, "job create refused");
             // The message can quote what a user or an admission webhook wrote: made printable
             // and cut before it reaches status and Events.
-            Ok(Created::Refused(crate::engine::truncate(
-                &crate::engine::printable(&format!("{} ({})", s.message, s.code)),
+            Ok(Created::Refused(crate::text::truncate(
+                &crate::text::printable(&format!("{} ({})", s.message, s.code)),
             )))
         }
         Err(e) => Err(ExecuteError::CreateJob(job_name, e)),

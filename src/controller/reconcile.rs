@@ -533,7 +533,7 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
         warning: true,
         reason: RECONCILE_FAILED,
         action: "Reconcile",
-        note: crate::engine::printable(&format!(
+        note: crate::text::printable(&format!(
             "reconcile failed, retrying in {} s: {error}",
             delay.as_secs()
         )),

@@ -13,8 +13,9 @@ use super::{SecretProblem, read_secret, webhook_path};
 use crate::api::WebhookReceiver;
 use crate::controller::Context;
 use crate::controller::events;
+use crate::engine::Event;
 use crate::engine::conditions::{self, Desired, READY};
-use crate::engine::{Event, printable};
+use crate::text::printable;
 
 /// How soon a receiver that is not ready is looked at again: a Secret created later is
 /// noticed without a watch on every Secret of the cluster.
