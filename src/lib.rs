@@ -19,6 +19,7 @@ pub mod plugin;
 pub mod receiver;
 pub mod schedule;
 pub mod server;
+mod signing;
 mod telemetry;
 mod text;
 

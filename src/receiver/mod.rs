@@ -46,7 +46,8 @@ use crate::metrics::Metrics;
 
 pub use limit::Rate;
 pub(crate) use ready::{error_policy, reconcile};
-pub use signature::sign;
+// How a sender signs a delivery, for the senders outside the crate (the integration tests').
+pub use crate::signing::sign;
 
 /// The largest body taken: dbt Cloud's and Fivetran's deliveries are a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
