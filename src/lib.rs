@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod api;
 mod apiclient;
 pub mod cli;
+mod cluster;
 pub mod controller;
 pub mod engine;
 pub mod failpoints;
@@ -90,7 +91,7 @@ pub async fn run_controller(args: cli::ControllerArgs) -> anyhow::Result<()> {
                 },
                 api_timeout: timeout,
             },
-            controller::events::Reporter {
+            cluster::events::Reporter {
                 controller: "syncseq.dev/receiver".into(),
                 instance: instance.clone(),
             },

@@ -339,14 +339,16 @@ where
             });
         }
     }
-    let events = super::events::fold(events);
+    let events = crate::cluster::events::fold(events);
     // Events are recorded off the reconcile path, in order: the next step's Job must not wait
     // for them, and an Event that cannot be recorded must not stop the run.
     if !events.is_empty() {
         let (client, reporter) = (ctx.client.clone(), ctx.reporter.clone());
         tokio::spawn(async move {
             for ev in &events {
-                if let Err(e) = super::events::publish(&client, &reporter, &reference, ev).await {
+                if let Err(e) =
+                    crate::cluster::events::publish(&client, &reporter, &reference, ev).await
+                {
                     tracing::warn!(object = %name, error = %e, "failed to record event");
                 }
             }

@@ -11,16 +11,15 @@ mod claim;
 mod compact;
 mod downstream;
 mod egress;
-pub mod events;
 mod execute;
 mod freshness;
 mod index;
 mod notify;
 mod observe;
 mod priority;
+mod receivers;
 mod reconcile;
 mod triggers;
-pub(crate) mod unreadable;
 mod upstream;
 
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{Readable, Sync, SyncSequence, WebhookReceiver, labels};
+use crate::cluster::{events, unreadable};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -362,11 +362,7 @@ pub async fn run(
     let receiver_controller = match receiver_stream {
         Some(stream) => Controller::for_stream(stream, ctx.receivers.clone())
             .graceful_shutdown_on(shutdown.clone())
-            .run(
-                crate::receiver::reconcile,
-                crate::receiver::error_policy,
-                ctx.clone(),
-            )
+            .run(receivers::reconcile, receivers::error_policy, ctx.clone())
             .for_each(|result| async move { log_failure(result.map(|_| ())) })
             .boxed(),
         None => futures::future::ready(()).boxed(),
