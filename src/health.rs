@@ -96,7 +96,7 @@ impl Health {
                 watches.remove(kind);
             }
             Some(e) => {
-                let error = crate::engine::truncate(&e.to_string());
+                let error = crate::text::truncate(&e.to_string());
                 watches
                     .entry(kind)
                     .and_modify(|f| f.error.clone_from(&error))

@@ -1,7 +1,7 @@
 //! Chat bodies besides Slack's: a Microsoft Teams message carrying an Adaptive Card (what a
 //! Teams *Workflows* webhook, "When a Teams webhook request is received", posts to a channel)
 //! and a Google Chat incoming-webhook message. Both say what the Slack message says: the
-//! title, the lead, the facts and the error text of `body`.
+//! title, the lead, the facts and the error text of `message`.
 //!
 //! Names in a notification are Kubernetes names (lower-case letters, digits, `-`, `.`) and
 //! cannot carry markup; the error text and an upstream's delivery id come from containers and
@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use super::Notification;
-use super::body::{cut, error_text, facts, kind_name, lead, summary, title, trigger_phrase};
+use super::message::{cut, error_text, facts, kind_name, lead, summary, title, trigger_phrase};
 use crate::api::AlertTrigger;
 
 /// Teams refuses messages above about 28 KB; the error text is cut well below that.

@@ -9,27 +9,41 @@
 //! holds (`controller::notify`), off the reconcile path. `docs/alerts.md` documents the
 //! semantics and every body format.
 
-mod body;
 mod chat;
+mod message;
 mod pagerduty;
+mod slack;
 mod state;
 
 #[cfg(test)]
 mod tests;
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::api::{AlertEvent, AlertTrigger, PendingAlert, Webhook};
+use crate::api::{AlertEvent, AlertTrigger, PendingAlert, Webhook, WebhookFormat};
 
-pub use body::{json_body, render, slack_body, summary};
 pub use chat::{google_chat_body, teams_body};
+pub use message::{json_body, summary};
 pub use pagerduty::{dedup_key, event_body as pagerduty_body};
+pub use slack::slack_body;
 pub use state::{Happening, RunRef, StepOutcome, Subject, evaluate};
 
 /// The condition the delivery worker sets on a sequence: `True` when every alert's last
 /// notification was delivered, `False` (with the reason) when one was not. It is written under
 /// its own field manager, so the reconciler never writes (or removes) it.
 pub const ALERTS_DELIVERED: &str = "AlertsDelivered";
+
+/// The body of a notification, in its webhook's format.
+pub fn render(n: &Notification) -> Value {
+    match n.webhook.format {
+        WebhookFormat::Json => json_body(n),
+        WebhookFormat::Slack => slack_body(n),
+        WebhookFormat::Teams => teams_body(n),
+        WebhookFormat::GoogleChat => google_chat_body(n),
+        WebhookFormat::PagerDuty => pagerduty_body(n),
+    }
+}
 
 /// One notification to deliver to one alert's webhook.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::Notification;
-use super::body::{cut, json_body, kind_name, step_name, summary};
+use super::message::{cut, json_body, kind_name, step_name, summary};
 use crate::api::AlertTrigger;
 
 /// PagerDuty truncates `payload.summary` at 1,024 characters.

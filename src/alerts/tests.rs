@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::body::escape_fit;
+use super::slack::escape_fit;
 use super::*;
 use crate::api::{
     Alert, AlertHealth, AlertState, AlertStep, AlertTrigger, RunPhase, SecretKeyRef, TriggerKind,

@@ -339,14 +339,16 @@ where
             });
         }
     }
-    let events = super::events::fold(events);
+    let events = crate::cluster::events::fold(events);
     // Events are recorded off the reconcile path, in order: the next step's Job must not wait
     // for them, and an Event that cannot be recorded must not stop the run.
     if !events.is_empty() {
         let (client, reporter) = (ctx.client.clone(), ctx.reporter.clone());
         tokio::spawn(async move {
             for ev in &events {
-                if let Err(e) = super::events::publish(&client, &reporter, &reference, ev).await {
+                if let Err(e) =
+                    crate::cluster::events::publish(&client, &reporter, &reference, ev).await
+                {
                     tracing::warn!(object = %name, error = %e, "failed to record event");
                 }
             }
@@ -481,8 +483,8 @@ async fn create_job(
             tracing::warn!(object = %owner, job = %job_name, code = s.code, reason = %s.message, "job create refused");
             // The message can quote what a user or an admission webhook wrote: made printable
             // and cut before it reaches status and Events.
-            Ok(Created::Refused(crate::engine::truncate(
-                &crate::engine::printable(&format!("{} ({})", s.message, s.code)),
+            Ok(Created::Refused(crate::text::truncate(
+                &crate::text::printable(&format!("{} ({})", s.message, s.code)),
             )))
         }
         Err(e) => Err(ExecuteError::CreateJob(job_name, e)),

@@ -16,7 +16,6 @@ mod claim;
 mod compact;
 mod downstream;
 mod egress;
-pub mod events;
 mod execute;
 mod freshness;
 mod index;
@@ -24,9 +23,9 @@ mod notify;
 mod observe;
 mod priority;
 mod process;
+mod receivers;
 mod reconcile;
 mod triggers;
-pub(crate) mod unreadable;
 mod upstream;
 mod watches;
 
@@ -41,6 +40,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::api::{Sync, SyncSequence, WebhookReceiver};
+use crate::cluster::{events, unreadable};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
@@ -339,11 +339,7 @@ async fn receiver_controller(
     };
     Controller::for_stream(receivers, ctx.receivers.clone())
         .graceful_shutdown_on(shutdown)
-        .run(
-            crate::receiver::reconcile,
-            crate::receiver::error_policy,
-            ctx,
-        )
+        .run(receivers::reconcile, receivers::error_policy, ctx)
         .for_each(|result| async move { log_failure(result.map(|_| ())) })
         .await
 }

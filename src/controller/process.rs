@@ -108,7 +108,7 @@ async fn serve_receivers(
             },
             api_timeout: timeout,
         },
-        super::events::Reporter {
+        crate::cluster::events::Reporter {
             controller: "syncseq.dev/receiver".into(),
             instance: instance.to_string(),
         },

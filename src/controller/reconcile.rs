@@ -534,7 +534,7 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
         warning: true,
         reason: RECONCILE_FAILED,
         action: "Reconcile",
-        note: crate::engine::printable(&format!(
+        note: crate::text::printable(&format!(
             "reconcile failed, retrying in {} s: {error}",
             delay.as_secs()
         )),
@@ -546,7 +546,9 @@ pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Cont
         obj.object_ref(&()),
     );
     tokio::spawn(async move {
-        if let Err(e) = super::events::publish(&client, &reporter, &regarding, &event).await {
+        if let Err(e) =
+            crate::cluster::events::publish(&client, &reporter, &regarding, &event).await
+        {
             tracing::debug!(object = %key, error = %e, "failed to record the ReconcileFailed event");
         }
     });

@@ -24,9 +24,9 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use super::downstream::Downstreams;
-use super::unreadable::SetAside;
 use super::{compact, freshness, index, triggers};
 use crate::api::{Readable, Sync, SyncSequence, WebhookReceiver, labels};
+use crate::cluster::unreadable::SetAside;
 use crate::health::Health;
 
 /// The caches the watches fill and the reconciles read.

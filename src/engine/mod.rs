@@ -36,7 +36,7 @@ use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 pub use job::{JobIdentity, JobOwner, build_job, job_name};
 pub use result::{
     JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, parse_termination_message,
-    pod_result, printable, truncate,
+    pod_result,
 };
 pub use run::{record_created, record_refusal};
 pub use sequence::decide;

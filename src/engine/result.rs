@@ -9,9 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
-/// Longest message kept from a container, in characters. Kubernetes caps termination messages
-/// at 4 KiB; status and Events should stay readable.
-pub const MAX_MESSAGE_CHARS: usize = 1024;
+use crate::text::{printable, truncate};
 
 /// How a Job ended, as far as the controller can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,30 +94,6 @@ pub fn parse_termination_message(raw: &str) -> Report {
     }
 }
 
-/// Makes text from a container or a user safe for status, Events, logs and terminals: line
-/// breaks and tabs become spaces, other control characters (escape sequences, NUL) and the
-/// bidirectional-override characters that can disguise text are dropped.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .filter_map(|c| match c {
-            '\n' | '\r' | '\t' => Some(' '),
-            c if c.is_control() => None,
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => None,
-            c => Some(c),
-        })
-        .collect()
-}
-
-/// Cuts a message to [`MAX_MESSAGE_CHARS`], marking the cut.
-pub fn truncate(s: &str) -> String {
-    if s.chars().count() <= MAX_MESSAGE_CHARS {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
-    out.push_str("… (truncated)");
-    out
-}
-
 /// Reads the outcome of a Job from its conditions.
 pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
@@ -178,6 +152,7 @@ pub fn latest_report<'a>(results: impl IntoIterator<Item = &'a PodResult>) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::MAX_MESSAGE_CHARS;
 
     #[test]
     fn reads_a_well_formed_result() {

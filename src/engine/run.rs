@@ -621,7 +621,7 @@ pub fn record_refusal(
         reason: CREATE_REFUSED.into(),
         message: format!(
             "the API server refused to create job {job}: {}",
-            super::printable(message)
+            crate::text::printable(message)
         ),
         time: Time(now),
     });

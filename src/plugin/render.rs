@@ -85,7 +85,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// overrides are dropped, as the controller drops them; line breaks stay.
 pub fn terminal_safe(text: &str) -> String {
     text.split('\n')
-        .map(crate::engine::printable)
+        .map(crate::text::printable)
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -16,7 +16,6 @@
 
 mod limit;
 mod payload;
-mod ready;
 mod record;
 mod signature;
 
@@ -40,13 +39,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::{Readable, WebhookReceiver};
-use crate::controller::events::{self, Reporter};
+use crate::cluster::events::{self, Reporter};
 use crate::engine::Event;
 use crate::metrics::Metrics;
 
 pub use limit::Rate;
-pub(crate) use ready::{error_policy, reconcile};
-pub use signature::sign;
+// How a sender signs a delivery, for the senders outside the crate (the integration tests').
+pub use crate::signing::sign;
 
 /// The largest body taken: dbt Cloud's and Fivetran's deliveries are a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -130,7 +129,7 @@ pub async fn serve(
         None => Api::all(client),
     };
     let watched = endpoint.clone();
-    let set_aside = crate::controller::unreadable::SetAside::log_only();
+    let set_aside = crate::cluster::unreadable::SetAside::log_only();
     tokio::spawn(async move {
         watcher(api, watcher::Config::default())
             .default_backoff()

@@ -7,7 +7,7 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use crate::api::{ReceiverType, RunPhase, WebhookReceiverSpec};
-use crate::engine::printable;
+use crate::text::printable;
 
 /// A delivery that counts for the receiver.
 #[derive(Debug, Clone, PartialEq)]

@@ -36,9 +36,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use super::egress::EgressPolicy;
-use super::events::Reporter;
 use crate::alerts::{self, Notification};
 use crate::api::{SyncSequence, SyncSequenceStatus};
+use crate::cluster::events::Reporter;
 use crate::metrics::Metrics;
 
 use connect::Http;

@@ -113,7 +113,8 @@ pub(super) async fn record(shared: &Shared, d: &Delivery, attempts: u32, progres
         }
     };
     if let Err(err) =
-        super::super::events::publish(&shared.client, &shared.reporter, &d.regarding, &event).await
+        crate::cluster::events::publish(&shared.client, &shared.reporter, &d.regarding, &event)
+            .await
     {
         tracing::warn!(sequence = %n.sequence, error = %err, "failed to record event");
     }

@@ -101,7 +101,7 @@ fn signature_headers(secret: &[u8], now: i64, body: &[u8]) -> [(&'static str, St
         ("X-Syncseq-Timestamp", now.to_string()),
         (
             "X-Syncseq-Signature",
-            format!("sha256={}", crate::receiver::sign(secret, &signed)),
+            format!("sha256={}", crate::signing::sign(secret, &signed)),
         ),
     ]
 }

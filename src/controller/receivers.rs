@@ -9,13 +9,14 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{SecretProblem, read_secret, webhook_path};
+use super::Context;
 use crate::api::WebhookReceiver;
-use crate::controller::Context;
-use crate::controller::events;
+use crate::cluster::events;
+use crate::engine::Event;
 use crate::engine::conditions::{self, Desired, READY};
 use crate::engine::reasons;
-use crate::engine::{Event, printable};
+use crate::receiver::{SecretProblem, read_secret, webhook_path};
+use crate::text::printable;
 
 /// How soon a receiver that is not ready is looked at again: a Secret created later is
 /// noticed without a watch on every Secret of the cluster.

@@ -1,4 +1,4 @@
-//! Recording events.k8s.io Events on a sequence.
+//! Recording events.k8s.io Events on an object: a sequence, a Sync, a receiver.
 //!
 //! kube-runtime's `Recorder` folds Events with the same reason and action into one series and
 //! keeps the first note, so "step accounts started" would be shown again for workspaces and

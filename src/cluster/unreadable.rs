@@ -1,4 +1,4 @@
-//! Objects this controller cannot read ([`Readable`]): a newer syncseq's status, a value only a
+//! Objects this release cannot read ([`Readable`]): a newer syncseq's status, a value only a
 //! newer CRD allows. They are kept out of the caches, so the engine never acts on one (nor on
 //! the copy a cache held before it became unreadable), and said on the object: `Stalled` and
 //! `Ready=False` with reason `ObjectUnreadable`, and a Warning Event, once per reason. Nothing
