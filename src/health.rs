@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 /// How long a watch may fail without a success before the replica is unhealthy (the default
 /// of `--health-stall-seconds`).
-pub const WATCH_STALL: Duration = Duration::from_secs(60);
+pub(crate) const WATCH_STALL: Duration = Duration::from_secs(60);
 
-pub struct Health {
+pub(crate) struct Health {
     /// How long a watch may fail without a success before the replica is unhealthy; a
     /// reconcile may run twice as long (its API calls have their own timeouts, so one this
     /// slow is stuck).
@@ -43,7 +43,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn new(stall: Duration) -> Self {
+    pub(crate) fn new(stall: Duration) -> Self {
         Health {
             stall,
             leading: AtomicBool::default(),
@@ -58,7 +58,7 @@ impl Health {
     /// Ready: a standby that takes part in the election, or a leader whose caches have synced
     /// and that is live. Standbys must be Ready, or a rolling update and a PodDisruptionBudget
     /// would wait forever for the replica that cannot lead while the old leader holds the lease.
-    pub fn ready(&self, now: Instant) -> bool {
+    pub(crate) fn ready(&self, now: Instant) -> bool {
         if self.leading.load(Ordering::SeqCst) {
             self.caches_synced.load(Ordering::SeqCst) && self.problem(now).is_none()
         } else {
@@ -67,7 +67,7 @@ impl Health {
     }
 
     /// Why this replica is not live, if it is not.
-    pub fn problem(&self, now: Instant) -> Option<String> {
+    pub(crate) fn problem(&self, now: Instant) -> Option<String> {
         let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((kind, f)) = watches
             .iter()
@@ -89,7 +89,7 @@ impl Health {
 
     /// Records what a watch of `kind` just yielded: an error starts (or continues) a failing
     /// spell, anything else ends it.
-    pub fn watch_result(&self, kind: &'static str, error: Option<&dyn std::fmt::Display>) {
+    pub(crate) fn watch_result(&self, kind: &'static str, error: Option<&dyn std::fmt::Display>) {
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         match error {
             None => {
@@ -109,7 +109,7 @@ impl Health {
     }
 
     /// Tracks one reconcile from now until the guard drops.
-    pub fn reconciling(&self) -> Reconciling<'_> {
+    pub(crate) fn reconciling(&self) -> Reconciling<'_> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         self.reconciles
             .lock()
@@ -123,7 +123,7 @@ impl Health {
 }
 
 /// A reconcile in flight (see [`Health::reconciling`]).
-pub struct Reconciling<'a> {
+pub(crate) struct Reconciling<'a> {
     health: &'a Health,
     token: u64,
 }

@@ -5,8 +5,8 @@ use syncseq::cli::{Cli, Command, ScheduleCommand, schedule_next};
 async fn main() -> std::process::ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = syncseq::failpoints::setup();
-    if syncseq::plugin::invoked_as_plugin() {
-        return syncseq::plugin::main().await;
+    if syncseq::invoked_as_plugin() {
+        return syncseq::plugin_main().await;
     }
     let cli = Cli::parse();
     let result = match cli.command {
@@ -28,8 +28,8 @@ async fn main() -> std::process::ExitCode {
             count,
             &mut std::io::stdout(),
         ),
-        Command::Controller(args) => syncseq::controller::run_process(args).await,
-        Command::Plugin(args) => syncseq::plugin::run(args).await,
+        Command::Controller(args) => syncseq::run_controller(args).await,
+        Command::Plugin(args) => syncseq::run_plugin(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

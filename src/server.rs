@@ -20,7 +20,7 @@ struct AppState {
 
 /// Binds the address (port 0 picks a free port) and serves until the process ends. Returns the
 /// bound address.
-pub async fn serve(
+pub(crate) async fn serve(
     address: &str,
     metrics: Arc<Metrics>,
     health: Arc<Health>,

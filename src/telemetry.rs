@@ -11,7 +11,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 
 /// Structured logs: human-readable text or one JSON object per line.
-pub fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {
+pub(crate) fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter)?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -34,7 +34,7 @@ pub fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {
 /// (a reconcile's `kind`, `namespace`, `name` and `run`), so that a log query for one object
 /// needs no knowledge of span nesting. An event's field wins over a span's of the same name,
 /// an inner span's over an outer one's.
-pub struct FlatJson;
+pub(crate) struct FlatJson;
 
 impl<S, N> FormatEvent<S, N> for FlatJson
 where
@@ -102,7 +102,7 @@ impl Visit for Fields<'_> {
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

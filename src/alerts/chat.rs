@@ -21,7 +21,7 @@ const GOOGLE_CHAT_TEXT_MAX: usize = 4096;
 
 /// The Teams format: a `message` whose one attachment is an Adaptive Card 1.4 with the title,
 /// the lead, the facts, the error text in monospace, and a footer.
-pub fn teams_body(n: &Notification) -> Value {
+pub(crate) fn teams_body(n: &Notification) -> Value {
     let e = &n.event;
     let failed = e.kind != AlertTrigger::Recovered;
     let plain = |text: String| json!({"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text}]});
@@ -76,7 +76,7 @@ pub fn teams_body(n: &Notification) -> Value {
 
 /// The Google Chat format: one `text` in Chat's markup (`*bold*`, ``` blocks): the title,
 /// the lead, the facts and the error text in a code block.
-pub fn google_chat_body(n: &Notification) -> Value {
+pub(crate) fn google_chat_body(n: &Notification) -> Value {
     let trigger = no_mentions(&cut(&trigger_phrase(n), 300));
     let lead = lead(n, &trigger, |s| format!("*{s}*"));
     let mut text = format!("*{}*\n{lead}\n", title(n));

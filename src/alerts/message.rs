@@ -14,7 +14,7 @@ const SUMMARY_MESSAGE_MAX: usize = 300;
 
 /// One line a person can read in a notification list:
 /// `revops/crm-hourly: run 12 failed: step workspaces failed: …`.
-pub fn summary(n: &Notification) -> String {
+pub(crate) fn summary(n: &Notification) -> String {
     let e = &n.event;
     let what = match e.kind {
         AlertTrigger::RunFailed => format!("run {} failed", e.run),
@@ -41,7 +41,7 @@ pub fn summary(n: &Notification) -> String {
 }
 
 /// The JSON format: one flat object, every key always present (`null` when not applicable).
-pub fn json_body(n: &Notification) -> Value {
+pub(crate) fn json_body(n: &Notification) -> Value {
     let e = &n.event;
     let step = e.step.as_ref();
     let rows = step

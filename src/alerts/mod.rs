@@ -23,19 +23,19 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{AlertEvent, AlertTrigger, PendingAlert, Webhook, WebhookFormat};
 
-pub use chat::{google_chat_body, teams_body};
-pub use message::{json_body, summary};
-pub use pagerduty::{dedup_key, event_body as pagerduty_body};
-pub use slack::slack_body;
-pub use state::{Happening, RunRef, StepOutcome, Subject, evaluate};
+pub(crate) use chat::{google_chat_body, teams_body};
+pub(crate) use message::json_body;
+pub(crate) use pagerduty::event_body as pagerduty_body;
+pub(crate) use slack::slack_body;
+pub(crate) use state::{Happening, RunRef, StepOutcome, Subject, evaluate};
 
 /// The condition the delivery worker sets on a sequence: `True` when every alert's last
 /// notification was delivered, `False` (with the reason) when one was not. It is written under
 /// its own field manager, so the reconciler never writes (or removes) it.
-pub const ALERTS_DELIVERED: &str = "AlertsDelivered";
+pub(crate) const ALERTS_DELIVERED: &str = "AlertsDelivered";
 
 /// The body of a notification, in its webhook's format.
-pub fn render(n: &Notification) -> Value {
+pub(crate) fn render(n: &Notification) -> Value {
     match n.webhook.format {
         WebhookFormat::Json => json_body(n),
         WebhookFormat::Slack => slack_body(n),
@@ -47,7 +47,7 @@ pub fn render(n: &Notification) -> Value {
 
 /// One notification to deliver to one alert's webhook.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
+pub(crate) struct Notification {
     pub namespace: String,
     pub sequence: String,
     /// The alert's name.
@@ -62,7 +62,7 @@ pub struct Notification {
 
 impl Notification {
     /// The notification as the outbox in status keeps it.
-    pub fn pending(&self) -> PendingAlert {
+    pub(crate) fn pending(&self) -> PendingAlert {
         PendingAlert {
             key: self.key.clone(),
             alert: self.alert.clone(),
@@ -71,7 +71,7 @@ impl Notification {
     }
 
     /// A notification from the outbox, to the webhook the alert has now.
-    pub fn from_pending(
+    pub(crate) fn from_pending(
         pending: &PendingAlert,
         namespace: &str,
         sequence: &str,
@@ -91,7 +91,7 @@ impl Notification {
 /// The key of a notification: at most one notification of a kind per alert, run and step of
 /// one sequence (by UID, so a sequence deleted and recreated under its name starts afresh)
 /// exists, so the key names it for good — receivers can de-duplicate on it.
-pub fn key(
+pub(crate) fn key(
     sequence_uid: &str,
     alert: &str,
     kind: AlertTrigger,

@@ -15,13 +15,13 @@ const SUMMARY_MAX: usize = 1024;
 /// The key PagerDuty de-duplicates on: the same for every notification of one alert of one
 /// sequence, failure and recovery alike (at most 2 × 63 + 253 + 10 characters, below
 /// PagerDuty's 255 only because sequence names are at most 63: see `name_rule`).
-pub fn dedup_key(n: &Notification) -> String {
+pub(crate) fn dedup_key(n: &Notification) -> String {
     format!("syncseq/{}/{}/{}", n.namespace, n.sequence, n.alert)
 }
 
 /// The event, without `routing_key`: the routing key is a credential, read from its Secret
 /// and added at delivery, like the URL, so that it never sits in status or in a log.
-pub fn event_body(n: &Notification) -> Value {
+pub(crate) fn event_body(n: &Notification) -> Value {
     let e = &n.event;
     if e.kind == AlertTrigger::Recovered {
         return json!({

@@ -16,7 +16,7 @@ const SLACK_FIELD_MAX: usize = 2000;
 /// The Slack format: `text` (the summary; the fallback Slack shows in notifications) and
 /// `blocks`: a header, a section with what happened and the error text, a section of fields,
 /// and a context line. Text is escaped (`&`, `<`, `>`) and cut to Block Kit's limits.
-pub fn slack_body(n: &Notification) -> Value {
+pub(crate) fn slack_body(n: &Notification) -> Value {
     let e = &n.event;
     let emoji = match e.kind {
         AlertTrigger::RunFailed => ":red_circle:",

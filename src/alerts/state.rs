@@ -30,7 +30,7 @@ use crate::api::{
 
 /// The sequence the happenings belong to, and when they were decided.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub namespace: &'a str,
     pub sequence: &'a str,
     /// The sequence's UID, part of every notification's key.
@@ -40,7 +40,7 @@ pub struct Subject<'a> {
 
 /// A run, as happenings refer to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunRef {
+pub(crate) struct RunRef {
     pub id: i64,
     pub trigger: TriggerKind,
     /// The upstream run that started it, if one did.
@@ -49,7 +49,7 @@ pub struct RunRef {
 
 /// How a step ended, as far as alerts care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
+pub(crate) enum StepOutcome {
     /// Succeeded, rejected rows (if any) within the limit or ignored.
     Succeeded,
     /// Its Job failed (after retries), or timed out.
@@ -60,7 +60,7 @@ pub enum StepOutcome {
 
 /// Something that happened to a sequence in one decision, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Happening {
+pub(crate) enum Happening {
     /// A step reached a final phase.
     Step {
         run: RunRef,
@@ -80,7 +80,7 @@ pub enum Happening {
 /// The notifications the happenings cause, and every alert's new state (in the order of
 /// `alerts`; states of alerts no longer in the spec are dropped). Pure and deterministic;
 /// with no happenings it sends nothing and changes no state.
-pub fn evaluate(
+pub(crate) fn evaluate(
     alerts: &[Alert],
     states: &[AlertState],
     happenings: &[Happening],

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 use serde_json::Value;
 
+use super::pagerduty::dedup_key;
 use super::slack::escape_fit;
 use super::*;
 use crate::api::{

@@ -15,7 +15,7 @@ use tower::{BoxError, Layer, Service};
 /// What a request that got no answer in time fails with.
 #[derive(Debug, thiserror::Error)]
 #[error("the API server did not answer {method} {path} within {seconds} s")]
-pub struct TimedOut {
+pub(super) struct TimedOut {
     method: http::Method,
     path: String,
     seconds: u64,

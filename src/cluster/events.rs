@@ -25,13 +25,13 @@ const MAX_NOTE_BYTES: usize = 1024;
 
 /// Who records Events.
 #[derive(Debug, Clone)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     pub controller: String,
     pub instance: String,
 }
 
 /// Creates one Event about `regarding`.
-pub async fn publish(
+pub(crate) async fn publish(
     client: &Client,
     reporter: &Reporter,
     regarding: &ObjectReference,

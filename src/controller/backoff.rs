@@ -10,13 +10,13 @@ const FIRST: Duration = Duration::from_secs(1);
 const MAX: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Backoff {
     /// The delay before retrying `key` after one more failure: 1 s, 2 s, 4 s, ... up to 5 min.
-    pub fn next(&self, key: &str) -> Duration {
+    pub(crate) fn next(&self, key: &str) -> Duration {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(key.to_string()).or_insert(0);
         let delay = FIRST.saturating_mul(1u32 << (*n).min(16)).min(MAX);
@@ -25,7 +25,7 @@ impl Backoff {
     }
 
     /// A reconcile of `key` succeeded.
-    pub fn reset(&self, key: &str) {
+    pub(crate) fn reset(&self, key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(key);
     }

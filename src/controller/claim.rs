@@ -30,11 +30,11 @@ use crate::engine::JobOutcome;
 /// Field manager of claim writes (separate from the status the Sync reconciler applies).
 const CLAIM_MANAGER: &str = "syncseq-claim";
 
-pub use crate::engine::CLAIM_YOUNG;
+pub(super) use crate::engine::CLAIM_YOUNG;
 
 /// Whether a claim was made.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Claimed {
+pub(super) enum Claimed {
     /// The claim holds; the write that made it, when this call made it.
     Yes(Option<Swap>),
     /// Someone else holds the Sync, or claimed it a moment ago: who.
@@ -46,14 +46,14 @@ pub enum Claimed {
 /// the version it decided on; `to` carries that condition across the claim only when `from`
 /// is that version (nobody else wrote the Sync in between).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Swap {
+pub(super) struct Swap {
     pub from: Option<String>,
     pub to: Option<String>,
 }
 
 /// Who claims a Sync: the Job it is about to create, and who runs that Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimant {
+pub(super) struct Claimant {
     pub job: String,
     /// Who runs it, for messages: "sequence crm run 4", "its own run 2".
     pub by: String,
@@ -69,7 +69,7 @@ pub struct Claimant {
 /// wrong to act on — its copy is stale (the write fails with 409), it shows a claim already
 /// ours (which only a current copy may confirm), or it refuses — the Sync is read from the
 /// API server and decided on again.
-pub async fn claim(
+pub(super) async fn claim(
     ctx: &Context,
     namespace: &str,
     sync: &str,

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 /// What alert webhooks may reach besides the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EgressPolicy {
+pub(crate) struct EgressPolicy {
     /// Networks allowed even when they are of a refused kind.
     networks: Vec<IpNet>,
     /// Host names (lower case) allowed whatever they resolve to.
@@ -29,7 +29,7 @@ pub struct EgressPolicy {
 #[error(
     "the webhook host resolves to {address}, a {kind} address, which alert webhooks may not reach (an operator can allow it with --webhook-allow)"
 )]
-pub struct EgressRefused {
+pub(crate) struct EgressRefused {
     pub address: IpAddr,
     pub kind: &'static str,
 }
@@ -37,7 +37,7 @@ pub struct EgressRefused {
 impl EgressPolicy {
     /// Parses allow entries: a CIDR (`10.0.0.0/8`), an address (`127.0.0.1`) or a host name.
     /// Empty entries are ignored (an empty environment variable allows nothing more).
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+    pub(crate) fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
         let mut policy = EgressPolicy::default();
         for entry in entries.iter().map(|e| e.as_ref().trim()) {
             if entry.is_empty() {
@@ -65,7 +65,7 @@ impl EgressPolicy {
     }
 
     /// Checks one address.
-    pub fn check(&self, address: IpAddr) -> Result<(), EgressRefused> {
+    pub(crate) fn check(&self, address: IpAddr) -> Result<(), EgressRefused> {
         let address = address.to_canonical();
         match refused_kind(address) {
             Some(kind) if !self.networks.iter().any(|n| n.contains(&address)) => {
@@ -76,7 +76,7 @@ impl EgressPolicy {
     }
 
     /// Checks a URL's host when it is an IP literal (names are checked when resolved).
-    pub fn check_literal(&self, url: &http::Uri) -> Result<(), EgressRefused> {
+    pub(crate) fn check_literal(&self, url: &http::Uri) -> Result<(), EgressRefused> {
         let host = url.host().unwrap_or_default();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match bare.parse::<IpAddr>() {
@@ -113,7 +113,7 @@ fn refused_kind(address: IpAddr) -> Option<&'static str> {
 /// The DNS resolver of the webhook client: the system resolver, keeping only the addresses the
 /// policy allows, and failing with [`EgressRefused`] when none is left.
 #[derive(Clone)]
-pub struct CheckedResolver {
+pub(super) struct CheckedResolver {
     pub policy: Arc<EgressPolicy>,
 }
 
@@ -157,7 +157,7 @@ impl tower::Service<Name> for CheckedResolver {
 }
 
 /// The refusal in an error's chain, if that is what it is.
-pub fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<EgressRefused> {
+pub(super) fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<EgressRefused> {
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(r) = err.downcast_ref::<EgressRefused>() {

@@ -13,10 +13,10 @@ use crate::failpoints::{self, crash_point};
 use kube::runtime::reflector::ObjectRef;
 
 /// Field manager of everything syncseq writes.
-pub const FIELD_MANAGER: &str = "syncseq";
+pub(super) const FIELD_MANAGER: &str = "syncseq";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExecuteError {
+pub(super) enum ExecuteError {
     #[error("writing status of {0}: {1}")]
     Status(String, #[source] kube::Error),
     #[error("creating job {0}: {1}")]
@@ -38,7 +38,7 @@ pub enum ExecuteError {
 
 /// What executing a plan came to.
 #[derive(Debug, Default)]
-pub struct Executed {
+pub(super) struct Executed {
     /// The resourceVersions the plan's writes to the object produced, in order: a Sync
     /// claiming itself for its own run moves its version by the claim, a new run writes
     /// status twice.
@@ -70,7 +70,7 @@ pub struct Executed {
 ///    which fails the attempt. After a `status_first` write it is written as a second one.
 /// 4. Records Events in the background; an Event announcing a Job that was not created is
 ///    dropped. (Alert notifications travel in the status written: see `notify`.)
-pub async fn execute<K, S>(
+pub(super) async fn execute<K, S>(
     obj: &K,
     status: Option<&S>,
     status_first: bool,
@@ -421,7 +421,7 @@ fn claimant(kind: &str, owner: &str, job: &Job) -> Claimant {
 
 /// What creating a plan's Jobs came to.
 #[derive(Debug, Default)]
-pub struct Creations {
+pub(super) struct Creations {
     /// (Job, UID) of each Job created, or found already created by this object.
     pub created: Vec<(String, String)>,
     /// (Job, the API server's reason) of each create refused for good.

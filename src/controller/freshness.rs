@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 const BEHIND_KEPT: usize = 4;
 
 #[derive(Default)]
-pub struct Freshness {
+pub(crate) struct Freshness {
     entries: Mutex<HashMap<String, Entry>>,
     /// Jobs of sequences this process created, until their first watch event: the reconcile
     /// that created one records it in status, so that event need not wake its owner.
@@ -38,7 +38,7 @@ pub struct Freshness {
 
 /// The first watch event of a Job this process created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Created {
+pub(crate) struct Created {
     /// When the Sync was claimed for it (at the latest).
     claimed: Instant,
 }
@@ -50,7 +50,7 @@ const SPARES_SYNC_FOR: Duration = Duration::from_secs(25);
 
 impl Created {
     /// Whether the event need not wake the Job's Sync.
-    pub fn spares_sync(&self) -> bool {
+    pub(crate) fn spares_sync(&self) -> bool {
         self.claimed.elapsed() < SPARES_SYNC_FOR
     }
 }
@@ -72,7 +72,7 @@ struct Entry {
 
 /// What a reconcile met.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Met {
+pub(crate) enum Met {
     /// A version to decide on.
     Current,
     /// A version already decided on or passed: the watch event of the newer one will wake it.
@@ -85,7 +85,7 @@ pub enum Met {
 impl Freshness {
     /// Records the controller's writes to the object `key`, made on `from` and producing the
     /// versions `produced`, in order.
-    pub fn wrote(&self, key: &str, from: Option<&str>, produced: &[String]) {
+    pub(crate) fn wrote(&self, key: &str, from: Option<&str>, produced: &[String]) {
         let Some((last, between)) = produced.split_last() else {
             return;
         };
@@ -117,7 +117,7 @@ impl Freshness {
 
     /// What a reconcile of `key` on `version` meets. `cached` reads the version the cache
     /// holds now: the watch event of a newer one may already have passed [`Freshness::wakes`].
-    pub fn met(
+    pub(crate) fn met(
         &self,
         key: &str,
         version: Option<&str>,
@@ -143,7 +143,7 @@ impl Freshness {
 
     /// Whether the watch event of `key` at `version` (already in the cache) wakes its
     /// reconcile: not when it is the controller's own last write and no reconcile waits for it.
-    pub fn wakes(&self, key: &str, version: Option<&str>) -> bool {
+    pub(crate) fn wakes(&self, key: &str, version: Option<&str>) -> bool {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = map.get_mut(key) else {
             return true;
@@ -156,7 +156,7 @@ impl Freshness {
     }
 
     /// Records that this process created the Job `name` of a sequence, claimed at `claimed`.
-    pub fn created_job(&self, namespace: &str, name: &str, claimed: Instant) {
+    pub(crate) fn created_job(&self, namespace: &str, name: &str, claimed: Instant) {
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
         if created.len() >= CREATED_KEPT {
             created.clear();
@@ -166,7 +166,11 @@ impl Freshness {
 
     /// Some when the Job `name` was created by this process and this is the first of its
     /// watch events since (every later one wakes its owner).
-    pub fn first_event_of_created_job(&self, namespace: &str, name: &str) -> Option<Created> {
+    pub(crate) fn first_event_of_created_job(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Created> {
         self.created
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -175,7 +179,7 @@ impl Freshness {
     }
 
     /// Forgets a deleted object.
-    pub fn forget(&self, key: &str) {
+    pub(crate) fn forget(&self, key: &str) {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -184,7 +188,7 @@ impl Freshness {
 }
 
 /// The key of an object in [`Freshness`]: kind, namespace and name.
-pub fn key(kind: &str, namespace: &str, name: &str) -> String {
+pub(super) fn key(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 

@@ -45,13 +45,13 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
 
-pub use egress::EgressPolicy;
-pub use notify::{Transport as WebhookTransport, read_ca_bundle};
+pub(crate) use egress::EgressPolicy;
+pub(crate) use notify::{Transport as WebhookTransport, read_ca_bundle};
 pub use process::run_process;
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
-pub struct Config {
+pub(crate) struct Config {
     /// Watch only this namespace; all namespaces when unset.
     pub namespace: Option<String>,
     /// Identity in Events (`reportingInstance`), e.g. the Pod name.
@@ -65,7 +65,7 @@ pub struct Config {
 }
 
 /// Shared state of the reconcilers: the client and the caches fed by the watches.
-pub struct Context {
+pub(crate) struct Context {
     pub client: Client,
     pub syncs: Store<Sync>,
     /// The sequences, for those that run after them (`spec.after`).
@@ -99,7 +99,7 @@ pub struct Context {
 impl Context {
     /// Waits until every cache holds its initial list. Deciding on an empty Job cache right
     /// after a restart would let a step start while its Sync is busy elsewhere.
-    pub async fn caches_synced(&self) {
+    pub(crate) async fn caches_synced(&self) {
         let mut ready = self.caches_ready.clone();
         let _ = ready.wait_for(|r| *r).await;
     }

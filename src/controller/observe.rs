@@ -17,7 +17,7 @@ use crate::api::RunStatus;
 use crate::engine::{Holder, JobView, SyncJob, latest_report};
 
 /// The Jobs of a namespace that `owner_uid` controls, with their Pods' results.
-pub fn owned_jobs(ctx: &Context, namespace: &str, owner_uid: &str) -> Vec<JobView> {
+pub(super) fn owned_jobs(ctx: &Context, namespace: &str, owner_uid: &str) -> Vec<JobView> {
     ctx.jobs
         .find(namespace, &IndexKey::Owner(owner_uid.to_string()))
         .iter()
@@ -26,7 +26,7 @@ pub fn owned_jobs(ctx: &Context, namespace: &str, owner_uid: &str) -> Vec<JobVie
 }
 
 /// Every Job that runs one Sync and is controlled by a syncseq object, with who started it.
-pub fn sync_jobs(ctx: &Context, namespace: &str, sync: &str) -> Vec<SyncJob> {
+pub(super) fn sync_jobs(ctx: &Context, namespace: &str, sync: &str) -> Vec<SyncJob> {
     ctx.jobs
         .find(namespace, &IndexKey::Sync(sync.to_string()))
         .iter()
@@ -64,7 +64,7 @@ fn job_view(ctx: &Context, namespace: &str, job: &JobEntry) -> Option<JobView> {
 /// A step's Job that status saw but the cache does not hold: the cache may lag behind (a
 /// second replica, a watch that reconnects), so before the engine calls the Job deleted, ask
 /// the API server. Only reads when a seen Job is missing, which is rare.
-pub async fn confirm_missing(
+pub(super) async fn confirm_missing(
     ctx: &Context,
     namespace: &str,
     run: Option<&RunStatus>,
@@ -90,7 +90,7 @@ pub async fn confirm_missing(
 
 /// What holds each of the given Syncs of a namespace (see [`holding`]); Syncs held by nothing
 /// are left out.
-pub fn holders<'a>(
+pub(super) fn holders<'a>(
     ctx: &Context,
     namespace: &str,
     syncs: impl IntoIterator<Item = &'a str>,

@@ -26,7 +26,7 @@ const READY_RECHECK: Duration = Duration::from_secs(300);
 
 /// Why a receiver reconcile failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReceiverError {
+pub(super) enum ReceiverError {
     #[error(transparent)]
     Api(#[from] kube::Error),
     #[error(transparent)]

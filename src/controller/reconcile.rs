@@ -28,7 +28,7 @@ use crate::engine::{
 use crate::metrics::{KindLabel, Metrics, RunLabels, StepLabels};
 
 /// What the reconciler needs to know of a kind.
-pub trait Subject:
+pub(super) trait Subject:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
     + serde::de::DeserializeOwned
@@ -203,7 +203,7 @@ impl Subject for Sync {
 }
 
 /// Reconciles one object of either kind, once admitted (`admission`).
-pub async fn reconcile<K: Subject>(
+pub(super) async fn reconcile<K: Subject>(
     obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ExecuteError> {
@@ -256,7 +256,7 @@ async fn reconcile_admitted<K: Subject>(
 /// Runs one object's reconcile so that a panic in it (a bug, or input nobody foresaw) fails
 /// only that reconcile, which is retried with backoff: the controller runs every reconcile on
 /// one task, and an unwinding panic would otherwise stop it for every object in the cluster.
-pub async fn isolated<F>(reconcile: F) -> Result<Requeue, ExecuteError>
+pub(super) async fn isolated<F>(reconcile: F) -> Result<Requeue, ExecuteError>
 where
     F: std::future::Future<Output = Result<Requeue, ExecuteError>>,
 {
@@ -378,7 +378,7 @@ async fn reconcile_object<K: Subject>(
 const DECIDE_AGAIN: Duration = Duration::from_secs(2);
 
 /// Requeue at the engine's wake-up time, or wait for the next watch event.
-pub fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Requeue {
+pub(super) fn requeue_at(wake_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Requeue {
     match wake_at {
         Some(at) => {
             let wait = at.duration_since(now).as_millis().max(0) as u64;
@@ -474,14 +474,14 @@ fn record_progress(
 }
 
 /// Counts a reconciliation and times it.
-pub struct ReconcileTimer<'a> {
+pub(super) struct ReconcileTimer<'a> {
     metrics: &'a Metrics,
     label: KindLabel,
     started: std::time::Instant,
 }
 
 impl<'a> ReconcileTimer<'a> {
-    pub fn start(metrics: &'a Metrics, kind: &str) -> Self {
+    pub(super) fn start(metrics: &'a Metrics, kind: &str) -> Self {
         let label = KindLabel {
             kind: kind.to_string(),
         };
@@ -507,7 +507,11 @@ impl Drop for ReconcileTimer<'_> {
 
 /// A failed reconcile is retried with per-object exponential backoff (1 s doubling to 5 min),
 /// so an object the API server keeps refusing costs little and others are not held up.
-pub fn error_policy<K: Subject>(obj: Arc<K>, error: &ExecuteError, ctx: Arc<Context>) -> Requeue {
+pub(super) fn error_policy<K: Subject>(
+    obj: Arc<K>,
+    error: &ExecuteError,
+    ctx: Arc<Context>,
+) -> Requeue {
     let kind = K::kind(&()).to_string();
     ctx.metrics
         .reconcile_errors

@@ -8,15 +8,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::reasons;
 
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
-pub const RUNNING: &str = "Running";
-pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
-pub const STATUS_RECOVERED: &str = "StatusRecovered";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const RECONCILING: &str = "Reconciling";
+pub(crate) const STALLED: &str = "Stalled";
+pub(crate) const RUNNING: &str = "Running";
+pub(crate) const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+pub(crate) const STATUS_RECOVERED: &str = "StatusRecovered";
 
 /// One condition's desired state.
-pub struct Desired<'a> {
+pub(crate) struct Desired<'a> {
     pub type_: &'a str,
     pub status: bool,
     pub reason: &'a str,
@@ -24,7 +24,12 @@ pub struct Desired<'a> {
 }
 
 /// Sets a condition, keeping `lastTransitionTime` unless the status flips.
-pub fn set(conditions: &mut Vec<Condition>, d: Desired, generation: Option<i64>, now: Timestamp) {
+pub(crate) fn set(
+    conditions: &mut Vec<Condition>,
+    d: Desired,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let status = if d.status { "True" } else { "False" }.to_string();
     let new = |transition: Time| Condition {
         type_: d.type_.to_string(),
@@ -48,7 +53,7 @@ pub fn set(conditions: &mut Vec<Condition>, d: Desired, generation: Option<i64>,
 }
 
 /// `Running`: True with what is in progress (`Some(message)`), or False with `idle`.
-pub fn set_running(
+pub(crate) fn set_running(
     conditions: &mut Vec<Condition>,
     in_progress: Option<String>,
     idle: &str,
@@ -141,7 +146,7 @@ fn set_unknown(
 
 /// `Ready` is false while an upstream of `spec.after` does not exist: its runs cannot start
 /// this object's.
-pub fn upstream_not_found(missing: &[String]) -> (&'static str, String) {
+pub(crate) fn upstream_not_found(missing: &[String]) -> (&'static str, String) {
     (
         reasons::UPSTREAM_NOT_FOUND,
         format!(
@@ -152,7 +157,7 @@ pub fn upstream_not_found(missing: &[String]) -> (&'static str, String) {
 }
 
 /// The status of a condition, if present.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+pub(crate) fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == "True")
@@ -162,7 +167,7 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 /// work (with a Warning Event when it becomes so); `Ready` unless stalled or `not_ready` gives
 /// a reason and message; `Reconciling` false, since a decision is recorded in one apply.
 #[allow(clippy::too_many_arguments)]
-pub fn set_spec_health(
+pub(crate) fn set_spec_health(
     conds: &mut Vec<Condition>,
     old: &[Condition],
     spec_error: Option<(&'static str, &str)>,
@@ -250,7 +255,7 @@ pub fn set_spec_health(
 /// and rebuilt status from the object's Jobs until the next run finishes, so that `kubectl
 /// describe` shows why steps of that run say "skipped: status was behind its Jobs" and the
 /// wait before it is not silent. Absent otherwise (it is not a health condition).
-pub fn set_recovered(
+pub(crate) fn set_recovered(
     conditions: &mut Vec<Condition>,
     recovered: Option<String>,
     run_finished: bool,

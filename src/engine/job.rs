@@ -22,7 +22,7 @@ const MAX_NAME: usize = 63;
 /// fit) and a hash of the exact identity, owner kind included. The hash keeps names distinct
 /// where the readable part is ambiguous (owner `a-1` run 2 vs owner `a` run 1 step `2-…`), was
 /// cut, or is the same for two kinds.
-pub fn job_name(kind: &str, owner: &str, run: i64, step: &str, attempt: i32) -> String {
+pub(crate) fn job_name(kind: &str, owner: &str, run: i64, step: &str, attempt: i32) -> String {
     let digest = Sha256::digest(format!("{kind}\n{owner}\n{run}\n{step}\n{attempt}").as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     let readable = format!("{owner}-{run}-{step}-{attempt}");
@@ -33,7 +33,7 @@ pub fn job_name(kind: &str, owner: &str, run: i64, step: &str, attempt: i32) -> 
 
 /// Everything that identifies a step attempt's Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobIdentity {
+pub(crate) struct JobIdentity {
     pub name: String,
     pub run: i64,
     pub step: String,
@@ -43,7 +43,7 @@ pub struct JobIdentity {
 
 /// The owner of a Job: a SyncSequence (or a Sync, for standalone runs).
 #[derive(Debug, Clone)]
-pub struct JobOwner {
+pub(crate) struct JobOwner {
     pub api_version: String,
     pub kind: String,
     pub name: String,
@@ -58,7 +58,7 @@ pub struct JobOwner {
 /// `activeDeadlineSeconds`, so the Job controller enforces it and reports `DeadlineExceeded`.
 /// A scheduled run's fire time goes on the Job as an annotation, so that anyone can tell how
 /// late a fire was from the Job alone.
-pub fn build_job(
+pub(crate) fn build_job(
     owner: &JobOwner,
     id: &JobIdentity,
     sync: &Sync,

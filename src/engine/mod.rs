@@ -33,27 +33,26 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
-pub use job::{JobIdentity, JobOwner, build_job, job_name};
-pub use result::{
-    JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, parse_termination_message,
-    pod_result,
+pub(crate) use job::{JobIdentity, JobOwner, build_job, job_name};
+pub(crate) use result::{
+    JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, pod_result,
 };
-pub use run::{record_created, record_refusal};
-pub use sequence::decide;
-pub use sync::{
+pub(crate) use run::{record_created, record_refusal};
+pub(crate) use sequence::decide;
+pub(crate) use sync::{
     CLAIM_YOUNG, STANDALONE_STEP, SyncJob, SyncObserved, claimed, decide_sync, sequence_runner,
 };
-pub use upstream::{FinishedRun, UpstreamView, Upstreams, find_cycle};
+pub(crate) use upstream::{FinishedRun, UpstreamView, Upstreams, find_cycle};
 
 /// How long to wait for a finished Job's Pod result to show up in the Pod cache before
 /// deciding without it. Pod and Job watches are separate streams, so the Job's `Complete`
 /// can arrive a moment before the Pod's terminated state.
-pub const POD_RESULT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
+pub(crate) const POD_RESULT_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 
 /// Something that holds a Sync: a Job of it that has not finished (or is being deleted), or a
 /// Pod of it that has not terminated — a Pod can outlive its deleted Job for its grace period.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     /// The Job's name (for a Pod, the Job it belongs to).
     pub job: String,
     /// Who runs it, for messages: "sequence crm-nightly run 4".
@@ -62,7 +61,7 @@ pub struct Holder {
 
 /// Everything the engine looks at for one sequence.
 #[derive(Debug, Clone, Copy)]
-pub struct Observed<'a> {
+pub(crate) struct Observed<'a> {
     pub sequence: &'a SyncSequence,
     /// Syncs of the sequence's namespace, by name (at least the referenced ones).
     pub syncs: &'a BTreeMap<String, Sync>,
@@ -77,7 +76,7 @@ pub struct Observed<'a> {
 
 /// What the controller should do, for either kind (`S` is its status type).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan<S = SyncSequenceStatus> {
+pub(crate) struct Plan<S = SyncSequenceStatus> {
     /// The status to apply. A plan that starts a new run applies it before any Job call, so
     /// that a Job never exists that the status does not account for.
     pub status: S,
@@ -89,7 +88,7 @@ pub struct Plan<S = SyncSequenceStatus> {
 
 /// One thing to do in the cluster.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Create this Job; `AlreadyExists` means it was created before and is fine.
     CreateJob(Box<Job>),
     /// Delete this Job. Foreground: the Job stays, marked as being deleted, until its Pods are
@@ -101,7 +100,7 @@ pub enum Action {
 
 /// An Event to record (events.k8s.io), shown by `kubectl describe`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     pub warning: bool,
     /// CamelCase reason, e.g. `StepFailed`.
     pub reason: &'static str,
@@ -114,10 +113,18 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
+    pub(crate) fn normal(
+        reason: &'static str,
+        action: &'static str,
+        note: impl Into<String>,
+    ) -> Action {
         Self::action(false, reason, action, note)
     }
-    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Action {
+    pub(crate) fn warning(
+        reason: &'static str,
+        action: &'static str,
+        note: impl Into<String>,
+    ) -> Action {
         Self::action(true, reason, action, note)
     }
     fn action(

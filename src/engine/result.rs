@@ -13,7 +13,7 @@ use crate::text::{printable, truncate};
 
 /// How a Job ended, as far as the controller can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
+pub(crate) enum JobOutcome {
     /// Not finished.
     Active,
     /// The Job completed.
@@ -24,7 +24,7 @@ pub enum JobOutcome {
 
 /// The step-relevant facts of one Job and its Pod.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobView {
+pub(crate) struct JobView {
     pub name: String,
     /// The Job's UID: a Job recreated under the same name is another Job.
     pub uid: String,
@@ -44,14 +44,14 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.outcome != JobOutcome::Active
     }
 }
 
 /// What the container reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Report {
+pub(crate) struct Report {
     pub rows_synced: Option<i64>,
     pub rows_rejected: Option<i64>,
     /// The sync's message, or a note about an unreadable termination message.
@@ -70,7 +70,7 @@ struct Wire {
 
 /// Parses a termination message. Never fails: unreadable input becomes a message that says so
 /// and quotes the start of the raw text.
-pub fn parse_termination_message(raw: &str) -> Report {
+pub(crate) fn parse_termination_message(raw: &str) -> Report {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Report::default();
@@ -95,7 +95,7 @@ pub fn parse_termination_message(raw: &str) -> Report {
 }
 
 /// Reads the outcome of a Job from its conditions.
-pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
+pub(crate) fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
     for c in conditions.into_iter().flatten() {
         if c.status != "True" {
@@ -122,13 +122,13 @@ pub fn job_outcome(job: &Job) -> (JobOutcome, Option<jiff::Timestamp>) {
 
 /// What a terminated Pod says: when its container finished, and what it reported.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PodResult {
+pub(crate) struct PodResult {
     pub finished_at: Option<jiff::Timestamp>,
     pub report: Report,
 }
 
 /// The result of a Pod whose container terminated, if it did.
-pub fn pod_result(pod: &Pod) -> Option<PodResult> {
+pub(crate) fn pod_result(pod: &Pod) -> Option<PodResult> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     let terminated = statuses
         .iter()
@@ -142,7 +142,9 @@ pub fn pod_result(pod: &Pod) -> Option<PodResult> {
 }
 
 /// The report of a Job: that of its most recently terminated Pod, if any.
-pub fn latest_report<'a>(results: impl IntoIterator<Item = &'a PodResult>) -> Option<Report> {
+pub(crate) fn latest_report<'a>(
+    results: impl IntoIterator<Item = &'a PodResult>,
+) -> Option<Report> {
     results
         .into_iter()
         .max_by_key(|r| r.finished_at)

@@ -586,7 +586,7 @@ pub(super) fn cancel_run(
 /// written with the step's start already says the Job exists: one write instead of a second
 /// one when the Job reaches the cache, and from then on a Job that vanishes is never created
 /// again. Returns false when no attempt in progress has that Job without a UID.
-pub fn record_created(run: Option<&mut RunStatus>, job: &str, uid: &str) -> bool {
+pub(crate) fn record_created(run: Option<&mut RunStatus>, job: &str, uid: &str) -> bool {
     let Some(step) = run.filter(|r| r.phase == RunPhase::Running).and_then(|r| {
         r.steps.iter_mut().find(|s| {
             s.job_name.as_deref() == Some(job)
@@ -603,7 +603,7 @@ pub fn record_created(run: Option<&mut RunStatus>, job: &str, uid: &str) -> bool
 /// Records that the API server refused to create a step attempt's Job: the attempt fails with
 /// the server's message, and the step retries or fails under its policy on the next reconcile.
 /// Returns false when no attempt in progress has that Job (nothing to record).
-pub fn record_refusal(
+pub(crate) fn record_refusal(
     run: Option<&mut RunStatus>,
     job: &str,
     message: &str,

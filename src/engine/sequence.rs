@@ -11,7 +11,7 @@ use crate::api::{RunPhase, SyncSequenceStatus};
 
 /// Decides what happens next for one sequence. Pure: the same observation gives the same plan,
 /// and replaying an observation whose decisions are already recorded in status creates nothing.
-pub fn decide(obs: &Observed) -> Plan {
+pub(crate) fn decide(obs: &Observed) -> Plan {
     let seq = obs.sequence;
     let now = obs.now;
     let old = seq.status.clone().unwrap_or_default();

@@ -19,19 +19,19 @@ use crate::api::{
 };
 
 /// Standalone runs kept in `status.runs` (and their Jobs); older Jobs the Sync owns are deleted.
-pub const SYNC_HISTORY: i32 = 3;
+pub(super) const SYNC_HISTORY: i32 = 3;
 
 /// The name of the one step of a Sync's own run (and of its Jobs' step label).
-pub const STANDALONE_STEP: &str = "run";
+pub(crate) const STANDALONE_STEP: &str = "run";
 
 /// How long a claim holds while its Job is not in the cache (a claimant killed between its
 /// claim and its create blocks the Sync for at most that long), and how long the running
 /// record a sequence's claim wrote stands before the Jobs alone decide `lastRun` again.
-pub const CLAIM_YOUNG: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+pub(crate) const CLAIM_YOUNG: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 
 /// A Job that runs this Sync, and who started it.
 #[derive(Debug, Clone)]
-pub struct SyncJob {
+pub(crate) struct SyncJob {
     pub view: JobView,
     /// The sequence that created it, if any; None for the Sync's own runs.
     pub sequence: Option<String>,
@@ -39,7 +39,7 @@ pub struct SyncJob {
 
 /// Everything the engine looks at for one Sync.
 #[derive(Debug, Clone, Copy)]
-pub struct SyncObserved<'a> {
+pub(crate) struct SyncObserved<'a> {
     pub sync: &'a Sync,
     /// The Jobs the Sync controls (its own runs), matched by owner UID.
     pub own: &'a [JobView],
@@ -53,9 +53,9 @@ pub struct SyncObserved<'a> {
 }
 
 /// What to do for a Sync.
-pub type SyncPlan = Plan<SyncStatus>;
+pub(super) type SyncPlan = Plan<SyncStatus>;
 
-pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
+pub(crate) fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     let sync = obs.sync;
     let now = obs.now;
     let old = sync.status.clone().unwrap_or_default();
@@ -198,7 +198,13 @@ pub fn decide_sync(obs: &SyncObserved) -> SyncPlan {
 /// reconcile) of its own; [`decide_sync`] arrives at the same status once the Job is cached.
 /// While the Sync's own run is in progress its `Running` condition speaks for that run, and is
 /// left to its reconcile.
-pub fn claimed(sync: &Sync, job: &str, sequence: &str, run: i64, now: Timestamp) -> SyncStatus {
+pub(crate) fn claimed(
+    sync: &Sync,
+    job: &str,
+    sequence: &str,
+    run: i64,
+    now: Timestamp,
+) -> SyncStatus {
     let mut st = sync.status.clone().unwrap_or_default();
     let running = SyncJob {
         view: JobView {
@@ -230,7 +236,7 @@ pub fn claimed(sync: &Sync, job: &str, sequence: &str, run: i64, now: Timestamp)
 }
 
 /// Who runs a sequence's Job, in messages (as the Job's labels tell it).
-pub fn sequence_runner(sequence: &str, run: i64) -> String {
+pub(crate) fn sequence_runner(sequence: &str, run: i64) -> String {
     format!("sequence {sequence} run {run}")
 }
 

@@ -22,7 +22,7 @@ pub(super) struct Trigger {
 
 impl Trigger {
     /// What started it, for Events: "the schedule", "upstream sequence a run 12".
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match (self.kind, &self.upstream) {
             (TriggerKind::Upstream, Some(up)) => format!("upstream {up}"),
             (TriggerKind::Upstream, None) => "upstream".into(),
@@ -31,7 +31,7 @@ impl Trigger {
         }
     }
 
-    pub fn queued(&self) -> QueuedRun {
+    pub(super) fn queued(&self) -> QueuedRun {
         QueuedRun {
             trigger: self.kind,
             scheduled_time: self.scheduled.map(Time),
@@ -39,7 +39,7 @@ impl Trigger {
         }
     }
 
-    pub fn from_queue(q: QueuedRun) -> Self {
+    pub(super) fn from_queue(q: QueuedRun) -> Self {
         Trigger {
             kind: q.trigger,
             scheduled: q.scheduled_time.map(|t| t.0),

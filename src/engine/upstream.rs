@@ -21,7 +21,7 @@ use crate::api::{
 
 /// One finished run of an upstream.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FinishedRun {
+pub(crate) struct FinishedRun {
     /// A sequence's run number, or the Job name of a Sync's run.
     pub id: String,
     pub phase: RunPhase,
@@ -30,7 +30,7 @@ pub struct FinishedRun {
 
 /// What the engine sees of one upstream that exists.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct UpstreamView {
+pub(crate) struct UpstreamView {
     pub uid: Option<String>,
     /// Its finished runs as far as its status keeps them, newest first.
     pub finished: Vec<FinishedRun>,
@@ -38,7 +38,7 @@ pub struct UpstreamView {
 
 /// The upstreams of one object, as the controller found them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     /// The upstreams of `spec.after` that exist.
     pub views: BTreeMap<UpstreamRef, UpstreamView>,
     /// A cycle of `after` references through this object, as text
@@ -173,7 +173,7 @@ const MAX_VISITED: usize = 10_000;
 /// with a step that runs it), which runs after its own upstreams, and so on back to `me`.
 /// `runners` gives the objects whose runs finish an upstream; `after_of` the `after` of an
 /// object, if it exists and has one.
-pub fn find_cycle(
+pub(crate) fn find_cycle(
     me: &UpstreamRef,
     after: &AfterSpec,
     runners: impl Fn(&UpstreamRef) -> Vec<UpstreamRef>,

@@ -17,11 +17,11 @@ use tower::{BoxError, Layer, Service};
 /// What a fenced write fails with.
 #[derive(Debug, thiserror::Error)]
 #[error("write refused: this replica does not hold the leader lease (lost or not renewed in time)")]
-pub struct Fenced;
+pub(crate) struct Fenced;
 
 /// Whether this process may write now. Cloned handles share one state.
 #[derive(Clone)]
-pub struct Fence(Arc<State>);
+pub(crate) struct Fence(Arc<State>);
 
 struct State {
     /// The monotonic clock's origin for `until`. A monotonic clock runs on while the process
@@ -38,12 +38,12 @@ const ALWAYS: u64 = u64::MAX;
 
 impl Fence {
     /// Writes always pass (no leader election).
-    pub fn open() -> Self {
+    pub(crate) fn open() -> Self {
         Self::with(ALWAYS)
     }
 
     /// Writes pass once [`Fence::open_until`] is called (a replica waiting for the lease).
-    pub fn closed() -> Self {
+    pub(crate) fn closed() -> Self {
         Self::with(CLOSED)
     }
 
@@ -76,7 +76,7 @@ impl Fence {
     }
 
     /// Whether a write may go out now.
-    pub fn allows(&self) -> bool {
+    pub(crate) fn allows(&self) -> bool {
         self.allows_at(Instant::now())
     }
 
@@ -92,13 +92,13 @@ impl Fence {
 /// A tower layer for the kube client: refuses writes the fence does not allow, and names the
 /// replica in `User-Agent`, so the API server's audit log tells replicas apart.
 #[derive(Clone)]
-pub struct FenceLayer {
+pub(crate) struct FenceLayer {
     fence: Fence,
     user_agent: HeaderValue,
 }
 
 impl FenceLayer {
-    pub fn new(fence: Fence, instance: &str) -> Self {
+    pub(crate) fn new(fence: Fence, instance: &str) -> Self {
         let agent = format!("syncseq/{} ({instance})", env!("CARGO_PKG_VERSION"));
         let user_agent =
             HeaderValue::from_str(&agent).unwrap_or_else(|_| HeaderValue::from_static("syncseq"));
@@ -117,7 +117,7 @@ impl<S> Layer<S> for FenceLayer {
 }
 
 #[derive(Clone)]
-pub struct FencedService<S> {
+pub(crate) struct FencedService<S> {
     inner: S,
     layer: FenceLayer,
 }

@@ -23,11 +23,11 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::sync::{oneshot, watch};
 
-pub use fence::{Fence, FenceLayer, Fenced};
+pub(crate) use fence::{Fence, FenceLayer};
 
 /// Leader election settings.
 #[derive(Debug, Clone)]
-pub struct LeaseConfig {
+pub(crate) struct LeaseConfig {
     pub name: String,
     pub namespace: String,
     pub identity: String,
@@ -62,7 +62,7 @@ const FIELD_MANAGER: &str = "syncseq-leader-election";
 
 /// A running election: tells when this replica leads and when it stops leading, and fences
 /// the writes of the controller's client.
-pub struct Election {
+pub(crate) struct Election {
     state: watch::Receiver<bool>,
     fence: Fence,
     stop: Option<oneshot::Sender<()>>,
@@ -72,7 +72,7 @@ pub struct Election {
 impl Election {
     /// Starts campaigning. `client` is used for the Lease only; the controller's client must be
     /// built with [`Election::fence`] (see [`FenceLayer`]).
-    pub async fn start(client: Client, config: &LeaseConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn start(client: Client, config: &LeaseConfig) -> anyhow::Result<Self> {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         // Fail fast on what would make every attempt fail (no RBAC for Leases, say).
         api.get_opt(&config.name)
@@ -99,12 +99,12 @@ impl Election {
     }
 
     /// The fence of the controller's writes.
-    pub fn fence(&self) -> Fence {
+    pub(crate) fn fence(&self) -> Fence {
         self.fence.clone()
     }
 
     /// Waits until this replica holds the lease.
-    pub async fn acquired(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn acquired(&mut self) -> anyhow::Result<()> {
         self.state
             .wait_for(|leading| *leading)
             .await
@@ -113,13 +113,13 @@ impl Election {
     }
 
     /// Resolves when this replica no longer holds the lease (it never holds it again).
-    pub async fn lost(&mut self) {
+    pub(crate) async fn lost(&mut self) {
         let _ = self.state.wait_for(|leading| !*leading).await;
     }
 
     /// Stops campaigning and gives the lease up if this replica still holds it, so a standby
     /// can take over without waiting for it to expire.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -5,8 +5,8 @@
 
 mod objects;
 
+pub(crate) use objects::Objects;
 pub(crate) use objects::Stores;
-pub use objects::{ObjectLabels, Objects};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub(crate) struct KindLabel {
     /// `SyncSequence` or `Sync`.
     pub kind: String,
 }
@@ -29,14 +29,14 @@ pub struct KindLabel {
 /// A kind's reconciles of one priority (`due` or `other`: a run in progress or a scheduled
 /// time come, against everything else).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AdmissionLabels {
+pub(crate) struct AdmissionLabels {
     pub kind: String,
     pub priority: String,
 }
 
 /// A sequence and how one of its runs ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RunLabels {
+pub(crate) struct RunLabels {
     /// `SyncSequence` or `Sync`: the kinds share names.
     pub kind: String,
     pub namespace: String,
@@ -46,7 +46,7 @@ pub struct RunLabels {
 
 /// A step of a sequence's (or a Sync's own) run.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StepLabels {
+pub(crate) struct StepLabels {
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -55,7 +55,7 @@ pub struct StepLabels {
 
 /// An alert channel and what became of one delivery attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AlertLabels {
+pub(crate) struct AlertLabels {
     /// The webhook format: `Slack` or `JSON`.
     pub provider: String,
     /// `delivered`, `failed` (retried) or `abandoned` (refused for good).
@@ -69,7 +69,7 @@ struct VersionLabel {
 
 /// A webhook receiver and what became of a delivery to it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeliveryLabels {
+pub(crate) struct DeliveryLabels {
     pub namespace: String,
     pub name: String,
     /// `accepted`, `duplicate`, `ignored`, `bad_signature`, `bad_payload`, `too_large`,
@@ -80,7 +80,7 @@ pub struct DeliveryLabels {
 
 /// The exposition formats `/metrics` speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     OpenMetrics,
     Prometheus,
 }
@@ -88,14 +88,14 @@ pub enum Format {
 impl Format {
     /// The format an `Accept` header asks for: OpenMetrics when it names it, as Prometheus
     /// servers' scrapes do.
-    pub fn from_accept(accept: Option<&str>) -> Format {
+    pub(crate) fn from_accept(accept: Option<&str>) -> Format {
         match accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
             true => Format::OpenMetrics,
             false => Format::Prometheus,
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
@@ -104,7 +104,7 @@ impl Format {
 }
 
 /// Every metric the controller exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub reconciles: Family<KindLabel, Counter>,
     pub reconcile_errors: Family<KindLabel, Counter>,
@@ -146,7 +146,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("syncseq");
         let reconciles = Family::<KindLabel, Counter>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
@@ -273,7 +273,7 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format, or in Prometheus' text format (0.0.4) for
     /// clients that do not ask for OpenMetrics (`promtool check metrics`, curl, older scrapers).
-    pub fn encode(&self, format: Format) -> String {
+    pub(crate) fn encode(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = match format {
@@ -288,7 +288,7 @@ impl Metrics {
     }
 
     /// Counts a request to the webhook endpoint.
-    pub fn webhook_delivery(&self, namespace: &str, name: &str, outcome: &str) {
+    pub(crate) fn webhook_delivery(&self, namespace: &str, name: &str, outcome: &str) {
         self.webhook_deliveries
             .get_or_create(&DeliveryLabels {
                 namespace: namespace.into(),
@@ -299,7 +299,7 @@ impl Metrics {
     }
 
     /// Records how long a reconcile waited for its place.
-    pub fn admitted(&self, kind: &str, priority: &str, waited: std::time::Duration) {
+    pub(crate) fn admitted(&self, kind: &str, priority: &str, waited: std::time::Duration) {
         self.reconcile_admission_wait
             .get_or_create(&AdmissionLabels {
                 kind: kind.into(),
@@ -309,7 +309,7 @@ impl Metrics {
     }
 
     /// Notes when a Job was first seen finished.
-    pub fn job_finished(&self, job: &str) {
+    pub(crate) fn job_finished(&self, job: &str) {
         let mut seen = self.finished_seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() > 50_000 {
             seen.retain(|_, at| at.elapsed().as_secs() < 600);
@@ -318,7 +318,7 @@ impl Metrics {
     }
 
     /// Records a hand-off: the Job after `previous` was just created.
-    pub fn handoff(&self, previous: &str) {
+    pub(crate) fn handoff(&self, previous: &str) {
         let seen = self
             .finished_seen
             .lock()

@@ -20,7 +20,7 @@ use crate::schedule;
 
 /// Which object a series is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ObjectLabels {
+pub(crate) struct ObjectLabels {
     /// `SyncSequence` or `Sync`.
     pub kind: String,
     pub namespace: String,
@@ -43,7 +43,7 @@ pub(crate) struct Stores {
 
 /// The collector; empty until [`Objects::watch`].
 #[derive(Default)]
-pub struct Objects(OnceLock<Stores>);
+pub(crate) struct Objects(OnceLock<Stores>);
 
 impl std::fmt::Debug for Objects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -14,22 +14,22 @@ const FIELD_MANAGER: &str = "kubectl-syncseq";
 
 /// A connection and the namespace the flags (or the kubeconfig context) select.
 #[derive(Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub client: Client,
     pub namespace: String,
 }
 
 impl Cluster {
-    pub fn sequences(&self) -> Api<SyncSequence> {
+    pub(crate) fn sequences(&self) -> Api<SyncSequence> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    pub fn syncs(&self) -> Api<Sync> {
+    pub(crate) fn syncs(&self) -> Api<Sync> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// Reads the target.
-    pub async fn get(&self, target: &Target) -> anyhow::Result<Runnable> {
+    pub(crate) async fn get(&self, target: &Target) -> anyhow::Result<Runnable> {
         match target.kind {
             Kind::SyncSequence => Ok((&self
                 .sequences()
@@ -42,7 +42,7 @@ impl Cluster {
     }
 
     /// A JSON merge patch of the target, as the plugin's field manager.
-    pub async fn merge_patch(
+    pub(crate) async fn merge_patch(
         &self,
         target: &Target,
         patch: serde_json::Value,
@@ -69,7 +69,7 @@ impl Cluster {
     }
 
     /// Watches the target and hands each version to `step` until it returns a value.
-    pub async fn watch<T>(
+    pub(crate) async fn watch<T>(
         &self,
         target: &Target,
         mut step: impl FnMut(&Runnable) -> Option<T>,
@@ -100,7 +100,7 @@ impl Cluster {
     }
 
     /// Every SyncSequence and Sync of the namespace (or of all), by namespace, kind and name.
-    pub async fn list_all(&self, all_namespaces: bool) -> anyhow::Result<Vec<Runnable>> {
+    pub(crate) async fn list_all(&self, all_namespaces: bool) -> anyhow::Result<Vec<Runnable>> {
         let lp = kube::api::ListParams::default();
         let sequences = self
             .scoped::<Readable<SyncSequence>>(all_namespaces)
@@ -126,7 +126,7 @@ impl Cluster {
 
     /// Watches every SyncSequence and Sync of the namespace (or of all) and hands each version
     /// to `seen`, until the watches keep failing.
-    pub async fn watch_all(
+    pub(crate) async fn watch_all(
         &self,
         all_namespaces: bool,
         mut seen: impl FnMut(&Runnable),
@@ -168,7 +168,7 @@ impl Cluster {
 }
 
 /// Connects as kubectl would with the same flags.
-pub async fn connect(args: &ConnectionArgs) -> anyhow::Result<Cluster> {
+pub(crate) async fn connect(args: &ConnectionArgs) -> anyhow::Result<Cluster> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         cluster: args.cluster.clone(),
@@ -199,7 +199,7 @@ pub async fn connect(args: &ConnectionArgs) -> anyhow::Result<Cluster> {
 
 /// An API error as kubectl prints it (`syncsequences.syncseq.dev "x" not found`); other errors
 /// keep their chain.
-pub fn api_error(e: kube::Error) -> anyhow::Error {
+pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
     match e {
         kube::Error::Api(status) if !status.message.is_empty() => anyhow::anyhow!(status.message),
         e => anyhow::Error::from(e),

@@ -79,7 +79,7 @@ impl Progress {
 }
 
 /// `run NAME [--wait]`.
-pub async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow::Result<()> {
     let value = request_value();
     let obj = annotate(cluster, target, REQUESTED_AT, &value).await?;
     emit(&format!(
@@ -148,7 +148,11 @@ pub async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow:
 }
 
 /// `cancel NAME [--wait]`.
-pub async fn cancel(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow::Result<()> {
+pub(crate) async fn cancel(
+    cluster: &Cluster,
+    target: &Target,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
     let value = request_value();
     let obj = annotate(cluster, target, CANCEL_REQUESTED_AT, &value).await?;
     emit(&format!(
@@ -181,7 +185,11 @@ pub async fn cancel(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyh
 }
 
 /// `suspend NAME` / `resume NAME`.
-pub async fn set_suspend(cluster: &Cluster, target: &Target, suspend: bool) -> anyhow::Result<()> {
+pub(crate) async fn set_suspend(
+    cluster: &Cluster,
+    target: &Target,
+    suspend: bool,
+) -> anyhow::Result<()> {
     cluster
         .merge_patch(target, serde_json::json!({"spec": {"suspend": suspend}}))
         .await?;
@@ -200,7 +208,7 @@ fn print_as(format: &OutputFormat, value: &serde_json::Value) -> anyhow::Result<
 }
 
 /// `status NAME [-o json|yaml|jsonpath=…] [-w]`.
-pub async fn status(
+pub(crate) async fn status(
     cluster: &Cluster,
     target: &Target,
     output: Option<&OutputFormat>,
@@ -238,7 +246,11 @@ pub async fn status(
 
 /// `status [-A] [-w]`: one line per SyncSequence and Sync, then (with -w) a line for each
 /// one whose status changes.
-pub async fn overview(cluster: &Cluster, all_namespaces: bool, watch: bool) -> anyhow::Result<()> {
+pub(crate) async fn overview(
+    cluster: &Cluster,
+    all_namespaces: bool,
+    watch: bool,
+) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let objects = cluster.list_all(all_namespaces).await?;
     if objects.is_empty() && !watch {
@@ -280,7 +292,7 @@ pub async fn overview(cluster: &Cluster, all_namespaces: bool, watch: bool) -> a
 }
 
 /// `history NAME [-o json|yaml|jsonpath=…]`.
-pub async fn history(
+pub(crate) async fn history(
     cluster: &Cluster,
     target: &Target,
     output: Option<&OutputFormat>,

@@ -59,7 +59,7 @@ pub struct LogArgs {
 
 /// The step whose log to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Choice {
+pub(crate) struct Choice {
     /// The run number, for finding the Job by labels (0 when `job` names it: a Sync's last
     /// Job may belong to a sequence's run).
     pub run: i64,
@@ -69,7 +69,11 @@ pub struct Choice {
 }
 
 /// Which step of which run `logs` shows, from the object's status alone.
-pub fn choose(obj: &Runnable, run: Option<i64>, step: Option<&str>) -> Result<Choice, String> {
+pub(crate) fn choose(
+    obj: &Runnable,
+    run: Option<i64>,
+    step: Option<&str>,
+) -> Result<Choice, String> {
     let what = obj.target.reference();
     if obj.target.kind == Kind::Sync {
         if let Some(step) = step.filter(|s| *s != STANDALONE_STEP) {
@@ -320,7 +324,7 @@ type Lines = Pin<Box<dyn Stream<Item = anyhow::Result<(String, String)>> + Send>
 /// `logs NAME [--run N] [--step S] [-f] [--previous] [-c C | --all-containers]`.
 /// The last `lines` lines of the chosen step's main container, made safe to show (escape
 /// sequences and control characters removed, as for a terminal): for the dashboard.
-pub async fn tail(
+pub(crate) async fn tail(
     cluster: &Cluster,
     obj: &Runnable,
     choice: &Choice,
@@ -348,7 +352,7 @@ pub async fn tail(
         .join("\n"))
 }
 
-pub async fn logs(cluster: &Cluster, obj: &Runnable, args: &LogArgs) -> anyhow::Result<()> {
+pub(crate) async fn logs(cluster: &Cluster, obj: &Runnable, args: &LogArgs) -> anyhow::Result<()> {
     let choice = choose(obj, args.run, args.step.as_deref()).map_err(anyhow::Error::msg)?;
     let job = find_job(cluster, obj, &choice).await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &obj.namespace);

@@ -15,21 +15,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod client;
-pub mod commands;
-pub mod dashboard;
+pub(crate) mod client;
+pub(crate) mod commands;
+pub(crate) mod dashboard;
 #[cfg(test)]
 mod fixtures;
-pub mod jsonpath;
-pub mod logs;
-pub mod render;
-pub mod target;
-pub mod wait;
+pub(crate) mod jsonpath;
+pub(crate) mod logs;
+pub(crate) mod render;
+pub(crate) mod target;
+pub(crate) mod wait;
 
 use target::Target;
 
 /// The executable name kubectl looks for on `PATH` for `kubectl syncseq`.
-pub const PLUGIN_NAME: &str = "kubectl-syncseq";
+pub(crate) const PLUGIN_NAME: &str = "kubectl-syncseq";
 
 /// `kubectl syncseq ...`: the plugin's own command line, used when the binary runs as
 /// `kubectl-syncseq`.
@@ -40,7 +40,7 @@ pub const PLUGIN_NAME: &str = "kubectl-syncseq";
     version,
     about = "Run, cancel, suspend and inspect SyncSequences and Syncs"
 )]
-pub struct PluginCli {
+pub(crate) struct PluginCli {
     #[command(flatten)]
     pub args: PluginArgs,
 }
@@ -200,7 +200,7 @@ impl OutputFormat {
 
 /// Whether `argv0` names the plugin executable (`kubectl-syncseq`, with any directory or
 /// extension), as when kubectl runs it for `kubectl syncseq`.
-pub fn is_plugin_name(argv0: &OsStr) -> bool {
+pub(crate) fn is_plugin_name(argv0: &OsStr) -> bool {
     Path::new(argv0).file_stem() == Some(OsStr::new(PLUGIN_NAME))
 }
 

@@ -12,7 +12,7 @@ use crate::api::{
 /// A duration as people read it: `0.4s`, `2.1s`, `3s`, `1m05s`, `1h02m03s`, `2d03h04m`.
 /// Under a minute, tenths of a second show when there are any (status times are to the second,
 /// so most step durations are whole seconds). Negative durations (clock skew) show as zero.
-pub fn duration(d: SignedDuration) -> String {
+pub(crate) fn duration(d: SignedDuration) -> String {
     let millis = d.as_millis().max(0);
     let tenths = (millis + 50) / 100;
     if tenths < 600 {
@@ -38,7 +38,7 @@ pub fn duration(d: SignedDuration) -> String {
 }
 
 /// A time in UTC to the second: `2026-05-01T10:00:00Z`.
-pub fn time(t: Timestamp) -> String {
+pub(crate) fn time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -53,7 +53,7 @@ fn span(start: Option<&Time>, end: Option<&Time>, now: Timestamp) -> Option<Sign
 }
 
 /// Columns left-aligned, separated by three spaces, the last one unpadded (as `kubectl get`).
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -83,7 +83,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// Text as it may reach a terminal. Status can be written by anyone allowed to write it, so
 /// control characters (escape sequences that rewrite the screen or the title) and bidi
 /// overrides are dropped, as the controller drops them; line breaks stay.
-pub fn terminal_safe(text: &str) -> String {
+pub(crate) fn terminal_safe(text: &str) -> String {
     text.split('\n')
         .map(crate::text::printable)
         .collect::<Vec<_>>()
@@ -108,7 +108,7 @@ fn trigger(kind: TriggerKind, scheduled: Option<&Time>, upstream: Option<&Upstre
 }
 
 /// When the schedule fires next, or why it does not.
-pub fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
+pub(crate) fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
     if obj.unreadable.is_some() {
         return "-".into();
     }
@@ -156,7 +156,7 @@ fn run_header(run: &RunStatus, now: Timestamp) -> String {
 
 /// One line per step, in order: phase, start offset in the run, duration (elapsed for a step
 /// still going), rows, Job and message.
-pub fn steps_table(run: &RunStatus, now: Timestamp) -> String {
+pub(crate) fn steps_table(run: &RunStatus, now: Timestamp) -> String {
     let rows: Vec<Vec<String>> = run
         .steps
         .iter()
@@ -195,7 +195,7 @@ fn phase_with_attempts(s: &StepStatus) -> String {
 }
 
 /// A run as a timeline: the header line, the steps table and the run's message.
-pub fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp) -> String {
+pub(crate) fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp) -> String {
     let mut out = run_header(run, now);
     if let Some(next) = next_schedule {
         out.push_str(&format!("  next schedule: {next}"));
@@ -210,7 +210,7 @@ pub fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp
 
 /// `kubectl syncseq status`: the current run, else the last finished one (saying so); for a
 /// Sync, else its last Job (which a sequence may have started), and what holds it.
-pub fn status(obj: &Runnable, now: Timestamp) -> String {
+pub(crate) fn status(obj: &Runnable, now: Timestamp) -> String {
     let next = next_schedule(obj, now);
     let current = obj
         .book
@@ -334,7 +334,7 @@ fn last_result(obj: &Runnable) -> String {
 }
 
 /// One line of `kubectl syncseq status` without a name.
-pub fn overview_row(obj: &Runnable, with_namespace: bool, now: Timestamp) -> Vec<String> {
+pub(crate) fn overview_row(obj: &Runnable, with_namespace: bool, now: Timestamp) -> Vec<String> {
     let mut row = Vec::new();
     if with_namespace {
         row.push(obj.namespace.clone());
@@ -352,7 +352,7 @@ pub fn overview_row(obj: &Runnable, with_namespace: bool, now: Timestamp) -> Vec
 }
 
 /// The overview table of [`overview_row`]s.
-pub fn overview_table(rows: &[Vec<String>], with_namespace: bool) -> String {
+pub(crate) fn overview_table(rows: &[Vec<String>], with_namespace: bool) -> String {
     let mut header = vec![];
     if with_namespace {
         header.push("NAMESPACE");
@@ -377,7 +377,7 @@ fn failed_step(run: &RunStatus) -> Option<String> {
 
 /// `kubectl syncseq history`: the run in progress, if any, then the finished runs, newest
 /// first. None when the sequence has never run.
-pub fn history(obj: &Runnable, now: Timestamp) -> Option<String> {
+pub(crate) fn history(obj: &Runnable, now: Timestamp) -> Option<String> {
     let st = obj;
     let mut rows = Vec::new();
     if let Some(run) = st
@@ -426,7 +426,11 @@ pub fn history(obj: &Runnable, now: Timestamp) -> Option<String> {
 
 /// Progress lines while waiting: one per step whose phase changed since the last status seen
 /// (`prev`, the same run earlier, or None for the first sight of it).
-pub fn step_changes(prev: Option<&RunStatus>, run: &RunStatus, now: Timestamp) -> Vec<String> {
+pub(crate) fn step_changes(
+    prev: Option<&RunStatus>,
+    run: &RunStatus,
+    now: Timestamp,
+) -> Vec<String> {
     run.steps
         .iter()
         .filter(|s| {

@@ -77,7 +77,7 @@ impl Target {
 
 /// One object's runs, whichever its kind.
 #[derive(Debug, Clone)]
-pub struct Runnable {
+pub(crate) struct Runnable {
     pub target: Target,
     pub namespace: String,
     pub uid: Option<String>,
@@ -102,7 +102,7 @@ pub struct Runnable {
 
 impl Runnable {
     /// What a listing shows of an object this release cannot read: its name and why.
-    pub fn unreadable(kind: Kind, object: &crate::api::Unreadable) -> Self {
+    pub(crate) fn unreadable(kind: Kind, object: &crate::api::Unreadable) -> Self {
         Runnable {
             target: Target {
                 kind,
@@ -125,7 +125,7 @@ impl Runnable {
 
     /// Whether the Job is this object's: its owner reference names the object's UID (labels
     /// alone could be anyone's, or an earlier object's of the same name).
-    pub fn owns(&self, job: &k8s_openapi::api::batch::v1::Job) -> bool {
+    pub(crate) fn owns(&self, job: &k8s_openapi::api::batch::v1::Job) -> bool {
         job.metadata
             .owner_references
             .iter()

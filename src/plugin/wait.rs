@@ -10,7 +10,7 @@ use crate::api::{RunPhase, RunStatus, TriggerKind};
 
 /// Where a run request stands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RunRequest {
+pub(crate) enum RunRequest {
     /// The controller has not handled the request yet.
     NotHandled,
     /// Handled; the run waits behind the run in progress (`concurrencyPolicy: Queue`).
@@ -32,7 +32,7 @@ pub enum RunRequest {
 
 /// What `status` says about the run request `request`, made when the newest run number was
 /// `before`: the request started the first manual run numbered above `before`.
-pub fn run_request(status: &Runnable, request: &str, before: i64) -> RunRequest {
+pub(crate) fn run_request(status: &Runnable, request: &str, before: i64) -> RunRequest {
     let ours = |id: i64, trigger: TriggerKind| id > before && trigger == TriggerKind::Manual;
     let finished = status
         .book
@@ -85,7 +85,7 @@ pub fn run_request(status: &Runnable, request: &str, before: i64) -> RunRequest 
 
 /// Where a cancel request stands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CancelRequest {
+pub(crate) enum CancelRequest {
     /// The controller has not handled the request yet.
     NotHandled,
     /// Handled; no run was in progress when the request was made.
@@ -101,7 +101,11 @@ pub enum CancelRequest {
 
 /// What `status` says about the cancel request `request`, made while run `running` (if any)
 /// was in progress.
-pub fn cancel_request(status: &Runnable, request: &str, running: Option<i64>) -> CancelRequest {
+pub(crate) fn cancel_request(
+    status: &Runnable,
+    request: &str,
+    running: Option<i64>,
+) -> CancelRequest {
     if status.book.last_handled_cancel_at.as_deref() != Some(request) {
         return CancelRequest::NotHandled;
     }
@@ -136,7 +140,7 @@ pub fn cancel_request(status: &Runnable, request: &str, running: Option<i64>) ->
 
 /// Watches the object `name` (`what` in messages) and hands each version to `step` until it
 /// returns a value. Fails when the object is deleted or the watch keeps failing.
-pub async fn watch<K, T>(
+pub(crate) async fn watch<K, T>(
     api: Api<K>,
     name: &str,
     what: &str,

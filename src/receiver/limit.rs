@@ -14,7 +14,7 @@ use crate::api::WebhookReceiver;
 
 /// Deliveries per second, sustained, and how many may come at once.
 #[derive(Debug, Clone, Copy)]
-pub struct Rate {
+pub(crate) struct Rate {
     pub per_second: NonZeroU32,
     pub burst: NonZeroU32,
 }

@@ -43,12 +43,11 @@ use crate::cluster::events::{self, Reporter};
 use crate::engine::Event;
 use crate::metrics::Metrics;
 
-pub use limit::Rate;
+pub(crate) use limit::Rate;
 // How a sender signs a delivery, for the senders outside the crate (the integration tests').
-pub use crate::signing::sign;
 
 /// The largest body taken: dbt Cloud's and Fivetran's deliveries are a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a sender may take to send its body: a connection that trickles it is cut (408).
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +69,7 @@ fn digest(uid: &str) -> String {
 
 /// Settings of the endpoint.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Where to listen (port 0 picks a free port).
     pub address: String,
     /// Serve only the receivers of this namespace; all namespaces when unset.
@@ -100,7 +99,7 @@ struct Endpoint {
 
 /// Starts watching the receivers and serving their deliveries until the process ends.
 /// Returns the bound address.
-pub async fn serve(
+pub(crate) async fn serve(
     client: Client,
     config: Config,
     reporter: Reporter,

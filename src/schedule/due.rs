@@ -23,14 +23,14 @@ use super::{Kind, Schedule, every::Every, gotime};
 
 /// [`Due::missed`] stops counting here; a value equal to the cap means "at least this
 /// many". Kubernetes reports "too many missed start times" above 100.
-pub const MISSED_COUNT_CAP: u64 = 1000;
+pub(crate) const MISSED_COUNT_CAP: u64 = 1000;
 
 const NANOS_PER_SEC: i128 = 1_000_000_000;
 
 /// What the scheduler should do now — the CronJob controller v2 `mostRecentScheduleTime`
 /// + `startingDeadlineSeconds` logic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Due {
+pub(crate) struct Due {
     /// The fire time to start a run for now: the most recent unmet time in
     /// (earliest, now], provided it is within the starting deadline (when one is set).
     pub run_for: Option<Timestamp>,
@@ -57,7 +57,7 @@ pub struct Due {
 /// anchor to `now - deadline` when a deadline is set, which makes an `@every` job whose
 /// deadline is shorter than its period stop running after any delay; that is not
 /// reproduced.)
-pub fn due(
+pub(crate) fn due(
     schedule: &Schedule,
     tz: &TimeZone,
     earliest: Timestamp,

@@ -33,13 +33,13 @@ use std::fmt;
 
 use jiff::{Timestamp, tz::TimeZone};
 
-pub use due::{Due, MISSED_COUNT_CAP, due};
-pub use tz::parse_time_zone;
+pub(crate) use due::due;
+pub(crate) use tz::parse_time_zone;
 
 /// Why a schedule or time zone was refused. The messages are meant for users (events,
 /// status conditions, CLI output) and name the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScheduleError {
+pub(crate) enum ScheduleError {
     /// `spec.schedule` is not something Kubernetes would accept.
     #[error("invalid schedule {expr:?}: {reason}")]
     InvalidSchedule { expr: String, reason: String },
@@ -50,7 +50,7 @@ pub enum ScheduleError {
 
 /// A parsed `spec.schedule`.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     expr: String,
     kind: Kind,
 }
@@ -73,7 +73,7 @@ impl Schedule {
     /// `@daily`, `@midnight`, `@hourly`; `@every <Go duration>`. Refused, as by
     /// Kubernetes: a seconds field, `L`, `W`, `#`, day-of-week 7, out-of-range values,
     /// the empty string, and any `TZ=` / `CRON_TZ=` prefix.
-    pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
+    pub(crate) fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
         let invalid = |reason: String| ScheduleError::InvalidSchedule {
             expr: expr.to_string(),
             reason,
@@ -118,20 +118,17 @@ impl Schedule {
     /// "None" follows robfig: when nothing matches within five years of `after` (for
     /// example `0 0 30 2 *`) there is no next fire time. Fire times are whole seconds;
     /// `@every` schedules ignore `tz`.
-    pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+    pub(crate) fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         match &self.kind {
             Kind::Cron(spec) => spec.next(after, tz),
             Kind::Every(every) => every.next(after),
         }
     }
 
-    /// The schedule text as given.
-    pub fn as_str(&self) -> &str {
-        &self.expr
-    }
-
-    /// For `@every` schedules, the interval (whole seconds, at least one).
-    pub fn every_interval(&self) -> Option<std::time::Duration> {
+    /// For `@every` schedules, the interval (whole seconds, at least one): what the tests check
+    /// the parser against.
+    #[cfg(test)]
+    pub(crate) fn every_interval(&self) -> Option<std::time::Duration> {
         match &self.kind {
             Kind::Every(every) => u64::try_from(every.seconds())
                 .ok()
@@ -160,7 +157,12 @@ impl Eq for Schedule {}
 /// The next `n` fire times strictly after `from` (for the `syncseq schedule next`
 /// preview command). Shorter than `n` if the schedule runs out (see
 /// [`Schedule::next_after`]).
-pub fn preview(schedule: &Schedule, tz: &TimeZone, from: Timestamp, n: usize) -> Vec<Timestamp> {
+pub(crate) fn preview(
+    schedule: &Schedule,
+    tz: &TimeZone,
+    from: Timestamp,
+    n: usize,
+) -> Vec<Timestamp> {
     // Cap the up-front allocation: `n` comes from the command line.
     let mut out = Vec::with_capacity(n.min(1024));
     let mut cursor = from;

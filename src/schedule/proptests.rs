@@ -8,6 +8,7 @@ use croner::{CivilDateTime, CronDateTime, Resolution, errors::CronError};
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use proptest::prelude::*;
 
+use super::due::MISSED_COUNT_CAP;
 use super::*;
 
 /// Zones with ordinary DST rules (or none), where robfig's result is simply "the first

@@ -8,6 +8,7 @@
 
 use jiff::{Timestamp, tz::TimeZone};
 
+use super::due::{Due, MISSED_COUNT_CAP};
 use super::*;
 
 /// `"2012-07-09T14:45:00Z"` → timestamp; offsets such as `-05:00` are accepted.

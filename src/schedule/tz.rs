@@ -14,7 +14,7 @@ use super::ScheduleError;
 /// mean "wherever the controller runs". Unlike jiff, Go's `time.LoadLocation` is
 /// case-sensitive, so `europe/berlin` is refused too (with a suggestion).
 /// Kubernetes rejects an empty string; here it means "not set", as the API asks.
-pub fn parse_time_zone(name: Option<&str>) -> Result<TimeZone, ScheduleError> {
+pub(crate) fn parse_time_zone(name: Option<&str>) -> Result<TimeZone, ScheduleError> {
     let name = match name {
         None | Some("") => return Ok(TimeZone::UTC),
         Some(name) => name,

@@ -1025,7 +1025,7 @@ async fn each_provider_gets_the_body_it_documents_and_pagerduty_resolves_what_it
         signed_text.extend_from_slice(&r.body);
         let expected = format!(
             "sha256={}",
-            syncseq::receiver::sign(shared_secret.as_bytes(), &signed_text)
+            syncseq::sign(shared_secret.as_bytes(), &signed_text)
         );
         assert_eq!(r.header("x-syncseq-signature"), Some(expected));
         assert_eq!(r.json()["source"], "syncseq");

@@ -55,7 +55,7 @@ async fn ready_path(ns: &TestNamespace, name: &str) -> String {
     let path = r.status.unwrap().webhook_path.unwrap();
     assert_eq!(
         path,
-        syncseq::receiver::webhook_path(r.metadata.uid.as_deref().unwrap()),
+        syncseq::webhook_path(r.metadata.uid.as_deref().unwrap()),
         "the path is derived from the receiver's UID"
     );
     path

@@ -88,7 +88,7 @@ pub async fn wait_serving(address: &str, path: &str) {
 
 /// Headers that sign `body` with `secret` as a sender of `kind` does.
 pub fn signed(kind: &str, secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-    let digest = syncseq::receiver::sign(secret.as_bytes(), body);
+    let digest = syncseq::sign(secret.as_bytes(), body);
     match kind {
         "DbtCloud" => vec![("Authorization", digest)],
         "Fivetran" => vec![("X-Fivetran-Signature-256", digest.to_uppercase())],

@@ -33,7 +33,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How alert webhooks connect, as the operator configured it.
 #[derive(Clone, Default)]
-pub struct Transport {
+pub(crate) struct Transport {
     /// Where webhooks may connect.
     pub egress: EgressPolicy,
     /// CA certificates trusted besides the operating system's (`--webhook-ca-bundle`).
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     /// The transport with the proxies of the environment.
-    pub fn new(egress: EgressPolicy, extra_roots: Vec<CertificateDer<'static>>) -> Self {
+    pub(crate) fn new(egress: EgressPolicy, extra_roots: Vec<CertificateDer<'static>>) -> Self {
         Transport {
             egress,
             extra_roots,
@@ -64,7 +64,9 @@ impl Transport {
 }
 
 /// Reads a PEM CA bundle: every certificate in it, at least one.
-pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_ca_bundle(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()

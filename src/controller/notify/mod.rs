@@ -42,12 +42,12 @@ use crate::cluster::events::Reporter;
 use crate::metrics::Metrics;
 
 use connect::Http;
-pub use connect::{Transport, read_ca_bundle};
-pub use record::status_unchanged;
+pub(crate) use connect::{Transport, read_ca_bundle};
+pub(super) use record::status_unchanged;
 use record::{Outcome, Progress};
 
 /// Field manager of what the delivery worker writes.
-pub const FIELD_MANAGER: &str = "syncseq-alerts";
+pub(super) const FIELD_MANAGER: &str = "syncseq-alerts";
 
 /// Notifications waiting for the dispatcher; beyond this, new ones are dropped (counted, and
 /// offered again by the next reconcile).
@@ -64,7 +64,7 @@ const RECENT_KEYS: usize = 4096;
 
 /// Backoff and timeout of deliveries.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Wait after the first failed attempt; doubled after each further one, up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
@@ -84,7 +84,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait after failed attempt `attempt` (1-based): 1 s, 2 s, 4 s, … up to the cap.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
         (self.first_backoff * factor).min(self.max_backoff)
     }
@@ -98,7 +98,7 @@ struct Delivery {
 
 /// The reconciler's handle on delivery. Cloning is cheap.
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     tx: mpsc::Sender<Delivery>,
     metrics: Arc<Metrics>,
 }
@@ -125,7 +125,7 @@ struct Shared {
 
 impl Notifier {
     /// Starts the dispatcher; must be called within the Tokio runtime.
-    pub fn start(
+    pub(crate) fn start(
         client: Client,
         reporter: Reporter,
         transport: Transport,
@@ -134,7 +134,7 @@ impl Notifier {
         Self::start_with(client, reporter, transport, metrics, RetryPolicy::default())
     }
 
-    pub fn start_with(
+    pub(crate) fn start_with(
         client: Client,
         reporter: Reporter,
         transport: Transport,
@@ -161,7 +161,7 @@ impl Notifier {
 
     /// Offers the notifications `status` (the sequence's, as written) holds pending and not
     /// handled for delivery, to the webhooks its alerts have now. Never waits.
-    pub fn offer(&self, seq: &SyncSequence, status: &SyncSequenceStatus) {
+    pub(crate) fn offer(&self, seq: &SyncSequence, status: &SyncSequenceStatus) {
         let (namespace, name) = (seq.namespace().unwrap_or_default(), seq.name_any());
         let regarding = seq.object_ref(&());
         for pending in status

@@ -266,7 +266,7 @@ async fn write_once(
 /// Whether the status the reconciler would apply is already in place, leaving aside what the
 /// delivery worker writes and the reconciler never does: the `AlertsDelivered` condition and
 /// `handledAlerts`.
-pub fn status_unchanged(
+pub(crate) fn status_unchanged(
     current: Option<&SyncSequenceStatus>,
     planned: &SyncSequenceStatus,
 ) -> bool {

@@ -45,7 +45,7 @@ struct Dashboard {
 }
 
 /// Serves the dashboard on 127.0.0.1:`port` (0: any free port) until Ctrl-C.
-pub async fn serve(cluster: Cluster, all_namespaces: bool, port: u16) -> anyhow::Result<()> {
+pub(crate) async fn serve(cluster: Cluster, all_namespaces: bool, port: u16) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
