@@ -201,6 +201,26 @@ pub struct StepStatus {
     pub message: Option<String>,
 }
 
+impl StepStatus {
+    /// Step `name` of a run, running Sync `sync`, before anything happened to it.
+    pub fn pending(name: impl Into<String>, sync: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            sync: sync.into(),
+            phase: StepPhase::Pending,
+            job_name: None,
+            job_uid: None,
+            attempt_failure: None,
+            attempts: 0,
+            start_time: None,
+            completion_time: None,
+            rows_synced: None,
+            rows_rejected: None,
+            message: None,
+        }
+    }
+}
+
 /// One finished run, for the history in `status.runs`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -47,20 +47,7 @@ pub(super) fn new_run(
         progress: format!("0/{}", steps.len()),
         steps: steps
             .iter()
-            .map(|s| StepStatus {
-                name: s.name.clone(),
-                sync: s.sync_ref.name.clone(),
-                phase: StepPhase::Pending,
-                job_name: None,
-                job_uid: None,
-                attempt_failure: None,
-                attempts: 0,
-                start_time: None,
-                completion_time: None,
-                rows_synced: None,
-                rows_rejected: None,
-                message: None,
-            })
+            .map(|s| StepStatus::pending(&s.name, &s.sync_ref.name))
             .collect(),
         message: None,
     }

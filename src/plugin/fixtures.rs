@@ -6,17 +6,7 @@ use crate::api::{StepPhase, StepStatus};
 /// recorded yet: tests set the fields they look at (`StepStatus { .., ..step(name, phase) }`).
 pub(crate) fn step(name: &str, phase: StepPhase) -> StepStatus {
     StepStatus {
-        name: name.into(),
-        sync: name.into(),
         phase,
-        job_name: None,
-        job_uid: None,
-        attempt_failure: None,
-        attempts: 0,
-        start_time: None,
-        completion_time: None,
-        rows_synced: None,
-        rows_rejected: None,
-        message: None,
+        ..StepStatus::pending(name, name)
     }
 }
