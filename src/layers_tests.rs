@@ -39,7 +39,7 @@ const LAYERS: &[&[&str]] = &[
     // The parts a process runs: the controller, the webhook endpoint, the HTTP server, the
     // command line.
     &["receiver", "controller", "server", "cli"],
-    // `lib.rs` wires them.
+    // `lib.rs` lists them and re-exports the entry points.
     &["lib"],
 ];
 
