@@ -247,17 +247,7 @@ impl Model {
             && done.created.is_empty()
             && plan.wake_at.is_none_or(|at| at > self.w.now)
         {
-            let again = self.w.sync_plan(name);
-            prop_assert_eq!(
-                &again.status,
-                &written,
-                "a fully applied plan left a status change for the next decision"
-            );
-            prop_assert!(
-                again.actions.is_empty(),
-                "a fully applied plan left actions for the next decision: {:?}",
-                again.actions
-            );
+            settled(&self.w.sync_plan(name), &written)?;
         }
         Ok(())
     }
@@ -271,18 +261,10 @@ impl Model {
         if first.wake_at.is_some_and(|at| at <= self.w.now) {
             return Ok(());
         }
-        let again = self.w.plan();
-        prop_assert_eq!(
-            Some(&again.status),
-            self.w.seq.status.as_ref(),
-            "a fully applied plan left a status change for the next decision"
-        );
-        prop_assert!(
-            again.actions.is_empty(),
-            "a fully applied plan left actions for the next decision: {:?}",
-            again.actions
-        );
-        Ok(())
+        match &self.w.seq.status {
+            Some(written) => settled(&self.w.plan(), written),
+            None => Err(TestCaseError::fail("a fully applied plan wrote no status")),
+        }
     }
 
     /// The promises, on one decision of the sequence.
@@ -704,4 +686,23 @@ proptest! {
         }
         m.settle(true)?;
     }
+}
+
+/// The next decision on the same cluster and time, after a plan applied in full: it must
+/// change nothing of the status that plan wrote, and do nothing.
+fn settled<S: PartialEq + std::fmt::Debug>(
+    again: &Plan<S>,
+    written: &S,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        &again.status,
+        written,
+        "a fully applied plan left a status change for the next decision"
+    );
+    prop_assert!(
+        again.actions.is_empty(),
+        "a fully applied plan left actions for the next decision: {:?}",
+        again.actions
+    );
+    Ok(())
 }
