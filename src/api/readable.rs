@@ -112,6 +112,8 @@ impl Shell for SyncSequence {
                 concurrency_policy: Default::default(),
                 history_limit: 0,
                 steps: Vec::new(),
+                max_parallel: None,
+                fail_fast: false,
                 alerts: Vec::new(),
             },
             status: None,

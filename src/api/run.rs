@@ -199,6 +199,12 @@ pub struct StepStatus {
     /// The error text, the sync's own message, or why the step waits or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a Skipped step, why, as one CamelCase word: `UpstreamFailed` (a step it needs
+    /// failed or was skipped), `UpstreamSucceeded` (`runWhen: AnyFailed`, and nothing it
+    /// depends on failed), `FailFast` (`spec.failFast` after a failure elsewhere),
+    /// `RunCancelled`, `StepRemoved` (gone from the spec mid-run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl StepStatus {
@@ -217,6 +223,7 @@ impl StepStatus {
             rows_synced: None,
             rows_rejected: None,
             message: None,
+            reason: None,
         }
     }
 }

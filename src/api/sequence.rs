@@ -1,4 +1,5 @@
-//! `SyncSequence`: Syncs run in a linear order on a CronJob-style schedule.
+//! `SyncSequence`: Syncs run in order (a line, or a graph of steps with `dependsOn`) on a
+//! CronJob-style schedule.
 
 // kube-derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes to clippy.
 #![allow(clippy::duplicated_attributes)]
@@ -26,8 +27,8 @@ pub(crate) fn schedule_rule() -> Rule {
     .message("must be a 5-field cron expression or a macro such as @hourly or @every 90m, without a TZ= or CRON_TZ= prefix (put the zone in timeZone)")
 }
 
-/// Syncs run in order on a schedule: step n+1 starts only after step n succeeded (or finished
-/// under a `Continue` policy).
+/// Syncs run in order on a schedule: a step starts only once the steps it depends on (by
+/// default the step listed before it) met its `runWhen` rule.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug)]
 #[kube(
     group = "syncseq.dev",
@@ -38,7 +39,7 @@ pub(crate) fn schedule_rule() -> Rule {
     shortname = "sseq",
     category = "syncseq",
     validation = super::name_rule(),
-    doc = "Syncs run in a linear order on a CronJob-style schedule, one Kubernetes Job per step.",
+    doc = "Syncs run in order (a line, or a graph of steps with dependsOn) on a CronJob-style schedule, one Kubernetes Job per step.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(
@@ -78,10 +79,24 @@ pub struct SyncSequenceSpec {
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: i32,
 
-    /// The syncs to run, in order. Step names are unique.
+    /// The syncs to run, in order. Step names are unique. A step depends on the step listed
+    /// before it unless it says otherwise with `dependsOn`, which may name only steps listed
+    /// before it (so no cycle can be written).
     #[schemars(length(min = 1, max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(extend("x-kubernetes-validations" = depends_on_rules()))]
     pub steps: Vec<Step>,
+
+    /// The most Jobs of one run that run at once. Unset: as many as the graph allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32))]
+    pub max_parallel: Option<i32>,
+
+    /// After a step fails under `Stop`, start nothing new in any branch (the Jobs already
+    /// running finish). Unset or false: only the failed step's descendants are skipped, and
+    /// independent branches run on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_fast: bool,
 
     /// Notifications sent when runs or steps change state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -92,6 +107,31 @@ pub struct SyncSequenceSpec {
 
 fn default_history_limit() -> i32 {
     10
+}
+
+/// CEL rules on `spec.steps`: each step's `dependsOn` names only steps listed before it, so
+/// that no cycle can be written and unknown names are refused at apply. The message names the
+/// step and says which mistake it is.
+///
+/// One rule per position: CEL on Kubernetes 1.30 has no indexed comprehension, and the API
+/// server's cost estimate of the general forms (`indexOf` over a mapped list, `filter` to find
+/// the step for the message) exceeds its budget for a 32-step list, while a position's rule,
+/// walking the literal indexes before it, stays well within.
+fn depends_on_rules() -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = (0..MAX_STEPS)
+        .map(|i| {
+            let earlier = (0..i).map(|j| j.to_string()).collect::<Vec<_>>().join(", ");
+            serde_json::json!({
+                "rule": format!(
+                    "size(self) <= {i} || !has(self[{i}].dependsOn) || self[{i}].dependsOn.all(d, [{earlier}].exists(j, self[j].name == d))"
+                ),
+                "messageExpression": format!(
+                    "'step ' + self[{i}].name + ' dependsOn ' + (self[{i}].dependsOn.exists(d, !self.exists(p, p.name == d)) ? 'a name that is no step of this sequence' : 'a step that is not listed before it') + ': a step may depend only on steps listed earlier'"
+                ),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rules)
 }
 
 /// What happens to a trigger that arrives while a run is in progress.
@@ -109,11 +149,26 @@ pub enum ConcurrencyPolicy {
 /// Stop the run, or go on with the next step.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum FailurePolicy {
-    /// Stop the run: the remaining steps are skipped and the run fails.
+    /// The run fails: the step's descendants that need it to succeed are skipped (with
+    /// `failFast`, nothing new starts anywhere), and the run ends `Failed`.
     #[default]
     Stop,
-    /// Record the failure and go on with the next step.
+    /// Record the failure and go on: the step counts as succeeded for its descendants.
     Continue,
+}
+
+/// When a step runs, given how the steps it depends on ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RunWhen {
+    /// Every step it depends on succeeded (a failure under a `Continue` policy counts as
+    /// succeeded). Otherwise the step is skipped.
+    #[default]
+    AllSucceeded,
+    /// Every step it depends on ended, whatever the outcome: cleanup, notifications.
+    AllFinished,
+    /// Every step it depends on ended and at least one failed: a compensating step.
+    /// Otherwise the step is skipped.
+    AnyFailed,
 }
 
 /// One step of a sequence: a Sync and how to treat its failures.
@@ -129,6 +184,23 @@ pub struct Step {
 
     /// The Sync this step runs, in the sequence's namespace.
     pub sync_ref: SyncRef,
+
+    /// The steps this one waits for, by name; each must be listed before it. Unset: the step
+    /// listed before it (none for the first step). `[]`: none, the step starts with the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 31),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub depends_on: Option<Vec<String>>,
+
+    /// When the step runs, given how the steps it depends on ended.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub run_when: RunWhen,
 
     /// What to do when the step's Job fails (a fatal error), after its retries.
     #[serde(default)]
@@ -157,6 +229,10 @@ pub struct Step {
 
 fn default_retry_delay() -> i32 {
     10
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Reference to a Sync in the same namespace.

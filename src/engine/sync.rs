@@ -68,6 +68,8 @@ pub(crate) fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         sync_ref: SyncRef {
             name: owner.name.clone(),
         },
+        depends_on: None,
+        run_when: Default::default(),
         on_failure: FailurePolicy::Stop,
         rejected_rows: None,
         retries: 0,

@@ -493,6 +493,8 @@ mod tests {
                     .map(|n| Step {
                         name: n.into(),
                         sync_ref: SyncRef { name: n.into() },
+                        depends_on: None,
+                        run_when: Default::default(),
                         on_failure: Default::default(),
                         rejected_rows: None,
                         retries: 0,
@@ -500,6 +502,8 @@ mod tests {
                         timeout_seconds: None,
                     })
                     .collect(),
+                max_parallel: None,
+                fail_fast: false,
                 alerts: vec![],
             },
         );
