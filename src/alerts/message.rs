@@ -163,6 +163,7 @@ pub(super) fn trigger_name(t: TriggerKind) -> &'static str {
         TriggerKind::Schedule => "Schedule",
         TriggerKind::Manual => "Manual",
         TriggerKind::Upstream => "Upstream",
+        TriggerKind::Retry => "Retry",
     }
 }
 
@@ -171,6 +172,7 @@ fn trigger_text(t: TriggerKind) -> &'static str {
         TriggerKind::Schedule => "scheduled",
         TriggerKind::Manual => "manual request",
         TriggerKind::Upstream => "upstream",
+        TriggerKind::Retry => "retry",
     }
 }
 

@@ -14,6 +14,9 @@ pub enum TriggerKind {
     /// Something upstream: a run of an object named in `spec.after` finished (the run's
     /// `upstream` says which), or, on a Sync's `lastRun`, a step of a SyncSequence.
     Upstream,
+    /// A `syncseq.dev/retryRequestedAt` annotation: a run that reuses the steps that
+    /// succeeded in an earlier run (`retryOf`) and runs the others.
+    Retry,
 }
 
 /// Phase of a run, on `status.currentRun` and in `status.runs`.

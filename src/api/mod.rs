@@ -67,6 +67,11 @@ pub mod labels {
 pub mod annotations {
     /// Any new value starts one run (the Flux `reconcile.fluxcd.io/requestedAt` convention).
     pub const REQUESTED_AT: &str = "syncseq.dev/requestedAt";
+    /// Any new value starts a run that retries what failed: the steps that succeeded in the
+    /// run named by [`RETRY_RUN`] (by default the last finished run) are reused, the others run.
+    pub const RETRY_REQUESTED_AT: &str = "syncseq.dev/retryRequestedAt";
+    /// The number of the run to retry, read with [`RETRY_REQUESTED_AT`].
+    pub const RETRY_RUN: &str = "syncseq.dev/retryRun";
     /// Any new value cancels the run in progress, if any.
     pub const CANCEL_REQUESTED_AT: &str = "syncseq.dev/cancelRequestedAt";
     /// On a Job of a run the schedule started: the fire time it is for (RFC 3339), as the

@@ -75,6 +75,9 @@ pub struct RunBook {
     /// The value of the `syncseq.dev/requestedAt` annotation handled last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request_at: Option<String>,
+    /// The value of the `syncseq.dev/retryRequestedAt` annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_retry_at: Option<String>,
     /// The value of the `syncseq.dev/cancelRequestedAt` annotation handled last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_cancel_at: Option<String>,
@@ -128,6 +131,9 @@ pub struct QueuedRun {
     /// The upstream run, for an upstream trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamRun>,
+    /// The run to retry, for a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
 }
 
 /// A run: in progress (`currentRun`) or the most recent finished one (`lastRun`).
@@ -144,6 +150,9 @@ pub struct RunStatus {
     /// The upstream run that started it, when something upstream did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamRun>,
+    /// For a `Retry` run: the run whose succeeded steps it reuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
     /// When the run started.
     pub start_time: Time,
     /// When the run ended.
@@ -205,6 +214,10 @@ pub struct StepStatus {
     /// `RunCancelled`, `StepRemoved` (gone from the spec mid-run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a step a `Retry` run did not run again: the run whose success it reuses (its Job,
+    /// rows and times are that run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<i64>,
 }
 
 impl StepStatus {
@@ -224,6 +237,7 @@ impl StepStatus {
             rows_rejected: None,
             message: None,
             reason: None,
+            reused_from: None,
         }
     }
 }
@@ -239,6 +253,9 @@ pub struct RunSummary {
     /// The upstream run that started it, when something upstream did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamRun>,
+    /// For a `Retry` run: the run it retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
     /// How the run ended.
     pub phase: RunPhase,
     /// When the run started.

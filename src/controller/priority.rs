@@ -70,6 +70,7 @@ mod tests {
                 trigger: TriggerKind::Manual,
                 scheduled_time: None,
                 upstream: None,
+                retry_of: None,
                 start_time: Time(at("2026-12-04T09:00:00Z")),
                 completion_time: None,
                 phase,

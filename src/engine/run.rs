@@ -41,6 +41,7 @@ pub(super) fn new_run(
         trigger: trigger.kind,
         scheduled_time: trigger.scheduled.map(Time),
         upstream: trigger.upstream.clone(),
+        retry_of: trigger.retry_of,
         start_time: Time(now),
         completion_time: None,
         phase: RunPhase::Running,

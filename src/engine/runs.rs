@@ -418,6 +418,7 @@ fn summarize(run: &RunStatus) -> RunSummary {
         id: run.id,
         trigger: run.trigger,
         upstream: run.upstream.clone(),
+        retry_of: run.retry_of,
         phase: run.phase,
         start_time: run.start_time.clone(),
         completion_time: run.completion_time.clone(),

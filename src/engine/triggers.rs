@@ -18,6 +18,8 @@ pub(super) struct Trigger {
     pub scheduled: Option<Timestamp>,
     /// For an upstream trigger: the upstream run.
     pub upstream: Option<UpstreamRun>,
+    /// For a retry: the run whose succeeded steps the new run reuses.
+    pub retry_of: Option<i64>,
 }
 
 impl Trigger {
@@ -28,6 +30,10 @@ impl Trigger {
             (TriggerKind::Upstream, None) => "upstream".into(),
             (TriggerKind::Manual, _) => "manual request".into(),
             (TriggerKind::Schedule, _) => "schedule".into(),
+            (TriggerKind::Retry, _) => match self.retry_of {
+                Some(run) => format!("retry of run {run}"),
+                None => "retry".into(),
+            },
         }
     }
 
@@ -36,6 +42,7 @@ impl Trigger {
             trigger: self.kind,
             scheduled_time: self.scheduled.map(Time),
             upstream: self.upstream.clone(),
+            retry_of: self.retry_of,
         }
     }
 
@@ -44,6 +51,7 @@ impl Trigger {
             kind: q.trigger,
             scheduled: q.scheduled_time.map(|t| t.0),
             upstream: q.upstream,
+            retry_of: q.retry_of,
         }
     }
 }
@@ -96,6 +104,7 @@ pub(super) fn manual(meta: &ObjectMeta, handled: &mut Option<String>) -> Option<
         kind: TriggerKind::Manual,
         scheduled: None,
         upstream: None,
+        retry_of: None,
     })
 }
 
@@ -169,6 +178,7 @@ pub(super) fn scheduled(
             kind: TriggerKind::Schedule,
             scheduled: Some(t),
             upstream: None,
+            retry_of: None,
         }
     });
     (trigger, due.next)

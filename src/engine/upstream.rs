@@ -150,6 +150,7 @@ pub(super) fn ask(
         trigger: Some(Trigger {
             kind: TriggerKind::Upstream,
             scheduled: None,
+            retry_of: None,
             upstream: Some(UpstreamRun {
                 kind: up.kind,
                 name: up.name.clone(),

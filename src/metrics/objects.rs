@@ -260,6 +260,7 @@ mod tests {
                 id: 7,
                 trigger: TriggerKind::Schedule,
                 upstream: None,
+                retry_of: None,
                 phase: RunPhase::Failed,
                 start_time: Time(at(0)),
                 completion_time: Some(Time(at(90))),

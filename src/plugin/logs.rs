@@ -452,6 +452,7 @@ mod tests {
         RunStatus {
             id,
             trigger: TriggerKind::Manual,
+            retry_of: None,
             upstream: None,
             scheduled_time: None,
             start_time: Time("2026-05-01T10:00:00Z".parse().unwrap()),
@@ -467,6 +468,7 @@ mod tests {
         RunSummary {
             id,
             trigger: TriggerKind::Schedule,
+            retry_of: None,
             upstream: None,
             phase: RunPhase::Failed,
             start_time: Time("2026-05-01T09:00:00Z".parse().unwrap()),

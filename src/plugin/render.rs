@@ -536,6 +536,7 @@ mod tests {
         RunStatus {
             id: 4,
             trigger: TriggerKind::Manual,
+            retry_of: None,
             upstream: None,
             scheduled_time: None,
             start_time: time_at("2026-05-01T10:00:00Z"),
@@ -567,6 +568,7 @@ mod tests {
         RunStatus {
             id: 3,
             trigger: TriggerKind::Schedule,
+            retry_of: None,
             upstream: None,
             scheduled_time: Some(time_at("2026-05-01T09:00:00Z")),
             start_time: time_at("2026-05-01T09:00:00.4Z"),
@@ -662,6 +664,7 @@ mod tests {
                     current_run: Some(running_run()),
                     queued_run: Some(QueuedRun {
                         trigger: TriggerKind::Manual,
+                        retry_of: None,
                         upstream: None,
                         scheduled_time: None,
                     }),
@@ -860,6 +863,7 @@ mod tests {
                         RunSummary {
                             id: 3,
                             trigger: TriggerKind::Schedule,
+                            retry_of: None,
                             upstream: None,
                             phase: RunPhase::Failed,
                             start_time: time_at("2026-05-01T09:00:00.4Z"),
@@ -870,6 +874,7 @@ mod tests {
                         RunSummary {
                             id: 2,
                             trigger: TriggerKind::Manual,
+                            retry_of: None,
                             upstream: None,
                             phase: RunPhase::Succeeded,
                             start_time: time_at("2026-05-01T08:30:00Z"),

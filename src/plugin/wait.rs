@@ -184,6 +184,7 @@ mod tests {
         RunStatus {
             id,
             trigger,
+            retry_of: None,
             upstream: None,
             scheduled_time: None,
             start_time: Time("2026-05-01T10:00:00Z".parse().unwrap()),
@@ -199,6 +200,7 @@ mod tests {
         RunSummary {
             id: r.id,
             trigger: r.trigger,
+            retry_of: None,
             upstream: None,
             phase: r.phase,
             start_time: r.start_time.clone(),
@@ -336,6 +338,7 @@ mod tests {
             RunBook {
                 queued_run: Some(QueuedRun {
                     trigger: TriggerKind::Manual,
+                    retry_of: None,
                     upstream: None,
                     scheduled_time: None,
                 }),
