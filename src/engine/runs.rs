@@ -34,6 +34,9 @@ pub(super) struct Runner<'a> {
     pub concurrency: ConcurrencyPolicy,
     pub steps: &'a [Step],
     pub history_limit: usize,
+    /// `spec.maxParallel` (None for a Sync's own one-step runs).
+    pub max_parallel: Option<usize>,
+    pub fail_fast: bool,
 }
 
 /// What the runs see of the cluster.
@@ -102,6 +105,8 @@ pub(super) fn drive<S: Clone>(
         syncs: cluster.syncs,
         jobs: cluster.jobs,
         holders: cluster.holders,
+        max_parallel: runner.max_parallel,
+        fail_fast: runner.fail_fast,
         now,
     };
     let parsed = triggers::parse_schedule(runner.scheduling);
@@ -302,6 +307,7 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
                     step.job_name = Some(job.name.clone());
                 }
                 step.phase = StepPhase::Skipped;
+                step.reason = Some(reasons::SKIP_STATUS_BEHIND_JOBS.into());
                 step.message = Some(format!(
                     "skipped: status was behind its Jobs, which show step {name} had started"
                 ));
