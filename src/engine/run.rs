@@ -662,6 +662,7 @@ fn try_start(
     let name = job_name(
         &ctx.owner.kind,
         &ctx.owner.name,
+        &ctx.owner.uid,
         run_id,
         &step.name,
         attempt,
