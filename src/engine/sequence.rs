@@ -30,6 +30,7 @@ pub(crate) fn decide(obs: &Observed) -> Plan {
             .max_parallel
             .and_then(|n| usize::try_from(n.max(1)).ok()),
         fail_fast: seq.spec.fail_fast,
+        last_run: old.last_run.as_ref(),
     };
     let cluster = Cluster {
         syncs: obs.syncs,

@@ -291,3 +291,69 @@ fn cancel_stops_every_branch() {
         "every running branch's Job is deleted"
     );
 }
+
+#[test]
+fn a_retry_reuses_what_succeeded_and_runs_the_failed_and_skipped_steps() {
+    let mut w = World::sequence(diamond());
+    w.trigger("1");
+    end(&mut w, "accounts", true);
+    w.reconcile();
+    end(&mut w, "deals", false);
+    end(&mut w, "workspaces", true);
+    end(&mut w, "audit", true);
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::Failed);
+    let first_jobs = w.created.len();
+
+    w.annotate(annotations::RETRY_REQUESTED_AT, "r1");
+    let created = w.reconcile();
+    assert_eq!(
+        created_steps(&created),
+        ["deals"],
+        "only the failed step starts"
+    );
+    let run = w.status().book.current_run.clone().expect("the retry");
+    assert_eq!(run.trigger, TriggerKind::Retry);
+    assert_eq!(run.retry_of, Some(1));
+    assert_eq!(w.status().book.last_handled_retry_at.as_deref(), Some("r1"));
+    for name in ["accounts", "workspaces", "audit"] {
+        let s = run.steps.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(s.phase, StepPhase::Succeeded, "{name}");
+        assert_eq!(s.reused_from, Some(1), "{name}");
+        assert_eq!(s.rows_synced, Some(10), "{name} keeps its rows");
+        assert!(
+            s.job_name.as_deref().unwrap().contains("-1-"),
+            "{name}: run 1's Job"
+        );
+    }
+    assert!(w.events.iter().any(|e| e.reason == "RunStarted"
+        && e.note == "run 2 started by retry of run 1, reusing accounts, workspaces, audit"));
+    end(&mut w, "deals", true);
+    assert_eq!(created_steps(&w.reconcile()), ["contacts"]);
+    end(&mut w, "contacts", true);
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::Succeeded);
+    assert_eq!(
+        w.created.len(),
+        first_jobs + 2,
+        "new Jobs for deals and contacts only"
+    );
+
+    // A retry of a run that is not the last finished one is refused, and says why.
+    w.annotate(annotations::RETRY_RUN, "1");
+    w.annotate(annotations::RETRY_REQUESTED_AT, "r2");
+    assert!(w.reconcile().is_empty());
+    assert!(
+        w.events
+            .iter()
+            .any(|e| e.reason == "TriggerSkipped" && e.note.contains("run 1 cannot be retried"))
+    );
+    w.annotate(annotations::RETRY_RUN, "two");
+    w.annotate(annotations::RETRY_REQUESTED_AT, "r3");
+    assert!(w.reconcile().is_empty());
+    assert!(w.events.iter().any(|e| {
+        e.reason == "TriggerSkipped"
+            && e.note
+                .contains("syncseq.dev/retryRun is 'two', not a run number")
+    }));
+}
