@@ -94,17 +94,7 @@ pub(super) fn advance(
         if run.steps[i].phase.is_final() || run.steps[i].phase == StepPhase::Running {
             continue;
         }
-        let Some(spec) = ctx.steps.iter().find(|s| s.name == run.steps[i].name) else {
-            // Removed from the spec while the run was in progress: skipped when its turn
-            // comes, as the steps after it in a line wait for it.
-            let turn = parents_in_run(run, ctx.steps, i)
-                .iter()
-                .all(|&p| run.steps[p].phase.is_final());
-            if turn {
-                removed(&mut run.steps[i], now);
-            }
-            continue;
-        };
+        let spec = ctx.steps.iter().find(|s| s.name == run.steps[i].name);
         let parents: Vec<(&str, Option<graph::Ended>)> = parents_in_run(run, ctx.steps, i)
             .into_iter()
             .map(|p| {
@@ -118,7 +108,8 @@ pub(super) fn advance(
                 (step.name.as_str(), graph::ended(step, stopped))
             })
             .collect();
-        let verdict = graph::verdict(spec.run_when, &parents);
+        let rule = spec.map(|s| s.run_when).unwrap_or_default();
+        let verdict = graph::verdict(rule, &parents);
         let step = &mut run.steps[i];
         match verdict {
             graph::Verdict::Wait(on) => {
@@ -143,6 +134,12 @@ pub(super) fn advance(
             }
             graph::Verdict::Run => {}
         }
+        let Some(spec) = spec else {
+            // Removed from the spec while the run was in progress: skipped when its turn
+            // comes, and the steps after it go on as if it had run.
+            removed(&mut run.steps[i], now);
+            continue;
+        };
         if let Some(stopper) = ctx.fail_fast.then_some(()).and(run.stopped_by.clone()) {
             let step = &mut run.steps[i];
             if step.attempts == 0 {
