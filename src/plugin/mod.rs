@@ -1,5 +1,5 @@
 //! The kubectl plugin: the `syncseq` binary installed as `kubectl-syncseq` offers
-//! `kubectl syncseq run|cancel|suspend|resume|status|history|logs`, for SyncSequences (a bare
+//! `kubectl syncseq run|retry|cancel|suspend|resume|status|history|graph|logs`, for SyncSequences (a bare
 //! name) and standalone Syncs (`sync/NAME`). The same commands are reachable as
 //! `syncseq plugin ...`.
 //!
@@ -86,6 +86,18 @@ pub enum PluginCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Retry what failed: a new run that reuses the steps that succeeded in run N (default: the
+    /// last finished run) and runs the failed and skipped ones, in graph order (sets the
+    /// syncseq.dev/retryRequestedAt annotation, and syncseq.dev/retryRun with --run).
+    Retry {
+        #[arg(value_parser = Target::parse, help = "NAME of a SyncSequence")]
+        target: Target,
+        /// The run to retry: the last finished run (the default) or one of `history`.
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Cancel the run in progress (sets the syncseq.dev/cancelRequestedAt annotation).
     Cancel {
         #[arg(value_parser = Target::parse, help = TARGET_HELP)]
@@ -160,7 +172,7 @@ pub enum PluginCommand {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct WaitArgs {
     /// Wait until the controller has handled the request and the run has ended, then print
-    /// its step timeline. For `run`, exits 1 unless the run Succeeded.
+    /// its step timeline. For `run` and `retry`, exits 1 unless the run Succeeded.
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this long (e.g. 30s, 10m, 1h30m; default: no limit).
@@ -241,6 +253,9 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
     let cluster = client::connect(&args.connection).await?;
     match args.command {
         PluginCommand::Run { target, wait } => commands::run(&cluster, &target, &wait).await,
+        PluginCommand::Retry { target, run, wait } => {
+            commands::retry(&cluster, &target, run, &wait).await
+        }
         PluginCommand::Cancel { target, wait } => commands::cancel(&cluster, &target, &wait).await,
         PluginCommand::Suspend { target } => commands::set_suspend(&cluster, &target, true).await,
         PluginCommand::Resume { target } => commands::set_suspend(&cluster, &target, false).await,
@@ -326,6 +341,7 @@ mod tests {
             for word in [
                 "kubectl-syncseq",
                 "run",
+                "retry",
                 "cancel",
                 "suspend",
                 "resume",
@@ -400,6 +416,17 @@ mod tests {
             (Some(3), true, true)
         );
 
+        let cli =
+            PluginCli::try_parse_from(["kubectl-syncseq", "retry", "crm", "--run", "12", "--wait"])
+                .unwrap();
+        let PluginCommand::Retry { target, run, wait } = cli.args.command else {
+            panic!("retry expected")
+        };
+        assert_eq!(
+            (target.name.as_str(), run, wait.wait),
+            ("crm", Some(12), true)
+        );
+
         let cli = PluginCli::try_parse_from(["kubectl-syncseq", "status", "-A", "-w"]).unwrap();
         assert!(matches!(
             cli.args.command,
@@ -442,6 +469,7 @@ mod tests {
                 "--all-containers",
             ],
             vec!["kubectl-syncseq", "frobnicate", "crm"],
+            vec!["kubectl-syncseq", "retry", "crm", "--run", "last"],
         ] {
             let err = PluginCli::try_parse_from(&bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
