@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::client::Cluster;
+use super::graph::{self, GraphFormat};
 use super::render;
 use super::target::{Kind, Runnable, Target};
 use super::wait::{self, CancelRequest, RunRequest};
@@ -200,7 +201,12 @@ async fn follow_run(
     });
     let (id, phase, run, message) = within(wait.timeout, "the run to finish", follow).await??;
     match &run {
-        Some(run) => emit(&render::run_timeline(run, None, Timestamp::now())),
+        Some(run) => emit(&render::run_timeline(
+            run,
+            &obj.steps,
+            None,
+            Timestamp::now(),
+        )),
         None => emit(&format!("Run {id} {phase:?}\n")),
     }
     if phase != RunPhase::Succeeded {
@@ -238,9 +244,12 @@ pub(crate) async fn cancel(
         }
     });
     match within(wait.timeout, "the cancel request to be handled", follow).await? {
-        CancelRequest::Ended { run: Some(run), .. } => {
-            emit(&render::run_timeline(&run, None, Timestamp::now()))
-        }
+        CancelRequest::Ended { run: Some(run), .. } => emit(&render::run_timeline(
+            &run,
+            &obj.steps,
+            None,
+            Timestamp::now(),
+        )),
         CancelRequest::Ended { id, phase, .. } => emit(&format!("Run {id} {phase:?}\n")),
         _ => emit(&format!("{}: no run was in progress\n", target.reference())),
     }
@@ -374,4 +383,39 @@ pub(crate) async fn history(
             Ok(())
         }
     }
+}
+
+/// `graph NAME [-o mermaid|dot] [--run N]`.
+pub(crate) async fn graph(
+    cluster: &Cluster,
+    target: &Target,
+    format: GraphFormat,
+    run: Option<i64>,
+) -> anyhow::Result<()> {
+    if target.kind == Kind::Sync {
+        anyhow::bail!(
+            "graph takes a SyncSequence: {} is one step",
+            target.reference()
+        );
+    }
+    let obj = cluster.get(target).await?;
+    let runs = obj.book.current_run.iter().chain(obj.last_run.as_ref());
+    let coloured = match run {
+        None => obj.book.current_run.as_ref().or(obj.last_run.as_ref()),
+        Some(n) => Some(runs.clone().find(|r| r.id == n).ok_or_else(|| {
+            let kept: Vec<String> = runs.map(|r| r.id.to_string()).collect();
+            anyhow::anyhow!(
+                "run {n} of {} is not kept with its steps: only the current and the last \
+                 finished run are ({})",
+                target.reference(),
+                if kept.is_empty() {
+                    "none yet".into()
+                } else {
+                    kept.join(", ")
+                }
+            )
+        })?),
+    };
+    emit(&graph::render(&target.name, &obj.steps, coloured, format));
+    Ok(())
 }

@@ -20,6 +20,7 @@ pub(crate) mod commands;
 pub(crate) mod dashboard;
 #[cfg(test)]
 mod fixtures;
+pub(crate) mod graph;
 pub(crate) mod jsonpath;
 pub(crate) mod logs;
 pub(crate) mod render;
@@ -140,6 +141,19 @@ pub enum PluginCommand {
         /// jsonpath=TEMPLATE.
         #[arg(short, long, value_parser = OutputFormat::parse)]
         output: Option<OutputFormat>,
+    },
+    /// The steps of a SyncSequence as a graph (Mermaid or Graphviz DOT): each step a node, an
+    /// edge from each step it waits for, coloured by the phases of a run.
+    Graph {
+        #[arg(value_parser = Target::parse, help = "NAME of a SyncSequence")]
+        target: Target,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "mermaid")]
+        output: graph::GraphFormat,
+        /// Colour the steps by this run's phases (default: the current run, else the last
+        /// finished one; only those two are kept with their steps).
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
     },
     /// The container log of a step's Pod: by default the failed step of the last run, else the
     /// step running now, else the last step that ran.
@@ -274,6 +288,11 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         PluginCommand::History { target, output } => {
             commands::history(&cluster, &target, output.as_ref()).await
         }
+        PluginCommand::Graph {
+            target,
+            output,
+            run,
+        } => commands::graph(&cluster, &target, output, run).await,
         PluginCommand::Logs { target, args } => {
             let obj = cluster.get(&target).await?;
             logs::logs(&cluster, &obj, &args).await
@@ -347,6 +366,7 @@ mod tests {
                 "resume",
                 "status",
                 "history",
+                "graph",
                 "logs",
                 "completion",
                 // Flags without their dashes: fish spells them `-l wait`.
@@ -427,6 +447,34 @@ mod tests {
             ("crm", Some(12), true)
         );
 
+        let cli = PluginCli::try_parse_from(["kubectl-syncseq", "graph", "crm"]).unwrap();
+        assert!(matches!(
+            cli.args.command,
+            PluginCommand::Graph {
+                output: graph::GraphFormat::Mermaid,
+                run: None,
+                ..
+            }
+        ));
+        let cli = PluginCli::try_parse_from([
+            "kubectl-syncseq",
+            "graph",
+            "crm",
+            "-o",
+            "dot",
+            "--run",
+            "4",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.args.command,
+            PluginCommand::Graph {
+                output: graph::GraphFormat::Dot,
+                run: Some(4),
+                ..
+            }
+        ));
+
         let cli = PluginCli::try_parse_from(["kubectl-syncseq", "status", "-A", "-w"]).unwrap();
         assert!(matches!(
             cli.args.command,
@@ -470,6 +518,7 @@ mod tests {
             ],
             vec!["kubectl-syncseq", "frobnicate", "crm"],
             vec!["kubectl-syncseq", "retry", "crm", "--run", "last"],
+            vec!["kubectl-syncseq", "graph", "crm", "-o", "png"],
         ] {
             let err = PluginCli::try_parse_from(&bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
