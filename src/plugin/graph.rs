@@ -1,20 +1,10 @@
 //! A sequence's steps as a graph: each step's parents, and `kubectl syncseq graph` as Mermaid
 //! or Graphviz DOT. Pure functions of the spec's steps and, optionally, one run.
 //!
-//! The engine reads the same rule (`dependsOn`, else the step listed before) from the same
-//! fields; the plugin keeps its own copy so that it depends on the API only.
+//! Each step's parents are the engine's own reading of the spec (`engine::graph::parents`).
 
 use crate::api::{RunStatus, RunWhen, Step, StepPhase};
-
-/// The steps step `i` waits for: its `dependsOn` names, else the step listed before it (none
-/// for the first step).
-pub(crate) fn parents(steps: &[Step], i: usize) -> Vec<&str> {
-    match &steps[i].depends_on {
-        Some(names) => names.iter().map(String::as_str).collect(),
-        None if i > 0 => vec![steps[i - 1].name.as_str()],
-        None => Vec::new(),
-    }
-}
+use crate::engine::graph::parents;
 
 /// The parents of the step named `name`, for a table cell: `a, b`, `-` for a root, and
 /// `(not in spec)` for a step of a run that the spec no longer has.
@@ -330,6 +320,7 @@ mod tests {
             start_time: Time("2026-05-01T10:00:00Z".parse().unwrap()),
             completion_time: None,
             phase: RunPhase::Running,
+            stopped_by: None,
             progress: "3/7".into(),
             steps: vec![
                 step("accounts", StepPhase::Succeeded),

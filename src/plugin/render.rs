@@ -1004,6 +1004,7 @@ mod tests {
             start_time: time_at("2026-05-01T10:00:00Z"),
             completion_time: None,
             phase: RunPhase::Running,
+            stopped_by: None,
             progress: "3/5".into(),
             steps: vec![
                 reused("accounts"),
