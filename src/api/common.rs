@@ -29,7 +29,7 @@ pub enum RunPhase {
     /// Every step finished, but at least one failed or exceeded its rejected-rows limit under
     /// a `Continue` policy.
     SucceededWithErrors,
-    /// A step failed under a `Stop` policy; the remaining steps were skipped.
+    /// A step failed under a `Stop` policy; the steps that needed it were skipped.
     Failed,
     /// The run was cancelled by the cancel annotation or replaced by a newer run.
     Cancelled,
@@ -55,7 +55,8 @@ pub enum StepPhase {
     Succeeded,
     /// Its Job failed, timed out, or its rejected rows exceeded the limit.
     Failed,
-    /// Not run because the run stopped before it.
+    /// Not run: its `runWhen` rule could no longer be met, the run was cancelled first, or
+    /// `failFast`. Its `reason` says which.
     Skipped,
     /// Stopped by a cancel request while running.
     Cancelled,

@@ -160,6 +160,10 @@ pub struct RunStatus {
     pub completion_time: Option<Time>,
     /// Phase of the run.
     pub phase: RunPhase,
+    /// The first step whose failure under a `Stop` policy makes the run fail. The steps that
+    /// need it are skipped; the run ends `Failed` once nothing more can run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
     /// The step in progress, as `current/total` (for `kubectl get`).
     pub progress: String,
     /// One entry per step, in order.

@@ -74,6 +74,7 @@ mod tests {
                 start_time: Time(at("2026-12-04T09:00:00Z")),
                 completion_time: None,
                 phase,
+                stopped_by: None,
                 progress: "1/1".into(),
                 steps: vec![],
                 message: None,

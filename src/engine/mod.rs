@@ -9,6 +9,7 @@
 
 mod alerting;
 pub(crate) mod conditions;
+pub(crate) mod graph;
 mod job;
 pub(crate) mod reasons;
 mod result;

@@ -39,6 +39,9 @@ pub(crate) const STEP_RETRYING: &str = "StepRetrying";
 pub(crate) const STEP_FAILED: &str = "StepFailed";
 /// Warning: a step's last attempt ran past its deadline (`activeDeadlineSeconds`).
 pub(crate) const STEP_TIMED_OUT: &str = "StepTimedOut";
+/// Warning: a step was skipped while other steps of its run go on (its rule can no longer be
+/// met, or `failFast`).
+pub(crate) const STEP_SKIPPED: &str = "StepSkipped";
 /// Warning: a step's Job succeeded but rejected more rows than its limit allows.
 pub(crate) const REJECTED_ROWS_EXCEEDED: &str = "RejectedRowsExceeded";
 /// Warning, and the `attemptFailure` reason: an attempt's Job was deleted before it finished.
@@ -127,6 +130,21 @@ pub(crate) const SECRET_FORBIDDEN: &str = "SecretForbidden";
 /// The API server refused to create the attempt's Job.
 pub(crate) const CREATE_REFUSED: &str = "CreateRefused";
 
+// ---- The `reason` of a Skipped step ------------------------------------------------------
+
+/// A step it needs failed under `Stop`, or did not run.
+pub(crate) const SKIP_UPSTREAM_FAILED: &str = "UpstreamFailed";
+/// `runWhen: AnyFailed`, and every step it depends on succeeded.
+pub(crate) const SKIP_UPSTREAM_SUCCEEDED: &str = "UpstreamSucceeded";
+/// `spec.failFast`: a step failed under `Stop` elsewhere, so nothing new starts.
+pub(crate) const SKIP_FAIL_FAST: &str = "FailFast";
+/// The run was cancelled or replaced before the step started.
+pub(crate) const SKIP_RUN_CANCELLED: &str = "RunCancelled";
+/// The step was removed from the spec while the run was in progress.
+pub(crate) const SKIP_STEP_REMOVED: &str = "StepRemoved";
+/// Status was behind its Jobs, which show a later step started: the step is closed.
+pub(crate) const SKIP_STATUS_BEHIND_JOBS: &str = "StatusBehindJobs";
+
 /// Every Event reason.
 #[cfg(test)]
 pub(crate) const EVENTS: &[&str] = &[
@@ -144,6 +162,7 @@ pub(crate) const EVENTS: &[&str] = &[
     STEP_SUCCEEDED,
     STEP_RETRYING,
     STEP_FAILED,
+    STEP_SKIPPED,
     STEP_TIMED_OUT,
     REJECTED_ROWS_EXCEEDED,
     JOB_DELETED,
@@ -199,12 +218,23 @@ pub(crate) const CONDITIONS: &[&str] = &[
 #[cfg(test)]
 pub(crate) const ATTEMPT_FAILURES: &[&str] = &[JOB_DELETED, CREATE_REFUSED];
 
+/// The `reason`s of Skipped steps.
+#[cfg(test)]
+pub(crate) const SKIPS: &[&str] = &[
+    SKIP_UPSTREAM_FAILED,
+    SKIP_UPSTREAM_SUCCEEDED,
+    SKIP_FAIL_FAST,
+    SKIP_RUN_CANCELLED,
+    SKIP_STEP_REMOVED,
+    SKIP_STATUS_BEHIND_JOBS,
+];
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
     use std::path::{Path, PathBuf};
 
-    use super::{ATTEMPT_FAILURES, CONDITIONS, EVENTS};
+    use super::{ATTEMPT_FAILURES, CONDITIONS, EVENTS, SKIPS};
 
     fn root() -> &'static Path {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -238,12 +268,12 @@ mod tests {
             .filter_map(|l| l.strip_prefix("pub(crate) const "))
             .filter_map(|l| l.split_once(": &str = \"")?.1.strip_suffix("\";"))
             .collect();
-        let listed = set(&[EVENTS, CONDITIONS, ATTEMPT_FAILURES]);
+        let listed = set(&[EVENTS, CONDITIONS, ATTEMPT_FAILURES, SKIPS]);
         assert_eq!(
             difference("constants of reasons.rs", &constants, &listed),
             ""
         );
-        for list in [EVENTS, CONDITIONS, ATTEMPT_FAILURES] {
+        for list in [EVENTS, CONDITIONS, ATTEMPT_FAILURES, SKIPS] {
             assert_eq!(set(&[list]).len(), list.len(), "a reason listed twice");
         }
     }
@@ -313,9 +343,9 @@ mod tests {
             &events,
             &set(&[EVENTS]),
         ) + &difference(
-            "condition and attemptFailure reasons (the other tables' reason columns)",
+            "condition, attemptFailure and skipped-step reasons (the other tables' reason columns)",
             &status,
-            &set(&[CONDITIONS, ATTEMPT_FAILURES]),
+            &set(&[CONDITIONS, ATTEMPT_FAILURES, SKIPS]),
         );
         assert!(
             differences.is_empty(),

@@ -1,11 +1,13 @@
-//! Advancing one run: step by step, strictly in order, applying each step's failure policy.
-//! Shared by both kinds: a Sync's own run is a one-step run.
+//! Advancing one run: every step whose parents met its `runWhen` rule starts, up to
+//! `maxParallel`, and each step's failure policy is applied. Shared by both kinds: a Sync's own
+//! run is a one-step run.
 
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::graph;
 use super::reasons::{self, CREATE_REFUSED, JOB_DELETED};
 use super::{
     Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, POD_RESULT_GRACE, Report,
@@ -26,6 +28,10 @@ pub(super) struct RunContext<'a> {
     pub jobs: &'a [JobView],
     /// For each Sync, what holds it now, across the namespace.
     pub holders: &'a BTreeMap<String, Vec<Holder>>,
+    /// `spec.maxParallel`: the most attempts of one run in flight at once.
+    pub max_parallel: Option<usize>,
+    /// `spec.failFast`: after a Stop failure, start nothing new.
+    pub fail_fast: bool,
     pub now: Timestamp,
 }
 
@@ -45,6 +51,7 @@ pub(super) fn new_run(
         start_time: Time(now),
         completion_time: None,
         phase: RunPhase::Running,
+        stopped_by: None,
         progress: format!("0/{}", steps.len()),
         steps: steps
             .iter()
@@ -56,10 +63,11 @@ pub(super) fn new_run(
 
 /// Moves a running run forward as far as the observed Jobs allow. Returns when to wake up.
 ///
-/// A step is ready when every step it depends on is final under its policy: succeeded, failed
-/// with `onFailure: Continue`, or skipped (a step that fails under `Stop` ends the run
-/// instead). Dependencies always name earlier steps, so one pass in order sees every step
-/// that became ready during it.
+/// Two passes over the steps, in order. The first follows every attempt in flight (its Job
+/// finished, failed, vanished), which frees places under `maxParallel` and Syncs. The second
+/// starts, waits or skips every other step by its `runWhen` rule over its parents. Parents are
+/// always listed earlier, so one pass in order sees every step that became ready during it, and
+/// one decision starts every step that can start: a fan-out of k children is one plan.
 pub(super) fn advance(
     run: &mut RunStatus,
     ctx: &RunContext,
@@ -67,81 +75,288 @@ pub(super) fn advance(
 ) -> Option<Timestamp> {
     let mut wake = None;
     let now = ctx.now;
+    let mut pass = Pass::of(run, ctx);
     for i in 0..run.steps.len() {
-        if run.phase != RunPhase::Running {
-            break;
+        if run.steps[i].phase != StepPhase::Running {
+            continue;
         }
-        if run.steps[i].phase.is_final() || !ready(run, i) {
+        pass.release(&run.steps[i]);
+        let Some(spec) = ctx.steps.iter().find(|s| s.name == run.steps[i].name) else {
+            // Removed from the spec mid-run: its Job, accounted for no more, is deleted.
+            removed(&mut run.steps[i], now);
+            continue;
+        };
+        let at = follow(run, i, spec, ctx, &mut pass, actions);
+        wake = earliest(wake, at);
+    }
+    let mut skipped: Vec<usize> = Vec::new();
+    for i in 0..run.steps.len() {
+        if run.steps[i].phase.is_final() || run.steps[i].phase == StepPhase::Running {
             continue;
         }
         let Some(spec) = ctx.steps.iter().find(|s| s.name == run.steps[i].name) else {
-            // The step was removed from the spec while the run was in progress.
-            finish_step(
-                &mut run.steps[i],
-                StepPhase::Skipped,
-                Some("skipped: step removed from the sequence".into()),
-                now,
-            );
+            // Removed from the spec while the run was in progress: skipped when its turn
+            // comes, as the steps after it in a line wait for it.
+            let turn = parents_in_run(run, ctx.steps, i)
+                .iter()
+                .all(|&p| run.steps[p].phase.is_final());
+            if turn {
+                removed(&mut run.steps[i], now);
+            }
             continue;
         };
-        match step_progress(run, i, spec, ctx, actions) {
-            Progress::Blocked(at) => wake = earliest(wake, at),
-            Progress::Done { stop: Some(reason) } => {
-                stop_run(run, i, &reason, now);
-                actions.push(Event::warning(
-                    reasons::RUN_FAILED,
-                    "StopRun",
-                    run.message.clone().unwrap_or_default(),
-                ));
+        let parents: Vec<(&str, Option<graph::Ended>)> = parents_in_run(run, ctx.steps, i)
+            .into_iter()
+            .map(|p| {
+                let step = &run.steps[p];
+                // A Failed parent whose failure was under `Stop` skips an `AllSucceeded`
+                // child at once, in the pass it failed in; so in a later decision a Failed
+                // parent with a child still pending failed under `Continue`, unless it is the
+                // failure the run records.
+                let stopped = run.stopped_by.as_deref() == Some(step.name.as_str())
+                    || pass.stopped.contains(&p);
+                (step.name.as_str(), graph::ended(step, stopped))
+            })
+            .collect();
+        let verdict = graph::verdict(spec.run_when, &parents);
+        let step = &mut run.steps[i];
+        match verdict {
+            graph::Verdict::Wait(on) => {
+                if step.phase == StepPhase::Pending {
+                    step.message = Some(format!("waiting for {}", on.join(", ")));
+                }
+                continue;
             }
-            Progress::Done { stop: None } => {}
+            graph::Verdict::Skip { reason, because } => {
+                let why = match reason {
+                    reasons::SKIP_UPSTREAM_SUCCEEDED => {
+                        "skipped: runWhen is AnyFailed and no step it depends on failed".into()
+                    }
+                    // The step that failed, the same for every descendant: a chain of skips
+                    // names the cause, not the skipped step before it.
+                    _ => format!("skipped: step {} failed", cause(run, &because)),
+                };
+                let step = &mut run.steps[i];
+                skip(step, reason, why, now);
+                skipped.push(i);
+                continue;
+            }
+            graph::Verdict::Run => {}
         }
+        if let Some(stopper) = ctx.fail_fast.then_some(()).and(run.stopped_by.clone()) {
+            let step = &mut run.steps[i];
+            if step.attempts == 0 {
+                skip(
+                    step,
+                    reasons::SKIP_FAIL_FAST,
+                    format!("skipped: step {stopper} failed and failFast is set"),
+                    now,
+                );
+                skipped.push(i);
+            } else {
+                // Between attempts: the failed attempt stands, and no retry starts.
+                let last = step.message.clone().unwrap_or_default();
+                actions.push(Event::warning(
+                    reasons::STEP_FAILED,
+                    "FailStep",
+                    format!(
+                        "step {} not retried: step {stopper} failed and failFast is set",
+                        step.name
+                    ),
+                ));
+                finish_step(
+                    step,
+                    StepPhase::Failed,
+                    Some(format!(
+                        "not retried (failFast after step {stopper} failed): {last}"
+                    )),
+                    now,
+                );
+            }
+            continue;
+        }
+        let at = follow(run, i, spec, ctx, &mut pass, actions);
+        wake = earliest(wake, at);
     }
     run.progress = progress(run);
-    if run.phase == RunPhase::Running && run.steps.iter().all(|s| s.phase.is_final()) {
-        let failed: Vec<&str> = run
-            .steps
-            .iter()
-            .filter(|s| s.phase == StepPhase::Failed)
-            .map(|s| s.name.as_str())
-            .collect();
-        run.completion_time = Some(Time(now));
-        if failed.is_empty() {
-            run.phase = RunPhase::Succeeded;
-            run.message = Some("all steps succeeded".into());
-            actions.push(Event::normal(
-                reasons::RUN_SUCCEEDED,
-                "CompleteRun",
-                format!("run {} succeeded", run.id),
-            ));
-        } else {
-            run.phase = RunPhase::SucceededWithErrors;
-            run.message = Some(format!(
-                "finished with failed steps (continued past them): {}",
-                failed.join(", ")
-            ));
+    let ended = run.steps.iter().all(|s| s.phase.is_final());
+    if !ended {
+        // Skips that the run's own end does not explain (other steps go on) are announced.
+        for &i in &skipped {
+            let step = &run.steps[i];
             actions.push(Event::warning(
-                reasons::RUN_SUCCEEDED_WITH_ERRORS,
-                "CompleteRun",
+                reasons::STEP_SKIPPED,
+                "SkipStep",
                 format!(
-                    "run {} finished; failed steps: {}",
-                    run.id,
-                    failed.join(", ")
+                    "step {} skipped ({}): {}",
+                    step.name,
+                    step.reason.as_deref().unwrap_or_default(),
+                    step.message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .trim_start_matches("skipped: ")
                 ),
             ));
         }
+        return wake;
     }
+    finish_run(run, now, actions);
     wake
 }
 
-/// The steps step `i` waits for: the one before it, the default chain. (Non-linear sequences
-/// will name them with `dependsOn`; this is the one place that reads them.)
-fn dependencies(i: usize) -> impl Iterator<Item = usize> {
-    i.checked_sub(1).into_iter()
+/// A step removed from the spec while the run was in progress is skipped.
+fn removed(step: &mut StepStatus, now: Timestamp) {
+    skip(
+        step,
+        reasons::SKIP_STEP_REMOVED,
+        "skipped: step removed from the sequence".into(),
+        now,
+    );
 }
 
-fn ready(run: &RunStatus, i: usize) -> bool {
-    dependencies(i).all(|d| run.steps.get(d).is_some_and(|s| s.phase.is_final()))
+/// Everything a pass over the steps shares: the places under `maxParallel`, the Syncs the
+/// run's own attempts in flight hold, and the Stop failures it saw.
+struct Pass {
+    /// Steps with an attempt in flight.
+    in_flight: usize,
+    limit: Option<usize>,
+    /// Sync → the step of this run whose attempt in flight runs it.
+    syncs: BTreeMap<String, String>,
+    /// Steps that failed under `Stop` in this pass (the first is in `run.stopped_by`).
+    stopped: Vec<usize>,
+}
+
+impl Pass {
+    fn of(run: &RunStatus, ctx: &RunContext) -> Self {
+        let running: Vec<&StepStatus> = run
+            .steps
+            .iter()
+            .filter(|s| s.phase == StepPhase::Running)
+            .collect();
+        Pass {
+            in_flight: running.len(),
+            limit: ctx.max_parallel,
+            syncs: running
+                .iter()
+                .map(|s| (s.sync.clone(), s.name.clone()))
+                .collect(),
+            stopped: Vec::new(),
+        }
+    }
+
+    /// A step's attempt in flight is being looked at again: it gives its place and Sync back,
+    /// and takes them again if it is still (or again) running.
+    fn release(&mut self, step: &StepStatus) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.syncs.retain(|_, s| *s != step.name);
+    }
+
+    fn full(&self) -> bool {
+        self.limit.is_some_and(|l| self.in_flight >= l)
+    }
+}
+
+/// Follows step `i` one decision further (its attempt in flight, or its start), applies the
+/// outcome, and returns when to look again.
+fn follow(
+    run: &mut RunStatus,
+    i: usize,
+    spec: &Step,
+    ctx: &RunContext,
+    pass: &mut Pass,
+    actions: &mut Vec<Action>,
+) -> Option<Timestamp> {
+    let progress = step_progress(run, i, spec, ctx, pass, actions);
+    let step = &run.steps[i];
+    if step.phase == StepPhase::Running {
+        pass.in_flight += 1;
+        pass.syncs.insert(step.sync.clone(), step.name.clone());
+    }
+    match progress {
+        Progress::Blocked(at) => at,
+        Progress::Done { stop: Some(reason) } => {
+            pass.stopped.push(i);
+            if run.stopped_by.is_none() {
+                run.stopped_by = Some(run.steps[i].name.clone());
+                run.message = Some(reason);
+            }
+            None
+        }
+        Progress::Done { stop: None } => None,
+    }
+}
+
+/// Indexes into `run.steps` of the steps step `i` waits for: those its `dependsOn` names, or
+/// the step before it in the run. The run's own order, not the spec's, is the default: a spec
+/// edited mid-run (steps added, removed, moved) then changes no line of the run into branches.
+fn parents_in_run(run: &RunStatus, steps: &[Step], i: usize) -> Vec<usize> {
+    let name = &run.steps[i].name;
+    match steps.iter().position(|s| s.name == *name) {
+        Some(at) if steps[at].depends_on.is_some() => graph::parents(steps, at)
+            .into_iter()
+            .filter_map(|p| run.steps[..i].iter().position(|s| s.name == p))
+            .collect(),
+        _ => i.checked_sub(1).into_iter().collect(),
+    }
+}
+
+/// The step whose failure a skip goes back to: a skipped parent passes on its own cause.
+fn cause(run: &RunStatus, parent: &str) -> String {
+    let Some(step) = run.steps.iter().find(|s| s.name == parent) else {
+        return parent.to_string();
+    };
+    match (step.phase, step.message.as_deref()) {
+        (StepPhase::Skipped, Some(m)) => m
+            .strip_prefix("skipped: step ")
+            .and_then(|m| m.strip_suffix(" failed"))
+            .map_or_else(|| parent.to_string(), str::to_string),
+        _ => parent.to_string(),
+    }
+}
+
+/// Every step is final: the run ends, `Failed` if a step failed under `Stop`, else
+/// `Succeeded` or `SucceededWithErrors`.
+fn finish_run(run: &mut RunStatus, now: Timestamp, actions: &mut Vec<Action>) {
+    run.completion_time = Some(Time(now));
+    if run.stopped_by.is_some() {
+        run.phase = RunPhase::Failed;
+        actions.push(Event::warning(
+            reasons::RUN_FAILED,
+            "StopRun",
+            run.message.clone().unwrap_or_default(),
+        ));
+        return;
+    }
+    let failed: Vec<&str> = run
+        .steps
+        .iter()
+        .filter(|s| s.phase == StepPhase::Failed)
+        .map(|s| s.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        run.phase = RunPhase::Succeeded;
+        run.message = Some("all steps succeeded".into());
+        actions.push(Event::normal(
+            reasons::RUN_SUCCEEDED,
+            "CompleteRun",
+            format!("run {} succeeded", run.id),
+        ));
+    } else {
+        run.phase = RunPhase::SucceededWithErrors;
+        run.message = Some(format!(
+            "finished with failed steps (continued past them): {}",
+            failed.join(", ")
+        ));
+        actions.push(Event::warning(
+            reasons::RUN_SUCCEEDED_WITH_ERRORS,
+            "CompleteRun",
+            format!(
+                "run {} finished; failed steps: {}",
+                run.id,
+                failed.join(", ")
+            ),
+        ));
+    }
 }
 
 enum Progress {
@@ -156,6 +371,7 @@ fn step_progress(
     i: usize,
     spec: &Step,
     ctx: &RunContext,
+    pass: &Pass,
     actions: &mut Vec<Action>,
 ) -> Progress {
     let now = ctx.now;
@@ -163,14 +379,14 @@ fn step_progress(
     let scheduled = run.scheduled_time.as_ref().map(|t| t.0);
     let step = &mut run.steps[i];
     if step.attempts == 0 {
-        return try_start(run_id, scheduled, step, spec, 1, ctx, actions);
+        return try_start(run_id, scheduled, step, spec, 1, ctx, pass, actions);
     }
     let attempt = step.attempts;
     let ended = match attempt_state(run_id, step, ctx, actions) {
         Attempt::NotCreated => {
             // Status records the attempt but its Job was never seen: the controller stopped
             // between writing status and creating the Job. Creating it (same name) is safe.
-            return try_start(run_id, scheduled, step, spec, attempt, ctx, actions);
+            return try_start(run_id, scheduled, step, spec, attempt, ctx, pass, actions);
         }
         Attempt::Running => {
             step.phase = StepPhase::Running;
@@ -229,6 +445,7 @@ fn step_progress(
             spec,
             attempt.saturating_add(1),
             ctx,
+            pass,
             actions,
         );
     }
@@ -400,7 +617,9 @@ fn succeeded(
     Progress::Done { stop: None }
 }
 
-/// Starts attempt `attempt` of a step, unless its Sync is missing or busy elsewhere.
+/// Starts attempt `attempt` of a step, unless its Sync is missing or busy, or the run has
+/// `maxParallel` attempts in flight.
+#[allow(clippy::too_many_arguments)]
 fn try_start(
     run_id: i64,
     scheduled: Option<Timestamp>,
@@ -408,8 +627,31 @@ fn try_start(
     spec: &Step,
     attempt: i32,
     ctx: &RunContext,
+    pass: &Pass,
     actions: &mut Vec<Action>,
 ) -> Progress {
+    if pass.full() {
+        // A wait the run's own Jobs end: their events wake it. It is no stall, so it has a
+        // message and no Warning.
+        let limit = pass.limit.unwrap_or_default();
+        step.message = Some(format!(
+            "waiting for a free place: maxParallel is {limit}, and {limit} steps are running"
+        ));
+        return Progress::Blocked(None);
+    }
+    if let Some(other) = pass
+        .syncs
+        .get(&spec.sync_ref.name)
+        .filter(|other| **other != step.name)
+    {
+        // Two steps of one run on one Sync take turns. The other step's Job may not be in
+        // the cache yet, so this is read from the run, not from the holders.
+        let message = format!(
+            "waiting: sync {} is running for step {other} of this run",
+            spec.sync_ref.name
+        );
+        return wait(step, reasons::SYNC_BUSY, message, ctx.now, actions);
+    }
     let Some(sync) = ctx.syncs.get(&spec.sync_ref.name) else {
         let message = format!(
             "waiting: sync {} not found in namespace",
@@ -420,6 +662,7 @@ fn try_start(
     let name = job_name(
         &ctx.owner.kind,
         &ctx.owner.name,
+        &ctx.owner.uid,
         run_id,
         &step.name,
         attempt,
@@ -512,21 +755,10 @@ fn finish_step(step: &mut StepStatus, phase: StepPhase, message: Option<String>,
     step.completion_time = Some(Time(now));
 }
 
-/// Stops the run at step `failed`: every other step not yet final is Skipped with the reason.
-fn stop_run(run: &mut RunStatus, failed: usize, reason: &str, now: Timestamp) {
-    let failed_name = run.steps[failed].name.clone();
-    for step in run.steps.iter_mut().filter(|s| !s.phase.is_final()) {
-        finish_step(
-            step,
-            StepPhase::Skipped,
-            Some(format!("skipped: step {failed_name} failed")),
-            now,
-        );
-    }
-    run.phase = RunPhase::Failed;
-    run.completion_time = Some(Time(now));
-    run.message = Some(reason.to_string());
-    run.progress = progress(run);
+/// A step that will not run, with its reason (one of `reasons::SKIP_*`) and why.
+pub(super) fn skip(step: &mut StepStatus, reason: &'static str, message: String, now: Timestamp) {
+    finish_step(step, StepPhase::Skipped, Some(message), now);
+    step.reason = Some(reason.to_string());
 }
 
 /// Cancels a run: the step in progress is Cancelled, later steps Skipped. Its Jobs are deleted
@@ -551,10 +783,10 @@ pub(super) fn cancel_run(
                 now,
             );
         } else {
-            finish_step(
+            skip(
                 step,
-                StepPhase::Skipped,
-                Some(format!("skipped: run {why}")),
+                reasons::SKIP_RUN_CANCELLED,
+                format!("skipped: run {why}"),
                 now,
             );
         }
@@ -616,15 +848,12 @@ pub(crate) fn record_refusal(
     true
 }
 
-/// `current/total`: the first step not yet final, or the total when all are.
+/// `current/total`: the steps that ended, plus one for the step in progress (the total when
+/// all ended). In a line that is the position of the first step not yet final.
 fn progress(run: &RunStatus) -> String {
     let total = run.steps.len();
-    let current = run
-        .steps
-        .iter()
-        .position(|s| !s.phase.is_final())
-        .map_or(total, |i| i + 1);
-    format!("{current}/{total}")
+    let ended = run.steps.iter().filter(|s| s.phase.is_final()).count();
+    format!("{}/{total}", (ended + 1).min(total))
 }
 
 /// Exponential backoff: `retryDelaySeconds`, doubled for each further attempt, capped at an hour.

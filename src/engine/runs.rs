@@ -34,6 +34,12 @@ pub(super) struct Runner<'a> {
     pub concurrency: ConcurrencyPolicy,
     pub steps: &'a [Step],
     pub history_limit: usize,
+    /// `spec.maxParallel` (None for a Sync's own one-step runs).
+    pub max_parallel: Option<usize>,
+    pub fail_fast: bool,
+    /// The last finished run with every step's outcome, which a retry reuses (None for a
+    /// Sync, whose own runs have one step: it has nothing to reuse).
+    pub last_run: Option<&'a RunStatus>,
 }
 
 /// What the runs see of the cluster.
@@ -102,6 +108,8 @@ pub(super) fn drive<S: Clone>(
         syncs: cluster.syncs,
         jobs: cluster.jobs,
         holders: cluster.holders,
+        max_parallel: runner.max_parallel,
+        fail_fast: runner.fail_fast,
         now,
     };
     let parsed = triggers::parse_schedule(runner.scheduling);
@@ -137,6 +145,25 @@ pub(super) fn drive<S: Clone>(
         runner.meta,
         &mut book.last_handled_request_at,
     ));
+    match triggers::retry(runner.meta, &mut book.last_handled_retry_at) {
+        Some(Ok(mut t)) => match retry_base(archived.as_ref().or(runner.last_run), t.retry_of) {
+            Ok(base) => {
+                t.retry_of = Some(base.id);
+                incoming.push(t);
+            }
+            Err(why) => skip_trigger(book, t, &why, actions),
+        },
+        Some(Err(why)) => {
+            let t = Trigger {
+                kind: crate::api::TriggerKind::Retry,
+                scheduled: None,
+                upstream: None,
+                retry_of: None,
+            };
+            skip_trigger(book, t, &why, actions);
+        }
+        None => {}
+    }
     let upstream = upstream::ask(
         runner.scheduling.after.as_ref(),
         &mut book.upstreams,
@@ -302,6 +329,7 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
                     step.job_name = Some(job.name.clone());
                 }
                 step.phase = StepPhase::Skipped;
+                step.reason = Some(reasons::SKIP_STATUS_BEHIND_JOBS.into());
                 step.message = Some(format!(
                     "skipped: status was behind its Jobs, which show step {name} had started"
                 ));
@@ -371,9 +399,20 @@ fn start_run(
     wake: &mut Option<Timestamp>,
     archived: &mut Option<RunStatus>,
 ) {
+    let base = match trigger.kind {
+        crate::api::TriggerKind::Retry => {
+            match retry_base(archived.as_ref().or(runner.last_run), trigger.retry_of) {
+                Ok(base) => Some(base.clone()),
+                // Queued behind a run that finished since, and is now the last one.
+                Err(why) => return skip_trigger(book, trigger, &why, actions),
+            }
+        }
+        _ => None,
+    };
     let id = book.last_run_number.unwrap_or(0).saturating_add(1);
     book.last_run_number = Some(id);
     let mut run = new_run(id, runner.steps, &trigger, ctx.now);
+    let reused = base.map(|base| reuse(&mut run, &base)).unwrap_or_default();
     let what = match (from_queue, trigger.scheduled) {
         (true, _) => format!(
             "run {id} started from the queue (queued by {})",
@@ -382,10 +421,50 @@ fn start_run(
         (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
         (false, None) => format!("run {id} started by {}", trigger.describe()),
     };
+    let what = match reused.is_empty() {
+        true => what,
+        false => format!("{what}, reusing {}", reused.join(", ")),
+    };
     actions.push(Event::normal(reasons::RUN_STARTED, "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));
     book.current_run = Some(run);
     archive_finished(book, runner.history_limit, archived);
+}
+
+/// The run a retry reuses: the last finished run (`last`), which status keeps with every
+/// step's outcome. `wanted` is the run the request named, if any.
+fn retry_base(last: Option<&RunStatus>, wanted: Option<i64>) -> Result<&RunStatus, String> {
+    let Some(last) = last else {
+        return Err(
+            "no finished run keeps its steps' outcomes, so there is nothing to retry".into(),
+        );
+    };
+    match wanted {
+        Some(n) if n != last.id => Err(format!(
+            "run {n} cannot be retried: status keeps the steps' outcomes of the last finished run only (run {})",
+            last.id
+        )),
+        _ => Ok(last),
+    }
+}
+
+/// Copies into a new run the steps that succeeded in `base`, as reused; returns their names.
+/// A step reused by `base` itself keeps the run its Job belongs to.
+fn reuse(run: &mut RunStatus, base: &RunStatus) -> Vec<String> {
+    let mut reused = Vec::new();
+    for step in run.steps.iter_mut() {
+        let Some(done) = base.steps.iter().find(|b| {
+            b.name == step.name && b.sync == step.sync && b.phase == StepPhase::Succeeded
+        }) else {
+            continue;
+        };
+        *step = crate::api::StepStatus {
+            reused_from: Some(done.reused_from.unwrap_or(base.id)),
+            ..done.clone()
+        };
+        reused.push(step.name.clone());
+    }
+    reused
 }
 
 fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut Vec<Action>) {

@@ -7,7 +7,7 @@ use super::conditions;
 use super::reasons;
 use super::runs::{self, Cluster, Done, Driven, Runner};
 use super::{Action, JobOwner, Observed, Plan};
-use crate::api::{RunPhase, SyncSequenceStatus};
+use crate::api::{RunPhase, StepPhase, StepStatus, SyncSequenceStatus};
 
 /// Decides what happens next for one sequence. Pure: the same observation gives the same plan,
 /// and replaying an observation whose decisions are already recorded in status creates nothing.
@@ -25,6 +25,12 @@ pub(crate) fn decide(obs: &Observed) -> Plan {
         concurrency: seq.spec.concurrency_policy,
         steps: &seq.spec.steps,
         history_limit: runs::history_limit(seq.spec.history_limit),
+        max_parallel: seq
+            .spec
+            .max_parallel
+            .and_then(|n| usize::try_from(n.max(1)).ok()),
+        fail_fast: seq.spec.fail_fast,
+        last_run: old.last_run.as_ref(),
     };
     let cluster = Cluster {
         syncs: obs.syncs,
@@ -136,17 +142,50 @@ fn set_conditions(
     );
 
     let in_progress = st.book.current_run.as_ref().map(|run| {
-        match run.steps.iter().find(|s| !s.phase.is_final()) {
-            Some(s) => format!(
-                "run {} step {} ({}): {}",
+        let what = |s: &StepStatus| {
+            s.message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", s.phase))
+        };
+        // The steps in progress (running or waiting), else the first one still to run. In a
+        // line that is the one step not yet final.
+        let active: Vec<&StepStatus> = run
+            .steps
+            .iter()
+            .filter(|s| matches!(s.phase, StepPhase::Running | StepPhase::Waiting))
+            .collect();
+        match (
+            active.as_slice(),
+            run.steps.iter().find(|s| !s.phase.is_final()),
+        ) {
+            ([one], _) => {
+                format!(
+                    "run {} step {} ({}): {}",
+                    run.id,
+                    run.progress,
+                    one.name,
+                    what(one)
+                )
+            }
+            ([], Some(one)) => {
+                format!(
+                    "run {} step {} ({}): {}",
+                    run.id,
+                    run.progress,
+                    one.name,
+                    what(one)
+                )
+            }
+            ([], None) => format!("run {}", run.id),
+            (many, _) => format!(
+                "run {} step {}: {}",
                 run.id,
                 run.progress,
-                s.name,
-                s.message
-                    .clone()
-                    .unwrap_or_else(|| format!("{:?}", s.phase))
+                many.iter()
+                    .map(|s| format!("{} ({})", s.name, what(s)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
-            None => format!("run {}", run.id),
         }
     });
     conditions::set_running(conds, in_progress, "no run in progress", generation, now);

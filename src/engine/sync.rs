@@ -87,6 +87,9 @@ pub(crate) fn decide_sync(obs: &SyncObserved) -> SyncPlan {
         concurrency: ConcurrencyPolicy::Forbid,
         steps: &steps,
         history_limit: runs::history_limit(SYNC_HISTORY),
+        max_parallel: None,
+        fail_fast: false,
+        last_run: None,
     };
     // A sequence's claim wrote the running record of the Job it was about to create
     // (`claimed`); until that Job reaches the cache (or the claim is old: its create was

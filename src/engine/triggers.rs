@@ -96,6 +96,38 @@ pub(super) fn new_request<'a>(
     annotation(meta, annotations::REQUESTED_AT).filter(|v| handled.as_ref() != Some(*v))
 }
 
+/// A new value of the retry annotation starts a run that retries what failed in the run
+/// `syncseq.dev/retryRun` names, or in the last finished run when it names none. The value is
+/// echoed in status. A `retryRun` that is no run number is refused here, with the reason.
+pub(super) fn retry(
+    meta: &ObjectMeta,
+    handled: &mut Option<String>,
+) -> Option<Result<Trigger, String>> {
+    let value = annotation(meta, annotations::RETRY_REQUESTED_AT)
+        .filter(|v| handled.as_ref() != Some(*v))?
+        .clone();
+    *handled = Some(value);
+    let retry_of = match annotation(meta, annotations::RETRY_RUN) {
+        None => None,
+        Some(n) => match n.trim().parse::<i64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Some(Err(format!(
+                    "{} is '{}', not a run number",
+                    annotations::RETRY_RUN,
+                    crate::text::truncate(&crate::text::printable(n))
+                )));
+            }
+        },
+    };
+    Some(Ok(Trigger {
+        kind: TriggerKind::Retry,
+        scheduled: None,
+        upstream: None,
+        retry_of,
+    }))
+}
+
 /// A new value of the manual-request annotation starts one run; the value is echoed in status.
 pub(super) fn manual(meta: &ObjectMeta, handled: &mut Option<String>) -> Option<Trigger> {
     let value = new_request(meta, handled)?.clone();

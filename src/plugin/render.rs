@@ -542,6 +542,7 @@ mod tests {
             start_time: time_at("2026-05-01T10:00:00Z"),
             completion_time: None,
             phase: RunPhase::Running,
+            stopped_by: None,
             progress: "2/3".into(),
             steps: vec![
                 done(
@@ -574,6 +575,7 @@ mod tests {
             start_time: time_at("2026-05-01T09:00:00.4Z"),
             completion_time: Some(time_at("2026-05-01T09:01:10Z")),
             phase: RunPhase::Failed,
+            stopped_by: None,
             progress: "2/3".into(),
             steps: vec![
                 done(

@@ -190,6 +190,7 @@ mod tests {
             start_time: Time("2026-05-01T10:00:00Z".parse().unwrap()),
             completion_time: None,
             phase,
+            stopped_by: None,
             progress: "1/1".into(),
             steps: vec![],
             message: None,

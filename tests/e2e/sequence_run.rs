@@ -6,6 +6,7 @@ use crate::support;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
 use support::fixtures::*;
 use support::*;
@@ -327,6 +328,111 @@ async fn deleting_the_sequence_garbage_collects_its_jobs() {
         .await
         .unwrap();
     wait_for_deletion(&ns.api::<Job>(), &job, Duration::from_secs(60)).await;
+}
+
+/// What must stay the same of an orphaned Job: its name, UID, resourceVersion (nothing wrote
+/// it), owners (none) and whether it succeeded.
+fn orphan_facts(job: &Job) -> (String, String, String, usize, Option<i32>) {
+    (
+        job.name_any(),
+        job.uid().unwrap_or_default(),
+        job.resource_version().unwrap_or_default(),
+        job.owner_references().len(),
+        job.status.as_ref().and_then(|s| s.succeeded),
+    )
+}
+
+#[tokio::test]
+async fn a_sequence_created_again_after_an_orphaning_delete_runs_beside_the_orphans() {
+    install_crds().await;
+    let ns = TestNamespace::new("seq-orphans").await;
+    apply_crm(&ns, "1s", "");
+    let _controller = ControllerProcess::start(&ns.name);
+    trigger(&ns, "crm", "1").await;
+    let before = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
+    assert_eq!(last_phase(&before), Some(RunPhase::Succeeded));
+
+    // A GitOps migration: the object goes, its Jobs stay, ownerless.
+    let out = kubectl(
+        &[
+            "delete",
+            "-n",
+            &ns.name,
+            "syncsequence",
+            "crm",
+            "--cascade=orphan",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_deletion(&ns.api::<SyncSequence>(), "crm", Duration::from_secs(30)).await;
+    let jobs = ns.api::<Job>();
+    let orphans = eventually(Duration::from_secs(30), "three ownerless Jobs", || async {
+        let list = jobs.list(&ListParams::default()).await.ok()?.items;
+        (list.len() == 3 && list.iter().all(|j| j.owner_references().is_empty()))
+            .then(|| list.iter().map(orphan_facts).collect::<Vec<_>>())
+    })
+    .await;
+    assert!(orphans.iter().all(|o| o.4 == Some(1)), "{orphans:?}");
+
+    // Applied again under the same name: a new object, whose run 1 is its first.
+    apply_crm(&ns, "1s", "");
+    let after = ns.api::<SyncSequence>().get("crm").await.unwrap();
+    assert_ne!(after.uid(), before.uid());
+    trigger(&ns, "crm", "1").await;
+    let after = wait_for_run(&ns, "crm", 1, RUN_DEADLINE).await;
+    let book = &after.status.as_ref().unwrap().book;
+    assert_eq!(
+        book.runs
+            .iter()
+            .map(|r| (r.id, r.phase))
+            .collect::<Vec<_>>(),
+        [(1, RunPhase::Succeeded)],
+        "{:?}",
+        after.status
+    );
+
+    // Its Jobs: one per step, controlled by the new object, the same readable names as the
+    // orphans' and other hashes; the orphans as they were.
+    let list = jobs.list(&ListParams::default()).await.unwrap().items;
+    let new_uid = after.uid().unwrap();
+    let mut own: Vec<String> = list
+        .iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| o.uid == new_uid && o.controller == Some(true))
+        })
+        .map(|j| j.name_any())
+        .collect();
+    own.sort();
+    let mut orphan_names: Vec<String> = orphans.iter().map(|o| o.0.clone()).collect();
+    orphan_names.sort();
+    let readable = |n: &String| n[..n.rfind('-').unwrap()].to_string();
+    assert_eq!(
+        own.iter().map(readable).collect::<Vec<_>>(),
+        orphan_names.iter().map(readable).collect::<Vec<_>>()
+    );
+    assert!(own.iter().all(|n| !orphan_names.contains(n)), "{own:?}");
+    let mut left: Vec<_> = list
+        .iter()
+        .filter(|j| orphan_names.contains(&j.name_any()))
+        .map(orphan_facts)
+        .collect();
+    left.sort();
+    let mut orphans = orphans;
+    orphans.sort();
+    assert_eq!(left, orphans, "the orphans are untouched");
+    assert_eq!(
+        list.len(),
+        6,
+        "{:?}",
+        list.iter().map(|j| j.name_any()).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The Jobs themselves: a lost create redone, a vanished or refused Job, a Job the status
-//! does not know adopted, history and its Jobs cut, what a Job carries.
+//! does not know adopted, a run's Job across a change of the name's recipe, history and its
+//! Jobs cut, what a Job carries.
 
 use jiff::SignedDuration;
 
@@ -193,6 +194,70 @@ fn a_job_the_status_does_not_know_waits_a_bounded_time_then_is_adopted() {
     w.reconcile();
     assert!(w.status().book.current_run.is_none());
     assert_eq!(recovered(w.status()), None);
+}
+
+/// A short Job name as the releases before the owner's UID went into the hash made it.
+fn name_without_uid(kind: &str, owner: &str, run: i64, step: &str, attempt: i32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{kind}\n{owner}\n{run}\n{step}\n{attempt}").as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{owner}-{run}-{step}-{attempt}-{hash}")
+}
+
+#[test]
+fn a_run_in_progress_across_the_job_name_change_keeps_its_job() {
+    // Whether the previous release had seen the Job (its UID in status) or only created it.
+    for recorded in [false, true] {
+        let mut w = crm();
+        w.trigger("1");
+        // As the previous release left it: step accounts running a Job of the old-style name.
+        let old = name_without_uid("SyncSequence", "crm", 1, "accounts", 1);
+        assert_ne!(
+            w.jobs[0].view.name, old,
+            "the name changed (else this proves nothing)"
+        );
+        w.jobs[0].view.name = old.clone();
+        w.jobs[0].view.uid = "uid-old".into();
+        let mut st = w.status().clone();
+        let step = &mut st.book.current_run.as_mut().unwrap().steps[0];
+        step.job_name = Some(old.clone());
+        step.job_uid = recorded.then(|| "uid-old".to_string());
+        w.seq.status = Some(st);
+
+        let plan = w.plan();
+        assert!(
+            creates(&plan.actions).is_empty() && deletes(&plan.actions).is_empty(),
+            "recorded {recorded}: {:?}",
+            plan.actions
+        );
+        w.reconcile();
+        let step = &w.status().book.current_run.as_ref().unwrap().steps[0];
+        assert_eq!(
+            (step.job_name.as_deref(), step.job_uid.as_deref()),
+            (Some(old.as_str()), Some("uid-old"))
+        );
+
+        // It completes from that Job; the next step's Job has the new-style name.
+        w.succeed(5, 0);
+        let created = w.reconcile();
+        let run = w.status().book.current_run.as_ref().unwrap();
+        assert_eq!(run.steps[0].phase, StepPhase::Succeeded);
+        assert_eq!(run.steps[0].rows_synced, Some(5));
+        assert_eq!(run.steps[0].job_name.as_deref(), Some(old.as_str()));
+        let uid = w.seq.metadata.uid.as_deref().unwrap();
+        assert_eq!(
+            created,
+            [job_name("SyncSequence", "crm", uid, 1, "workspaces", 1)]
+        );
+        assert!(
+            w.events
+                .iter()
+                .any(|e| e.reason == "StepSucceeded" && e.note.contains(&format!("(job {old})"))),
+            "{:?}",
+            w.events
+        );
+        assert!(w.jobs.iter().any(|j| j.view.name == old), "never deleted");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod alerting;
 mod attempts;
+mod graph;
 mod jobs;
 mod order;
 mod properties;

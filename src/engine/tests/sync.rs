@@ -19,6 +19,12 @@ fn accounts() -> World {
     World::sequence(vec![step(ACCOUNTS)])
 }
 
+/// The name of the Job of the Sync's own run 1.
+fn own_run_1_job(w: &World) -> String {
+    let uid = w.syncs[ACCOUNTS].metadata.uid.as_deref().unwrap();
+    job_name("Sync", ACCOUNTS, uid, 1, STANDALONE_STEP, 1)
+}
+
 /// Decides for the Sync and carries out the whole plan; returns the plan and the Jobs it
 /// asks to create.
 fn reconcile(w: &mut World) -> (SyncPlan, Vec<String>) {
@@ -68,10 +74,7 @@ fn a_request_starts_one_owned_one_step_run_and_is_echoed() {
     let mut w = accounts();
     w.annotate_sync(ACCOUNTS, annotations::REQUESTED_AT, "r1");
     let (plan, created) = reconcile(&mut w);
-    assert_eq!(
-        created,
-        vec![job_name("Sync", "accounts", 1, STANDALONE_STEP, 1)]
-    );
+    assert_eq!(created, vec![own_run_1_job(&w)]);
     let Some(Action::CreateJob(new_job)) = plan
         .actions
         .iter()
@@ -173,7 +176,7 @@ fn cancel_deletes_only_its_own_running_job_and_again_if_the_delete_was_lost() {
     w.jobs.push(sequence_job(JobOutcome::Active));
     w.annotate_sync(ACCOUNTS, annotations::CANCEL_REQUESTED_AT, "c1");
     let plan = w.sync_plan(ACCOUNTS);
-    let own = job_name("Sync", "accounts", 1, STANDALONE_STEP, 1);
+    let own = own_run_1_job(&w);
     assert_eq!(fixtures::deletes(&plan.actions), vec![own.clone()]);
     assert_eq!(
         plan.status.book.last_handled_cancel_at.as_deref(),

@@ -337,6 +337,7 @@ mod tests {
             start_time: Time(t("2026-12-01T10:00:00Z")),
             completion_time: Some(Time(t("2026-12-01T10:00:40Z"))),
             phase: RunPhase::Failed,
+            stopped_by: None,
             progress: "2/3".into(),
             steps: vec![
                 step("accounts", StepPhase::Succeeded, 1, Some("ok")),
@@ -412,6 +413,7 @@ mod tests {
             start_time: Time(t("2026-12-01T10:00:00Z")),
             completion_time: None,
             phase: RunPhase::Running,
+            stopped_by: None,
             progress: "1/3".into(),
             steps: vec![step("accounts", StepPhase::Running, 1, None)],
             message: None,
