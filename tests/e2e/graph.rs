@@ -368,6 +368,8 @@ async fn a_failed_branch_skips_its_descendants_only_and_describe_and_status_say_
         "CRM API said 503: deals endpoint down",
         "skipped: step deals failed",
         "UpstreamFailed",
+        "StepSkipped",
+        "step contacts skipped (UpstreamFailed): step deals failed",
         "step report started",
         "step report succeeded",
         "step audit succeeded",
