@@ -3,10 +3,12 @@
 //! figure means and the results.
 //!
 //! In one namespace and one run:
-//! - `BENCH_SEQUENCES` sequences (default 1000) of three steps, each step its own Sync whose
-//!   simulated container runs `BENCH_STEP_DURATION` (default 2s), all triggered at once;
-//! - the floor (`floor.rs`), a separate process chaining as many 3-step chains of the same Jobs
-//!   with nothing but a watch and a create, started at the same time;
+//! - `BENCH_SEQUENCES` sequences (default 1000) of the shape `BENCH_SHAPE` (`shape.rs`: `chain`,
+//!   three steps one after another, the default; or `diamond`, a → b ‖ c → d), each step its
+//!   own Sync whose simulated container runs `BENCH_STEP_DURATION` (default 2s), all triggered
+//!   at once;
+//! - the floor (`floor.rs`), a separate process chaining as many chains of the same shape and
+//!   the same Jobs with nothing but a watch and a create, started at the same time;
 //! - `BENCH_SCHEDULED` (default 20) sequences of one step on `* * * * *`, and as many CronJobs
 //!   on the same schedule with the same Pod, for at least `BENCH_FIRES` (default 3) fires;
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
@@ -23,6 +25,7 @@ mod support;
 mod cgroup;
 mod clock;
 mod floor;
+mod shape;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -231,6 +234,7 @@ async fn main() {
         return;
     }
     let n = env_usize("BENCH_SEQUENCES", 1000);
+    let shape = shape::Shape::from_env();
     let scheduled = env_usize("BENCH_SCHEDULED", 20);
     let fires = env_usize("BENCH_FIRES", 3);
     let history_rounds = env_usize("BENCH_HISTORY_ROUNDS", 0);
@@ -247,12 +251,15 @@ async fn main() {
     let started = Instant::now();
     let mut manifest = String::new();
     for i in 0..n {
-        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| format!("{s}-{i}")).collect();
-        for s in &names {
+        let steps = shape.sequence_steps(i);
+        for (s, _) in &steps {
             manifest.push_str(&sync_yaml(s, &duration, 0, Some(r#"{"rowsSynced":1}"#)));
             manifest.push_str("---\n");
         }
-        let steps: Vec<(&str, &str)> = names.iter().map(|s| (s.as_str(), "")).collect();
+        let steps: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|(s, e)| (s.as_str(), e.as_str()))
+            .collect();
         manifest.push_str(&sequence_yaml(
             &format!("seq-{i}"),
             &steps,
@@ -266,7 +273,7 @@ async fn main() {
     }
     eprintln!(
         "created {n} sequences ({} Syncs) in {:?}",
-        3 * n,
+        shape.len() * n,
         started.elapsed()
     );
 
@@ -342,6 +349,7 @@ async fn main() {
                 .env("BENCH_ROLE", "floor")
                 .env("BENCH_NAMESPACE", &ns.name)
                 .env("BENCH_CHAINS", n.to_string())
+                .env("BENCH_SHAPE", shape.name)
                 .env("BENCH_STEP_DURATION", &duration)
                 .env("KUBECONFIG", kubeconfig_path())
                 .stdout(std::process::Stdio::piped())
@@ -420,7 +428,7 @@ async fn main() {
         }
     }
     let measured_run = (history_rounds + 1).to_string();
-    let mut handoff = vec![];
+    let (mut handoff, mut fan_out) = (vec![], vec![]);
     for ((seq, run), steps) in &by_run {
         let Some(i) = seq.strip_prefix("seq-") else {
             continue;
@@ -428,28 +436,15 @@ async fn main() {
         if run != &measured_run {
             continue;
         }
-        for pair in ["a", "b", "c"].windows(2) {
-            let (prev, next) = (
-                steps.get(&format!("{}-{i}", pair[0])),
-                steps.get(&format!("{}-{i}", pair[1])),
-            );
-            if let (Some(prev), Some(next)) = (prev, next)
-                && let Some(finished) = prev.finished
-            {
-                handoff.push(clock::seconds(finished, next.created));
-            }
-        }
+        let at = |step: &str| steps.get(&format!("{step}-{i}"));
+        handoff.extend(shape.handoffs(|s| at(s).map(|j| (j.created, j.finished))));
+        fan_out.extend(shape.fan_out_spreads(|s| at(s).map(|j| j.created)));
     }
-    let mut floor_handoff = vec![];
+    let (mut floor_handoff, mut floor_fan_out) = (vec![], vec![]);
     for steps in floor_chains.values() {
-        for s in 1..floor::STEPS {
-            if let (Some(prev), Some(next)) =
-                (steps.get(&s.to_string()), steps.get(&(s + 1).to_string()))
-                && let Some(finished) = prev.finished
-            {
-                floor_handoff.push(clock::seconds(finished, next.created));
-            }
-        }
+        let at = |step: &str| steps.get(step);
+        floor_handoff.extend(shape.handoffs(|s| at(s).map(|j| (j.created, j.finished))));
+        floor_fan_out.extend(shape.fan_out_spreads(|s| at(s).map(|j| j.created)));
     }
     // Firing delay, split by whether the fire came while the runs were in progress.
     let fire = |key: &str| {
@@ -480,7 +475,8 @@ async fn main() {
         .values()
         .filter(|j| j.annotations.contains_key(annotations::SCHEDULED_TIMESTAMP))
         .count();
-    let steps = (3 * n + tick_steps) as f64;
+    let steps = (shape.len() * n + tick_steps) as f64;
+    let floor_steps = (shape.len() * n) as f64;
 
     // Writes in the measured window, by who made them.
     let in_window =
@@ -526,7 +522,9 @@ async fn main() {
     let handoff = Summary::of(&handoff);
     let floor_handoff = Summary::of(&floor_handoff);
     println!(
-        "## {n} sequences{}\n",
+        "## {n} sequences, {} of {} steps{}\n",
+        shape.name,
+        shape.len(),
         if history_rounds > 0 {
             format!(", {history_jobs} Jobs kept from {history_rounds} earlier rounds")
         } else {
@@ -541,6 +539,15 @@ async fn main() {
         floor_handoff.ms(),
         ratio(handoff.p99, floor_handoff.p99)
     );
+    if !fan_out.is_empty() || !floor_fan_out.is_empty() {
+        let (fan_out, floor_fan_out) = (Summary::of(&fan_out), Summary::of(&floor_fan_out));
+        println!(
+            "| fan-out: first to last child created, p50 / p90 / p99 / max | {} | {} | — | {} (p99) | — |",
+            fan_out.ms(),
+            floor_fan_out.ms(),
+            ratio(fan_out.p99, floor_fan_out.p99)
+        );
+    }
     for (fires, syncseq, cronjob) in [
         ("fires during the runs", &sq_fire_load, &cj_fire_load),
         ("fires after the runs", &sq_fire_idle, &cj_fire_idle),
@@ -560,16 +567,16 @@ async fn main() {
     println!(
         "| CPU per step | {:.1} ms | {:.1} ms | — | {} | — |",
         cpu / steps * 1e3,
-        floor_cpu / (3 * n) as f64 * 1e3,
-        ratio(cpu / steps, floor_cpu / (3 * n) as f64)
+        floor_cpu / floor_steps * 1e3,
+        ratio(cpu / steps, floor_cpu / floor_steps)
     );
     println!(
         "| API writes per step (audit log) | {:.2} | {:.2} | — | {} | — |",
         controller_total as f64 / steps,
-        floor_writes as f64 / (3 * n) as f64,
+        floor_writes as f64 / floor_steps,
         ratio(
             controller_total as f64 / steps,
-            floor_writes as f64 / (3 * n) as f64
+            floor_writes as f64 / floor_steps
         )
     );
     println!(
@@ -585,7 +592,9 @@ async fn main() {
     println!("| more | value |");
     println!("| --- | --- |");
     println!(
-        "| workload | {n} × 3 steps of {duration} (+{scheduled} sequences and {scheduled} CronJobs on `* * * * *`, {tick_steps} syncseq fires), {steps} syncseq steps in the window |"
+        "| workload | {n} × {} of {} steps of {duration} (+{scheduled} sequences and {scheduled} CronJobs on `* * * * *`, {tick_steps} syncseq fires), {steps} syncseq steps in the window |",
+        shape.name,
+        shape.len()
     );
     println!(
         "| triggering every run (8 patches in flight) | {:.1} s |",

@@ -17,6 +17,7 @@ mod crd_validation;
 mod dashboard;
 mod edges;
 mod failure_policies;
+mod graph;
 mod operations;
 mod plugin;
 mod receivers;
