@@ -5,6 +5,7 @@
 mod alerting;
 mod attempts;
 mod jobs;
+mod linear_golden;
 mod order;
 mod properties;
 mod schedule;
