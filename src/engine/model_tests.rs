@@ -8,6 +8,13 @@
 //! upstream sequence finishing runs (`spec.after`). The second test lets the Syncs run on
 //! their own too (their schedule, requests and cancels), while the sequence claims them for its
 //! steps. After every step the promises are checked, for the sequence and for each Sync.
+//!
+//! The graph tests play sequences of up to 20 steps as random graphs (`dependsOn`, `runWhen`,
+//! `maxParallel`, `failFast`, Syncs shared by branches) among the same actors, and check the
+//! promises of steps as a graph besides (`Model::check_graph`). Their case count is
+//! `PROPTEST_CASES` when set: `PROPTEST_CASES=2000` searches harder; a failure is shrunk by
+//! proptest and recorded in `proptest-regressions/engine/model_tests.txt`, which replays it
+//! first on every run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1095,7 +1102,7 @@ proptest! {
 // that a retry never re-runs a step that succeeded is checked already, on every decision
 // (`Model::check_retry_reuses_successes`); without Retry runs it has nothing to check.
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
+    #![proptest_config(ProptestConfig::with_cases(cases(192)))]
 
     /// The graph model's checks on the linear graphs, which the engine before graphs ran too:
     /// up to 20 steps, each after the one before, Syncs shared, `failFast` at random.
@@ -1112,7 +1119,7 @@ proptest! {
     /// Steps as a graph (issue 34): random `dependsOn`, `runWhen`, `maxParallel`, `failFast`,
     /// Syncs shared between branches, against partial plans and the outside actors.
     #[test]
-    #[ignore = "needs the graph engine: run.rs reads no dependsOn yet"]
+    #[ignore = "needs the graph engine (issue 34): remove this line once run.rs reads dependsOn"]
     fn the_promises_hold_for_steps_as_a_graph(
         g in graph(false),
         policy in policy(),
