@@ -409,7 +409,7 @@ impl Model {
                 .find(|s| s.name == name)
         };
         // Recovering a run from Jobs its status lost (a rollback) skips the steps whose
-        // outcome is lost with their Jobs.
+        // outcome is lost with their Jobs — never one whose Job it sees running.
         let recovery = plan
             .actions
             .iter()
@@ -423,7 +423,7 @@ impl Model {
                     run.steps
                 );
             }
-            if run.id <= self.edited_through || recovery {
+            if run.id <= self.edited_through {
                 continue;
             }
             for s in run.steps.iter().filter(|s| s.phase == StepPhase::Skipped) {
@@ -431,16 +431,19 @@ impl Model {
                 else {
                     continue;
                 };
-                // A step backing off between attempts when the run is cancelled, or when
-                // failFast starts nothing new, is skipped after its Jobs.
-                if was.attempts > 0 && (run.phase == RunPhase::Cancelled || spec.fail_fast) {
-                    continue;
-                }
                 let running = jobs
                     .iter()
                     .any(|j| j.run == run.id && j.step == s.name && !j.is_finished());
+                // A step backing off between attempts when the run is cancelled, or when
+                // failFast starts nothing new, is skipped after its Jobs; never while one runs.
+                let between = run.phase == RunPhase::Cancelled || spec.fail_fast;
+                let started = if recovery || between {
+                    running
+                } else {
+                    was.attempts > 0 || running
+                };
                 prop_assert!(
-                    was.attempts == 0 && !running,
+                    !started,
                     "step {} of run {} Skipped after it started: {:?}",
                     s.name,
                     run.id,
@@ -729,7 +732,9 @@ fn check_run(
             if let Some(retries) = retries(&s.name) {
                 prop_assert!(s.attempts <= retries + 1, "{s:?}");
             }
-            // Nothing waits in silence: a condition says why, and a requeue is bounded.
+            // Nothing waits in silence: a condition says why, and a requeue is bounded — or a
+            // step of the run is Running, whose Job's end wakes the next decision (a step
+            // waiting for a place under maxParallel, or for a Sync a branch of its run holds).
             if s.phase == StepPhase::Waiting {
                 let why = s.message.clone().unwrap_or_default();
                 prop_assert!(!why.is_empty());
@@ -738,7 +743,10 @@ fn check_run(
                     running.is_some_and(|c| c.message.contains(&why)),
                     "{why} not in {running:?}"
                 );
-                prop_assert!(d.wake_at.is_some(), "waiting without a requeue");
+                prop_assert!(
+                    d.wake_at.is_some() || active > 0,
+                    "waiting without a requeue: {s:?}"
+                );
             }
         }
     }
