@@ -76,7 +76,26 @@ pub(super) fn advance(
     let mut wake = None;
     let now = ctx.now;
     let mut pass = Pass::of(run, ctx);
-    for i in 0..run.steps.len() {
+    // Attempts whose Job exists (or ended without one) first, then those status recorded but
+    // whose Job was never created: a Stop failure found in the first sweep then keeps, under
+    // failFast, the second from creating anything.
+    let unseen = |run: &RunStatus, i: usize| {
+        let step = &run.steps[i];
+        step.job_uid.is_none()
+            && step
+                .attempt_failure
+                .as_ref()
+                .is_none_or(|f| f.attempt != step.attempts)
+            && !ctx
+                .jobs
+                .iter()
+                .any(|j| j.run == run.id && j.step == step.name && j.attempt == step.attempts)
+    };
+    let order: Vec<usize> = (0..run.steps.len())
+        .filter(|&i| !unseen(run, i))
+        .chain((0..run.steps.len()).filter(|&i| unseen(run, i)))
+        .collect();
+    for i in order {
         if run.steps[i].phase != StepPhase::Running {
             continue;
         }
@@ -91,6 +110,7 @@ pub(super) fn advance(
         let at = follow(run, i, spec, ctx, &mut pass, actions);
         wake = earliest(wake, at);
     }
+    pass.following = false;
     let mut skipped: Vec<usize> = Vec::new();
     for i in 0..run.steps.len() {
         if run.steps[i].phase.is_final() || run.steps[i].phase == StepPhase::Running {
@@ -228,6 +248,10 @@ struct Pass {
     syncs: BTreeMap<String, String>,
     /// Steps that failed under `Stop` in this pass (the first is in `run.stopped_by`).
     stopped: Vec<usize>,
+    /// With `failFast`, the step whose Stop failure starts nothing new (`run.stopped_by`).
+    fail_fast_after: Option<String>,
+    /// In the first pass, which follows the attempts in flight and starts nothing new.
+    following: bool,
 }
 
 impl Pass {
@@ -237,6 +261,8 @@ impl Pass {
             limit: ctx.max_parallel,
             syncs: BTreeMap::new(),
             stopped: Vec::new(),
+            fail_fast_after: run.stopped_by.clone().filter(|_| ctx.fail_fast),
+            following: true,
         };
         for step in &run.steps {
             pass.take(run.id, step, ctx);
@@ -287,6 +313,9 @@ fn follow(
             if run.stopped_by.is_none() {
                 run.stopped_by = Some(run.steps[i].name.clone());
                 run.message = Some(reason);
+                if ctx.fail_fast {
+                    pass.fail_fast_after = run.stopped_by.clone();
+                }
             }
             None
         }
@@ -297,7 +326,7 @@ fn follow(
 /// Indexes into `run.steps` of the steps step `i` waits for: those its `dependsOn` names, or
 /// the step before it in the run. The run's own order, not the spec's, is the default: a spec
 /// edited mid-run (steps added, removed, moved) then changes no line of the run into branches.
-fn parents_in_run(run: &RunStatus, steps: &[Step], i: usize) -> Vec<usize> {
+pub(super) fn parents_in_run(run: &RunStatus, steps: &[Step], i: usize) -> Vec<usize> {
     let name = &run.steps[i].name;
     match steps.iter().position(|s| s.name == *name) {
         Some(at) if steps[at].depends_on.is_some() => graph::parents(steps, at)
@@ -439,7 +468,9 @@ fn step_progress(
                 ),
             ));
         }
-        if now < due {
+        // A retry due now waits for the second pass, like every other start: whether a place
+        // is free must not depend on the order in which the attempts in flight were followed.
+        if now < due || pass.following {
             step.phase = StepPhase::Waiting;
             step.message = Some(format!(
                 "attempt {attempt} failed: {why}; retrying at {due}"
@@ -638,6 +669,37 @@ fn try_start(
     pass: &Pass,
     actions: &mut Vec<Action>,
 ) -> Progress {
+    if let Some(stopper) = &pass.fail_fast_after {
+        // An attempt status recorded but whose Job was never created, or a retry due: with
+        // failFast, neither starts after a Stop failure.
+        if attempt == 1 {
+            skip(
+                step,
+                reasons::SKIP_FAIL_FAST,
+                format!("skipped: step {stopper} failed and failFast is set"),
+                ctx.now,
+            );
+        } else {
+            actions.push(Event::warning(
+                reasons::STEP_FAILED,
+                "FailStep",
+                format!(
+                    "step {} not retried: step {stopper} failed and failFast is set",
+                    step.name
+                ),
+            ));
+            let last = step.message.clone().unwrap_or_default();
+            finish_step(
+                step,
+                StepPhase::Failed,
+                Some(format!(
+                    "not retried (failFast after step {stopper} failed): {last}"
+                )),
+                ctx.now,
+            );
+        }
+        return Progress::Done { stop: None };
+    }
     if let Some(other) = pass
         .syncs
         .get(&spec.sync_ref.name)

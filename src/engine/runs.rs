@@ -99,7 +99,12 @@ pub(super) fn drive<S: Clone>(
                 wake_at: Some(now + SignedDuration::from_secs(1)),
             });
         }
-        Some(_) => Some(adopt_unknown_jobs(book, cluster.jobs, actions)),
+        Some(_) => Some(adopt_unknown_jobs(
+            book,
+            runner.steps,
+            cluster.jobs,
+            actions,
+        )),
         None => None,
     };
     let ctx = RunContext {
@@ -303,37 +308,64 @@ fn unknown_job<'a>(book: &RunBook, jobs: &'a [JobView]) -> Option<&'a JobView> {
 /// Status is behind its Jobs for longer than a cache can lag: take the Jobs' word for it.
 /// Newer runs are counted (their Jobs, of no current run, are then cleaned up) and a later
 /// attempt of a current step becomes the step's attempt. Returns what it did.
-fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Action>) -> String {
+fn adopt_unknown_jobs(
+    book: &mut RunBook,
+    steps: &[Step],
+    jobs: &[JobView],
+    actions: &mut Vec<Action>,
+) -> String {
     let newest = jobs.iter().map(|j| j.run).max().unwrap_or(0);
     if newest > book.last_run_number.unwrap_or(0) {
         book.last_run_number = Some(newest);
     }
     if let Some(run) = book.current_run.as_mut() {
-        // The latest step the Jobs show started: it becomes the step in progress, and the
-        // steps before it, which must have finished for it to start, are closed.
-        let latest = run.steps.iter().rposition(|step| {
-            jobs.iter()
-                .any(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
-        });
-        if let Some(k) = latest {
-            let name = run.steps[k].name.clone();
-            // What they did is not in status any more; they are closed, not run again. Their
-            // Jobs are named, so that none of them is unknown to the next decision.
-            for step in run.steps[..k].iter_mut().filter(|s| !s.phase.is_final()) {
-                if let Some(job) = jobs
-                    .iter()
-                    .filter(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
-                    .max_by_key(|j| j.attempt)
-                {
-                    step.attempts = job.attempt;
-                    step.job_name = Some(job.name.clone());
-                }
-                step.phase = StepPhase::Skipped;
-                step.reason = Some(reasons::SKIP_STATUS_BEHIND_JOBS.into());
-                step.message = Some(format!(
-                    "skipped: status was behind its Jobs, which show step {name} had started"
-                ));
+        // The steps the Jobs show started that status does not: each becomes a step in
+        // progress, unless a later one of them waits for it; the steps they wait for, which
+        // must have finished for them to start, are closed. (In a line: the latest step the
+        // Jobs show, and every step before it.)
+        let unknown: Vec<usize> = (0..run.steps.len())
+            .filter(|&i| {
+                let step = &run.steps[i];
+                jobs.iter()
+                    .any(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
+            })
+            .collect();
+        let mut closed: BTreeMap<usize, String> = BTreeMap::new();
+        for &k in unknown.iter().rev() {
+            if closed.contains_key(&k) {
+                continue;
             }
+            let mut stack = super::run::parents_in_run(run, steps, k);
+            while let Some(p) = stack.pop() {
+                if closed.contains_key(&p) {
+                    continue;
+                }
+                closed.insert(p, run.steps[k].name.clone());
+                stack.extend(super::run::parents_in_run(run, steps, p));
+            }
+        }
+        for (&i, name) in &closed {
+            let step = &mut run.steps[i];
+            if step.phase.is_final() {
+                continue;
+            }
+            // What it did is not in status any more; it is closed, not run again. Its Job is
+            // named, so that none of them is unknown to the next decision.
+            if let Some(job) = jobs
+                .iter()
+                .filter(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
+                .max_by_key(|j| j.attempt)
+            {
+                step.attempts = job.attempt;
+                step.job_name = Some(job.name.clone());
+            }
+            step.phase = StepPhase::Skipped;
+            step.reason = Some(reasons::SKIP_STATUS_BEHIND_JOBS.into());
+            step.message = Some(format!(
+                "skipped: status was behind its Jobs, which show step {name} had started"
+            ));
+        }
+        for &k in unknown.iter().filter(|k| !closed.contains_key(k)) {
             let step = &mut run.steps[k];
             if let Some(job) = jobs
                 .iter()
