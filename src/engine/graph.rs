@@ -109,7 +109,20 @@ pub(crate) fn verdict(rule: RunWhen, parents: &[(&str, Option<Ended>)]) -> Verdi
 }
 
 /// How a step of a run ended, if it did. `stopped` says whether its failure was under `Stop`.
+/// A step removed from the spec mid-run is out of the graph: the steps after it go on as if
+/// it had succeeded, as they did when a run was a line.
 pub(crate) fn ended(step: &StepStatus, stopped: bool) -> Option<Ended> {
+    // Closed when status was behind its Jobs, which showed a step after it started: it must
+    // have let that step start.
+    if [
+        super::reasons::SKIP_STEP_REMOVED,
+        super::reasons::SKIP_STATUS_BEHIND_JOBS,
+    ]
+    .iter()
+    .any(|r| step.reason.as_deref() == Some(*r))
+    {
+        return Some(Ended::Succeeded);
+    }
     match step.phase {
         StepPhase::Succeeded => Some(Ended::Succeeded),
         StepPhase::Failed => Some(Ended::Failed { stopped }),

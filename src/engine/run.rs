@@ -2,7 +2,7 @@
 //! `maxParallel`, and each step's failure policy is applied. Shared by both kinds: a Sync's own
 //! run is a one-step run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -82,8 +82,10 @@ pub(super) fn advance(
         }
         pass.release(&run.steps[i]);
         let Some(spec) = ctx.steps.iter().find(|s| s.name == run.steps[i].name) else {
-            // Removed from the spec mid-run: its Job, accounted for no more, is deleted.
+            // Removed from the spec mid-run: its Job, accounted for no more, is deleted. Until
+            // the delete is under way it still holds its place.
             removed(&mut run.steps[i], now);
+            pass.take(run.id, &run.steps[i], ctx);
             continue;
         };
         let at = follow(run, i, spec, ctx, &mut pass, actions);
@@ -94,17 +96,7 @@ pub(super) fn advance(
         if run.steps[i].phase.is_final() || run.steps[i].phase == StepPhase::Running {
             continue;
         }
-        let Some(spec) = ctx.steps.iter().find(|s| s.name == run.steps[i].name) else {
-            // Removed from the spec while the run was in progress: skipped when its turn
-            // comes, as the steps after it in a line wait for it.
-            let turn = parents_in_run(run, ctx.steps, i)
-                .iter()
-                .all(|&p| run.steps[p].phase.is_final());
-            if turn {
-                removed(&mut run.steps[i], now);
-            }
-            continue;
-        };
+        let spec = ctx.steps.iter().find(|s| s.name == run.steps[i].name);
         let parents: Vec<(&str, Option<graph::Ended>)> = parents_in_run(run, ctx.steps, i)
             .into_iter()
             .map(|p| {
@@ -118,7 +110,12 @@ pub(super) fn advance(
                 (step.name.as_str(), graph::ended(step, stopped))
             })
             .collect();
-        let verdict = graph::verdict(spec.run_when, &parents);
+        let rule = spec.map(|s| s.run_when).unwrap_or_default();
+        // A step that started met its rule then; its parents have not changed since.
+        let verdict = match run.steps[i].attempts {
+            0 => graph::verdict(rule, &parents),
+            _ => graph::Verdict::Run,
+        };
         let step = &mut run.steps[i];
         match verdict {
             graph::Verdict::Wait(on) => {
@@ -143,6 +140,12 @@ pub(super) fn advance(
             }
             graph::Verdict::Run => {}
         }
+        let Some(spec) = spec else {
+            // Removed from the spec while the run was in progress: skipped when its turn
+            // comes, and the steps after it go on as if it had run.
+            removed(&mut run.steps[i], now);
+            continue;
+        };
         if let Some(stopper) = ctx.fail_fast.then_some(()).and(run.stopped_by.clone()) {
             let step = &mut run.steps[i];
             if step.attempts == 0 {
@@ -217,8 +220,9 @@ fn removed(step: &mut StepStatus, now: Timestamp) {
 /// Everything a pass over the steps shares: the places under `maxParallel`, the Syncs the
 /// run's own attempts in flight hold, and the Stop failures it saw.
 struct Pass {
-    /// Steps with an attempt in flight.
-    in_flight: usize,
+    /// Steps with an attempt in flight: Running in status, or with an unfinished Job of this
+    /// run in the cache (status may say otherwise: a partial write, a Job not yet seen).
+    in_flight: BTreeSet<String>,
     limit: Option<usize>,
     /// Sync → the step of this run whose attempt in flight runs it.
     syncs: BTreeMap<String, String>,
@@ -228,31 +232,39 @@ struct Pass {
 
 impl Pass {
     fn of(run: &RunStatus, ctx: &RunContext) -> Self {
-        let running: Vec<&StepStatus> = run
-            .steps
-            .iter()
-            .filter(|s| s.phase == StepPhase::Running)
-            .collect();
-        Pass {
-            in_flight: running.len(),
+        let mut pass = Pass {
+            in_flight: BTreeSet::new(),
             limit: ctx.max_parallel,
-            syncs: running
-                .iter()
-                .map(|s| (s.sync.clone(), s.name.clone()))
-                .collect(),
+            syncs: BTreeMap::new(),
             stopped: Vec::new(),
+        };
+        for step in &run.steps {
+            pass.take(run.id, step, ctx);
+        }
+        pass
+    }
+
+    /// Counts `step` as in flight if it is.
+    fn take(&mut self, run: i64, step: &StepStatus, ctx: &RunContext) {
+        let job = ctx
+            .jobs
+            .iter()
+            .any(|j| j.run == run && j.step == step.name && !j.is_finished() && !j.deleting);
+        if step.phase == StepPhase::Running || job {
+            self.in_flight.insert(step.name.clone());
+            self.syncs.insert(step.sync.clone(), step.name.clone());
         }
     }
 
     /// A step's attempt in flight is being looked at again: it gives its place and Sync back,
-    /// and takes them again if it is still (or again) running.
+    /// and takes them again if it is still (or again) in flight.
     fn release(&mut self, step: &StepStatus) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight.remove(&step.name);
         self.syncs.retain(|_, s| *s != step.name);
     }
 
     fn full(&self) -> bool {
-        self.limit.is_some_and(|l| self.in_flight >= l)
+        self.limit.is_some_and(|l| self.in_flight.len() >= l)
     }
 }
 
@@ -267,11 +279,7 @@ fn follow(
     actions: &mut Vec<Action>,
 ) -> Option<Timestamp> {
     let progress = step_progress(run, i, spec, ctx, pass, actions);
-    let step = &run.steps[i];
-    if step.phase == StepPhase::Running {
-        pass.in_flight += 1;
-        pass.syncs.insert(step.sync.clone(), step.name.clone());
-    }
+    pass.take(run.id, &run.steps[i], ctx);
     match progress {
         Progress::Blocked(at) => at,
         Progress::Done { stop: Some(reason) } => {
@@ -630,15 +638,6 @@ fn try_start(
     pass: &Pass,
     actions: &mut Vec<Action>,
 ) -> Progress {
-    if pass.full() {
-        // A wait the run's own Jobs end: their events wake it. It is no stall, so it has a
-        // message and no Warning.
-        let limit = pass.limit.unwrap_or_default();
-        step.message = Some(format!(
-            "waiting for a free place: maxParallel is {limit}, and {limit} steps are running"
-        ));
-        return Progress::Blocked(None);
-    }
     if let Some(other) = pass
         .syncs
         .get(&spec.sync_ref.name)
@@ -682,6 +681,18 @@ fn try_start(
             spec.sync_ref.name, holder.by
         );
         return wait(step, reasons::SYNC_BUSY, message, ctx.now, actions);
+    }
+    // Checked after the Sync: what a step waits for must not depend on the order in which
+    // the steps before and after it took the places, or its message would change from one
+    // decision to the next with nothing else changed.
+    if pass.full() {
+        // A wait the run's own Jobs end: their events wake it, and the bounded recheck guards
+        // against a missed one. It is no stall, so it has a message and no Warning.
+        let limit = pass.limit.unwrap_or_default();
+        step.message = Some(format!(
+            "waiting for a free place: maxParallel is {limit}, and {limit} steps are running"
+        ));
+        return Progress::Blocked(Some(ctx.now + WAIT_RECHECK));
     }
     let id = JobIdentity {
         name: name.clone(),

@@ -346,6 +346,7 @@ fn adopt_unknown_jobs(book: &mut RunBook, jobs: &[JobView], actions: &mut Vec<Ac
                 step.attempt_failure = None;
                 step.phase = StepPhase::Running;
                 step.completion_time = None;
+                step.message = None;
             }
         }
     }

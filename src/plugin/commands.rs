@@ -6,13 +6,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::client::Cluster;
+use super::graph::{self, GraphFormat};
 use super::render;
-use super::target::{Runnable, Target};
+use super::target::{Kind, Runnable, Target};
 use super::wait::{self, CancelRequest, RunRequest};
 use super::{OutputFormat, WaitArgs};
-use crate::api::RunPhase;
-use crate::api::RunStatus;
-use crate::api::annotations::{CANCEL_REQUESTED_AT, REQUESTED_AT};
+use crate::api::annotations::{CANCEL_REQUESTED_AT, REQUESTED_AT, RETRY_REQUESTED_AT, RETRY_RUN};
+use crate::api::{RunPhase, RunStatus, TriggerKind};
 
 /// Writes to stdout, terminal-safe; a closed pipe (`| head`) is not an error worth reporting.
 fn emit(text: &str) {
@@ -29,16 +29,20 @@ fn request_value() -> String {
     format!("{:.9}", Timestamp::now())
 }
 
+/// Sets the annotations given a value and removes those given None, in one merge patch.
 async fn annotate(
     cluster: &Cluster,
     target: &Target,
-    key: &str,
-    value: &str,
+    annotations: &[(&str, Option<&str>)],
 ) -> anyhow::Result<Runnable> {
+    let annotations: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(key, value)| (key.to_string(), serde_json::json!(value)))
+        .collect();
     cluster
         .merge_patch(
             target,
-            serde_json::json!({"metadata": {"annotations": {key: value}}}),
+            serde_json::json!({"metadata": {"annotations": annotations}}),
         )
         .await
 }
@@ -81,7 +85,7 @@ impl Progress {
 /// `run NAME [--wait]`.
 pub(crate) async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> anyhow::Result<()> {
     let value = request_value();
-    let obj = annotate(cluster, target, REQUESTED_AT, &value).await?;
+    let obj = annotate(cluster, target, &[(REQUESTED_AT, Some(&value))]).await?;
     emit(&format!(
         "{} run requested ({REQUESTED_AT}={value})\n",
         target.reference()
@@ -89,12 +93,65 @@ pub(crate) async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> 
     if !wait.wait {
         return Ok(());
     }
-    // The request starts the first manual run numbered above the newest run at request time.
+    follow_run(cluster, target, &obj, TriggerKind::Manual, &value, wait).await
+}
+
+/// `retry NAME [--run N] [--wait]`: a run that reuses the steps that succeeded in run N and
+/// runs the others. Refused before anything is written when there is nothing to retry.
+pub(crate) async fn retry(
+    cluster: &Cluster,
+    target: &Target,
+    run: Option<i64>,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
+    if target.kind == Kind::Sync {
+        anyhow::bail!(
+            "retry takes a SyncSequence: a Sync's run has one step, so `run {}` runs it again",
+            target.reference()
+        );
+    }
+    let obj = cluster.get(target).await?;
+    let of = wait::retry_of(&obj, run).map_err(|e| anyhow::anyhow!(e))?;
+    let value = request_value();
+    let run_value = run.map(|n| n.to_string());
+    // Without --run the controller retries the last finished run; a retryRun left from an
+    // earlier retry would name an older one, so it goes in the same patch.
+    let obj = annotate(
+        cluster,
+        target,
+        &[
+            (RETRY_REQUESTED_AT, Some(&value)),
+            (RETRY_RUN, run_value.as_deref()),
+        ],
+    )
+    .await?;
+    emit(&format!(
+        "{} retry of run {of} requested ({RETRY_REQUESTED_AT}={value})\n",
+        target.reference()
+    ));
+    if !wait.wait {
+        return Ok(());
+    }
+    follow_run(cluster, target, &obj, TriggerKind::Retry, &value, wait).await
+}
+
+/// `--wait` for a run or retry request: the progress of the run it started, then its
+/// timeline; an error unless the run Succeeded.
+async fn follow_run(
+    cluster: &Cluster,
+    target: &Target,
+    obj: &Runnable,
+    kind: TriggerKind,
+    value: &str,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
+    // The request starts the first run of its kind numbered above the newest run at request
+    // time.
     let before = obj.book.last_run_number.unwrap_or(0);
     let mut progress = Progress::default();
     let mut said_queued = false;
     let follow = cluster.watch(target, |status| {
-        match wait::run_request(status, &value, before) {
+        match wait::run_request(status, kind, value, before) {
             RunRequest::NotHandled => None,
             RunRequest::Queued => {
                 if !said_queued {
@@ -122,22 +179,34 @@ pub(crate) async fn run(cluster: &Cluster, target: &Target, wait: &WaitArgs) -> 
                 run: None,
                 message,
             } => Some(Ok((id, phase, None, message))),
-            RunRequest::Skipped => {
-                let busy = status
+            RunRequest::Skipped => Some(Err(
+                match status
                     .book
                     .current_run
                     .as_ref()
-                    .map_or("a run".to_string(), |r| format!("run {}", r.id));
-                Some(Err(anyhow::anyhow!(
-                    "the run request was skipped: {busy} is in progress and concurrencyPolicy is {:?}",
-                    status.concurrency
-                )))
-            }
+                    .filter(|r| !r.phase.is_finished())
+                {
+                    Some(r) => anyhow::anyhow!(
+                        "the request was skipped: run {} is in progress and concurrencyPolicy is {:?}",
+                        r.id,
+                        status.concurrency
+                    ),
+                    None => anyhow::anyhow!(
+                        "the request was handled but started no run: see the Events of {}",
+                        target.reference()
+                    ),
+                },
+            )),
         }
     });
     let (id, phase, run, message) = within(wait.timeout, "the run to finish", follow).await??;
     match &run {
-        Some(run) => emit(&render::run_timeline(run, None, Timestamp::now())),
+        Some(run) => emit(&render::run_timeline(
+            run,
+            &obj.steps,
+            None,
+            Timestamp::now(),
+        )),
         None => emit(&format!("Run {id} {phase:?}\n")),
     }
     if phase != RunPhase::Succeeded {
@@ -154,7 +223,7 @@ pub(crate) async fn cancel(
     wait: &WaitArgs,
 ) -> anyhow::Result<()> {
     let value = request_value();
-    let obj = annotate(cluster, target, CANCEL_REQUESTED_AT, &value).await?;
+    let obj = annotate(cluster, target, &[(CANCEL_REQUESTED_AT, Some(&value))]).await?;
     emit(&format!(
         "{} cancel requested ({CANCEL_REQUESTED_AT}={value})\n",
         target.reference()
@@ -175,9 +244,12 @@ pub(crate) async fn cancel(
         }
     });
     match within(wait.timeout, "the cancel request to be handled", follow).await? {
-        CancelRequest::Ended { run: Some(run), .. } => {
-            emit(&render::run_timeline(&run, None, Timestamp::now()))
-        }
+        CancelRequest::Ended { run: Some(run), .. } => emit(&render::run_timeline(
+            &run,
+            &obj.steps,
+            None,
+            Timestamp::now(),
+        )),
         CancelRequest::Ended { id, phase, .. } => emit(&format!("Run {id} {phase:?}\n")),
         _ => emit(&format!("{}: no run was in progress\n", target.reference())),
     }
@@ -311,4 +383,39 @@ pub(crate) async fn history(
             Ok(())
         }
     }
+}
+
+/// `graph NAME [-o mermaid|dot] [--run N]`.
+pub(crate) async fn graph(
+    cluster: &Cluster,
+    target: &Target,
+    format: GraphFormat,
+    run: Option<i64>,
+) -> anyhow::Result<()> {
+    if target.kind == Kind::Sync {
+        anyhow::bail!(
+            "graph takes a SyncSequence: {} is one step",
+            target.reference()
+        );
+    }
+    let obj = cluster.get(target).await?;
+    let runs = obj.book.current_run.iter().chain(obj.last_run.as_ref());
+    let coloured = match run {
+        None => obj.book.current_run.as_ref().or(obj.last_run.as_ref()),
+        Some(n) => Some(runs.clone().find(|r| r.id == n).ok_or_else(|| {
+            let kept: Vec<String> = runs.map(|r| r.id.to_string()).collect();
+            anyhow::anyhow!(
+                "run {n} of {} is not kept with its steps: only the current and the last \
+                 finished run are ({})",
+                target.reference(),
+                if kept.is_empty() {
+                    "none yet".into()
+                } else {
+                    kept.join(", ")
+                }
+            )
+        })?),
+    };
+    emit(&graph::render(&target.name, &obj.steps, coloured, format));
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! The kubectl plugin: the `syncseq` binary installed as `kubectl-syncseq` offers
-//! `kubectl syncseq run|cancel|suspend|resume|status|history|logs`, for SyncSequences (a bare
+//! `kubectl syncseq run|retry|cancel|suspend|resume|status|history|graph|logs`, for SyncSequences (a bare
 //! name) and standalone Syncs (`sync/NAME`). The same commands are reachable as
 //! `syncseq plugin ...`.
 //!
@@ -20,6 +20,7 @@ pub(crate) mod commands;
 pub(crate) mod dashboard;
 #[cfg(test)]
 mod fixtures;
+pub(crate) mod graph;
 pub(crate) mod jsonpath;
 pub(crate) mod logs;
 pub(crate) mod render;
@@ -86,6 +87,18 @@ pub enum PluginCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Retry what failed: a new run that reuses the steps that succeeded in run N (default: the
+    /// last finished run) and runs the failed and skipped ones, in graph order (sets the
+    /// syncseq.dev/retryRequestedAt annotation, and syncseq.dev/retryRun with --run).
+    Retry {
+        #[arg(value_parser = Target::parse, help = "NAME of a SyncSequence")]
+        target: Target,
+        /// The run to retry: the last finished run (the default) or one of `history`.
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Cancel the run in progress (sets the syncseq.dev/cancelRequestedAt annotation).
     Cancel {
         #[arg(value_parser = Target::parse, help = TARGET_HELP)]
@@ -129,6 +142,19 @@ pub enum PluginCommand {
         #[arg(short, long, value_parser = OutputFormat::parse)]
         output: Option<OutputFormat>,
     },
+    /// The steps of a SyncSequence as a graph (Mermaid or Graphviz DOT): each step a node, an
+    /// edge from each step it waits for, coloured by the phases of a run.
+    Graph {
+        #[arg(value_parser = Target::parse, help = "NAME of a SyncSequence")]
+        target: Target,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "mermaid")]
+        output: graph::GraphFormat,
+        /// Colour the steps by this run's phases (default: the current run, else the last
+        /// finished one; only those two are kept with their steps).
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
+    },
     /// The container log of a step's Pod: by default the failed step of the last run, else the
     /// step running now, else the last step that ran.
     Logs {
@@ -160,7 +186,7 @@ pub enum PluginCommand {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct WaitArgs {
     /// Wait until the controller has handled the request and the run has ended, then print
-    /// its step timeline. For `run`, exits 1 unless the run Succeeded.
+    /// its step timeline. For `run` and `retry`, exits 1 unless the run Succeeded.
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this long (e.g. 30s, 10m, 1h30m; default: no limit).
@@ -241,6 +267,9 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
     let cluster = client::connect(&args.connection).await?;
     match args.command {
         PluginCommand::Run { target, wait } => commands::run(&cluster, &target, &wait).await,
+        PluginCommand::Retry { target, run, wait } => {
+            commands::retry(&cluster, &target, run, &wait).await
+        }
         PluginCommand::Cancel { target, wait } => commands::cancel(&cluster, &target, &wait).await,
         PluginCommand::Suspend { target } => commands::set_suspend(&cluster, &target, true).await,
         PluginCommand::Resume { target } => commands::set_suspend(&cluster, &target, false).await,
@@ -259,6 +288,11 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         PluginCommand::History { target, output } => {
             commands::history(&cluster, &target, output.as_ref()).await
         }
+        PluginCommand::Graph {
+            target,
+            output,
+            run,
+        } => commands::graph(&cluster, &target, output, run).await,
         PluginCommand::Logs { target, args } => {
             let obj = cluster.get(&target).await?;
             logs::logs(&cluster, &obj, &args).await
@@ -326,11 +360,13 @@ mod tests {
             for word in [
                 "kubectl-syncseq",
                 "run",
+                "retry",
                 "cancel",
                 "suspend",
                 "resume",
                 "status",
                 "history",
+                "graph",
                 "logs",
                 "completion",
                 // Flags without their dashes: fish spells them `-l wait`.
@@ -400,6 +436,45 @@ mod tests {
             (Some(3), true, true)
         );
 
+        let cli =
+            PluginCli::try_parse_from(["kubectl-syncseq", "retry", "crm", "--run", "12", "--wait"])
+                .unwrap();
+        let PluginCommand::Retry { target, run, wait } = cli.args.command else {
+            panic!("retry expected")
+        };
+        assert_eq!(
+            (target.name.as_str(), run, wait.wait),
+            ("crm", Some(12), true)
+        );
+
+        let cli = PluginCli::try_parse_from(["kubectl-syncseq", "graph", "crm"]).unwrap();
+        assert!(matches!(
+            cli.args.command,
+            PluginCommand::Graph {
+                output: graph::GraphFormat::Mermaid,
+                run: None,
+                ..
+            }
+        ));
+        let cli = PluginCli::try_parse_from([
+            "kubectl-syncseq",
+            "graph",
+            "crm",
+            "-o",
+            "dot",
+            "--run",
+            "4",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.args.command,
+            PluginCommand::Graph {
+                output: graph::GraphFormat::Dot,
+                run: Some(4),
+                ..
+            }
+        ));
+
         let cli = PluginCli::try_parse_from(["kubectl-syncseq", "status", "-A", "-w"]).unwrap();
         assert!(matches!(
             cli.args.command,
@@ -442,6 +517,8 @@ mod tests {
                 "--all-containers",
             ],
             vec!["kubectl-syncseq", "frobnicate", "crm"],
+            vec!["kubectl-syncseq", "retry", "crm", "--run", "last"],
+            vec!["kubectl-syncseq", "graph", "crm", "-o", "png"],
         ] {
             let err = PluginCli::try_parse_from(&bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");

@@ -4,9 +4,10 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::graph;
 use super::target::Runnable;
 use crate::api::{
-    RunPhase, RunStatus, StepPhase, StepStatus, SyncRunRecord, TriggerKind, UpstreamRun,
+    RunPhase, RunStatus, Step, StepPhase, StepStatus, SyncRunRecord, TriggerKind, UpstreamRun,
 };
 
 /// A duration as people read it: `0.4s`, `2.1s`, `3s`, `1m05s`, `1h02m03s`, `2d03h04m`.
@@ -99,11 +100,17 @@ fn or_dash(v: Option<String>) -> String {
     v.unwrap_or_else(|| "-".into())
 }
 
-fn trigger(kind: TriggerKind, scheduled: Option<&Time>, upstream: Option<&UpstreamRun>) -> String {
-    match (scheduled, upstream) {
-        (Some(t), _) => format!("{kind:?} for {}", time(t.0)),
-        (None, Some(up)) => format!("{kind:?}: {up}"),
-        (None, None) => format!("{kind:?}"),
+fn trigger(
+    kind: TriggerKind,
+    scheduled: Option<&Time>,
+    upstream: Option<&UpstreamRun>,
+    retry_of: Option<i64>,
+) -> String {
+    match (scheduled, upstream, retry_of) {
+        (Some(t), ..) => format!("{kind:?} for {}", time(t.0)),
+        (None, Some(up), _) => format!("{kind:?}: {up}"),
+        (None, None, Some(n)) if kind == TriggerKind::Retry => format!("retry of run {n}"),
+        (None, None, _) => format!("{kind:?}"),
     }
 }
 
@@ -147,43 +154,77 @@ fn run_header(run: &RunStatus, now: Timestamp) -> String {
         trigger(
             run.trigger,
             run.scheduled_time.as_ref(),
-            run.upstream.as_ref()
+            run.upstream.as_ref(),
+            run.retry_of
         ),
         run.phase,
         run.progress
     )
 }
 
-/// One line per step, in order: phase, start offset in the run, duration (elapsed for a step
-/// still going), rows, Job and message.
-pub(crate) fn steps_table(run: &RunStatus, now: Timestamp) -> String {
+/// One line per step, in order: the steps it waits for (a sequence's, from `spec`; a Sync's
+/// one step has none, and no such column), phase, start offset in the run, duration (elapsed
+/// for a step still going), rows, Job and message, with a Skipped step's reason and where a
+/// reused step's result comes from.
+pub(crate) fn steps_table(run: &RunStatus, spec: &[Step], now: Timestamp) -> String {
     let rows: Vec<Vec<String>> = run
         .steps
         .iter()
         .map(|s| {
+            // A reused step's times are those of the run it comes from: no offset in this one.
             let offset = s
                 .start_time
                 .as_ref()
+                .filter(|_| s.reused_from.is_none())
                 .map(|t| format!("+{}", duration(t.0.duration_since(run.start_time.0))));
             let took = span(s.start_time.as_ref(), s.completion_time.as_ref(), now).map(duration);
-            vec![
-                s.name.clone(),
+            let mut row = vec![s.name.clone()];
+            if !spec.is_empty() {
+                row.push(graph::after(spec, &s.name));
+            }
+            row.extend([
                 phase_with_attempts(s),
                 or_dash(offset),
                 or_dash(took),
                 or_dash(s.rows_synced.map(|r| r.to_string())),
                 or_dash(s.rows_rejected.map(|r| r.to_string())),
                 or_dash(s.job_name.clone()),
-                s.message.as_deref().map(one_line).unwrap_or_default(),
-            ]
+                step_message(s),
+            ]);
+            row
         })
         .collect();
-    table(
-        &[
-            "STEP", "PHASE", "START", "DURATION", "SYNCED", "REJECTED", "JOB", "MESSAGE",
-        ],
-        &rows,
-    )
+    let mut header = vec!["STEP"];
+    if !spec.is_empty() {
+        header.push("AFTER");
+    }
+    header.extend([
+        "PHASE", "START", "DURATION", "SYNCED", "REJECTED", "JOB", "MESSAGE",
+    ]);
+    table(&header, &rows)
+}
+
+/// A step's message on one line: `reused from run N` first for a reused step, a Skipped
+/// step's reason after it.
+fn step_message(s: &StepStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = s.reused_from {
+        parts.push(format!("reused from run {n}"));
+    }
+    parts.extend(s.message.as_deref().map(one_line));
+    let mut text = parts.join("; ");
+    if let Some(reason) = s
+        .reason
+        .as_deref()
+        .filter(|_| s.phase == StepPhase::Skipped)
+    {
+        if text.is_empty() {
+            text = format!("({reason})");
+        } else {
+            text.push_str(&format!(" ({reason})"));
+        }
+    }
+    text
 }
 
 fn phase_with_attempts(s: &StepStatus) -> String {
@@ -194,14 +235,20 @@ fn phase_with_attempts(s: &StepStatus) -> String {
     }
 }
 
-/// A run as a timeline: the header line, the steps table and the run's message.
-pub(crate) fn run_timeline(run: &RunStatus, next_schedule: Option<&str>, now: Timestamp) -> String {
+/// A run as a timeline: the header line, the steps table (with each step's parents from
+/// `spec`, see [`steps_table`]) and the run's message.
+pub(crate) fn run_timeline(
+    run: &RunStatus,
+    spec: &[Step],
+    next_schedule: Option<&str>,
+    now: Timestamp,
+) -> String {
     let mut out = run_header(run, now);
     if let Some(next) = next_schedule {
         out.push_str(&format!("  next schedule: {next}"));
     }
     out.push('\n');
-    out.push_str(&steps_table(run, now));
+    out.push_str(&steps_table(run, spec, now));
     if let Some(m) = &run.message {
         out.push_str(&format!("Message: {}\n", one_line(m)));
     }
@@ -223,10 +270,10 @@ pub(crate) fn status(obj: &Runnable, now: Timestamp) -> String {
         obj.last_run.as_ref().or(obj.book.current_run.as_ref()),
         &obj.last_job,
     ) {
-        (Some(run), ..) => out.push_str(&run_timeline(run, Some(&next), now)),
+        (Some(run), ..) => out.push_str(&run_timeline(run, &obj.steps, Some(&next), now)),
         (None, Some(run), _) => {
             out.push_str("No run in progress; the last finished run:\n");
-            out.push_str(&run_timeline(run, Some(&next), now));
+            out.push_str(&run_timeline(run, &obj.steps, Some(&next), now));
         }
         (None, None, Some(job)) => {
             out.push_str(&format!("Last run  next schedule: {next}\n"));
@@ -253,10 +300,19 @@ pub(crate) fn status(obj: &Runnable, now: Timestamp) -> String {
         ));
     }
     if let Some(q) = &obj.book.queued_run {
-        out.push_str(&format!(
-            "Queued: a {} run starts when this one ends\n",
-            trigger(q.trigger, q.scheduled_time.as_ref(), q.upstream.as_ref())
-        ));
+        let what = match (q.trigger, q.retry_of) {
+            (TriggerKind::Retry, Some(n)) => format!("retry of run {n}"),
+            _ => format!(
+                "{} run",
+                trigger(
+                    q.trigger,
+                    q.scheduled_time.as_ref(),
+                    q.upstream.as_ref(),
+                    None
+                )
+            ),
+        };
+        out.push_str(&format!("Queued: a {what} starts when this one ends\n"));
     }
     out
 }
@@ -304,13 +360,18 @@ fn activity(obj: &Runnable) -> String {
         .as_ref()
         .filter(|r| r.phase == RunPhase::Running)
     {
-        let step = run
+        // Every step under way: branches of a graph run side by side.
+        let steps: Vec<String> = run
             .steps
             .iter()
-            .find(|s| !s.phase.is_final() && s.phase != StepPhase::Pending)
-            .map(|s| format!(" {} {:?}", s.name, s.phase))
-            .unwrap_or_default();
-        return format!("run {} ({}){step}", run.id, run.progress);
+            .filter(|s| !s.phase.is_final() && s.phase != StepPhase::Pending)
+            .map(|s| format!("{} {:?}", s.name, s.phase))
+            .collect();
+        let steps = match steps.is_empty() {
+            true => String::new(),
+            false => format!(" {}", steps.join(", ")),
+        };
+        return format!("run {} ({}){steps}", run.id, run.progress);
     }
     match &obj.last_job {
         Some(job) if job.outcome == Some(StepPhase::Running) => match &job.sequence_run {
@@ -388,7 +449,7 @@ pub(crate) fn history(obj: &Runnable, now: Timestamp) -> Option<String> {
     {
         rows.push(vec![
             run.id.to_string(),
-            trigger(run.trigger, None, run.upstream.as_ref()),
+            trigger(run.trigger, None, run.upstream.as_ref(), run.retry_of),
             format!("{:?} ({})", run.phase, run.progress),
             time(run.start_time.0),
             duration(between(&run.start_time, now)),
@@ -399,7 +460,7 @@ pub(crate) fn history(obj: &Runnable, now: Timestamp) -> Option<String> {
     for r in &st.book.runs {
         rows.push(vec![
             r.id.to_string(),
-            trigger(r.trigger, None, r.upstream.as_ref()),
+            trigger(r.trigger, None, r.upstream.as_ref(), r.retry_of),
             format!("{:?}", r.phase),
             time(r.start_time.0),
             or_dash(span(Some(&r.start_time), r.completion_time.as_ref(), now).map(duration)),
@@ -599,6 +660,7 @@ mod tests {
                 },
                 StepStatus {
                     message: Some("skipped: step workspaces failed".into()),
+                    reason: Some("UpstreamFailed".into()),
                     ..step("contacts", StepPhase::Skipped)
                 },
             ],
@@ -615,7 +677,7 @@ mod tests {
         );
         let mut run = finished_run();
         run.steps[1].message = Some("bad\u{1b}[31m red".into());
-        let out = terminal_safe(&run_timeline(&run, None, t("2026-05-01T09:05:00Z")));
+        let out = terminal_safe(&run_timeline(&run, &[], None, t("2026-05-01T09:05:00Z")));
         assert!(
             !out.contains('\u{1b}') && out.contains("bad[31m red"),
             "{out}"
@@ -683,10 +745,10 @@ mod tests {
         assert_eq!(
             out,
             "Run 4 (Manual)  Running  step 2/3  started 2026-05-01T10:00:00Z (12.5s ago)  next schedule: 2026-05-01T11:00:00Z (in 59m48s)\n\
-             STEP         PHASE       START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
-             accounts     Succeeded   +0.2s   2.1s       1200     0          crm-4-accounts-1a2b3\n\
-             workspaces   Running     +2.5s   10s        -        -          crm-4-workspaces-9f8e7\n\
-             contacts     Pending     -       -          -        -          -\n\
+             STEP         AFTER        PHASE       START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
+             accounts     -            Succeeded   +0.2s   2.1s       1200     0          crm-4-accounts-1a2b3\n\
+             workspaces   accounts     Running     +2.5s   10s        -        -          crm-4-workspaces-9f8e7\n\
+             contacts     workspaces   Pending     -       -          -        -          -\n\
              Queued: a Manual run starts when this one ends\n"
         );
     }
@@ -706,10 +768,10 @@ mod tests {
             out,
             "No run in progress; the last finished run:\n\
              Run 3 (Schedule for 2026-05-01T09:00:00Z)  Failed  step 2/3  started 2026-05-01T09:00:00Z  took 1m10s  next schedule: none (manual only)\n\
-             STEP         PHASE                 START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
-             accounts     Succeeded             +0.1s   2.5s       1200     0          crm-4-accounts-1a2b3\n\
-             workspaces   Failed (3 attempts)   +2.8s   1m07s      340      2          crm-4-workspaces-1a2b3   CRM API said 400: owner missing\n\
-             contacts     Skipped               -       -          -        -          -                        skipped: step workspaces failed\n\
+             STEP         AFTER        PHASE                 START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
+             accounts     -            Succeeded             +0.1s   2.5s       1200     0          crm-4-accounts-1a2b3\n\
+             workspaces   accounts     Failed (3 attempts)   +2.8s   1m07s      340      2          crm-4-workspaces-1a2b3   CRM API said 400: owner missing\n\
+             contacts     workspaces   Skipped               -       -          -        -          -                        skipped: step workspaces failed (UpstreamFailed)\n\
              Message: step workspaces failed\n"
         );
     }
@@ -904,6 +966,78 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn status_of_a_graph_retry_shows_parents_reused_steps_and_skip_reasons() {
+        use crate::api::RunWhen;
+        let mut s = seq(None, false, Default::default());
+        let dep = |name: &str, on: &[&str], run_when: RunWhen| Step {
+            depends_on: Some(on.iter().map(|p| p.to_string()).collect()),
+            run_when,
+            ..crate::engine::fixtures::step(name)
+        };
+        s.steps = vec![
+            crate::engine::fixtures::step("accounts"),
+            dep("workspaces", &["accounts"], RunWhen::AllSucceeded),
+            dep("deals", &["accounts"], RunWhen::AllSucceeded),
+            dep("contacts", &["workspaces", "deals"], RunWhen::AllSucceeded),
+            dep("audit", &[], RunWhen::AllSucceeded),
+        ];
+        let reused = |name: &str| StepStatus {
+            reused_from: Some(3),
+            ..done(
+                name,
+                StepPhase::Succeeded,
+                "2026-05-01T09:00:00Z",
+                "2026-05-01T09:00:02Z",
+                (10, 0),
+                None,
+            )
+        };
+        s.book.current_run = Some(RunStatus {
+            id: 4,
+            trigger: TriggerKind::Retry,
+            retry_of: Some(3),
+            upstream: None,
+            scheduled_time: None,
+            start_time: time_at("2026-05-01T10:00:00Z"),
+            completion_time: None,
+            phase: RunPhase::Running,
+            stopped_by: None,
+            progress: "3/5".into(),
+            steps: vec![
+                reused("accounts"),
+                StepStatus {
+                    message: Some("2 owners missing".into()),
+                    ..reused("workspaces")
+                },
+                StepStatus {
+                    start_time: Some(time_at("2026-05-01T10:00:01Z")),
+                    attempts: 1,
+                    ..step("deals", StepPhase::Running)
+                },
+                step("contacts", StepPhase::Pending),
+                StepStatus {
+                    message: Some("waiting: sync audit is running for step x of this run".into()),
+                    ..step("audit", StepPhase::Waiting)
+                },
+            ],
+            message: None,
+        });
+        let out = status(&s, t("2026-05-01T10:00:05Z"));
+        assert_eq!(
+            out,
+            "Run 4 (retry of run 3)  Running  step 3/5  started 2026-05-01T10:00:00Z (5s ago)  next schedule: none (manual only)\n\
+             STEP         AFTER               PHASE       START   DURATION   SYNCED   REJECTED   JOB                      MESSAGE\n\
+             accounts     -                   Succeeded   -       2s         10       0          crm-4-accounts-1a2b3     reused from run 3\n\
+             workspaces   accounts            Succeeded   -       2s         10       0          crm-4-workspaces-1a2b3   reused from run 3; 2 owners missing\n\
+             deals        accounts            Running     +1s     4s         -        -          -\n\
+             contacts     workspaces, deals   Pending     -       -          -        -          -\n\
+             audit        -                   Waiting     -       -          -        -          -                        waiting: sync audit is running for step x of this run\n"
+        );
+        let row = overview_row(&s, false, t("2026-05-01T10:00:05Z"));
+        assert_eq!(row[3], "run 4 (3/5) deals Running, audit Waiting");
     }
 
     #[test]

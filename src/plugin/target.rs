@@ -7,7 +7,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    ConcurrencyPolicy, RunBook, RunStatus, ScheduleSpec, ScheduleStatus, Sync, SyncClaim,
+    ConcurrencyPolicy, RunBook, RunStatus, ScheduleSpec, ScheduleStatus, Step, Sync, SyncClaim,
     SyncRunRecord, SyncSequence,
 };
 
@@ -84,6 +84,9 @@ pub(crate) struct Runnable {
     pub scheduling: ScheduleSpec,
     /// What a trigger does while a run is in progress (a Sync's own runs: Forbid).
     pub concurrency: ConcurrencyPolicy,
+    /// A sequence's steps as the spec has them now (a Sync: none; its run's one step has no
+    /// parents).
+    pub steps: Vec<Step>,
     pub schedule: ScheduleStatus,
     pub book: RunBook,
     /// A sequence's last finished run, with its steps.
@@ -112,6 +115,7 @@ impl Runnable {
             uid: object.metadata.uid.clone(),
             scheduling: Default::default(),
             concurrency: Default::default(),
+            steps: Vec::new(),
             schedule: Default::default(),
             book: Default::default(),
             last_run: None,
@@ -172,6 +176,7 @@ impl From<&SyncSequence> for Runnable {
             uid: seq.metadata.uid.clone(),
             scheduling: seq.spec.scheduling.clone(),
             concurrency: seq.spec.concurrency_policy,
+            steps: seq.spec.steps.clone(),
             status: status_json(&st),
             last_success: st.book.last_successful_time.clone(),
             schedule: st.schedule,
@@ -196,6 +201,7 @@ impl From<&Sync> for Runnable {
             uid: sync.metadata.uid.clone(),
             scheduling: sync.spec.scheduling.clone(),
             concurrency: ConcurrencyPolicy::Forbid,
+            steps: Vec::new(),
             status: status_json(&st),
             last_success: st
                 .last_succeeded_run

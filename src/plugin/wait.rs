@@ -30,10 +30,21 @@ pub(crate) enum RunRequest {
     Skipped,
 }
 
-/// What `status` says about the run request `request`, made when the newest run number was
-/// `before`: the request started the first manual run numbered above `before`.
-pub(crate) fn run_request(status: &Runnable, request: &str, before: i64) -> RunRequest {
-    let ours = |id: i64, trigger: TriggerKind| id > before && trigger == TriggerKind::Manual;
+/// What `status` says about the request `request` for a run of kind `kind` (`Manual` for
+/// `syncseq.dev/requestedAt`, `Retry` for `syncseq.dev/retryRequestedAt`), made when the newest
+/// run number was `before`: the request started the first run of that kind numbered above
+/// `before`.
+pub(crate) fn run_request(
+    status: &Runnable,
+    kind: TriggerKind,
+    request: &str,
+    before: i64,
+) -> RunRequest {
+    let ours = |id: i64, trigger: TriggerKind| id > before && trigger == kind;
+    let handled = match kind {
+        TriggerKind::Retry => &status.book.last_handled_retry_at,
+        _ => &status.book.last_handled_request_at,
+    };
     let finished = status
         .book
         .runs
@@ -67,20 +78,55 @@ pub(crate) fn run_request(status: &Runnable, request: &str, before: i64) -> RunR
             message,
         },
         (Some(run), None) => RunRequest::Running(run.clone()),
-        (None, None) if status.book.last_handled_request_at.as_deref() != Some(request) => {
-            RunRequest::NotHandled
-        }
+        (None, None) if handled.as_deref() != Some(request) => RunRequest::NotHandled,
         (None, None)
             if status
                 .book
                 .queued_run
                 .as_ref()
-                .is_some_and(|q| q.trigger == TriggerKind::Manual) =>
+                .is_some_and(|q| q.trigger == kind) =>
         {
             RunRequest::Queued
         }
         (None, None) => RunRequest::Skipped,
     }
+}
+
+/// The run `kubectl syncseq retry` retries: `run`, else the last finished run. Refused, with
+/// the reason, when there is nothing to retry: no run has finished, run `run` is neither the
+/// last finished run nor in `status.runs` (the controller could not find its steps), or the
+/// run succeeded outright.
+pub(crate) fn retry_of(status: &Runnable, run: Option<i64>) -> Result<i64, String> {
+    let name = status.target.reference();
+    let finished: Vec<(i64, RunPhase)> = status
+        .last_run
+        .iter()
+        .chain(status.book.current_run.as_ref())
+        .filter(|r| r.phase.is_finished())
+        .map(|r| (r.id, r.phase))
+        .chain(status.book.runs.iter().map(|r| (r.id, r.phase)))
+        .collect();
+    let Some(last) = finished.iter().map(|(id, _)| *id).max() else {
+        return Err(format!("{name} has no finished run to retry"));
+    };
+    let id = run.unwrap_or(last);
+    let Some((_, phase)) = finished.iter().find(|(i, _)| *i == id) else {
+        let kept: Vec<String> = status.book.runs.iter().map(|r| r.id.to_string()).collect();
+        return Err(format!(
+            "run {id} of {name} is not the last finished run ({last}) nor in its history (runs {})",
+            if kept.is_empty() {
+                "none".into()
+            } else {
+                kept.join(", ")
+            }
+        ));
+    };
+    if *phase == RunPhase::Succeeded {
+        return Err(format!(
+            "run {id} of {name} Succeeded: nothing to retry (`run` starts a new run)"
+        ));
+    }
+    Ok(id)
 }
 
 /// Where a cancel request stands.
@@ -238,9 +284,17 @@ mod tests {
             },
             None,
         );
-        assert_eq!(run_request(&st, "mine", 2), RunRequest::NotHandled);
         assert_eq!(
-            run_request(&status(Default::default(), None), "mine", 0),
+            run_request(&st, TriggerKind::Manual, "mine", 2),
+            RunRequest::NotHandled
+        );
+        assert_eq!(
+            run_request(
+                &status(Default::default(), None),
+                TriggerKind::Manual,
+                "mine",
+                0
+            ),
             RunRequest::NotHandled
         );
     }
@@ -255,7 +309,10 @@ mod tests {
             },
             None,
         );
-        assert_eq!(run_request(&st, "mine", 2), RunRequest::Skipped);
+        assert_eq!(
+            run_request(&st, TriggerKind::Manual, "mine", 2),
+            RunRequest::Skipped
+        );
 
         let ours = run(3, TriggerKind::Manual, RunPhase::Running);
         let st = status(
@@ -266,7 +323,7 @@ mod tests {
             None,
         );
         assert_eq!(
-            run_request(&st, "mine", 2),
+            run_request(&st, TriggerKind::Manual, "mine", 2),
             RunRequest::Running(ours.clone())
         );
 
@@ -283,7 +340,7 @@ mod tests {
             Some(done.clone()),
         );
         assert_eq!(
-            run_request(&st, "mine", 2),
+            run_request(&st, TriggerKind::Manual, "mine", 2),
             RunRequest::Finished {
                 id: 3,
                 phase: RunPhase::Succeeded,
@@ -301,7 +358,7 @@ mod tests {
             Some(done.clone()),
         );
         assert!(matches!(
-            run_request(&st, "mine", 2),
+            run_request(&st, TriggerKind::Manual, "mine", 2),
             RunRequest::Finished { id: 3, .. }
         ));
         // Only the summary is left when newer runs have finished since.
@@ -316,7 +373,7 @@ mod tests {
             Some(run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
         );
         assert!(matches!(
-            run_request(&st, "mine", 2),
+            run_request(&st, TriggerKind::Manual, "mine", 2),
             RunRequest::Finished {
                 id: 3,
                 run: None,
@@ -332,7 +389,7 @@ mod tests {
             ..handled("mine")
         };
         assert_eq!(
-            run_request(&status(busy.clone(), None), "mine", 2),
+            run_request(&status(busy.clone(), None), TriggerKind::Manual, "mine", 2),
             RunRequest::Skipped
         );
         let queued = status(
@@ -347,7 +404,10 @@ mod tests {
             },
             None,
         );
-        assert_eq!(run_request(&queued, "mine", 2), RunRequest::Queued);
+        assert_eq!(
+            run_request(&queued, TriggerKind::Manual, "mine", 2),
+            RunRequest::Queued
+        );
     }
 
     #[test]
@@ -377,6 +437,99 @@ mod tests {
         assert_eq!(
             cancel_request(&st, "c1", None),
             CancelRequest::NothingToCancel
+        );
+    }
+
+    #[test]
+    fn a_retry_request_follows_the_first_retry_run_and_its_own_echo() {
+        let mut retry = run(4, TriggerKind::Retry, RunPhase::Running);
+        retry.retry_of = Some(3);
+        // A manual request's echo says nothing about a retry request.
+        let st = status(handled("mine"), None);
+        assert_eq!(
+            run_request(&st, TriggerKind::Retry, "mine", 3),
+            RunRequest::NotHandled
+        );
+        let st = status(
+            RunBook {
+                last_handled_retry_at: Some("mine".into()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(
+            run_request(&st, TriggerKind::Retry, "mine", 3),
+            RunRequest::Skipped
+        );
+        // A manual run that started meanwhile is not the retry.
+        let st = status(
+            RunBook {
+                last_handled_retry_at: Some("mine".into()),
+                current_run: Some(run(4, TriggerKind::Manual, RunPhase::Running)),
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(
+            run_request(&st, TriggerKind::Retry, "mine", 3),
+            RunRequest::Skipped
+        );
+        let st = status(
+            RunBook {
+                last_handled_retry_at: Some("mine".into()),
+                current_run: Some(retry.clone()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(
+            run_request(&st, TriggerKind::Retry, "mine", 3),
+            RunRequest::Running(retry)
+        );
+    }
+
+    #[test]
+    fn retry_refuses_when_there_is_nothing_to_retry() {
+        let never = status(Default::default(), None);
+        assert_eq!(
+            retry_of(&never, None),
+            Err("syncsequence.syncseq.dev/crm has no finished run to retry".into())
+        );
+        // Only a run in progress: nothing has finished yet.
+        let running = status(
+            RunBook {
+                current_run: Some(run(1, TriggerKind::Manual, RunPhase::Running)),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(retry_of(&running, None).is_err());
+
+        let failed = run(5, TriggerKind::Manual, RunPhase::Failed);
+        let st = status(
+            RunBook {
+                runs: vec![
+                    summary(&failed),
+                    summary(&run(4, TriggerKind::Schedule, RunPhase::Succeeded)),
+                    summary(&run(
+                        3,
+                        TriggerKind::Schedule,
+                        RunPhase::SucceededWithErrors,
+                    )),
+                ],
+                ..Default::default()
+            },
+            Some(failed),
+        );
+        assert_eq!(retry_of(&st, None), Ok(5), "the last finished run");
+        assert_eq!(retry_of(&st, Some(3)), Ok(3), "a run of the history");
+        assert_eq!(
+            retry_of(&st, Some(2)),
+            Err("run 2 of syncsequence.syncseq.dev/crm is not the last finished run (5) nor in its history (runs 5, 4, 3)".into())
+        );
+        assert_eq!(
+            retry_of(&st, Some(4)),
+            Err("run 4 of syncsequence.syncseq.dev/crm Succeeded: nothing to retry (`run` starts a new run)".into())
         );
     }
 }

@@ -412,6 +412,49 @@ fn bad_cases() -> Vec<BadCase> {
             "spec.steps[1]",
             &["Duplicate value", r#""name":"accounts""#],
         ),
+        // Steps as a graph: dependsOn may name only steps listed before (no unknown name, no
+        // forward reference, no cycle), and the message names the step.
+        bad(
+            "dependsOn a name that is no step",
+            sequence_with(|s| s["steps"][2]["dependsOn"] = json!(["accounts", "deals"])),
+            "spec.steps",
+            &["step contacts dependsOn a name that is no step of this sequence"],
+        ),
+        bad(
+            "dependsOn a step listed later",
+            sequence_with(|s| s["steps"][0]["dependsOn"] = json!(["contacts"])),
+            "spec.steps",
+            &["step accounts dependsOn a step that is not listed before it"],
+        ),
+        bad(
+            "a step that depends on itself",
+            sequence_with(|s| s["steps"][1]["dependsOn"] = json!(["workspaces"])),
+            "spec.steps",
+            &["step workspaces dependsOn a step that is not listed before it"],
+        ),
+        bad(
+            "the last of 32 steps depends on a later name",
+            sequence_with(|s| {
+                s["steps"] = (0..32)
+                    .map(|i| json!({"name": format!("step-{i}"), "syncRef": {"name": "accounts"}}))
+                    .collect();
+                s["steps"][31]["dependsOn"] = json!(["step-0", "step-32"]);
+            }),
+            "spec.steps",
+            &["step step-31 dependsOn a name that is no step of this sequence"],
+        ),
+        bad(
+            "an unknown runWhen",
+            sequence_with(|s| s["steps"][1]["runWhen"] = json!("AnySucceeded")),
+            "spec.steps[1].runWhen",
+            &["Unsupported value", "\"AllFinished\""],
+        ),
+        bad(
+            "maxParallel 0",
+            sequence_with(|s| s["maxParallel"] = json!(0)),
+            "spec.maxParallel",
+            &[],
+        ),
         bad(
             "step name with uppercase letters",
             sequence_with(|s| s["steps"][1]["name"] = json!("Workspaces")),
@@ -875,6 +918,35 @@ async fn valid_variants_are_accepted() {
             s["steps"][1]["rejectedRows"] = json!({"max": 0});
             s["steps"][2]["rejectedRows"] = json!({"maxPercent": 100});
             s["steps"][0]["name"] = json!("a".repeat(63));
+        }),
+    ));
+    variants.push((
+        "the graph of design.md: a diamond, a second root, runWhen, maxParallel, failFast".into(),
+        sequence_with(|s| {
+            s["maxParallel"] = json!(3);
+            s["failFast"] = json!(true);
+            s["steps"] = json!([
+                {"name": "accounts", "syncRef": {"name": "accounts"}},
+                {"name": "workspaces", "syncRef": {"name": "workspaces"}, "dependsOn": ["accounts"]},
+                {"name": "deals", "syncRef": {"name": "deals"}, "dependsOn": ["accounts"]},
+                {"name": "contacts", "syncRef": {"name": "contacts"},
+                 "dependsOn": ["workspaces", "deals"]},
+                {"name": "audit", "syncRef": {"name": "audit"}, "dependsOn": []},
+                {"name": "summary", "syncRef": {"name": "summary"}, "dependsOn": ["contacts"],
+                 "runWhen": "AllFinished"},
+                {"name": "undo-deals", "syncRef": {"name": "deals"}, "dependsOn": ["deals"],
+                 "runWhen": "AnyFailed"},
+            ]);
+        }),
+    ));
+    variants.push((
+        "32 steps, the last depending on all 31 before it".into(),
+        sequence_with(|s| {
+            s["maxParallel"] = json!(32);
+            s["steps"] = (0..32)
+                .map(|i| json!({"name": format!("step-{i}"), "syncRef": {"name": "accounts"}}))
+                .collect();
+            s["steps"][31]["dependsOn"] = (0..31).map(|i| format!("step-{i}")).collect();
         }),
     ));
     variants.push((

@@ -113,12 +113,17 @@ async fn crm(ns: &TestNamespace) {
     ));
 }
 
-/// The line of the timeline table for `step`, split into columns.
+/// The line of the timeline table for `step`, split into columns, without the AFTER column
+/// (one word in these linear sequences: the step before, or `-` for the first).
 fn step_line<'a>(out: &'a str, step: &str) -> (usize, Vec<&'a str>) {
     out.lines()
         .enumerate()
         .find(|(_, l)| l.starts_with(&format!("{step} ")))
-        .map(|(i, l)| (i, l.split_whitespace().collect()))
+        .map(|(i, l)| {
+            let mut cols: Vec<&str> = l.split_whitespace().collect();
+            cols.remove(1);
+            (i, cols)
+        })
         .unwrap_or_else(|| panic!("no line for step {step} in:\n{out}"))
 }
 
@@ -211,9 +216,22 @@ async fn run_wait_then_status_history_suspend_and_resume() {
     assert_eq!(
         lines[2].split_whitespace().collect::<Vec<_>>(),
         [
-            "STEP", "PHASE", "START", "DURATION", "SYNCED", "REJECTED", "JOB", "MESSAGE"
+            "STEP", "AFTER", "PHASE", "START", "DURATION", "SYNCED", "REJECTED", "JOB", "MESSAGE"
         ]
     );
+    // A linear sequence: each step after the one listed before it.
+    for (step, after) in [
+        ("accounts", "-"),
+        ("workspaces", "accounts"),
+        ("contacts", "workspaces"),
+    ] {
+        let line = status.lines().find(|l| l.starts_with(&format!("{step} ")));
+        assert_eq!(
+            line.and_then(|l| l.split_whitespace().nth(1)),
+            Some(after),
+            "{status}"
+        );
+    }
     assert_eq!(step_line(&status, "contacts").1[1], "Succeeded");
 
     let out = plugin(&ns.name, &["status", "crm", "-o", "yaml"]);

@@ -6,6 +6,7 @@ mod alerting;
 mod attempts;
 mod graph;
 mod jobs;
+mod linear_golden;
 mod order;
 mod properties;
 mod schedule;

@@ -213,11 +213,13 @@ fn timeline(tl: &Timeline, now: Timestamp) -> Markup {
                                     " · " (time(start))
                                 }
                             }
-                            div.track {
+                            // Steps that ran at the same time on lanes of the track, one above
+                            // the other; the stylesheet spaces them by `--lane`.
+                            div.track style={ "--lanes:" (row.lanes) } {
                                 @for bar in &row.bars {
                                     a class={ "bar " (bar.phase.class()) }
                                         href={ "#" (bar_id(row, bar)) }
-                                        style={ "left:" (format!("{:.3}", bar.left)) "%;width:" (format!("{:.3}", bar.width)) "%" }
+                                        style={ "left:" (format!("{:.3}", bar.left)) "%;width:" (format!("{:.3}", bar.width)) "%;--lane:" (bar.lane) }
                                         data-start=(ms(bar.start))
                                         data-running=(if bar.end.is_none() { "1" } else { "0" })
                                         title=(bar_summary(bar, now))
@@ -311,6 +313,7 @@ mod tests {
             end: Some(t("2026-12-01T10:00:20Z")),
             left: 25.0,
             width: 25.0,
+            lane: 1,
             rows_synced: Some(340),
             rows_rejected: Some(2),
             message: Some(message.into()),
@@ -329,6 +332,7 @@ mod tests {
                     end: Some(t("2026-12-01T10:00:40Z")),
                     message: None,
                     bars: vec![bar],
+                    lanes: 2,
                 }],
             },
             now: t("2026-12-01T11:00:00Z"),
@@ -352,7 +356,11 @@ mod tests {
             html.contains("<details open><summary>"),
             "failed steps open"
         );
-        assert!(html.contains(r#"style="left:25.000%;width:25.000%""#));
+        assert!(html.contains(r#"style="left:25.000%;width:25.000%;--lane:1""#));
+        assert!(
+            html.contains(r#"<div class="track" style="--lanes:2">"#),
+            "{html}"
+        );
         assert!(html.contains(r#"data-running="0""#));
     }
 

@@ -1,6 +1,7 @@
 //! The dashboard's timeline, as numbers: each recent run a row, each step attempt a bar from its
-//! Job's start to its completion on one time axis shared by the rows. Pure: the page draws it,
-//! the tests check it.
+//! Job's start to its completion on one time axis shared by the rows. Steps of a graph that run
+//! at the same time go on lanes of their row, side by side. Pure: the page draws it, the tests
+//! check it.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
@@ -52,6 +53,8 @@ pub(crate) struct Bar {
     /// Percent of the axis.
     pub left: f64,
     pub width: f64,
+    /// Which lane of its row, from 0: bars that overlap in time are on different lanes.
+    pub lane: usize,
     /// From status, for the runs status still holds with their steps.
     pub rows_synced: Option<i64>,
     pub rows_rejected: Option<i64>,
@@ -67,6 +70,8 @@ pub(crate) struct Row {
     pub end: Option<Timestamp>,
     pub message: Option<String>,
     pub bars: Vec<Bar>,
+    /// How many lanes its bars take (at least 1).
+    pub lanes: usize,
 }
 
 /// The rows and their shared axis, from `t0` to `t1`.
@@ -145,6 +150,7 @@ fn runs(obj: &Runnable) -> Vec<Row> {
             end: None,
             message: r.message.clone(),
             bars: Vec::new(),
+            lanes: 1,
         });
     current
         .into_iter()
@@ -155,6 +161,7 @@ fn runs(obj: &Runnable) -> Vec<Row> {
             end: r.completion_time.as_ref().map(|t| t.0),
             message: r.message.clone(),
             bars: Vec::new(),
+            lanes: 1,
         }))
         .take(RUNS_SHOWN)
         .collect()
@@ -188,6 +195,7 @@ pub(crate) fn timeline(obj: &Runnable, jobs: &[Job], now: Timestamp) -> Timeline
                 end: j.end,
                 left: 0.0,
                 width: 0.0,
+                lane: 0,
                 rows_synced: status.filter(|_| latest).and_then(|s| s.rows_synced),
                 rows_rejected: status.filter(|_| latest).and_then(|s| s.rows_rejected),
                 message: status
@@ -219,12 +227,46 @@ pub(crate) fn timeline(obj: &Runnable, jobs: &[Job], now: Timestamp) -> Timeline
     }
     let total = t1.duration_since(t0).as_secs_f64();
     let at = |t: Timestamp| (t.duration_since(t0).as_secs_f64() / total * 100.0).clamp(0.0, 100.0);
-    for bar in rows.iter_mut().flat_map(|r| r.bars.iter_mut()) {
-        bar.left = at(bar.start);
-        // Never thinner than a hairline, so a step of 300 ms is still there to point at.
-        bar.width = (at(bar.end.unwrap_or(now)) - bar.left).max(0.4);
+    for row in &mut rows {
+        let spans: Vec<(Timestamp, Timestamp)> = row
+            .bars
+            .iter()
+            .map(|b| (b.start, b.end.unwrap_or(now)))
+            .collect();
+        let lanes = lanes(&spans);
+        row.lanes = lanes.iter().max().map_or(1, |l| l + 1);
+        for (bar, lane) in row.bars.iter_mut().zip(lanes) {
+            bar.lane = lane;
+            bar.left = at(bar.start);
+            // Never thinner than a hairline, so a step of 300 ms is still there to point at.
+            bar.width = (at(bar.end.unwrap_or(now)) - bar.left).max(0.4);
+        }
     }
     Timeline { t0, t1, rows }
+}
+
+/// A lane for each interval `(start, end)`: taken in order of start, each goes on the lowest
+/// lane whose last interval ended by its start. Intervals that overlap are on different lanes,
+/// one that starts as another ends may share its lane, so a linear run (and a step's retries)
+/// stays on lane 0, one bar after another.
+pub(crate) fn lanes(spans: &[(Timestamp, Timestamp)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by_key(|&i| spans[i].0);
+    let mut lane_ends: Vec<Timestamp> = Vec::new();
+    let mut out = vec![0; spans.len()];
+    for i in order {
+        let (start, end) = spans[i];
+        let lane = match lane_ends.iter().position(|&e| e <= start) {
+            Some(free) => free,
+            None => {
+                lane_ends.push(end);
+                lane_ends.len() - 1
+            }
+        };
+        lane_ends[lane] = end;
+        out[i] = lane;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -394,12 +436,101 @@ mod tests {
                 ("workspaces", 2, BarPhase::Failed, 75.0, 25.0),
             ]
         );
+        assert!(
+            bars.iter().all(|b| b.lane == 0) && tl.rows[0].lanes == 1,
+            "a linear run is one lane, one bar after another"
+        );
         assert_eq!(bars[2].message.as_deref(), Some("CRM API said 503"));
         assert_eq!(bars[2].rows_synced, Some(10), "the latest attempt's rows");
         assert_eq!(
             bars[1].rows_synced, None,
             "an earlier attempt has none of its own"
         );
+    }
+
+    #[test]
+    fn overlapping_intervals_go_on_different_lanes() {
+        // Seconds after 10:00 for (start, end).
+        let at = |s: i64| t("2026-12-01T10:00:00Z") + SignedDuration::from_secs(s);
+        /// What, the intervals, the lanes expected.
+        type Case = (&'static str, &'static [(i64, i64)], &'static [usize]);
+        let cases: [Case; 7] = [
+            ("none", &[], &[]),
+            (
+                "a line, each starting as the one before ends",
+                &[(0, 10), (10, 20), (20, 30)],
+                &[0, 0, 0],
+            ),
+            ("a line with gaps", &[(0, 5), (8, 9), (30, 40)], &[0, 0, 0]),
+            (
+                "a diamond",
+                &[(0, 10), (10, 25), (10, 18), (25, 30)],
+                &[0, 0, 1, 0],
+            ),
+            (
+                "a second root beside the first",
+                &[(0, 10), (0, 40), (10, 20)],
+                &[0, 1, 0],
+            ),
+            (
+                "three at once, a lane freed in between",
+                &[(0, 30), (1, 5), (2, 20), (6, 8)],
+                &[0, 1, 2, 1],
+            ),
+            (
+                "given out of order",
+                &[(10, 20), (0, 15), (0, 5)],
+                &[1, 0, 1],
+            ),
+        ];
+        for (what, spans, want) in cases {
+            let spans: Vec<(Timestamp, Timestamp)> =
+                spans.iter().map(|&(a, b)| (at(a), at(b))).collect();
+            let got = lanes(&spans);
+            assert_eq!(got, want, "{what}");
+            // Whatever the order: no two intervals that overlap share a lane.
+            for (i, a) in spans.iter().enumerate() {
+                for (j, b) in spans.iter().enumerate().skip(i + 1) {
+                    if a.0 < b.1 && b.0 < a.1 {
+                        assert_ne!(got[i], got[j], "{what}: {i} and {j} overlap");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_steps_of_a_graph_run_are_drawn_side_by_side() {
+        let obj = sequence(
+            RunBook {
+                runs: vec![summary(
+                    3,
+                    RunPhase::Succeeded,
+                    "2026-12-01T10:00:00Z",
+                    "2026-12-01T10:00:40Z",
+                )],
+                ..Default::default()
+            },
+            None,
+        );
+        let done = |step: &str, start: &str, end: &str| job(3, step, 1, start, Some((end, true)));
+        let jobs = [
+            done("accounts", "2026-12-01T10:00:00Z", "2026-12-01T10:00:10Z"),
+            done("audit", "2026-12-01T10:00:00Z", "2026-12-01T10:00:30Z"),
+            done("workspaces", "2026-12-01T10:00:10Z", "2026-12-01T10:00:20Z"),
+            done("deals", "2026-12-01T10:00:10Z", "2026-12-01T10:00:25Z"),
+            done("contacts", "2026-12-01T10:00:25Z", "2026-12-01T10:00:40Z"),
+        ];
+        let tl = timeline(&obj, &jobs, t("2026-12-01T11:00:00Z"));
+        let row = &tl.rows[0];
+        let lane = |step: &str| row.bars.iter().find(|b| b.step == step).unwrap().lane;
+        assert_eq!(row.lanes, 3, "{row:?}");
+        assert_ne!(lane("workspaces"), lane("deals"));
+        assert_ne!(lane("accounts"), lane("audit"));
+        assert_ne!(lane("deals"), lane("audit"));
+        assert_ne!(lane("workspaces"), lane("audit"));
+        // The join starts when the last parent ended: it may reuse any lane freed by then.
+        assert!(row.bars.iter().all(|b| b.lane < row.lanes));
     }
 
     #[test]
