@@ -121,6 +121,26 @@ fn step<'a>(steps: &'a [StepStatus], name: &str) -> &'a StepStatus {
         .unwrap_or_else(|| panic!("no step {name} in {steps:?}"))
 }
 
+/// `kubectl syncseq ARGS` in the test's namespace (the cargo-built binary as `syncseq plugin`,
+/// as tests/e2e/plugin.rs runs it); its output, once it succeeded.
+fn plugin(ns: &TestNamespace, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncseq"))
+        .arg("plugin")
+        .args(args)
+        .args(["-n", &ns.name, "--kubeconfig"])
+        .arg(kubeconfig_path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kubectl syncseq {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The last finished run of the sequence `crm`, with its summary.
 fn last_run(seq: &SyncSequence) -> (syncseq::api::RunSummary, syncseq::api::RunStatus) {
     let st = seq.status.clone().unwrap();
@@ -388,18 +408,7 @@ async fn a_failed_branch_skips_its_descendants_only_and_describe_and_status_say_
     assert!(describe.contains("Warning"), "{describe}");
 
     // kubectl syncseq status: one line per step, each saying how it ended and why.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncseq"))
-        .args(["plugin", "status", "crm", "-n", &ns.name, "--kubeconfig"])
-        .arg(kubeconfig_path())
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{status}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let status = plugin(&ns, &["status", "crm"]);
     let line = |name: &str| {
         status
             .lines()
@@ -449,14 +458,18 @@ async fn retry_after_fixing_deals_runs_only_what_did_not_succeed_and_reuses_the_
         .map(|t| t.name)
         .collect();
     let log = JobLog::start(&ns).await;
-    annotate(&ns, "crm", annotations::RETRY_REQUESTED_AT, "fixed-deals").await;
+    plugin(&ns, &["retry", "crm"]);
     let seq = wait_for_run(&ns, "crm", 2, RUN_DEADLINE).await;
 
+    let requested = seq
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::RETRY_REQUESTED_AT))
+        .cloned();
+    assert!(requested.is_some(), "{:?}", seq.metadata.annotations);
     let st = seq.status.clone().unwrap();
-    assert_eq!(
-        st.book.last_handled_retry_at.as_deref(),
-        Some("fixed-deals")
-    );
+    assert_eq!(st.book.last_handled_retry_at, requested);
     let (summary, run) = last_run(&seq);
     assert_eq!(
         (summary.id, summary.trigger, summary.retry_of, summary.phase),
