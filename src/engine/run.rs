@@ -166,35 +166,10 @@ pub(super) fn advance(
             removed(&mut run.steps[i], now);
             continue;
         };
-        if let Some(stopper) = ctx.fail_fast.then_some(()).and(run.stopped_by.clone()) {
+        if let Some(stopper) = pass.fail_fast_after.clone() {
             let step = &mut run.steps[i];
-            if step.attempts == 0 {
-                skip(
-                    step,
-                    reasons::SKIP_FAIL_FAST,
-                    format!("skipped: step {stopper} failed and failFast is set"),
-                    now,
-                );
+            if fail_fast(step, &stopper, step.attempts == 0, now, actions) {
                 skipped.push(i);
-            } else {
-                // Between attempts: the failed attempt stands, and no retry starts.
-                let last = step.message.clone().unwrap_or_default();
-                actions.push(Event::warning(
-                    reasons::STEP_FAILED,
-                    "FailStep",
-                    format!(
-                        "step {} not retried: step {stopper} failed and failFast is set",
-                        step.name
-                    ),
-                ));
-                finish_step(
-                    step,
-                    StepPhase::Failed,
-                    Some(format!(
-                        "not retried (failFast after step {stopper} failed): {last}"
-                    )),
-                    now,
-                );
             }
             continue;
         }
@@ -225,6 +200,45 @@ pub(super) fn advance(
     }
     finish_run(run, now, actions);
     wake
+}
+
+/// With `failFast`, after step `stopper` failed under `Stop`, a step starts nothing: one that
+/// never started is Skipped (returns true), one between attempts keeps its failed attempt and
+/// ends Failed, with a Warning.
+fn fail_fast(
+    step: &mut StepStatus,
+    stopper: &str,
+    never_started: bool,
+    now: Timestamp,
+    actions: &mut Vec<Action>,
+) -> bool {
+    if never_started {
+        skip(
+            step,
+            reasons::SKIP_FAIL_FAST,
+            format!("skipped: step {stopper} failed and failFast is set"),
+            now,
+        );
+        return true;
+    }
+    actions.push(Event::warning(
+        reasons::STEP_FAILED,
+        "FailStep",
+        format!(
+            "step {} not retried: step {stopper} failed and failFast is set",
+            step.name
+        ),
+    ));
+    let last = step.message.clone().unwrap_or_default();
+    finish_step(
+        step,
+        StepPhase::Failed,
+        Some(format!(
+            "not retried (failFast after step {stopper} failed): {last}"
+        )),
+        now,
+    );
+    false
 }
 
 /// A step removed from the spec while the run was in progress is skipped.
@@ -672,32 +686,7 @@ fn try_start(
     if let Some(stopper) = &pass.fail_fast_after {
         // An attempt status recorded but whose Job was never created, or a retry due: with
         // failFast, neither starts after a Stop failure.
-        if attempt == 1 {
-            skip(
-                step,
-                reasons::SKIP_FAIL_FAST,
-                format!("skipped: step {stopper} failed and failFast is set"),
-                ctx.now,
-            );
-        } else {
-            actions.push(Event::warning(
-                reasons::STEP_FAILED,
-                "FailStep",
-                format!(
-                    "step {} not retried: step {stopper} failed and failFast is set",
-                    step.name
-                ),
-            ));
-            let last = step.message.clone().unwrap_or_default();
-            finish_step(
-                step,
-                StepPhase::Failed,
-                Some(format!(
-                    "not retried (failFast after step {stopper} failed): {last}"
-                )),
-                ctx.now,
-            );
-        }
+        fail_fast(step, stopper, attempt == 1, ctx.now, actions);
         return Progress::Done { stop: None };
     }
     if let Some(other) = pass
