@@ -154,30 +154,21 @@ fn set_conditions(
             .iter()
             .filter(|s| matches!(s.phase, StepPhase::Running | StepPhase::Waiting))
             .collect();
-        match (
-            active.as_slice(),
-            run.steps.iter().find(|s| !s.phase.is_final()),
-        ) {
-            ([one], _) => {
-                format!(
-                    "run {} step {} ({}): {}",
-                    run.id,
-                    run.progress,
-                    one.name,
-                    what(one)
-                )
-            }
-            ([], Some(one)) => {
-                format!(
-                    "run {} step {} ({}): {}",
-                    run.id,
-                    run.progress,
-                    one.name,
-                    what(one)
-                )
-            }
-            ([], None) => format!("run {}", run.id),
-            (many, _) => format!(
+        let one = match active.as_slice() {
+            [one] => Some(*one),
+            [] => run.steps.iter().find(|s| !s.phase.is_final()),
+            _ => None,
+        };
+        match (one, active.as_slice()) {
+            (Some(one), _) => format!(
+                "run {} step {} ({}): {}",
+                run.id,
+                run.progress,
+                one.name,
+                what(one)
+            ),
+            (None, []) => format!("run {}", run.id),
+            (None, many) => format!(
                 "run {} step {}: {}",
                 run.id,
                 run.progress,
