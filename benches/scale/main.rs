@@ -38,7 +38,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use stats::{Summary, ratio};
 use support::fixtures::*;
 use support::*;
-use syncseq::api::{SyncSequence, annotations, labels};
+use syncseq::api::{Sync, SyncSequence, annotations, labels};
 
 const CRONJOB_SCHEDULED: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 /// The controller's User-Agent starts with this (`syncseq/<version> (<instance>)`).
@@ -120,19 +120,69 @@ async fn scrape(client: &kube::Client, controller_address: &str, pid: u32) -> Sc
 /// Sequences whose finished runs reach a count, from a watch (no polling of the API server).
 struct RunsWatch {
     store: reflector::Store<SyncSequence>,
-    task: tokio::task::JoinHandle<()>,
+    syncs: reflector::Store<Sync>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+/// A store of `K` kept by a watch on the namespace, and the task that runs the watch.
+async fn watch_store<K>(ns: &TestNamespace) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + std::marker::Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(ns.api::<K>(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    store.wait_until_ready().await.expect("benchmark watch");
+    (store, task)
 }
 
 impl RunsWatch {
     async fn start(ns: &TestNamespace) -> Self {
-        let (store, writer) = reflector::store();
-        let stream = watcher(ns.api::<SyncSequence>(), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects();
-        let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
-        store.wait_until_ready().await.expect("sequence watch");
-        RunsWatch { store, task }
+        let (store, sequences) = watch_store::<SyncSequence>(ns).await;
+        let (syncs, syncs_task) = watch_store::<Sync>(ns).await;
+        RunsWatch {
+            store,
+            syncs,
+            tasks: [sequences, syncs_task],
+        }
+    }
+
+    /// How many sequences and Syncs the controller has not reconciled since their last change
+    /// (`status.observedGeneration` behind `metadata.generation`).
+    fn unreconciled(&self) -> usize {
+        let behind = |generation: Option<i64>, observed: Option<i64>| observed != generation;
+        let sequences = self
+            .store
+            .state()
+            .iter()
+            .filter(|s| {
+                behind(
+                    s.metadata.generation,
+                    s.status.as_ref().and_then(|st| st.observed_generation),
+                )
+            })
+            .count();
+        let syncs = self
+            .syncs
+            .state()
+            .iter()
+            .filter(|s| {
+                behind(
+                    s.metadata.generation,
+                    s.status.as_ref().and_then(|st| st.observed_generation),
+                )
+            })
+            .count();
+        sequences + syncs
     }
 
     /// How many `seq-*` sequences have at least `runs` finished runs.
@@ -157,7 +207,7 @@ impl RunsWatch {
 
 impl Drop for RunsWatch {
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.iter().for_each(|t| t.abort());
     }
 }
 
@@ -301,6 +351,18 @@ async fn main() {
     })
     .await;
     let rss_idle = stats::proc_status(pid, "VmRSS:");
+    // The measured window is the steady state: the controller's first reconcile of every
+    // object it has just found (one status write each) is its start-up, not a step's cost.
+    let t = Instant::now();
+    wait_until(
+        &mut controller,
+        cgroup.as_ref(),
+        Duration::from_secs(1800),
+        "every object reconciled once",
+        || runs.unreconciled() == 0,
+    )
+    .await;
+    eprintln!("every object reconciled once after {:?}", t.elapsed());
 
     for round in 1..=history_rounds {
         let t = Instant::now();
