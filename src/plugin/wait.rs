@@ -254,6 +254,7 @@ mod tests {
             completion_time: None,
             failed_step: None,
             message: Some(format!("run {} message", r.id)),
+            succeeded_steps: None,
         }
     }
 
