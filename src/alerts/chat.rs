@@ -47,7 +47,7 @@ pub(crate) fn teams_body(n: &Notification) -> Value {
     if let Some(message) = error_text(n) {
         body.push(json!({
             "type": "RichTextBlock",
-            "inlines": [{"type": "TextRun", "text": cut(message, TEAMS_ERROR_MAX), "fontType": "Monospace"}],
+            "inlines": [{"type": "TextRun", "text": cut(&message, TEAMS_ERROR_MAX), "fontType": "Monospace"}],
         }));
     }
     body.push(json!({

@@ -7,17 +7,62 @@
 use serde_json::{Value, json};
 
 use super::Notification;
-use crate::api::{AlertEvent, AlertTrigger, TriggerKind};
+use crate::api::{AlertEvent, AlertStep, AlertTrigger, TriggerKind};
 
-/// The longest error text quoted in a one-line summary.
+/// The longest error text quoted in a one-line summary, and kept per step in a `RunFailed`
+/// notification's list of failed steps.
 const SUMMARY_MESSAGE_MAX: usize = 300;
 
+/// The most failed steps a summary or a lead names one by one; the rest are counted, so that a
+/// run of 32 failed steps still makes a line a person can read.
+const NAMED_STEPS_MAX: usize = 5;
+
+/// A failed step's message as a `RunFailed` notification's list keeps it.
+pub(super) fn cut_step_message(message: &str) -> String {
+    cut(message, SUMMARY_MESSAGE_MAX)
+}
+
+/// The steps a `RunFailed` notification names as failed: every failed step of the run, or, in
+/// a notification decided before the list existed, its one step. None for other kinds.
+pub(super) fn failed_steps(e: &AlertEvent) -> Vec<&AlertStep> {
+    if e.kind != AlertTrigger::RunFailed {
+        return Vec::new();
+    }
+    match e.failed_steps.is_empty() {
+        true => e.step.iter().collect(),
+        false => e.failed_steps.iter().collect(),
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`; past [`NAMED_STEPS_MAX`] names, `a, b, c, d, e and 3 more`.
+fn and_list(names: &[String]) -> String {
+    let (named, more) = names.split_at(names.len().min(NAMED_STEPS_MAX));
+    match (named, more.len()) {
+        ([], _) => String::new(),
+        ([one], 0) => one.clone(),
+        (_, 0) => format!(
+            "{} and {}",
+            named[..named.len() - 1].join(", "),
+            named[named.len() - 1]
+        ),
+        (_, more) => format!("{} and {more} more", named.join(", ")),
+    }
+}
+
 /// One line a person can read in a notification list:
-/// `revops/crm-hourly: run 12 failed: step workspaces failed: …`.
+/// `revops/crm-hourly: run 12 failed: step workspaces failed: …`; when several steps failed,
+/// `revops/crm-hourly: run 12 failed: steps deals and workspaces failed: …`.
 pub(crate) fn summary(n: &Notification) -> String {
     let e = &n.event;
     let what = match e.kind {
-        AlertTrigger::RunFailed => format!("run {} failed", e.run),
+        AlertTrigger::RunFailed => match failed_steps(e).as_slice() {
+            several @ [_, _, ..] => format!(
+                "run {} failed: steps {} failed",
+                e.run,
+                and_list(&several.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+            ),
+            _ => format!("run {} failed", e.run),
+        },
         AlertTrigger::StepFailed => format!("step {} failed in run {}", step_name(e), e.run),
         AlertTrigger::RejectedRows => format!(
             "step {} rejected too many rows in run {}",
@@ -40,13 +85,33 @@ pub(crate) fn summary(n: &Notification) -> String {
     line
 }
 
+/// A step's rows as the JSON format says them: `null` when the step reported none.
+fn rows(s: &AlertStep) -> Value {
+    match s.rows_synced.is_some() || s.rows_rejected.is_some() {
+        true => json!({"synced": s.rows_synced, "rejected": s.rows_rejected}),
+        false => Value::Null,
+    }
+}
+
 /// The JSON format: one flat object, every key always present (`null` when not applicable).
+/// `step`, `sync` and `rows` are those of the one step (for `RunFailed`: the first failed
+/// step); `failedSteps` lists every failed step of a failed run.
 pub(crate) fn json_body(n: &Notification) -> Value {
     let e = &n.event;
     let step = e.step.as_ref();
-    let rows = step
-        .filter(|s| s.rows_synced.is_some() || s.rows_rejected.is_some())
-        .map(|s| json!({"synced": s.rows_synced, "rejected": s.rows_rejected}));
+    let failed = (e.kind == AlertTrigger::RunFailed).then(|| {
+        failed_steps(e)
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "step": s.name,
+                    "sync": s.sync,
+                    "message": s.message.as_deref().map(cut_step_message),
+                    "rows": rows(s),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
     json!({
         "source": "syncseq",
         "idempotencyKey": n.key,
@@ -62,7 +127,8 @@ pub(crate) fn json_body(n: &Notification) -> Value {
         "step": step.map(|s| s.name.as_str()),
         "sync": step.map(|s| s.sync.as_str()),
         "message": e.message,
-        "rows": rows,
+        "rows": step.map_or(Value::Null, rows),
+        "failedSteps": failed,
         "failingSinceRun": e.failing_since_run,
         "time": e.time.0.to_string(),
     })
@@ -98,9 +164,16 @@ pub(super) fn lead(n: &Notification, trigger: &str, strong: impl Fn(&str) -> Str
     let run = strong(&e.run.to_string());
     let step = strong(step_name(e));
     match e.kind {
-        AlertTrigger::RunFailed => match &e.step {
-            Some(s) => format!("Run {run} ({trigger}) failed at step {}.", strong(&s.name)),
-            None => format!("Run {run} ({trigger}) failed."),
+        AlertTrigger::RunFailed => match failed_steps(e).as_slice() {
+            [] => format!("Run {run} ({trigger}) failed."),
+            [s] => format!("Run {run} ({trigger}) failed at step {}.", strong(&s.name)),
+            several => {
+                let names: Vec<String> = several.iter().map(|s| strong(&s.name)).collect();
+                format!(
+                    "Run {run} ({trigger}) failed at steps {}.",
+                    and_list(&names)
+                )
+            }
         },
         AlertTrigger::StepFailed => format!("Step {step} failed in run {run} ({trigger})."),
         AlertTrigger::RejectedRows => format!(
@@ -113,20 +186,39 @@ pub(super) fn lead(n: &Notification, trigger: &str, strong: impl Fn(&str) -> Str
     }
 }
 
-/// The error text a failure notification quotes; none for a recovery.
-pub(super) fn error_text(n: &Notification) -> Option<&str> {
+/// The error text a failure notification quotes; none for a recovery. For a run whose steps
+/// failed side by side: each failed step's own, one line each (the run's message names only
+/// the first).
+pub(super) fn error_text(n: &Notification) -> Option<String> {
     let e = &n.event;
-    (e.kind != AlertTrigger::Recovered && !e.message.is_empty()).then_some(e.message.as_str())
+    if let several @ [_, _, ..] = failed_steps(e).as_slice() {
+        let lines: Vec<String> = several
+            .iter()
+            .map(|s| match s.message.as_deref() {
+                Some(m) => format!("step {} failed: {}", s.name, cut_step_message(m)),
+                None => format!("step {} failed", s.name),
+            })
+            .collect();
+        return Some(lines.join("\n"));
+    }
+    (e.kind != AlertTrigger::Recovered && !e.message.is_empty()).then(|| e.message.clone())
 }
 
-/// The labelled facts of a chat message: sequence, run, step, rows, failing since.
+/// The labelled facts of a chat message: sequence, run, step (or a failed run's failed
+/// steps), rows, failing since.
 pub(super) fn facts(n: &Notification) -> Vec<(&'static str, String)> {
     let e = &n.event;
     let mut facts = vec![
         ("Sequence", format!("{}/{}", n.namespace, n.sequence)),
         ("Run", format!("{} ({})", e.run, trigger_name(e.trigger))),
     ];
-    if let Some(s) = &e.step {
+    if let several @ [_, _, ..] = failed_steps(e).as_slice() {
+        let steps: Vec<String> = several
+            .iter()
+            .map(|s| format!("{} (sync {})", s.name, s.sync))
+            .collect();
+        facts.push(("Failed steps", steps.join(", ")));
+    } else if let Some(s) = &e.step {
         facts.push(("Step", format!("{} (sync {})", s.name, s.sync)));
         if s.rows_synced.is_some() || s.rows_rejected.is_some() {
             facts.push((

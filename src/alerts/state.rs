@@ -14,8 +14,9 @@
 //!
 //! `SucceededWithErrors` and `Cancelled` runs change nothing at the run level: they are neither
 //! a new failure of the run nor a recovery. When a step failure stops the run and the alert
-//! sends `RunFailed` for that run, the step's own notification is folded into it (the
-//! `RunFailed` body names the step and carries its message), so one incident is one message.
+//! sends `RunFailed` for that run, the step notifications of that run are folded into it (the
+//! `RunFailed` body names every failed step of the run and carries their messages: a graph's
+//! branches can fail side by side), so one incident is one message.
 //! Only triggers listed in the alert's `when` notify or become outstanding, so `Recovered`
 //! follows only a failure that was notified.
 
@@ -72,8 +73,8 @@ pub(crate) enum Happening {
         run: RunRef,
         phase: RunPhase,
         message: Option<String>,
-        /// The first failed step, if any.
-        failed_step: Option<AlertStep>,
+        /// Every failed step, in step order.
+        failed_steps: Vec<AlertStep>,
     },
 }
 
@@ -147,6 +148,7 @@ fn apply(
             upstream: run.upstream.clone(),
             phase: phase.to_string(),
             step: step.cloned(),
+            failed_steps: Vec::new(),
             message,
             failing_since_run: None,
             time: Time(subject.now),
@@ -182,7 +184,7 @@ fn apply(
             run,
             phase: RunPhase::Failed,
             message,
-            failed_step,
+            failed_steps,
         } => {
             if !wants(AlertTrigger::RunFailed) || st.run_failed {
                 return;
@@ -192,13 +194,23 @@ fn apply(
                 st.failing_since_run = Some(run.id);
             }
             let message = message.clone().unwrap_or_else(|| "run failed".into());
-            events.push(event(
+            let mut e = event(
                 AlertTrigger::RunFailed,
                 run,
                 "Failed",
-                failed_step.as_ref(),
+                failed_steps.first(),
                 message,
-            ));
+            );
+            // The list sits in the outbox in status beside the first step's full record: its
+            // messages are cut, as the summary cuts them, so that 32 failed steps stay small.
+            e.failed_steps = failed_steps
+                .iter()
+                .map(|s| AlertStep {
+                    message: s.message.as_deref().map(super::message::cut_step_message),
+                    ..s.clone()
+                })
+                .collect();
+            events.push(e);
         }
         Happening::Run {
             run,
@@ -228,12 +240,17 @@ fn apply(
     }
 }
 
-/// Drops a step notification when a `RunFailed` notification of the same run names that step.
+/// Drops a step notification when a `RunFailed` notification of the same run names that step
+/// among its failed steps.
 fn fold_into_run_failed(events: &mut Vec<AlertEvent>) {
     let stopped: Vec<(i64, String)> = events
         .iter()
         .filter(|e| e.kind == AlertTrigger::RunFailed)
-        .filter_map(|e| Some((e.run, e.step.as_ref()?.name.clone())))
+        .flat_map(|e| {
+            super::message::failed_steps(e)
+                .into_iter()
+                .map(|s| (e.run, s.name.clone()))
+        })
         .collect();
     events.retain(|e| {
         !matches!(

@@ -74,15 +74,19 @@ fn step(id: i64, name: &str, outcome: StepOutcome) -> Happening {
     }
 }
 
-fn finished(id: i64, phase: RunPhase, failed: Option<&str>) -> Happening {
+/// Run `id` ended in `phase`; `failed` are its failed steps, in step order.
+fn finished(id: i64, phase: RunPhase, failed: &[&str]) -> Happening {
     Happening::Run {
         run: run(id),
         phase,
-        message: Some(match failed {
+        message: Some(match failed.first() {
             Some(s) => format!("step {s} failed: boom (exit code 1)"),
             None => "all steps succeeded".into(),
         }),
-        failed_step: failed.map(|s| info(s, "boom (exit code 1)")),
+        failed_steps: failed
+            .iter()
+            .map(|s| info(s, "boom (exit code 1)"))
+            .collect(),
     }
 }
 
@@ -90,14 +94,14 @@ fn finished(id: i64, phase: RunPhase, failed: Option<&str>) -> Happening {
 fn failed_run(id: i64) -> Vec<Happening> {
     vec![
         step(id, "load", StepOutcome::Failed),
-        finished(id, RunPhase::Failed, Some("load")),
+        finished(id, RunPhase::Failed, &["load"]),
     ]
 }
 
 fn good_run(id: i64) -> Vec<Happening> {
     vec![
         step(id, "load", StepOutcome::Succeeded),
-        finished(id, RunPhase::Succeeded, None),
+        finished(id, RunPhase::Succeeded, &[]),
     ]
 }
 
@@ -213,7 +217,7 @@ fn step_failures_are_keyed_per_step_and_clear_when_the_step_succeeds() {
             .map(|s| step(id, s, StepOutcome::Succeeded))
             .collect();
         h.extend(failing.iter().map(|s| step(id, s, StepOutcome::Failed)));
-        h.push(finished(id, RunPhase::SucceededWithErrors, None));
+        h.push(finished(id, RunPhase::SucceededWithErrors, &[]));
         h
     };
     let (n, states) = play(
@@ -261,7 +265,7 @@ fn rejected_rows_notify_once_per_step_with_the_numbers() {
                 ),
                 outcome: StepOutcome::RejectedRows,
             },
-            finished(id, RunPhase::SucceededWithErrors, None),
+            finished(id, RunPhase::SucceededWithErrors, &[]),
         ]
     };
     let (n, states) = play(&alerts, &[breach(1), breach(2)]);
@@ -289,8 +293,8 @@ fn cancelled_and_partial_runs_neither_fail_nor_recover_the_run() {
         &alerts,
         &[
             failed_run(1),
-            vec![finished(2, RunPhase::Cancelled, None)],
-            vec![finished(3, RunPhase::SucceededWithErrors, None)],
+            vec![finished(2, RunPhase::Cancelled, &[])],
+            vec![finished(3, RunPhase::SucceededWithErrors, &[])],
             failed_run(4),
         ],
     );
@@ -328,6 +332,7 @@ fn json_body_has_the_documented_fields() {
         .collect();
     let mut expected = vec![
         "alert",
+        "failedSteps",
         "failingSinceRun",
         "idempotencyKey",
         "kind",
@@ -360,12 +365,231 @@ fn json_body_has_the_documented_fields() {
     assert_eq!(body["step"], "load");
     assert_eq!(body["sync"], "load");
     assert_eq!(body["message"], "step load failed: boom (exit code 1)");
+    assert_eq!(
+        body["failedSteps"],
+        serde_json::json!([{
+            "step": "load",
+            "sync": "load",
+            "message": "boom (exit code 1)",
+            "rows": {"synced": 950, "rejected": 50},
+        }])
+    );
     assert_eq!(body["failingSinceRun"], Value::Null);
     assert_eq!(body["time"], "2026-01-05T10:00:00Z");
     assert_eq!(
         body["summary"],
         "revops/crm: run 7 failed: step load failed: boom (exit code 1)"
     );
+}
+
+/// Run `id` of a graph: `accounts` succeeds, then `deals` and `workspaces` fail side by side
+/// and stop it.
+fn branches_failed_run(id: i64) -> Vec<Happening> {
+    vec![
+        step(id, "accounts", StepOutcome::Succeeded),
+        step(id, "deals", StepOutcome::Failed),
+        step(id, "workspaces", StepOutcome::Failed),
+        finished(id, RunPhase::Failed, &["deals", "workspaces"]),
+    ]
+}
+
+#[test]
+fn a_run_whose_branches_fail_side_by_side_names_every_failed_step() {
+    let alerts = [alert("all", &ALL, WebhookFormat::Json)];
+    let (n, states) = play(&alerts, &[branches_failed_run(3)]);
+    // Both step failures are folded into the one RunFailed, which names them both.
+    assert_eq!(kinds(&n), vec![("all".into(), AlertTrigger::RunFailed, 3)]);
+    assert_eq!(
+        states[0].failed_steps,
+        vec!["deals".to_string(), "workspaces".to_string()]
+    );
+    let body = render(&n[0]);
+    assert_eq!(
+        body["summary"],
+        "revops/crm: run 3 failed: steps deals and workspaces failed: step deals failed: boom (exit code 1)"
+    );
+    // The first stays the primary step, so the flat fields keep their meaning.
+    assert_eq!(body["step"], "deals");
+    assert_eq!(body["sync"], "deals");
+    assert_eq!(body["message"], "step deals failed: boom (exit code 1)");
+    let listed: Vec<(&str, &str, &str)> = body["failedSteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap(),
+                s["sync"].as_str().unwrap(),
+                s["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("deals", "deals", "boom (exit code 1)"),
+            ("workspaces", "workspaces", "boom (exit code 1)")
+        ]
+    );
+
+    // A step-only alert hears about each step on its own.
+    let steps = [alert(
+        "steps",
+        &[AlertTrigger::StepFailed],
+        WebhookFormat::Json,
+    )];
+    let (n, _) = play(&steps, &[branches_failed_run(3)]);
+    let named: Vec<String> = n
+        .iter()
+        .map(|n| n.event.step.clone().unwrap().name)
+        .collect();
+    assert_eq!(named, ["deals", "workspaces"]);
+}
+
+#[test]
+fn chat_bodies_name_every_failed_step_with_its_error_text() {
+    let slack = [alert("oncall", &ALL, WebhookFormat::Slack)];
+    let (n, _) = play(&slack, &[branches_failed_run(3)]);
+    let body = render(&n[0]);
+    assert_eq!(
+        body["blocks"][0]["text"]["text"],
+        ":red_circle: crm: run 3 failed"
+    );
+    assert_eq!(
+        body["blocks"][1]["text"]["text"],
+        "Run *3* (scheduled) failed at steps *deals* and *workspaces*.\n\
+         ```step deals failed: boom (exit code 1)\nstep workspaces failed: boom (exit code 1)```"
+    );
+    let fields: Vec<&str> = body["blocks"][2]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "*Sequence*\nrevops/crm",
+            "*Run*\n3 (Schedule)",
+            "*Failed steps*\ndeals (sync deals), workspaces (sync workspaces)",
+        ]
+    );
+
+    let teams = [alert("oncall", &ALL, WebhookFormat::Teams)];
+    let (n, _) = play(&teams, &[branches_failed_run(3)]);
+    let card = &render(&n[0])["attachments"][0]["content"];
+    assert_eq!(
+        card["body"][1]["inlines"][0]["text"],
+        "Run 3 (scheduled) failed at steps deals and workspaces."
+    );
+    assert_eq!(
+        card["body"][3]["inlines"][0]["text"],
+        "step deals failed: boom (exit code 1)\nstep workspaces failed: boom (exit code 1)"
+    );
+
+    let chat = [alert("oncall", &ALL, WebhookFormat::GoogleChat)];
+    let (n, _) = play(&chat, &[branches_failed_run(3)]);
+    let text = render(&n[0])["text"].as_str().unwrap().to_string();
+    assert!(
+        text.starts_with(
+            "*crm: run 3 failed*\nRun *3* (scheduled) failed at steps *deals* and *workspaces*.\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Failed steps: deals (sync deals), workspaces (sync workspaces)\n"),
+        "{text}"
+    );
+
+    let pager = [alert("oncall", &ALL, WebhookFormat::PagerDuty)];
+    let (n, _) = play(&pager, &[branches_failed_run(3)]);
+    let body = render(&n[0]);
+    assert_eq!(body["payload"]["component"], "crm/deals");
+    assert_eq!(
+        body["payload"]["custom_details"]["failedSteps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn many_failed_steps_are_counted_past_five_and_their_messages_cut() {
+    let failed: Vec<AlertStep> = (1..=7)
+        .map(|i| info(&format!("s{i}"), &"x".repeat(1000)))
+        .collect();
+    let mut h: Vec<Happening> = failed
+        .iter()
+        .map(|s| Happening::Step {
+            run: run(1),
+            step: s.clone(),
+            outcome: StepOutcome::Failed,
+        })
+        .collect();
+    h.push(Happening::Run {
+        run: run(1),
+        phase: RunPhase::Failed,
+        message: Some("step s1 failed: boom".into()),
+        failed_steps: failed,
+    });
+    let alerts = [alert("all", &ALL, WebhookFormat::Json)];
+    let (n, _) = evaluate(&alerts, &[], &h, &subject());
+    assert_eq!(kinds(&n), vec![("all".into(), AlertTrigger::RunFailed, 1)]);
+    let body = render(&n[0]);
+    assert_eq!(
+        body["summary"],
+        "revops/crm: run 1 failed: steps s1, s2, s3, s4, s5 and 2 more failed: step s1 failed: boom"
+    );
+    let listed = body["failedSteps"].as_array().unwrap();
+    assert_eq!(listed.len(), 7, "the list has them all");
+    for s in listed {
+        assert_eq!(s["message"].as_str().unwrap().chars().count(), 300);
+    }
+    // The outbox keeps the list cut too; the primary step keeps its whole message.
+    assert!(
+        n[0].event
+            .failed_steps
+            .iter()
+            .all(|s| s.message.as_ref().is_some_and(|m| m.chars().count() == 300))
+    );
+    assert_eq!(
+        n[0].event
+            .step
+            .as_ref()
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .len(),
+        1000
+    );
+}
+
+#[test]
+fn a_notification_from_before_the_list_names_its_one_step() {
+    let alerts = [alert("oncall", &ALL, WebhookFormat::Json)];
+    let (mut n, _) = play(&alerts, &[branches_failed_run(3)]);
+    // As an outbox entry decided by an older controller reads back: no list.
+    n[0].event.failed_steps.clear();
+    let body = render(&n[0]);
+    assert_eq!(body["failedSteps"].as_array().unwrap().len(), 1);
+    assert_eq!(body["failedSteps"][0]["step"], "deals");
+    assert_eq!(
+        body["summary"],
+        "revops/crm: run 3 failed: step deals failed: boom (exit code 1)"
+    );
+    let pending: crate::api::PendingAlert = serde_json::from_value(serde_json::json!({
+        "key": "k",
+        "alert": "oncall",
+        "event": {
+            "kind": "RunFailed", "run": 3, "trigger": "Schedule", "phase": "Failed",
+            "step": {"name": "deals", "sync": "deals"}, "message": "m",
+            "time": "2026-01-05T10:00:00Z",
+        },
+    }))
+    .expect("an outbox entry without failedSteps still parses");
+    assert!(pending.event.failed_steps.is_empty());
 }
 
 #[test]
@@ -534,12 +758,14 @@ fn keys_distinguish_alert_kind_run_and_step() {
     assert_eq!(keys.len(), n.len());
 }
 
-/// One generated run: each of three steps' outcome (None: not reached), and whether a failure
-/// stops the run (`onFailure: Stop`).
+/// One generated run: each of three steps' outcome, whether a failure stops the run
+/// (`onFailure: Stop`), and whether the steps are a line (a Stop failure skips the steps after
+/// it) or three independent roots of a graph (the others run on, and may fail too).
 #[derive(Debug, Clone)]
 struct GenRun {
     outcomes: [StepOutcome; 3],
     stop: bool,
+    roots: bool,
     cancelled: bool,
 }
 
@@ -552,11 +778,13 @@ fn gen_run() -> impl Strategy<Value = GenRun> {
     (
         [outcome.clone(), outcome.clone(), outcome],
         any::<bool>(),
+        any::<bool>(),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(outcomes, stop, cancelled)| GenRun {
+        .prop_map(|(outcomes, stop, roots, cancelled)| GenRun {
             outcomes,
             stop,
+            roots,
             cancelled,
         })
 }
@@ -568,26 +796,26 @@ fn happenings_of(id: i64, r: &GenRun) -> (Vec<Happening>, RunPhase) {
     let mut h = vec![];
     if r.cancelled {
         return (
-            vec![finished(id, RunPhase::Cancelled, None)],
+            vec![finished(id, RunPhase::Cancelled, &[])],
             RunPhase::Cancelled,
         );
     }
-    let mut failed = None;
+    let mut failed = vec![];
     for (i, outcome) in r.outcomes.iter().enumerate() {
         h.push(step(id, STEPS[i], *outcome));
         if *outcome != StepOutcome::Succeeded {
-            failed.get_or_insert(STEPS[i]);
-            if r.stop {
+            failed.push(STEPS[i]);
+            if r.stop && !r.roots {
                 break;
             }
         }
     }
-    let phase = match (failed, r.stop) {
-        (None, _) => RunPhase::Succeeded,
-        (Some(_), true) => RunPhase::Failed,
-        (Some(_), false) => RunPhase::SucceededWithErrors,
+    let phase = match (failed.is_empty(), r.stop) {
+        (true, _) => RunPhase::Succeeded,
+        (false, true) => RunPhase::Failed,
+        (false, false) => RunPhase::SucceededWithErrors,
     };
-    h.push(finished(id, phase, failed));
+    h.push(finished(id, phase, &failed));
     (h, phase)
 }
 
@@ -632,9 +860,20 @@ proptest! {
             // Run level.
             let run_failed_now = phase == RunPhase::Failed && wants(AlertTrigger::RunFailed) && !run_failed;
             prop_assert_eq!(count(AlertTrigger::RunFailed), usize::from(run_failed_now));
-            let stopped_by = n.iter()
-                .find(|x| x.event.kind == AlertTrigger::RunFailed)
-                .and_then(|x| x.event.step.as_ref().map(|s| s.name.clone()));
+            // What the run's failure notification names: every step that failed in the run.
+            let named: Vec<String> = n.iter()
+                .filter(|x| x.event.kind == AlertTrigger::RunFailed)
+                .flat_map(|x| x.event.failed_steps.iter().map(|s| s.name.clone()))
+                .collect();
+            if run_failed_now {
+                let failed: Vec<String> = h.iter()
+                    .filter_map(|x| match x {
+                        Happening::Step { step, outcome, .. } if *outcome != StepOutcome::Succeeded => Some(step.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                prop_assert_eq!(&named, &failed, "RunFailed names every failed step, in order");
+            }
             run_failed |= run_failed_now;
 
             // Step level, in order within the run.
@@ -654,8 +893,8 @@ proptest! {
                 let new = wants(trigger) && !set.contains(&step.name);
                 if new {
                     // Notified on its own, or folded into the run's failure notification.
-                    prop_assert!(notified != (stopped_by.as_deref() == Some(step.name.as_str())),
-                        "step {} {:?}: notified {} stopped_by {:?}", step.name, outcome, notified, stopped_by);
+                    prop_assert!(notified != named.contains(&step.name),
+                        "step {} {:?}: notified {} named by RunFailed {:?}", step.name, outcome, notified, named);
                     set.insert(step.name.clone());
                 } else {
                     prop_assert!(!notified, "step {} notified while outstanding", step.name);
@@ -694,7 +933,7 @@ proptest! {
                 run: run(1),
                 phase: RunPhase::SucceededWithErrors,
                 message: Some(message.clone()),
-                failed_step: None,
+                failed_steps: vec![],
             },
         ];
         let (n, _) = evaluate(&alerts, &[], &h, &subject());

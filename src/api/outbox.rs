@@ -38,9 +38,15 @@ pub struct AlertEvent {
     /// Phase of the run (`RunFailed`, `Recovered`) or of the step (`StepFailed`,
     /// `RejectedRows`), as shown in status.
     pub phase: String,
-    /// The step it is about: the failed step, or the step that stopped a failed run.
+    /// The step it is about: the failed step, or for `RunFailed` the first failed step of the
+    /// run (in step order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<AlertStep>,
+    /// For `RunFailed`: every step that failed in the run, in step order (the first is `step`),
+    /// each message cut to 300 characters. A graph's branches can fail side by side. Empty in
+    /// a notification decided before the list existed: `step` is then the one it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_steps: Vec<AlertStep>,
     /// The error text (the run's or the step's message from status).
     pub message: String,
     /// For `Recovered`: the run whose notified failure started the failing period.

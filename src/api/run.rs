@@ -273,4 +273,43 @@ pub struct RunSummary {
     /// Why the run ended as it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a run that did not succeed: its steps that did, which a retry of the run reuses
+    /// (`kubectl syncseq retry NAME --run N`). Kept for nothing else, so status stays small: a
+    /// run that succeeded has nothing to retry and keeps none, and steps that did not succeed
+    /// run again. Unset in a run recorded before the history kept them (and in a Sync's runs):
+    /// such a run can be retried only while it is the last finished one (`lastRun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded_steps: Option<Vec<SucceededStep>>,
+}
+
+/// A step that succeeded in a run of the history, as a retry of that run reuses it: what
+/// `lastRun` shows of a succeeded step, but its message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SucceededStep {
+    /// Step name.
+    pub name: String,
+    /// Name of the Sync it ran.
+    pub sync: String,
+    /// Name of the Job of its last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Attempts it took.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When its first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Rows synced, from the termination message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_synced: Option<i64>,
+    /// Rows rejected, from the termination message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_rejected: Option<i64>,
+    /// When the run reused it in turn: the run whose success it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<i64>,
 }

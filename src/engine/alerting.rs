@@ -125,11 +125,12 @@ pub(super) fn happenings(
                 run: r,
                 phase: run.phase,
                 message: run.message.clone(),
-                failed_step: run
+                failed_steps: run
                     .steps
                     .iter()
-                    .find(|s| s.phase == StepPhase::Failed)
-                    .map(info),
+                    .filter(|s| s.phase == StepPhase::Failed)
+                    .map(info)
+                    .collect(),
             });
         }
     }

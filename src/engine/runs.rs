@@ -15,7 +15,7 @@ use super::upstream::{self, Upstreams};
 use super::{Action, Event, Holder, JobOwner, JobView, Plan, earliest};
 use crate::api::{
     ConcurrencyPolicy, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec, ScheduleStatus,
-    Step, StepPhase, Sync,
+    Step, StepPhase, StepStatus, SucceededStep, Sync,
 };
 
 /// How long a Job that status does not know may be taken for a cache that lags behind our own
@@ -40,6 +40,14 @@ pub(super) struct Runner<'a> {
     /// The last finished run with every step's outcome, which a retry reuses (None for a
     /// Sync, whose own runs have one step: it has nothing to reuse).
     pub last_run: Option<&'a RunStatus>,
+}
+
+impl Runner<'_> {
+    /// Whether its runs can be retried: a sequence's can; a Sync's own runs have one step,
+    /// which a new run runs again, so they keep nothing for a retry.
+    fn retries(&self) -> bool {
+        self.owner.kind == "SyncSequence"
+    }
 }
 
 /// What the runs see of the cluster.
@@ -139,7 +147,7 @@ pub(super) fn drive<S: Clone>(
     {
         wake = earliest(wake, advance(run, &ctx, actions));
     }
-    archive_finished(book, runner.history_limit, &mut archived);
+    archive_finished(book, runner, &mut archived);
 
     // The queued run goes first, before triggers that arrive now (which then queue behind it).
     start_queued(book, runner, &ctx, actions, &mut wake, &mut archived);
@@ -151,7 +159,7 @@ pub(super) fn drive<S: Clone>(
         &mut book.last_handled_request_at,
     ));
     match triggers::retry(runner.meta, &mut book.last_handled_retry_at) {
-        Some(Ok(mut t)) => match retry_base(archived.as_ref().or(runner.last_run), t.retry_of) {
+        Some(Ok(mut t)) => match retry_base(runner, book, archived.as_ref(), t.retry_of) {
             Ok(base) => {
                 t.retry_of = Some(base.id);
                 incoming.push(t);
@@ -239,7 +247,7 @@ pub(super) fn drive<S: Clone>(
                 if let Some(run) = book.current_run.as_mut() {
                     cancel_run(run, "replaced by a newer run", cluster.jobs, actions, now);
                 }
-                archive_finished(book, runner.history_limit, &mut archived);
+                archive_finished(book, runner, &mut archived);
                 start_run(
                     book,
                     runner,
@@ -434,9 +442,9 @@ fn start_run(
 ) {
     let base = match trigger.kind {
         crate::api::TriggerKind::Retry => {
-            match retry_base(archived.as_ref().or(runner.last_run), trigger.retry_of) {
-                Ok(base) => Some(base.clone()),
-                // Queued behind a run that finished since, and is now the last one.
+            match retry_base(runner, book, archived.as_ref(), trigger.retry_of) {
+                Ok(base) => Some(base),
+                // Queued behind runs that pushed it out of the history since.
                 Err(why) => return skip_trigger(book, trigger, &why, actions),
             }
         }
@@ -461,37 +469,112 @@ fn start_run(
     actions.push(Event::normal(reasons::RUN_STARTED, "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));
     book.current_run = Some(run);
-    archive_finished(book, runner.history_limit, archived);
+    archive_finished(book, runner, archived);
 }
 
-/// The run a retry reuses: the last finished run (`last`), which status keeps with every
-/// step's outcome. `wanted` is the run the request named, if any.
-fn retry_base(last: Option<&RunStatus>, wanted: Option<i64>) -> Result<&RunStatus, String> {
-    let Some(last) = last else {
+/// What a retry reuses: the steps that succeeded in run `id`.
+struct RetryBase {
+    id: i64,
+    succeeded: Vec<StepStatus>,
+}
+
+/// The run a retry reuses: run `wanted`, or the last finished run when the request names none.
+/// It is taken from `lastRun` (`last`: every step's outcome, messages too) or else from the
+/// history (`book.runs`, which keeps the steps that succeeded of each run that did not). A run
+/// in neither, a run that succeeded (nothing to retry: a new run is a request), and a run the
+/// history recorded before it kept its steps are refused, and the reason says which.
+fn retry_base(
+    runner: &Runner,
+    book: &RunBook,
+    archived: Option<&RunStatus>,
+    wanted: Option<i64>,
+) -> Result<RetryBase, String> {
+    if !runner.retries() {
         return Err(
-            "no finished run keeps its steps' outcomes, so there is nothing to retry".into(),
+            "a Sync's own run has one step, so there is nothing to reuse: request a run (syncseq.dev/requestedAt) to run it again"
+                .into(),
         );
-    };
-    match wanted {
-        Some(n) if n != last.id => Err(format!(
-            "run {n} cannot be retried: status keeps the steps' outcomes of the last finished run only (run {})",
-            last.id
-        )),
-        _ => Ok(last),
     }
+    let last = archived.or(runner.last_run);
+    let newest = last
+        .map(|r| r.id)
+        .into_iter()
+        .chain(book.runs.iter().map(|r| r.id))
+        .max();
+    let Some(newest) = newest else {
+        return Err("no run has finished yet, so there is nothing to retry".into());
+    };
+    let id = wanted.unwrap_or(newest);
+    let succeeded = |id: i64| {
+        format!(
+            "run {id} Succeeded, so there is nothing to retry (request a run with syncseq.dev/requestedAt to run every step again)"
+        )
+    };
+    if let Some(run) = last.filter(|r| r.id == id) {
+        if run.phase == RunPhase::Succeeded {
+            return Err(succeeded(id));
+        }
+        let succeeded = run
+            .steps
+            .iter()
+            .filter(|s| s.phase == StepPhase::Succeeded)
+            .cloned()
+            .collect();
+        return Ok(RetryBase { id, succeeded });
+    }
+    let Some(summary) = book.runs.iter().find(|r| r.id == id) else {
+        if book.current_run.as_ref().is_some_and(|r| r.id == id) {
+            return Err(format!(
+                "run {id} has not finished: a run can be retried once it has"
+            ));
+        }
+        let kept: Vec<String> = book.runs.iter().map(|r| r.id.to_string()).collect();
+        return Err(format!(
+            "run {id} is neither the last finished run ({newest}) nor in the history, which keeps runs {} (spec.historyLimit)",
+            match kept.is_empty() {
+                true => "none".into(),
+                false => kept.join(", "),
+            }
+        ));
+    };
+    if summary.phase == RunPhase::Succeeded {
+        return Err(succeeded(id));
+    }
+    let Some(steps) = summary.succeeded_steps.as_ref() else {
+        return Err(format!(
+            "run {id} cannot be retried: the history recorded it before it kept the steps that succeeded, so only the last finished run ({newest}) can be"
+        ));
+    };
+    let succeeded = steps
+        .iter()
+        .map(|s| StepStatus {
+            phase: StepPhase::Succeeded,
+            job_name: s.job_name.clone(),
+            attempts: s.attempts,
+            start_time: s.start_time.clone(),
+            completion_time: s.completion_time.clone(),
+            rows_synced: s.rows_synced,
+            rows_rejected: s.rows_rejected,
+            reused_from: s.reused_from,
+            ..StepStatus::pending(&s.name, &s.sync)
+        })
+        .collect();
+    Ok(RetryBase { id, succeeded })
 }
 
 /// Copies into a new run the steps that succeeded in `base`, as reused; returns their names.
 /// A step reused by `base` itself keeps the run its Job belongs to.
-fn reuse(run: &mut RunStatus, base: &RunStatus) -> Vec<String> {
+fn reuse(run: &mut RunStatus, base: &RetryBase) -> Vec<String> {
     let mut reused = Vec::new();
     for step in run.steps.iter_mut() {
-        let Some(done) = base.steps.iter().find(|b| {
-            b.name == step.name && b.sync == step.sync && b.phase == StepPhase::Succeeded
-        }) else {
+        let Some(done) = base
+            .succeeded
+            .iter()
+            .find(|b| b.name == step.name && b.sync == step.sync)
+        else {
             continue;
         };
-        *step = crate::api::StepStatus {
+        *step = StepStatus {
             reused_from: Some(done.reused_from.unwrap_or(base.id)),
             ..done.clone()
         };
@@ -509,23 +592,44 @@ fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut V
     ));
 }
 
-/// Moves a finished current run into the history, newest first, cut to `limit`.
-fn archive_finished(book: &mut RunBook, limit: usize, archived: &mut Option<RunStatus>) {
+/// Moves a finished current run into the history, newest first, cut to the history limit.
+fn archive_finished(book: &mut RunBook, runner: &Runner, archived: &mut Option<RunStatus>) {
     let Some(run) = book.current_run.take_if(|r| r.phase.is_finished()) else {
         return;
     };
-    let summary = summarize(&run);
+    let summary = summarize(&run, runner.retries());
     if run.phase == RunPhase::Succeeded {
         book.last_successful_time = run.completion_time.clone();
     }
     book.last_run_result = Some(run.phase);
     book.runs.retain(|r| r.id != summary.id);
     book.runs.insert(0, summary);
-    book.runs.truncate(limit);
+    book.runs.truncate(runner.history_limit);
     *archived = Some(run);
 }
 
-fn summarize(run: &RunStatus) -> RunSummary {
+/// A run's line in the history. With `retries`, a run that did not succeed keeps its steps
+/// that did, for a retry of it once it is no longer the last finished run: at thousands of
+/// sequences status is memory, so nothing more (no messages, no other steps, nothing for a
+/// run that succeeded).
+fn summarize(run: &RunStatus, retries: bool) -> RunSummary {
+    let succeeded_steps = (retries && run.phase != RunPhase::Succeeded).then(|| {
+        run.steps
+            .iter()
+            .filter(|s| s.phase == StepPhase::Succeeded)
+            .map(|s| SucceededStep {
+                name: s.name.clone(),
+                sync: s.sync.clone(),
+                job_name: s.job_name.clone(),
+                attempts: s.attempts,
+                start_time: s.start_time.clone(),
+                completion_time: s.completion_time.clone(),
+                rows_synced: s.rows_synced,
+                rows_rejected: s.rows_rejected,
+                reused_from: s.reused_from,
+            })
+            .collect()
+    });
     RunSummary {
         id: run.id,
         trigger: run.trigger,
@@ -540,6 +644,7 @@ fn summarize(run: &RunStatus) -> RunSummary {
             .find(|s| s.phase == StepPhase::Failed)
             .map(|s| s.name.clone()),
         message: run.message.clone(),
+        succeeded_steps,
     }
 }
 

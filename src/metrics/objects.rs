@@ -266,6 +266,7 @@ mod tests {
                 completion_time: Some(Time(at(90))),
                 failed_step: Some("contacts".into()),
                 message: None,
+                succeeded_steps: None,
             }],
             ..RunBook::default()
         };

@@ -476,6 +476,7 @@ mod tests {
             completion_time: None,
             failed_step: failed_step.map(Into::into),
             message: None,
+            succeeded_steps: None,
         }
     }
 

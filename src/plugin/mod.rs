@@ -93,7 +93,8 @@ pub enum PluginCommand {
     Retry {
         #[arg(value_parser = Target::parse, help = "NAME of a SyncSequence")]
         target: Target,
-        /// The run to retry: the last finished run (the default) or one of `history`.
+        /// The run to retry: the last finished run (the default) or any run of `history`
+        /// that did not succeed.
         #[arg(long, value_name = "N")]
         run: Option<i64>,
         #[command(flatten)]

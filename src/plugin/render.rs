@@ -934,6 +934,7 @@ mod tests {
                             completion_time: Some(time_at("2026-05-01T09:01:10Z")),
                             failed_step: Some("workspaces".into()),
                             message: Some("step workspaces failed".into()),
+                            succeeded_steps: None,
                         },
                         RunSummary {
                             id: 2,
@@ -945,6 +946,7 @@ mod tests {
                             completion_time: Some(time_at("2026-05-01T08:30:03.2Z")),
                             failed_step: None,
                             message: None,
+                            succeeded_steps: None,
                         },
                     ],
                     ..Default::default()

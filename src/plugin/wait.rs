@@ -94,23 +94,32 @@ pub(crate) fn run_request(
 
 /// The run `kubectl syncseq retry` retries: `run`, else the last finished run. Refused, with
 /// the reason, when there is nothing to retry: no run has finished, run `run` is neither the
-/// last finished run nor in `status.runs` (the controller could not find its steps), or the
-/// run succeeded outright.
+/// last finished run nor in `status.runs`, the run succeeded outright, or its `status.runs`
+/// entry keeps no steps (written before the history kept the steps that succeeded). The
+/// controller refuses the same runs; refusing here writes nothing.
 pub(crate) fn retry_of(status: &Runnable, run: Option<i64>) -> Result<i64, String> {
     let name = status.target.reference();
-    let finished: Vec<(i64, RunPhase)> = status
+    // (id, phase, whether the steps that succeeded are known): `lastRun` keeps every step;
+    // a line of the history keeps them from when the controller records them there.
+    let finished: Vec<(i64, RunPhase, bool)> = status
         .last_run
         .iter()
         .chain(status.book.current_run.as_ref())
         .filter(|r| r.phase.is_finished())
-        .map(|r| (r.id, r.phase))
-        .chain(status.book.runs.iter().map(|r| (r.id, r.phase)))
+        .map(|r| (r.id, r.phase, true))
+        .chain(
+            status
+                .book
+                .runs
+                .iter()
+                .map(|r| (r.id, r.phase, r.succeeded_steps.is_some())),
+        )
         .collect();
-    let Some(last) = finished.iter().map(|(id, _)| *id).max() else {
+    let Some(last) = finished.iter().map(|(id, ..)| *id).max() else {
         return Err(format!("{name} has no finished run to retry"));
     };
     let id = run.unwrap_or(last);
-    let Some((_, phase)) = finished.iter().find(|(i, _)| *i == id) else {
+    let Some((_, phase, known)) = finished.iter().find(|(i, ..)| *i == id) else {
         let kept: Vec<String> = status.book.runs.iter().map(|r| r.id.to_string()).collect();
         return Err(format!(
             "run {id} of {name} is not the last finished run ({last}) nor in its history (runs {})",
@@ -124,6 +133,11 @@ pub(crate) fn retry_of(status: &Runnable, run: Option<i64>) -> Result<i64, Strin
     if *phase == RunPhase::Succeeded {
         return Err(format!(
             "run {id} of {name} Succeeded: nothing to retry (`run` starts a new run)"
+        ));
+    }
+    if !known {
+        return Err(format!(
+            "run {id} of {name} cannot be retried: its history entry was written before the history kept the steps that succeeded (only the last finished run, {last}, can be)"
         ));
     }
     Ok(id)
@@ -254,6 +268,7 @@ mod tests {
             completion_time: None,
             failed_step: None,
             message: Some(format!("run {} message", r.id)),
+            succeeded_steps: None,
         }
     }
 
@@ -522,6 +537,12 @@ mod tests {
             Some(failed),
         );
         assert_eq!(retry_of(&st, None), Ok(5), "the last finished run");
+        assert_eq!(
+            retry_of(&st, Some(3)),
+            Err("run 3 of syncsequence.syncseq.dev/crm cannot be retried: its history entry was written before the history kept the steps that succeeded (only the last finished run, 5, can be)".into())
+        );
+        let mut st = st;
+        st.book.runs[2].succeeded_steps = Some(vec![]);
         assert_eq!(retry_of(&st, Some(3)), Ok(3), "a run of the history");
         assert_eq!(
             retry_of(&st, Some(2)),

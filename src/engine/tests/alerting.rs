@@ -247,6 +247,7 @@ fn the_outbox_forgets_removed_alerts_and_keeps_at_most_its_limit() {
             upstream: None,
             phase: "Failed".into(),
             step: None,
+            failed_steps: vec![],
             message: "x".into(),
             failing_since_run: None,
             time: Time(w.now),
@@ -277,3 +278,82 @@ fn the_outbox_forgets_removed_alerts_and_keeps_at_most_its_limit() {
     reconcile_delivering(&mut w, false);
     assert!(w.seq.status.unwrap().pending_alerts.is_empty());
 }
+
+#[test]
+fn branches_that_fail_side_by_side_are_one_run_failed_naming_both() {
+    let after = |name: &str, deps: &[&str]| Step {
+        depends_on: Some(deps.iter().map(|d| d.to_string()).collect()),
+        ..fixtures::step(name)
+    };
+    let mut w = World::sequence(vec![
+        fixtures::step("accounts"),
+        after("workspaces", &["accounts"]),
+        after("deals", &["accounts"]),
+        after("contacts", &["workspaces", "deals"]),
+    ]);
+    w.seq.spec.alerts = world(step(), &ALL).seq.spec.alerts;
+    w.annotate(annotations::REQUESTED_AT, "1");
+    let mut new = reconcile(&mut w);
+    let ok = Report {
+        exit_code: Some(0),
+        ..Report::default()
+    };
+    w.end_job(|j| j.view.step == "accounts", JobOutcome::Succeeded, ok)
+        .unwrap();
+    new.extend(reconcile(&mut w));
+    for step in ["deals", "workspaces"] {
+        w.end_job(
+            |j| j.view.step == step,
+            JobOutcome::Failed {
+                timed_out: false,
+                reason: "BackoffLimitExceeded".into(),
+            },
+            Report {
+                message: Some(format!("{step} API returned 500")),
+                exit_code: Some(1),
+                ..Report::default()
+            },
+        )
+        .unwrap();
+    }
+    new.extend(reconcile(&mut w));
+    assert_eq!(
+        w.seq
+            .status
+            .as_ref()
+            .unwrap()
+            .last_run
+            .as_ref()
+            .unwrap()
+            .phase,
+        RunPhase::Failed
+    );
+    // Both step failures fold into the run's one notification, which names both, in step order.
+    assert_eq!(kinds(&new), vec![(AlertTrigger::RunFailed, 1)]);
+    let event = &new[0].event;
+    assert_eq!(event.step.as_ref().unwrap().name, "workspaces");
+    let failed: Vec<(&str, Option<&str>)> = event
+        .failed_steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.message.as_deref()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (
+                "workspaces",
+                Some("workspaces API returned 500 (exit code 1)")
+            ),
+            ("deals", Some("deals API returned 500 (exit code 1)")),
+        ]
+    );
+    let st = w.seq.status.as_ref().unwrap();
+    assert_eq!(st.alert_states[0].failed_steps, ["workspaces", "deals"]);
+}
+
+const ALL: [AlertTrigger; 4] = [
+    AlertTrigger::RunFailed,
+    AlertTrigger::StepFailed,
+    AlertTrigger::RejectedRows,
+    AlertTrigger::Recovered,
+];

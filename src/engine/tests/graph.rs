@@ -339,17 +339,106 @@ fn a_retry_reuses_what_succeeded_and_runs_the_failed_and_skipped_steps() {
         "new Jobs for deals and contacts only"
     );
 
-    // A retry of a run that is not the last finished one is refused, and says why.
+    // Run 1 is no longer the last finished run, but the history kept what succeeded in it,
+    // and only that: a run that succeeded keeps nothing.
+    let history = w.status().book.runs.clone();
+    let kept = |id: i64| history.iter().find(|r| r.id == id).unwrap();
+    let one: Vec<&str> = kept(1)
+        .succeeded_steps
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(one, ["accounts", "workspaces", "audit"]);
+    assert_eq!(kept(2).succeeded_steps, None);
+    let second = w.status().last_run.clone().expect("run 2");
     w.annotate(annotations::RETRY_RUN, "1");
     w.annotate(annotations::RETRY_REQUESTED_AT, "r2");
-    assert!(w.reconcile().is_empty());
-    assert!(
-        w.events
-            .iter()
-            .any(|e| e.reason == "TriggerSkipped" && e.note.contains("run 1 cannot be retried"))
+    assert_eq!(
+        created_steps(&w.reconcile()),
+        ["deals"],
+        "run 1 again: its failed step, with what succeeded in it reused"
+    );
+    let third = w
+        .status()
+        .book
+        .current_run
+        .clone()
+        .expect("the retry of run 1");
+    assert_eq!(
+        (third.trigger, third.retry_of),
+        (TriggerKind::Retry, Some(1))
+    );
+    for name in ["accounts", "workspaces", "audit"] {
+        let from_history = third.steps.iter().find(|s| s.name == name).unwrap();
+        let from_last_run = second.steps.iter().find(|s| s.name == name).unwrap();
+        // As the retry of the last finished run reused it, but the message (and the Job's
+        // UID), which the history does not keep.
+        assert_eq!(
+            *from_history,
+            StepStatus {
+                message: None,
+                job_uid: None,
+                ..from_last_run.clone()
+            },
+            "{name}"
+        );
+    }
+    end(&mut w, "deals", true);
+    assert_eq!(created_steps(&w.reconcile()), ["contacts"]);
+    end(&mut w, "contacts", true);
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::Succeeded);
+
+    // Refused, each saying why: a run that succeeded (the last finished run, or one of the
+    // history), a run in neither, and a run the history recorded without its steps.
+    let refused = |w: &mut World, run: &str, value: &str, why: &str| {
+        w.annotate(annotations::RETRY_RUN, run);
+        w.annotate(annotations::RETRY_REQUESTED_AT, value);
+        assert!(w.reconcile().is_empty(), "retry of run {run}");
+        assert!(
+            w.events.iter().any(|e| e.reason == "TriggerSkipped"
+                && e.note == format!("retry of run {run} trigger skipped: {why}")),
+            "retry of run {run}: {:?}",
+            w.events.last()
+        );
+    };
+    refused(
+        &mut w,
+        "3",
+        "r3",
+        "run 3 Succeeded, so there is nothing to retry (request a run with syncseq.dev/requestedAt to run every step again)",
+    );
+    refused(
+        &mut w,
+        "2",
+        "r4",
+        "run 2 Succeeded, so there is nothing to retry (request a run with syncseq.dev/requestedAt to run every step again)",
+    );
+    refused(
+        &mut w,
+        "9",
+        "r5",
+        "run 9 is neither the last finished run (3) nor in the history, which keeps runs 3, 2, 1 (spec.historyLimit)",
+    );
+    let st = w.seq.status.as_mut().unwrap();
+    st.book
+        .runs
+        .iter_mut()
+        .for_each(|r| r.succeeded_steps = None);
+    refused(
+        &mut w,
+        "1",
+        "r6",
+        "run 1 cannot be retried: the history recorded it before it kept the steps that succeeded, so only the last finished run (3) can be",
+    );
+    assert_eq!(
+        w.status().book.skipped_triggers,
+        Some(4),
+        "each refusal is counted"
     );
     w.annotate(annotations::RETRY_RUN, "two");
-    w.annotate(annotations::RETRY_REQUESTED_AT, "r3");
+    w.annotate(annotations::RETRY_REQUESTED_AT, "r7");
     assert!(w.reconcile().is_empty());
     assert!(w.events.iter().any(|e| {
         e.reason == "TriggerSkipped"

@@ -7,8 +7,9 @@
 //! Normalised away before comparing: the 8-hex hash at the end of a Job name (wherever the
 //! name appears), so that a change of what the hash covers does not fail it; and what the
 //! graph engine adds to linear runs too, and nothing else: a Skipped step's `reason` (its value
-//! is checked on its own, against the known reasons), a run's `stoppedBy`, and a Pending
-//! step's `waiting for <its parent>` message.
+//! is checked on its own, against the known reasons), a run's `stoppedBy`, a Pending step's
+//! `waiting for <its parent>` message, and a history line's `succeededSteps` (what a retry of
+//! that run reuses; `tests/graph.rs` checks it through retries).
 //!
 //! To record the file again from the engine as it is: `SYNCSEQ_BLESS=1 cargo test --lib
 //! linear_golden`, then review the diff.
@@ -495,6 +496,7 @@ fn normalise(v: &mut Value) {
                 o.remove("reason");
             }
             o.remove("stoppedBy");
+            o.remove("succeededSteps");
             if o.get("phase") == Some(&json!("Pending"))
                 && o.get("message")
                     .and_then(Value::as_str)

@@ -488,3 +488,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn its_own_runs_keep_nothing_for_a_retry_and_a_retry_request_says_to_run_it() {
+    let mut w = accounts();
+    w.annotate_sync(ACCOUNTS, annotations::REQUESTED_AT, "r1");
+    reconcile(&mut w);
+    finish_own(
+        &mut w,
+        JobOutcome::Failed {
+            timed_out: false,
+            reason: "BackoffLimitExceeded".into(),
+        },
+    );
+    reconcile(&mut w);
+    let st = w.syncs[ACCOUNTS].status.clone().unwrap();
+    assert_eq!(st.book.runs.len(), 1);
+    assert_eq!(st.book.runs[0].phase, RunPhase::Failed);
+    assert_eq!(st.book.runs[0].succeeded_steps, None);
+
+    w.annotate_sync(ACCOUNTS, annotations::RETRY_REQUESTED_AT, "x1");
+    let (_, created) = reconcile(&mut w);
+    assert!(created.is_empty());
+    assert!(w.events.iter().any(|e| e.reason == "TriggerSkipped"
+        && e.note
+            == "retry trigger skipped: a Sync's own run has one step, so there is nothing to reuse: request a run (syncseq.dev/requestedAt) to run it again"));
+}

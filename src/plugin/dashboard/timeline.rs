@@ -365,6 +365,7 @@ mod tests {
             completion_time: Some(Time(t(end))),
             failed_step: None,
             message: None,
+            succeeded_steps: None,
         }
     }
 
