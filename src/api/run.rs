@@ -144,7 +144,8 @@ pub struct RunStatus {
     pub id: i64,
     /// What started the run.
     pub trigger: TriggerKind,
-    /// The schedule time the run is for, when the schedule started it.
+    /// The schedule time the run is for, when the schedule started it; for a `Retry` run,
+    /// the retried run's (its Jobs re-sync that run's data interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<Time>,
     /// The upstream run that started it, when something upstream did.

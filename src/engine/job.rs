@@ -6,15 +6,22 @@
 //! Sync `x`'s own run and a sequence `x`'s step `run` never share a name; the UID so that an
 //! object deleted with `--cascade=orphan` and created again under its name (a GitOps migration)
 //! does not find its run 1's names taken by its predecessor's orphaned Jobs.
+//!
+//! Every container of the Job learns the run it is part of from `SYNCSEQ_*` variables (the
+//! run context): an incremental sync reads its data interval there.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::api::{Sync, annotations, labels};
+use crate::api::{Sync, TriggerKind, UpstreamRun, annotations, labels};
+use crate::schedule::Schedule;
+use crate::text::printable;
 
 /// Job names end up in the `batch.kubernetes.io/job-name` Pod label, so they must fit a label
 /// value: 63 characters.
@@ -64,19 +71,103 @@ pub(crate) struct JobOwner {
     pub namespace: String,
 }
 
+/// What a step's Job tells its containers of the run, read from the run's status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunFacts<'a> {
+    pub trigger: TriggerKind,
+    /// The fire time the run is for: a scheduled run's, or for a retry the retried run's.
+    pub scheduled: Option<Timestamp>,
+    /// The upstream run that started it.
+    pub upstream: Option<&'a UpstreamRun>,
+    /// The object's schedule as its spec has it now: the data interval starts at its fire
+    /// time before `scheduled`.
+    pub schedule: Option<&'a (Schedule, TimeZone)>,
+}
+
+/// The names of the run context's variables.
+pub(crate) mod env {
+    pub(crate) const RUN: &str = "SYNCSEQ_RUN";
+    pub(crate) const STEP: &str = "SYNCSEQ_STEP";
+    pub(crate) const ATTEMPT: &str = "SYNCSEQ_ATTEMPT";
+    pub(crate) const TRIGGER: &str = "SYNCSEQ_TRIGGER";
+    pub(crate) const SCHEDULED_TIME: &str = "SYNCSEQ_SCHEDULED_TIME";
+    pub(crate) const INTERVAL_START: &str = "SYNCSEQ_INTERVAL_START";
+    pub(crate) const INTERVAL_END: &str = "SYNCSEQ_INTERVAL_END";
+    pub(crate) const UPSTREAM: &str = "SYNCSEQ_UPSTREAM";
+}
+
+/// The run context of attempt `id`: run number, step (for a Sync's own run, the Sync: its
+/// step's name is only the label `run`), attempt and trigger; the fire time and data interval
+/// of a run that has one; what started an upstream-started run, as `Kind/name/run` (a
+/// receiver's delivery id is the sender's text: control characters are dropped). Times are
+/// RFC 3339 in UTC, like every time in status.
+fn run_context(owner: &JobOwner, id: &JobIdentity, run: &RunFacts) -> Vec<EnvVar> {
+    let step = match owner.kind.as_str() {
+        "Sync" => &owner.name,
+        _ => &id.step,
+    };
+    let mut vars = vec![
+        (env::RUN, id.run.to_string()),
+        (env::STEP, printable(step)),
+        (env::ATTEMPT, id.attempt.to_string()),
+        (env::TRIGGER, format!("{:?}", run.trigger)),
+    ];
+    if let Some(at) = run.scheduled {
+        vars.push((env::SCHEDULED_TIME, at.to_string()));
+        let start = run
+            .schedule
+            .and_then(|(schedule, tz)| schedule.previous_before(at, tz));
+        vars.extend(start.map(|start| (env::INTERVAL_START, start.to_string())));
+        vars.push((env::INTERVAL_END, at.to_string()));
+    }
+    if let Some(up) = run.upstream {
+        let what = format!("{:?}/{}/{}", up.kind, up.name, up.run);
+        vars.push((env::UPSTREAM, printable(&what)));
+    }
+    vars.into_iter()
+        .map(|(name, value)| EnvVar {
+            name: name.to_string(),
+            value: Some(value),
+            value_from: None,
+        })
+        .collect()
+}
+
+/// Puts the run context first in every container's and init container's `env`, so that the
+/// template's own entries can use it (`$(SYNCSEQ_INTERVAL_START)`). A name the container's
+/// `env` already has keeps the template's entry and gets no second one (Kubernetes would take
+/// the last). `envFrom` is not looked at: explicit entries override it, so ours win there.
+fn add_run_context(pod: &mut PodSpec, vars: &[EnvVar]) {
+    let containers = pod
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(pod.containers.iter_mut());
+    for container in containers {
+        let env = container.env.get_or_insert_with(Vec::new);
+        let ours: Vec<EnvVar> = vars
+            .iter()
+            .filter(|v| !env.iter().any(|e| e.name == v.name))
+            .cloned()
+            .collect();
+        env.splice(0..0, ours);
+    }
+}
+
 /// Builds the Job for a step attempt from the Sync's template.
 ///
 /// syncseq's labels go on the Job and on its Pod template (so Pods can be watched by label);
 /// the template's own labels and annotations are kept. The step timeout becomes the Job's
 /// `activeDeadlineSeconds`, so the Job controller enforces it and reports `DeadlineExceeded`.
 /// A scheduled run's fire time goes on the Job as an annotation, so that anyone can tell how
-/// late a fire was from the Job alone.
+/// late a fire was from the Job alone (not a retry's: its Job is no fire, however late). Every
+/// container gets the run context.
 pub(crate) fn build_job(
     owner: &JobOwner,
     id: &JobIdentity,
     sync: &Sync,
     timeout_seconds: Option<i64>,
-    scheduled: Option<Timestamp>,
+    run: &RunFacts,
 ) -> Job {
     let template = sync.spec.job_template.spec();
     let mut ids = BTreeMap::new();
@@ -93,6 +184,9 @@ pub(crate) fn build_job(
     if let Some(t) = timeout_seconds {
         spec.active_deadline_seconds = Some(t);
     }
+    if let Some(pod) = spec.template.spec.as_mut() {
+        add_run_context(pod, &run_context(owner, id, run));
+    }
     let pod_meta = spec.template.metadata.get_or_insert_with(Default::default);
     pod_meta
         .labels
@@ -103,7 +197,10 @@ pub(crate) fn build_job(
     let mut job_labels = template_meta.labels.unwrap_or_default();
     job_labels.extend(ids);
     let mut job_annotations = template_meta.annotations;
-    if let Some(at) = scheduled {
+    if let Some(at) = run
+        .scheduled
+        .filter(|_| run.trigger == TriggerKind::Schedule)
+    {
         job_annotations
             .get_or_insert_with(Default::default)
             .insert(annotations::SCHEDULED_TIMESTAMP.to_string(), at.to_string());
@@ -133,7 +230,240 @@ pub(crate) fn build_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::UpstreamKind;
+    use crate::engine::fixtures;
     use proptest::prelude::*;
+
+    /// A Sync whose template has an init container and a container that sets `SYNCSEQ_STEP`
+    /// and a variable of its own.
+    fn sync_with_env() -> Sync {
+        let mut sync = fixtures::sync("accounts");
+        sync.spec.job_template = serde_json::from_value(serde_json::json!({
+            "spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "initContainers": [{"name": "wait", "image": "x"}],
+                "containers": [{"name": "s", "image": "x", "env": [
+                    {"name": "WAREHOUSE", "value": "prod"},
+                    {"name": "SYNCSEQ_STEP", "value": "mine"},
+                ]}],
+            }}}
+        }))
+        .unwrap();
+        sync
+    }
+
+    fn owner(kind: &str, name: &str) -> JobOwner {
+        JobOwner {
+            api_version: "syncseq.dev/v1alpha1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u1".into(),
+            namespace: "revops".into(),
+        }
+    }
+
+    fn identity(step: &str) -> JobIdentity {
+        JobIdentity {
+            name: "crm-7-accounts-2-abcd".into(),
+            run: 7,
+            step: step.into(),
+            sync: "accounts".into(),
+            attempt: 2,
+        }
+    }
+
+    /// Each container's `env` as (name, value), init containers first.
+    fn envs(job: &Job) -> Vec<(String, Vec<(String, String)>)> {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = pod.clone();
+        pod.init_containers
+            .into_iter()
+            .flatten()
+            .chain(pod.containers)
+            .map(|c| {
+                let env = c.env.unwrap_or_default().into_iter();
+                let env = env.map(|e| (e.name, e.value.unwrap_or_default()));
+                (c.name, env.collect())
+            })
+            .collect()
+    }
+
+    fn scheduled_annotation(job: &Job) -> Option<String> {
+        let annotations = job.metadata.annotations.as_ref()?;
+        annotations.get(annotations::SCHEDULED_TIMESTAMP).cloned()
+    }
+
+    #[test]
+    fn every_container_gets_the_run_context_and_the_templates_own_variables_win() {
+        let hourly = (
+            Schedule::parse("0 * * * *").unwrap(),
+            TimeZone::get("Europe/Berlin").unwrap(),
+        );
+        let at: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let from_dbt = UpstreamRun {
+            kind: UpstreamKind::WebhookReceiver,
+            name: "dbt-cloud".into(),
+            run: "70403\u{1b}[2J104".into(),
+        };
+        let from_seq = UpstreamRun {
+            kind: UpstreamKind::SyncSequence,
+            name: "warehouse".into(),
+            run: "12".into(),
+        };
+        let facts = |trigger, scheduled, upstream| RunFacts {
+            trigger,
+            scheduled,
+            upstream,
+            schedule: Some(&hourly),
+        };
+        // (case, facts, the variables after RUN, STEP and ATTEMPT, has the fire time annotation)
+        type Case<'a> = (&'a str, RunFacts<'a>, Vec<(&'a str, &'a str)>, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "scheduled",
+                facts(TriggerKind::Schedule, Some(at), None),
+                vec![
+                    ("SYNCSEQ_TRIGGER", "Schedule"),
+                    ("SYNCSEQ_SCHEDULED_TIME", "2026-12-07T10:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_START", "2026-12-07T09:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_END", "2026-12-07T10:00:00Z"),
+                ],
+                true,
+            ),
+            (
+                "manual",
+                facts(TriggerKind::Manual, None, None),
+                vec![("SYNCSEQ_TRIGGER", "Manual")],
+                false,
+            ),
+            (
+                "after a sequence",
+                facts(TriggerKind::Upstream, None, Some(&from_seq)),
+                vec![
+                    ("SYNCSEQ_TRIGGER", "Upstream"),
+                    ("SYNCSEQ_UPSTREAM", "SyncSequence/warehouse/12"),
+                ],
+                false,
+            ),
+            (
+                "after a delivery, whose id the sender wrote",
+                facts(TriggerKind::Upstream, None, Some(&from_dbt)),
+                vec![
+                    ("SYNCSEQ_TRIGGER", "Upstream"),
+                    ("SYNCSEQ_UPSTREAM", "WebhookReceiver/dbt-cloud/70403[2J104"),
+                ],
+                false,
+            ),
+            (
+                "a retry of a scheduled run: its window, no fire time annotation",
+                facts(TriggerKind::Retry, Some(at), None),
+                vec![
+                    ("SYNCSEQ_TRIGGER", "Retry"),
+                    ("SYNCSEQ_SCHEDULED_TIME", "2026-12-07T10:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_START", "2026-12-07T09:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_END", "2026-12-07T10:00:00Z"),
+                ],
+                false,
+            ),
+            (
+                "scheduled, the schedule now invalid: no start",
+                RunFacts {
+                    schedule: None,
+                    ..facts(TriggerKind::Schedule, Some(at), None)
+                },
+                vec![
+                    ("SYNCSEQ_TRIGGER", "Schedule"),
+                    ("SYNCSEQ_SCHEDULED_TIME", "2026-12-07T10:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_END", "2026-12-07T10:00:00Z"),
+                ],
+                true,
+            ),
+        ];
+        for (case, facts, rest, annotated) in cases {
+            let job = build_job(
+                &owner("SyncSequence", "crm"),
+                &identity("accounts"),
+                &sync_with_env(),
+                None,
+                &facts,
+            );
+            let mut context = vec![
+                ("SYNCSEQ_RUN", "7"),
+                ("SYNCSEQ_STEP", "accounts"),
+                ("SYNCSEQ_ATTEMPT", "2"),
+            ];
+            context.extend(rest);
+            let owned = |vars: &[(&str, &str)]| -> Vec<(String, String)> {
+                vars.iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect()
+            };
+            let mut in_container: Vec<(&str, &str)> = context
+                .iter()
+                .copied()
+                .filter(|(n, _)| *n != "SYNCSEQ_STEP")
+                .collect();
+            in_container.extend([("WAREHOUSE", "prod"), ("SYNCSEQ_STEP", "mine")]);
+            assert_eq!(
+                envs(&job),
+                vec![
+                    ("wait".to_string(), owned(&context)),
+                    ("s".to_string(), owned(&in_container)),
+                ],
+                "{case}"
+            );
+            assert_eq!(
+                scheduled_annotation(&job).is_some(),
+                annotated,
+                "{case}: the fire time annotation"
+            );
+        }
+    }
+
+    #[test]
+    fn a_syncs_own_run_names_the_sync_as_its_step() {
+        let job = build_job(
+            &owner("Sync", "accounts-nightly"),
+            &identity("run"),
+            &fixtures::sync("accounts-nightly"),
+            None,
+            &RunFacts {
+                trigger: TriggerKind::Manual,
+                scheduled: None,
+                upstream: None,
+                schedule: None,
+            },
+        );
+        let env = &envs(&job)[0].1;
+        assert!(
+            env.contains(&("SYNCSEQ_STEP".into(), "accounts-nightly".into())),
+            "{env:?}"
+        );
+        assert_eq!(job.metadata.labels.as_ref().unwrap()[labels::STEP], "run");
+    }
+
+    #[test]
+    fn the_trigger_variable_spells_the_kind_as_status_does() {
+        for kind in [
+            TriggerKind::Schedule,
+            TriggerKind::Manual,
+            TriggerKind::Upstream,
+            TriggerKind::Retry,
+        ] {
+            let facts = RunFacts {
+                trigger: kind,
+                scheduled: None,
+                upstream: None,
+                schedule: None,
+            };
+            let vars = run_context(&owner("SyncSequence", "crm"), &identity("a"), &facts);
+            let trigger = vars.iter().find(|v| v.name == env::TRIGGER).unwrap();
+            assert_eq!(
+                serde_json::json!(trigger.value.as_deref().unwrap()),
+                serde_json::to_value(kind).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn short_names_are_readable() {

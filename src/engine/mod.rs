@@ -34,7 +34,7 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
-pub(crate) use job::{JobIdentity, JobOwner, build_job, job_name};
+pub(crate) use job::{JobIdentity, JobOwner, RunFacts, build_job, job_name};
 pub(crate) use result::{
     JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, pod_result,
 };

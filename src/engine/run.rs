@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -11,11 +12,12 @@ use super::graph;
 use super::reasons::{self, CREATE_REFUSED, JOB_DELETED};
 use super::{
     Action, Event, Holder, JobIdentity, JobOutcome, JobOwner, JobView, POD_RESULT_GRACE, Report,
-    build_job, earliest, job_name,
+    RunFacts, build_job, earliest, job_name,
 };
 use crate::api::{
     AttemptFailure, FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus, Sync,
 };
+use crate::schedule::Schedule;
 
 /// What advancing a run looks at besides the run itself.
 pub(super) struct RunContext<'a> {
@@ -32,6 +34,8 @@ pub(super) struct RunContext<'a> {
     pub max_parallel: Option<usize>,
     /// `spec.failFast`: after a Stop failure, start nothing new.
     pub fail_fast: bool,
+    /// The schedule, when the spec has a valid one: its Jobs' data intervals come from it.
+    pub schedule: Option<&'a (Schedule, TimeZone)>,
     pub now: Timestamp,
 }
 
@@ -427,17 +431,22 @@ fn step_progress(
 ) -> Progress {
     let now = ctx.now;
     let run_id = run.id;
-    let scheduled = run.scheduled_time.as_ref().map(|t| t.0);
+    let facts = RunFacts {
+        trigger: run.trigger,
+        scheduled: run.scheduled_time.as_ref().map(|t| t.0),
+        upstream: run.upstream.as_ref(),
+        schedule: ctx.schedule,
+    };
     let step = &mut run.steps[i];
     if step.attempts == 0 {
-        return try_start(run_id, scheduled, step, spec, 1, ctx, pass, actions);
+        return try_start(run_id, &facts, step, spec, 1, ctx, pass, actions);
     }
     let attempt = step.attempts;
     let ended = match attempt_state(run_id, step, ctx, actions) {
         Attempt::NotCreated => {
             // Status records the attempt but its Job was never seen: the controller stopped
             // between writing status and creating the Job. Creating it (same name) is safe.
-            return try_start(run_id, scheduled, step, spec, attempt, ctx, pass, actions);
+            return try_start(run_id, &facts, step, spec, attempt, ctx, pass, actions);
         }
         Attempt::Running => {
             step.phase = StepPhase::Running;
@@ -493,7 +502,7 @@ fn step_progress(
         }
         return try_start(
             run_id,
-            scheduled,
+            &facts,
             step,
             spec,
             attempt.saturating_add(1),
@@ -675,7 +684,7 @@ fn succeeded(
 #[allow(clippy::too_many_arguments)]
 fn try_start(
     run_id: i64,
-    scheduled: Option<Timestamp>,
+    facts: &RunFacts,
     step: &mut StepStatus,
     spec: &Step,
     attempt: i32,
@@ -757,7 +766,7 @@ fn try_start(
         &id,
         sync,
         spec.timeout_seconds,
-        scheduled,
+        facts,
     ))));
     if step.attempts != attempt || step.phase != StepPhase::Running {
         actions.push(Action::Event(Event {

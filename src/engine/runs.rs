@@ -115,6 +115,7 @@ pub(super) fn drive<S: Clone>(
         )),
         None => None,
     };
+    let parsed = triggers::parse_schedule(runner.scheduling);
     let ctx = RunContext {
         owner: &runner.owner,
         steps: runner.steps,
@@ -123,9 +124,9 @@ pub(super) fn drive<S: Clone>(
         holders: cluster.holders,
         max_parallel: runner.max_parallel,
         fail_fast: runner.fail_fast,
+        schedule: parsed.parsed.as_ref(),
         now,
     };
-    let parsed = triggers::parse_schedule(runner.scheduling);
     let mut archived = None;
 
     if triggers::cancel_requested(runner.meta, &mut book.last_handled_cancel_at) {
@@ -453,6 +454,11 @@ fn start_run(
     let id = book.last_run_number.unwrap_or(0).saturating_add(1);
     book.last_run_number = Some(id);
     let mut run = new_run(id, runner.steps, &trigger, ctx.now);
+    if let Some(base) = &base {
+        // A retry re-syncs what the retried run was for: its Jobs get that run's fire time,
+        // and so its data interval.
+        run.scheduled_time = base.scheduled_time.clone();
+    }
     let reused = base.map(|base| reuse(&mut run, &base)).unwrap_or_default();
     let what = match (from_queue, trigger.scheduled) {
         (true, _) => format!(

@@ -16,8 +16,11 @@
 //! every realistic outage, and beyond that the most recent element is found by
 //! bisection on `Next`, which needs about 40 evaluations for any span jiff can
 //! represent. `@every` chains are arithmetic and are computed in O(1).
+//!
+//! [`previous_before`] is the same search looking back: robfig has no `Prev`, so the fire
+//! time before an instant is found with `Next` alone.
 
-use jiff::{Timestamp, tz::TimeZone};
+use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 
 use super::{Kind, Schedule, every::Every, gotime};
 
@@ -78,6 +81,59 @@ pub(crate) fn due(
         missed: scan.count,
         missed_past_deadline,
         next: scan.next,
+    }
+}
+
+/// How far back [`previous_before`] looks, in days, one window after the other: an hourly or
+/// daily schedule is found in the first, a monthly one in the second, a yearly one in the
+/// third, `0 0 29 2 *` in the fourth, and in the last across 2100, which is no leap year
+/// (2096 to 2104).
+const LOOK_BACK_DAYS: [i64; 5] = [1, 32, 367, 5 * 366, 8 * 366 + 1];
+
+/// How many fire times [`previous_before`] walks past the bisection's answer at most.
+const PREVIOUS_WALK_CAP: usize = 100_000;
+
+/// The latest fire time strictly before `before`, by the schedule's own maths: the start of
+/// the data interval that ends at `before` (Airflow's `data_interval_start`). None when the
+/// schedule fires nothing in the eight years before it.
+///
+/// An `@every d` chain has no wall-clock anchor (it runs from wherever it started), so its
+/// fire before a fire time `t` is `t - d` (`Next(t - d)` is `t`). A cron's fire times
+/// are the values `Next` takes; the latest one before `before` is found by bisection on
+/// `Next` (as [`due`] finds the most recent one) inside the smallest window of
+/// [`LOOK_BACK_DAYS`] that holds one, about 30 evaluations for any of them.
+pub(super) fn previous_before(
+    schedule: &Schedule,
+    tz: &TimeZone,
+    before: Timestamp,
+) -> Option<Timestamp> {
+    match &schedule.kind {
+        Kind::Every(every) => {
+            gotime::timestamp(gotime::floor_second(before).checked_sub(every.seconds())?)
+        }
+        Kind::Cron(spec) => {
+            let next = |t: Timestamp| spec.next(t, tz);
+            // Fire times are whole seconds: one strictly before `before` is at most this.
+            let last = before.checked_sub(SignedDuration::from_nanos(1)).ok()?;
+            LOOK_BACK_DAYS.iter().find_map(|days| {
+                let from = before
+                    .checked_sub(SignedDuration::from_hours(days * 24))
+                    .ok()?;
+                let known = next(from).filter(|f| *f <= last)?;
+                let mut found = most_recent(&next, known, last);
+                // Where clocks change at midnight robfig's `Next` is not monotonic (its day
+                // nudge, see cron.rs), and the bisection can stop at a fire time with more
+                // after it: the chain from there is walked to the last one, as far as a
+                // bound (it normally takes no step at all).
+                for _ in 0..PREVIOUS_WALK_CAP {
+                    match next(found).filter(|f| *f <= last) {
+                        Some(f) => found = f,
+                        None => break,
+                    }
+                }
+                Some(found)
+            })
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //!   (`TZ=`/`CRON_TZ=` prefixes included: they are refused, the zone goes in
 //!   `spec.timeZone`).
 //! * [`Schedule::next_after`] is robfig's `Next`.
+//! * [`Schedule::previous_before`] is the `Prev` robfig lacks, found with `Next`.
 //! * [`parse_time_zone`] is `spec.timeZone` validation.
 //! * [`due`] is `mostRecentScheduleTime` + `startingDeadlineSeconds`.
 //! * [`preview`] lists upcoming fire times.
@@ -123,6 +124,13 @@ impl Schedule {
             Kind::Cron(spec) => spec.next(after, tz),
             Kind::Every(every) => every.next(after),
         }
+    }
+
+    /// The latest fire time strictly before `before`, evaluated in `tz`: the start of the
+    /// data interval a run for fire time `before` covers. None if nothing fires in the eight
+    /// years before it (see `due::previous_before`).
+    pub(crate) fn previous_before(&self, before: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        due::previous_before(self, tz, before)
     }
 
     /// For `@every` schedules, the interval (whole seconds, at least one): what the tests check

@@ -1,6 +1,6 @@
-//! Property tests: ordering and interval invariants, `due` against a naive walk, two
-//! independent oracles for the wall-clock matching (croner in UTC, and a minute-by-
-//! minute scan in DST zones), and "parsing never panics".
+//! Property tests: ordering and interval invariants, `due` against a naive walk, the
+//! previous fire time against `Next`, two independent oracles for the wall-clock matching
+//! (croner in UTC, and a minute-by-minute scan in DST zones), and "parsing never panics".
 
 use std::cmp::Ordering;
 
@@ -271,6 +271,50 @@ proptest! {
         prop_assert!(after > now);
         prop_assert_eq!(d.next, Some(after));
         prop_assert!((1..=MISSED_COUNT_CAP).contains(&d.missed));
+    }
+
+    /// The previous fire of a fire time `t` is before it, and `Next` of it is `t` again: the
+    /// data intervals of consecutive runs meet, with no fire time inside one. (Every schedule
+    /// here that fires at all fires within eight years, and these `t` are far from 2100.)
+    /// Plain zones only: where clocks change at midnight, robfig's chain can step over a time
+    /// its `Next` answers from elsewhere (the day nudge in cron.rs), so no fire time leads to
+    /// it; the next property covers those zones.
+    #[test]
+    fn previous_fire_is_the_one_next_steps_over(
+        expr in arb_schedule_text(),
+        (_, tz) in arb_zone(PLAIN_ZONES),
+        from in arb_instant(),
+    ) {
+        let schedule = Schedule::parse(&expr).unwrap();
+        let Some(t) = schedule.next_after(from, &tz) else {
+            return Ok(());
+        };
+        let previous = schedule.previous_before(t, &tz);
+        let p = previous.expect("a schedule that fires fires within eight years");
+        prop_assert!(p < t, "{} is not before {}", p, t);
+        prop_assert_eq!(schedule.next_after(p, &tz), Some(t), "{} in {:?}", expr, tz);
+    }
+
+    /// For any instant, no fire time lies between its previous fire time and it. Where clocks
+    /// change at midnight, robfig's `Next` can answer a time that `Next` of the second before
+    /// does not (its day nudge, see cron.rs), so only the plain zones check that the previous
+    /// fire time is what `Next` of the second before it gives.
+    #[test]
+    fn no_fire_time_between_the_previous_and_any_instant(
+        expr in arb_cron_expr(),
+        (name, tz) in arb_zone(ALL_ZONES),
+        at in arb_instant(),
+    ) {
+        let schedule = Schedule::parse(&expr).unwrap();
+        if let Some(p) = schedule.previous_before(at, &tz) {
+            prop_assert!(p < at);
+            if PLAIN_ZONES.contains(&name) {
+                let second_before = p - SignedDuration::from_secs(1);
+                prop_assert_eq!(schedule.next_after(second_before, &tz), Some(p));
+            }
+            let next = schedule.next_after(p, &tz);
+            prop_assert!(next.is_none_or(|n| n >= at), "{} fires at {:?}, before {}", expr, next, at);
+        }
     }
 }
 

@@ -1639,3 +1639,127 @@ fn due_every_is_anchored_at_earliest() {
     );
     assert_eq!(d.run_for, Some(ts("2027-01-01T00:00:10Z")));
 }
+
+// ---------------------------------------------------------------------------------
+// previous_before(): the start of a run's data interval. Expected values are from the
+// calendar (and, for DST, the zone's published transitions).
+// ---------------------------------------------------------------------------------
+
+/// (expression, zone, before, expected latest fire time strictly before it, or `None`).
+type PreviousCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+);
+
+#[test]
+fn previous_before_looks_back_as_far_as_the_schedule_needs() {
+    let cases: &[PreviousCase] = &[
+        // Strictly before: a fire time's previous is the one before it.
+        (
+            "0 * * * *",
+            "",
+            "2026-12-07T10:00:00Z",
+            Some("2026-12-07T09:00:00Z"),
+        ),
+        (
+            "0 * * * *",
+            "",
+            "2026-12-07T10:00:00.5Z",
+            Some("2026-12-07T10:00:00Z"),
+        ),
+        (
+            "0 * * * *",
+            "",
+            "2026-12-07T09:59:59Z",
+            Some("2026-12-07T09:00:00Z"),
+        ),
+        (
+            "*/15 9-17 * * 1-5",
+            "",
+            "2026-12-07T09:00:00Z",
+            Some("2026-12-04T17:45:00Z"),
+        ),
+        // Monday 2026-12-07 09:00 in Berlin is 08:00Z; the Friday before, 08:00Z too.
+        (
+            "0 9 * * 1-5",
+            BERLIN,
+            "2026-12-07T08:00:00Z",
+            Some("2026-12-04T08:00:00Z"),
+        ),
+        // Across the spring-forward: 06:00 on 29 March 2026 is CEST (04:00Z), the day before
+        // CET (05:00Z), 23 hours earlier.
+        (
+            "0 6 * * *",
+            BERLIN,
+            "2026-03-29T04:00:00Z",
+            Some("2026-03-28T05:00:00Z"),
+        ),
+        (
+            "@monthly",
+            "",
+            "2026-03-01T00:00:00Z",
+            Some("2026-02-01T00:00:00Z"),
+        ),
+        (
+            "@yearly",
+            "",
+            "2027-01-01T00:00:00Z",
+            Some("2026-01-01T00:00:00Z"),
+        ),
+        (
+            "0 0 29 2 *",
+            "",
+            "2028-02-29T00:00:00Z",
+            Some("2024-02-29T00:00:00Z"),
+        ),
+        // 2100 is no leap year: eight years back to 2096.
+        (
+            "0 0 29 2 *",
+            "",
+            "2104-02-29T00:00:00Z",
+            Some("2096-02-29T00:00:00Z"),
+        ),
+        // Never fires at all: nothing before.
+        ("0 0 30 2 *", "", "2026-12-07T10:00:00Z", None),
+        // `@every` has no wall-clock anchor: one period back.
+        (
+            "@every 90m",
+            "",
+            "2026-12-07T10:00:00Z",
+            Some("2026-12-07T08:30:00Z"),
+        ),
+        (
+            "@every 1s",
+            "",
+            "2026-12-07T10:00:00Z",
+            Some("2026-12-07T09:59:59Z"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for &(expr, tz, before, want) in cases {
+        let got = Schedule::parse(expr)
+            .unwrap()
+            .previous_before(ts(before), &zone(tz));
+        if got != want.map(ts) {
+            failures.push(format!(
+                "{expr:?} in {tz:?} before {before}: want {want:?}, got {got:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn previous_before_at_the_edges_of_time_is_none_not_a_panic() {
+    for expr in ["0 * * * *", "@every 1h", "0 0 29 2 *"] {
+        let s = Schedule::parse(expr).unwrap();
+        assert_eq!(
+            s.previous_before(Timestamp::MIN, &TimeZone::UTC),
+            None,
+            "{expr}"
+        );
+        let _ = s.previous_before(Timestamp::MAX, &TimeZone::UTC);
+    }
+}

@@ -21,6 +21,7 @@ mod graph;
 mod operations;
 mod plugin;
 mod receivers;
+mod run_context;
 mod schedules;
 mod sequence_run;
 mod standalone_sync;

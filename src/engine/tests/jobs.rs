@@ -1,12 +1,14 @@
 //! The Jobs themselves: a lost create redone, a vanished or refused Job, a Job the status
 //! does not know adopted, a run's Job across a change of the name's recipe, history and its
-//! Jobs cut, what a Job carries.
+//! Jobs cut, what a Job carries (the run context in its containers too).
+
+use std::collections::BTreeMap;
 
 use jiff::SignedDuration;
 
 use super::crm;
 use crate::api::*;
-use crate::engine::fixtures::{World, creates, deletes, sequence, step};
+use crate::engine::fixtures::{Apply, Object, World, creates, deletes, sequence, step, t0};
 use crate::engine::*;
 
 #[test]
@@ -325,5 +327,74 @@ fn jobs_carry_labels_owner_and_timeout() {
             .as_ref()
             .unwrap()["syncseq.dev/sequence"],
         "crm"
+    );
+}
+
+/// The run context of the Job a plan creates (the first one), by name.
+fn run_context(plan: &Plan) -> BTreeMap<String, String> {
+    let job = plan
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateJob(job) => Some(job),
+            _ => None,
+        })
+        .expect("a Job created");
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with("SYNCSEQ_"))
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn a_scheduled_runs_jobs_carry_its_window_and_a_retry_of_it_the_same() {
+    let mut w = crm();
+    w.seq.spec.scheduling.schedule = Some("*/5 * * * *".into());
+    w.now = t0() + SignedDuration::from_mins(5) + SignedDuration::from_secs(2);
+    let plan = w.plan();
+    let window = [
+        ("SYNCSEQ_SCHEDULED_TIME", "2026-01-05T10:05:00Z"),
+        ("SYNCSEQ_INTERVAL_START", "2026-01-05T10:00:00Z"),
+        ("SYNCSEQ_INTERVAL_END", "2026-01-05T10:05:00Z"),
+    ];
+    let want = |trigger: &str, step: &str, attempt: &str| -> BTreeMap<String, String> {
+        [
+            ("SYNCSEQ_RUN", if trigger == "Retry" { "2" } else { "1" }),
+            ("SYNCSEQ_STEP", step),
+            ("SYNCSEQ_ATTEMPT", attempt),
+            ("SYNCSEQ_TRIGGER", trigger),
+        ]
+        .into_iter()
+        .chain(window)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+    };
+    assert_eq!(run_context(&plan), want("Schedule", "accounts", "1"));
+    w.apply(&Object::Sequence, &plan, Apply::ALL);
+    w.succeed(10, 0);
+    // The next step starts a minute later, and still gets the run's window.
+    w.now += SignedDuration::from_mins(1);
+    let plan = w.plan();
+    assert_eq!(run_context(&plan), want("Schedule", "workspaces", "1"));
+    w.apply(&Object::Sequence, &plan, Apply::ALL);
+    w.fail("destination down");
+    w.reconcile();
+    assert_eq!(w.last_run().phase, RunPhase::Failed);
+
+    // Retried before the next fire: the retry re-syncs 10:00 to 10:05.
+    w.annotate(annotations::RETRY_REQUESTED_AT, "r1");
+    let plan = w.plan();
+    assert_eq!(run_context(&plan), want("Retry", "workspaces", "1"));
+    let run = plan.status.book.current_run.as_ref().unwrap();
+    assert_eq!(
+        run.scheduled_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-01-05T10:05:00Z")
     );
 }
