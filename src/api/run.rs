@@ -258,6 +258,10 @@ pub struct RunSummary {
     /// The upstream run that started it, when something upstream did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamRun>,
+    /// The schedule time the run was for (see `RunStatus.scheduledTime`): a retry of it
+    /// re-syncs that data interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<Time>,
     /// For a `Retry` run: the run it retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<i64>,

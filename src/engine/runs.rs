@@ -481,6 +481,7 @@ fn start_run(
 /// What a retry reuses: the steps that succeeded in run `id`.
 struct RetryBase {
     id: i64,
+    scheduled_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     succeeded: Vec<StepStatus>,
 }
 
@@ -526,7 +527,11 @@ fn retry_base(
             .filter(|s| s.phase == StepPhase::Succeeded)
             .cloned()
             .collect();
-        return Ok(RetryBase { id, succeeded });
+        return Ok(RetryBase {
+            id,
+            scheduled_time: run.scheduled_time.clone(),
+            succeeded,
+        });
     }
     let Some(summary) = book.runs.iter().find(|r| r.id == id) else {
         if book.current_run.as_ref().is_some_and(|r| r.id == id) {
@@ -565,7 +570,11 @@ fn retry_base(
             ..StepStatus::pending(&s.name, &s.sync)
         })
         .collect();
-    Ok(RetryBase { id, succeeded })
+    Ok(RetryBase {
+        id,
+        scheduled_time: summary.scheduled_time.clone(),
+        succeeded,
+    })
 }
 
 /// Copies into a new run the steps that succeeded in `base`, as reused; returns their names.
@@ -639,6 +648,7 @@ fn summarize(run: &RunStatus, retries: bool) -> RunSummary {
     RunSummary {
         id: run.id,
         trigger: run.trigger,
+        scheduled_time: run.scheduled_time.clone(),
         upstream: run.upstream.clone(),
         retry_of: run.retry_of,
         phase: run.phase,

@@ -258,6 +258,7 @@ mod tests {
         let book = RunBook {
             runs: vec![RunSummary {
                 id: 7,
+                scheduled_time: None,
                 trigger: TriggerKind::Schedule,
                 upstream: None,
                 retry_of: None,

@@ -468,6 +468,7 @@ mod tests {
     fn summary(id: i64, failed_step: Option<&str>) -> RunSummary {
         RunSummary {
             id,
+            scheduled_time: None,
             trigger: TriggerKind::Schedule,
             retry_of: None,
             upstream: None,

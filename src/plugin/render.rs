@@ -926,6 +926,7 @@ mod tests {
                     runs: vec![
                         RunSummary {
                             id: 3,
+                            scheduled_time: None,
                             trigger: TriggerKind::Schedule,
                             retry_of: None,
                             upstream: None,
@@ -938,6 +939,7 @@ mod tests {
                         },
                         RunSummary {
                             id: 2,
+                            scheduled_time: None,
                             trigger: TriggerKind::Manual,
                             retry_of: None,
                             upstream: None,

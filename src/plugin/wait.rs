@@ -260,6 +260,7 @@ mod tests {
     fn summary(r: &RunStatus) -> RunSummary {
         RunSummary {
             id: r.id,
+            scheduled_time: None,
             trigger: r.trigger,
             retry_of: None,
             upstream: None,

@@ -397,4 +397,29 @@ fn a_scheduled_runs_jobs_carry_its_window_and_a_retry_of_it_the_same() {
             .as_deref(),
         Some("2026-01-05T10:05:00Z")
     );
+
+    // Run 2 fails too; run 1, now in the history only, keeps its fire time there, and a
+    // retry of it still re-syncs its window.
+    w.apply(&Object::Sequence, &plan, Apply::ALL);
+    w.fail("destination still down");
+    w.reconcile();
+    assert_eq!(w.last_run().id, 2);
+    w.annotate(annotations::RETRY_RUN, "1");
+    w.annotate(annotations::RETRY_REQUESTED_AT, "r2");
+    let plan = w.plan();
+    let run = plan.status.book.current_run.as_ref().unwrap();
+    assert_eq!((run.id, run.retry_of), (3, Some(1)));
+    assert_eq!(
+        run_context(&plan)
+            .get("SYNCSEQ_INTERVAL_START")
+            .map(String::as_str),
+        Some("2026-01-05T10:00:00Z")
+    );
+    assert_eq!(
+        run.scheduled_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-01-05T10:05:00Z")
+    );
 }

@@ -357,6 +357,7 @@ mod tests {
     fn summary(id: i64, phase: RunPhase, start: &str, end: &str) -> RunSummary {
         RunSummary {
             id,
+            scheduled_time: None,
             trigger: TriggerKind::Manual,
             upstream: None,
             retry_of: None,
