@@ -85,14 +85,28 @@ pub async fn wait_for_object<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let watched = await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&cond));
-    match tokio::time::timeout(deadline, watched).await {
-        Ok(Ok(Some(obj))) => obj,
-        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
-        Ok(Err(e)) => panic!("watch failed while waiting for {what}: {e}"),
-        Err(_) => {
-            let current = api.get_opt(name).await.ok().flatten();
-            panic!("timed out after {deadline:?} waiting for {what}; {name} is now: {current:#?}")
+    let cond = std::sync::Arc::new(cond);
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let cond = cond.clone();
+        let watched = await_condition(api.clone(), name, move |o: Option<&K>| {
+            o.is_some_and(&*cond)
+        });
+        match tokio::time::timeout_at(until, watched).await {
+            Ok(Ok(Some(obj))) => return obj,
+            Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
+            // A watch the API server ends (`410 Expired` after a compaction, a dropped
+            // connection) is what clients of a real cluster see: start it again, with a
+            // fresh read, until the deadline.
+            Ok(Err(e)) => {
+                eprintln!("watch of {name} ended while waiting for {what} ({e}); watching again")
+            }
+            Err(_) => {
+                let current = api.get_opt(name).await.ok().flatten();
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}; {name} is now: {current:#?}"
+                )
+            }
         }
     }
 }
