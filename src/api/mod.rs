@@ -74,6 +74,9 @@ pub mod annotations {
     pub const RETRY_RUN: &str = "syncseq.dev/retryRun";
     /// Any new value cancels the run in progress, if any.
     pub const CANCEL_REQUESTED_AT: &str = "syncseq.dev/cancelRequestedAt";
+    /// Any new value restarts a schedule that `spec.stopScheduleAfterFailures` stopped, and
+    /// starts its count of failed runs again from zero (`kubectl syncseq resume` sets it).
+    pub const RESUME_SCHEDULE_REQUESTED_AT: &str = "syncseq.dev/resumeScheduleRequestedAt";
     /// On a Job of a run the schedule started: the fire time it is for (RFC 3339), as the
     /// CronJob controller writes `batch.kubernetes.io/cronjob-scheduled-timestamp`.
     pub const SCHEDULED_TIMESTAMP: &str = "syncseq.dev/scheduled-timestamp";

@@ -45,6 +45,15 @@ pub struct ScheduleSpec {
     /// docs/upstream.md). Cycles (A after B after A) are refused: the object is `Stalled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<super::AfterSpec>,
+
+    /// Stop the schedule after this many failed runs in a row (runs of any trigger count, and
+    /// a run that succeeds, with or without errors, ends the streak; a cancelled run neither
+    /// counts nor ends it). Only the schedule stops: requests, retries and upstreams still
+    /// start runs. The `ScheduleStopped` condition says so; a run that succeeds or `kubectl
+    /// syncseq resume` restarts it, at its next fire time. Unset: the schedule never stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub stop_schedule_after_failures: Option<i32>,
 }
 
 /// Schedule bookkeeping in the status of either kind (flattened into it).
@@ -63,6 +72,10 @@ pub struct ScheduleStatus {
     /// Scheduled times that were not run because they were past `startingDeadlineSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed_schedules: Option<i64>,
+    /// When the schedule last restarted after `stopScheduleAfterFailures` stopped it: the
+    /// times it would have fired before then are not made up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_restart_time: Option<Time>,
 }
 
 /// Run bookkeeping in the status of either kind (flattened into it).
@@ -103,6 +116,25 @@ pub struct RunBook {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
     pub upstreams: Vec<UpstreamStatus>,
+    /// The failed runs in a row that `spec.stopScheduleAfterFailures` counts (kept while it is
+    /// set; unset after a run that succeeds, or a resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_streak: Option<FailureStreak>,
+    /// The value of the `syncseq.dev/resumeScheduleRequestedAt` annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_resume_at: Option<String>,
+}
+
+/// Failed runs in a row, for `spec.stopScheduleAfterFailures`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureStreak {
+    /// How many runs in a row failed.
+    pub count: i64,
+    /// The newest of them, oldest first (at most 10): the runs the condition names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub runs: Vec<i64>,
 }
 
 /// An attempt that ended without a Job to read its result from.

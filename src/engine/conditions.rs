@@ -1,7 +1,8 @@
 //! kstatus-style conditions, so Flux, Argo CD and `kubectl wait` understand the resource.
 //!
-//! `Ready`, `Reconciling` and `Stalled` describe the spec's health; `Running` and
-//! `LastRunSucceeded` describe data runs, which must not block a GitOps deploy.
+//! `Ready`, `Reconciling` and `Stalled` describe the spec's health; `Running`,
+//! `LastRunSucceeded` and `ScheduleStopped` describe data runs, which must not block a GitOps
+//! deploy (a schedule that failed runs stopped is not a spec that cannot work: not `Stalled`).
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -14,6 +15,7 @@ pub(crate) const STALLED: &str = "Stalled";
 pub(crate) const RUNNING: &str = "Running";
 pub(crate) const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
 pub(crate) const STATUS_RECOVERED: &str = "StatusRecovered";
+pub(crate) const SCHEDULE_STOPPED: &str = "ScheduleStopped";
 
 /// One condition's desired state.
 pub(crate) struct Desired<'a> {
@@ -277,4 +279,42 @@ pub(crate) fn set_recovered(
         None if run_finished => conditions.retain(|c| c.type_ != STATUS_RECOVERED),
         None => {}
     }
+}
+
+/// `ScheduleStopped`, present while `spec.stopScheduleAfterFailures` is set (`stop`: whether
+/// failed runs in a row stopped the schedule, and the message). True with a Warning Event once,
+/// when it becomes so; absent once the field is unset.
+pub(crate) fn set_schedule_stopped(
+    conditions: &mut Vec<Condition>,
+    stop: Option<(bool, String)>,
+    generation: Option<i64>,
+    now: Timestamp,
+    actions: &mut Vec<super::Action>,
+) {
+    let Some((stopped, message)) = stop else {
+        conditions.retain(|c| c.type_ != SCHEDULE_STOPPED);
+        return;
+    };
+    if stopped && !is_true(conditions, SCHEDULE_STOPPED) {
+        actions.push(super::Event::warning(
+            reasons::CONSECUTIVE_FAILURES,
+            "StopSchedule",
+            message.clone(),
+        ));
+    }
+    let reason = match stopped {
+        true => reasons::CONSECUTIVE_FAILURES,
+        false => reasons::BELOW_FAILURE_LIMIT,
+    };
+    set(
+        conditions,
+        Desired {
+            type_: SCHEDULE_STOPPED,
+            status: stopped,
+            reason,
+            message,
+        },
+        generation,
+        now,
+    );
 }

@@ -29,6 +29,9 @@ pub(crate) const CANCEL_IGNORED: &str = "CancelIgnored";
 pub(crate) const MISSED_SCHEDULE: &str = "MissedSchedule";
 /// Warning: several scheduled times were missed; one run starts for the most recent.
 pub(crate) const MISSED_SCHEDULES: &str = "MissedSchedules";
+/// Warning when failed runs in a row stop the schedule (`stopScheduleAfterFailures`); also
+/// `ScheduleStopped=True`.
+pub(crate) const CONSECUTIVE_FAILURES: &str = "ConsecutiveFailures";
 /// Normal: a step's attempt created its Job (recorded only once the create succeeded).
 pub(crate) const STEP_STARTED: &str = "StepStarted";
 /// Normal: a step's Job succeeded (within its rejected-rows limit).
@@ -101,6 +104,8 @@ pub(crate) const CANCELLED: &str = "Cancelled";
 pub(crate) const RUNNING: &str = "Running";
 /// `LastRunSucceeded=Unknown`: no run has finished yet.
 pub(crate) const NO_RUN_YET: &str = "NoRunYet";
+/// `ScheduleStopped=False`: fewer failed runs in a row than `stopScheduleAfterFailures`.
+pub(crate) const BELOW_FAILURE_LIMIT: &str = "BelowFailureLimit";
 /// `AlertsDelivered=True`: every alert's last notification was delivered.
 pub(crate) const DELIVERED: &str = "Delivered";
 /// `AlertsDelivered=False`, and a WebhookReceiver's `Ready=False`: the Secret does not exist.
@@ -158,6 +163,7 @@ pub(crate) const EVENTS: &[&str] = &[
     CANCEL_IGNORED,
     MISSED_SCHEDULE,
     MISSED_SCHEDULES,
+    CONSECUTIVE_FAILURES,
     STEP_STARTED,
     STEP_SUCCEEDED,
     STEP_RETRYING,
@@ -190,6 +196,7 @@ pub(crate) const CONDITIONS: &[&str] = &[
     UPSTREAM_CYCLE,
     STATUS_BEHIND_JOBS,
     OBJECT_UNREADABLE,
+    CONSECUTIVE_FAILURES,
     SPEC_VALID,
     RECONCILED,
     UPSTREAM_NOT_FOUND,
@@ -201,6 +208,7 @@ pub(crate) const CONDITIONS: &[&str] = &[
     CANCELLED,
     RUNNING,
     NO_RUN_YET,
+    BELOW_FAILURE_LIMIT,
     DELIVERED,
     SECRET_NOT_FOUND,
     SECRET_KEY_NOT_FOUND,

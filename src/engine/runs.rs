@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
 use super::reasons;
 use super::run::{RunContext, advance, cancel_run, new_run};
@@ -14,8 +14,8 @@ use super::triggers::{self, Trigger};
 use super::upstream::{self, Upstreams};
 use super::{Action, Event, Holder, JobOwner, JobView, Plan, earliest};
 use crate::api::{
-    ConcurrencyPolicy, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec, ScheduleStatus,
-    Step, StepPhase, StepStatus, SucceededStep, Sync,
+    ConcurrencyPolicy, FailureStreak, RunBook, RunPhase, RunStatus, RunSummary, ScheduleSpec,
+    ScheduleStatus, Step, StepPhase, StepStatus, SucceededStep, Sync,
 };
 
 /// How long a Job that status does not know may be taken for a cache that lags behind our own
@@ -142,6 +142,15 @@ pub(super) fn drive<S: Clone>(
         }
     }
 
+    // A resume starts the count of failed runs again (a schedule they stopped fires again);
+    // a run that ends in this decision counts after it. The count is kept only while
+    // `stopScheduleAfterFailures` is set: set again, it starts from zero.
+    if triggers::resume_requested(runner.meta, &mut book.last_handled_resume_at)
+        || runner.scheduling.stop_schedule_after_failures.is_none()
+    {
+        book.failure_streak = None;
+    }
+
     let mut wake = None;
     if let Some(run) = book.current_run.as_mut()
         && run.phase == RunPhase::Running
@@ -191,6 +200,15 @@ pub(super) fn drive<S: Clone>(
         }
         t => incoming.extend(t),
     }
+    let stop = triggers::schedule_stop(runner.scheduling, book);
+    let stopped = stop.as_ref().is_some_and(|(stopped, _)| *stopped);
+    if !stopped && super::conditions::is_true(conditions, super::conditions::SCHEDULE_STOPPED) {
+        // Restarted: the fire times that passed while it was stopped are not made up (a run
+        // that succeeded restarts it, and has just synced; a resume may be followed by a
+        // request), so it fires next at its first time after now.
+        schedule.schedule_restart_time = Some(Time(now));
+    }
+    super::conditions::set_schedule_stopped(conditions, stop, runner.meta.generation, now, actions);
     let (scheduled, next_fire) = triggers::scheduled(
         runner.scheduling,
         &parsed,
@@ -198,6 +216,7 @@ pub(super) fn drive<S: Clone>(
         schedule,
         now,
         actions,
+        stopped,
     );
     incoming.extend(scheduled);
     wake = earliest(wake, next_fire);
@@ -418,6 +437,11 @@ fn start_queued(
     let Some(q) = book.queued_run.take() else {
         return;
     };
+    let stopped = triggers::schedule_stop(runner.scheduling, book).filter(|(stopped, _)| *stopped);
+    if let Some((_, why)) = stopped.filter(|_| q.trigger == crate::api::TriggerKind::Schedule) {
+        // Queued before the run that stopped the schedule ended: the schedule fires no more.
+        return skip_trigger(book, Trigger::from_queue(q), &why, actions);
+    }
     start_run(
         book,
         runner,
@@ -616,11 +640,35 @@ fn archive_finished(book: &mut RunBook, runner: &Runner, archived: &mut Option<R
     if run.phase == RunPhase::Succeeded {
         book.last_successful_time = run.completion_time.clone();
     }
+    if runner.scheduling.stop_schedule_after_failures.is_some() {
+        count_failures(&mut book.failure_streak, &run);
+    }
     book.last_run_result = Some(run.phase);
     book.runs.retain(|r| r.id != summary.id);
     book.runs.insert(0, summary);
     book.runs.truncate(runner.history_limit);
     *archived = Some(run);
+}
+
+/// How many failed runs of the streak it names (the newest): enough to find them in the
+/// history, small enough for status at thousands of objects.
+const STREAK_RUNS: usize = 10;
+
+/// A finished run's part in the failed runs in a row (`stopScheduleAfterFailures`), whatever
+/// started it: a failure adds to it; a success, with errors or without, ends it; a cancelled
+/// run (by request, or replaced) says nothing of the destination, and leaves it as it is.
+fn count_failures(streak: &mut Option<FailureStreak>, run: &RunStatus) {
+    match run.phase {
+        RunPhase::Failed => {
+            let s = streak.get_or_insert_with(Default::default);
+            s.count = s.count.saturating_add(1);
+            s.runs.push(run.id);
+            let extra = s.runs.len().saturating_sub(STREAK_RUNS);
+            s.runs.drain(..extra);
+        }
+        RunPhase::Succeeded | RunPhase::SucceededWithErrors => *streak = None,
+        RunPhase::Cancelled | RunPhase::Running => {}
+    }
 }
 
 /// A run's line in the history. With `retries`, a run that did not succeed keeps its steps

@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::reasons;
 use super::{Action, Event};
-use crate::api::{QueuedRun, ScheduleSpec, ScheduleStatus, TriggerKind, UpstreamRun, annotations};
+use crate::api::{
+    QueuedRun, RunBook, ScheduleSpec, ScheduleStatus, TriggerKind, UpstreamRun, annotations,
+};
 use crate::schedule::{self, Schedule};
 
 /// A request for a run.
@@ -142,7 +144,19 @@ pub(super) fn manual(meta: &ObjectMeta, handled: &mut Option<String>) -> Option<
 
 /// A new value of the cancel annotation: returns true once per value.
 pub(super) fn cancel_requested(meta: &ObjectMeta, handled: &mut Option<String>) -> bool {
-    match annotation(meta, annotations::CANCEL_REQUESTED_AT) {
+    once(meta, annotations::CANCEL_REQUESTED_AT, handled)
+}
+
+/// A new value of the resume annotation (`kubectl syncseq resume`): returns true once per
+/// value. The controller never writes `spec` (a GitOps tool would revert it), so a resume
+/// that restarts a stopped schedule is a request, as a run is.
+pub(super) fn resume_requested(meta: &ObjectMeta, handled: &mut Option<String>) -> bool {
+    once(meta, annotations::RESUME_SCHEDULE_REQUESTED_AT, handled)
+}
+
+/// Whether annotation `key` has a value other than the one handled last, which it becomes.
+fn once(meta: &ObjectMeta, key: &str, handled: &mut Option<String>) -> bool {
+    match annotation(meta, key) {
         Some(v) if handled.as_ref() != Some(v) => {
             *handled = Some(v.clone());
             true
@@ -151,9 +165,55 @@ pub(super) fn cancel_requested(meta: &ObjectMeta, handled: &mut Option<String>) 
     }
 }
 
+/// What `spec.stopScheduleAfterFailures` makes of the failed runs in a row: None while it is
+/// unset; else whether they stopped the schedule, and the `ScheduleStopped` message. It is
+/// worked out from the spec as it is now, so raising the limit (or lowering it) takes effect
+/// at once.
+pub(super) fn schedule_stop(settings: &ScheduleSpec, book: &RunBook) -> Option<(bool, String)> {
+    let limit = i64::from(settings.stop_schedule_after_failures?);
+    let (count, runs) = book
+        .failure_streak
+        .as_ref()
+        .map_or((0, &[][..]), |s| (s.count, s.runs.as_slice()));
+    let listed = runs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let which = match (
+        runs.len(),
+        i64::try_from(runs.len()).unwrap_or(i64::MAX) < count,
+    ) {
+        (0, _) => String::new(),
+        (1, false) => format!(" (run {listed})"),
+        (_, false) => format!(" (runs {listed})"),
+        (_, true) => format!(" (the last {}: runs {listed})", runs.len()),
+    };
+    let in_a_row = match count {
+        1 => "1 failed run".to_string(),
+        n => format!("{n} failed runs"),
+    };
+    Some(match count >= limit {
+        true => (
+            true,
+            format!(
+                "the schedule stopped after {in_a_row} in a row{which}; a run that succeeds or `kubectl syncseq resume` restarts it"
+            ),
+        ),
+        false if count == 0 => (
+            false,
+            format!("no failed run in a row; the schedule stops after {limit}"),
+        ),
+        false => (
+            false,
+            format!("{in_a_row} in a row{which}; the schedule stops after {limit}"),
+        ),
+    })
+}
+
 /// CronJob semantics: at most one run, for the most recent unmet fire time, and only within
 /// `startingDeadlineSeconds`. Updates the schedule fields of status; returns the trigger and
-/// the next fire time to wake at.
+/// the next fire time to wake at. Nothing while failed runs in a row `stopped` the schedule.
 pub(super) fn scheduled(
     settings: &ScheduleSpec,
     spec: &ParsedSchedule,
@@ -161,7 +221,14 @@ pub(super) fn scheduled(
     state: &mut ScheduleStatus,
     now: Timestamp,
     actions: &mut Vec<Action>,
+    stopped: bool,
 ) -> (Option<Trigger>, Option<Timestamp>) {
+    // `stopScheduleAfterFailures`: no fire time, and none to wake for; what restarts the
+    // schedule (a run's end, a resume, a spec change) wakes the object anyway.
+    if stopped {
+        state.next_schedule_time = None;
+        return (None, None);
+    }
     let Some((sched, tz)) = &spec.parsed else {
         state.next_schedule_time = None;
         return (None, None);
@@ -173,6 +240,7 @@ pub(super) fn scheduled(
     let earliest = [
         state.last_schedule_time.as_ref(),
         state.last_missed_schedule_time.as_ref(),
+        state.schedule_restart_time.as_ref(),
     ]
     .into_iter()
     .flatten()

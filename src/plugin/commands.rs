@@ -11,7 +11,9 @@ use super::render;
 use super::target::{Kind, Runnable, Target};
 use super::wait::{self, CancelRequest, RunRequest};
 use super::{OutputFormat, WaitArgs};
-use crate::api::annotations::{CANCEL_REQUESTED_AT, REQUESTED_AT, RETRY_REQUESTED_AT, RETRY_RUN};
+use crate::api::annotations::{
+    CANCEL_REQUESTED_AT, REQUESTED_AT, RESUME_SCHEDULE_REQUESTED_AT, RETRY_REQUESTED_AT, RETRY_RUN,
+};
 use crate::api::{RunPhase, RunStatus, TriggerKind};
 
 /// Writes to stdout, terminal-safe; a closed pipe (`| head`) is not an error worth reporting.
@@ -256,15 +258,22 @@ pub(crate) async fn cancel(
     Ok(())
 }
 
-/// `suspend NAME` / `resume NAME`.
+/// `suspend NAME` / `resume NAME`. A resume also restarts a schedule that failed runs in a
+/// row stopped (`stopScheduleAfterFailures`): the controller never writes `spec`, so that
+/// restart is a request it handles once, in the same patch.
 pub(crate) async fn set_suspend(
     cluster: &Cluster,
     target: &Target,
     suspend: bool,
 ) -> anyhow::Result<()> {
-    cluster
-        .merge_patch(target, serde_json::json!({"spec": {"suspend": suspend}}))
-        .await?;
+    let patch = match suspend {
+        true => serde_json::json!({"spec": {"suspend": true}}),
+        false => serde_json::json!({
+            "spec": {"suspend": false},
+            "metadata": {"annotations": {RESUME_SCHEDULE_REQUESTED_AT: request_value()}},
+        }),
+    };
+    cluster.merge_patch(target, patch).await?;
     let what = if suspend { "suspended" } else { "resumed" };
     emit(&format!("{} {what}\n", target.reference()));
     Ok(())

@@ -112,7 +112,8 @@ pub enum PluginCommand {
         #[arg(value_parser = Target::parse, help = TARGET_HELP)]
         target: Target,
     },
-    /// Resume scheduled runs (spec.suspend: false).
+    /// Resume scheduled runs (spec.suspend: false), and restart a schedule that failed runs in
+    /// a row stopped (stopScheduleAfterFailures; sets syncseq.dev/resumeScheduleRequestedAt).
     Resume {
         #[arg(value_parser = Target::parse, help = TARGET_HELP)]
         target: Target,

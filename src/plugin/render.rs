@@ -123,6 +123,10 @@ pub(crate) fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
         Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
         Some(t) => format!("{} (due)", time(t.0)),
         None if obj.scheduling.suspend => "none (suspended)".into(),
+        None if schedule_stopped(obj) => format!(
+            "none (stopped after {} failed runs in a row; `kubectl syncseq resume` restarts it)",
+            obj.book.failure_streak.as_ref().map_or(0, |s| s.count)
+        ),
         None if obj.scheduling.schedule.is_none() => match &obj.scheduling.after {
             Some(after) => {
                 let ups: Vec<String> = after.upstreams.iter().map(ToString::to_string).collect();
@@ -132,6 +136,16 @@ pub(crate) fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
         },
         None => "none".into(),
     }
+}
+
+/// Whether the controller stopped the schedule after failed runs in a row: its
+/// `ScheduleStopped` condition is True.
+fn schedule_stopped(obj: &Runnable) -> bool {
+    let conditions = obj.status.get("conditions").and_then(|c| c.as_array());
+    conditions.into_iter().flatten().any(|c| {
+        c.get("type").and_then(|t| t.as_str()) == Some(crate::engine::conditions::SCHEDULE_STOPPED)
+            && c.get("status").and_then(|s| s.as_str()) == Some("True")
+    })
 }
 
 /// The header line of a run: id, trigger, phase, progress and timing.
@@ -525,8 +539,8 @@ pub(crate) fn step_changes(
 mod tests {
     use super::*;
     use crate::api::{
-        QueuedRun, RunBook, RunSummary, ScheduleSpec, ScheduleStatus, Step, SyncRef, SyncSequence,
-        SyncSequenceSpec, SyncSequenceStatus,
+        FailureStreak, QueuedRun, RunBook, RunSummary, ScheduleSpec, ScheduleStatus, Step, SyncRef,
+        SyncSequence, SyncSequenceSpec, SyncSequenceStatus,
     };
     use crate::plugin::fixtures::step;
 
@@ -795,6 +809,41 @@ mod tests {
             },
         );
         assert!(status(&due, t("2026-05-01T10:00:01Z")).ends_with("(due)\n"));
+    }
+
+    #[test]
+    fn status_says_when_failed_runs_stopped_the_schedule() {
+        let condition = |status: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "ScheduleStopped".into(),
+            status: status.into(),
+            reason: "ConsecutiveFailures".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: time_at("2026-05-01T09:00:00Z"),
+        };
+        let with = |status: &str| {
+            seq(
+                Some("@hourly"),
+                false,
+                SyncSequenceStatus {
+                    conditions: vec![condition(status)],
+                    book: RunBook {
+                        failure_streak: Some(FailureStreak {
+                            count: 3,
+                            runs: vec![7, 8, 9],
+                        }),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+        };
+        let now = t("2026-05-01T10:00:00Z");
+        assert_eq!(
+            next_schedule(&with("True"), now),
+            "none (stopped after 3 failed runs in a row; `kubectl syncseq resume` restarts it)"
+        );
+        assert_eq!(next_schedule(&with("False"), now), "none");
     }
 
     fn sync_held_by_a_sequence() -> Runnable {

@@ -25,4 +25,5 @@ mod run_context;
 mod schedules;
 mod sequence_run;
 mod standalone_sync;
+mod stop_schedule;
 mod upstream;
