@@ -1143,14 +1143,7 @@ proptest! {
         g in graph(false),
         policy in policy(),
         schedule in schedule(),
-        ops in proptest::collection::vec(
-            // TODO(issue 34): a Rollback (status restored from a backup, then rebuilt from the
-            // Jobs, `adopt_unknown_jobs`) can adopt more steps than maxParallel allows, and the
-            // rebuild still assumes more of a line than a graph has. Until it is made graph-
-            // aware, the graph property leaves Rollback to the linear properties.
-            op().prop_filter("no Rollback", |o| !matches!(o, Op::Rollback(_))),
-            1..150,
-        ),
+        ops in proptest::collection::vec(op(), 1..150),
     ) {
         play_graph(g, policy, schedule, ops)?;
     }

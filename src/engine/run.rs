@@ -281,6 +281,17 @@ impl Pass {
         for step in &run.steps {
             pass.take(run.id, step, ctx);
         }
+        // A Job of the run for no step of it runs all the same (status restored from a backup
+        // gave a run's number out again, then an older copy came back, of steps since renamed):
+        // until its delete is under way, it holds its place.
+        for job in ctx.jobs.iter().filter(|j| {
+            j.run == run.id
+                && !j.is_finished()
+                && !j.deleting
+                && run.steps.iter().all(|s| s.name != j.step)
+        }) {
+            pass.in_flight.insert(job.step.clone());
+        }
         pass
     }
 

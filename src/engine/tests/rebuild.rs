@@ -5,7 +5,7 @@
 use jiff::SignedDuration;
 
 use crate::api::*;
-use crate::engine::fixtures::{Apply, Object, World, creates, step, step_after};
+use crate::engine::fixtures::{Apply, Object, SimJob, World, creates, deletes, step, step_after};
 use crate::engine::{Action, JobOutcome, Report, reasons};
 
 /// accounts (one retry) → workspaces ‖ deals → contacts, and a second root, audit; at most
@@ -245,4 +245,35 @@ fn a_run_behind_its_jobs_follows_each_steps_job_and_closes_only_steps_without_on
             "{name}: the run ends"
         );
     }
+}
+
+/// Status restored from a backup can give a run's number out again, and an older copy can come
+/// back after it: the cluster then runs a Job of the run for a step the run does not have (the
+/// spec renamed it in between). It is deleted, and holds its place under maxParallel until the
+/// delete is under way.
+#[test]
+fn a_job_of_the_run_for_no_step_of_it_holds_its_place_until_it_is_deleted() {
+    let mut w = diamond();
+    w.trigger("1");
+    let view = crate::engine::JobView {
+        name: "crm-1-renamed-1-0000".into(),
+        uid: "uid-stray".into(),
+        step: "renamed".into(),
+        sync: "renamed".into(),
+        ..w.jobs[0].view.clone()
+    };
+    w.jobs.push(SimJob::new(view, Some("crm")));
+    end(&mut w, "accounts", true);
+    let plan = w.plan();
+    assert!(
+        creates(&plan.actions).is_empty(),
+        "audit and the stray hold both places: {:?}",
+        creates(&plan.actions)
+    );
+    assert_eq!(deletes(&plan.actions), ["crm-1-renamed-1-0000"]);
+    w.apply(&Object::Sequence, &plan, Apply::ALL);
+    // The delete is under way (the world's deletes take the Job at once): a place is free.
+    let created = w.reconcile();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(created[0].starts_with("crm-1-workspaces-1-"), "{created:?}");
 }
