@@ -467,7 +467,13 @@ fn start_run(
         crate::api::TriggerKind::Retry => {
             match retry_base(archived.as_ref().or(runner.last_run), trigger.retry_of) {
                 Ok(base) => Some(base.clone()),
-                // Queued behind a run that finished since, and is now the last one.
+                // Queued behind a run that finished since, and is now the last one: the skip
+                // says it came from the queue (its request was handled when it was queued).
+                Err(why) if from_queue => {
+                    let why = format!("taken from the queue, {why}");
+                    return skip_trigger(book, trigger, &why, actions);
+                }
+                // Behind the run it replaced, which is now the last one.
                 Err(why) => return skip_trigger(book, trigger, &why, actions),
             }
         }
