@@ -751,6 +751,12 @@ fn try_start(
         // A wait the run's own Jobs end: their events wake it, and the bounded recheck guards
         // against a missed one. It is no stall, so it has a message and no Warning.
         let limit = pass.limit.unwrap_or_default();
+        // An attempt status recorded but whose Job was never created waits like the others,
+        // and is not Running: its place went to steps whose Jobs run (status rebuilt from the
+        // Jobs after it fell behind them).
+        if step.phase == StepPhase::Running {
+            step.phase = StepPhase::Waiting;
+        }
         step.message = Some(format!(
             "waiting for a free place: maxParallel is {limit}, and {limit} steps are running"
         ));

@@ -277,3 +277,57 @@ fn a_job_of_the_run_for_no_step_of_it_holds_its_place_until_it_is_deleted() {
     assert_eq!(created.len(), 1, "{created:?}");
     assert!(created[0].starts_with("crm-1-workspaces-1-"), "{created:?}");
 }
+
+/// Status recorded a step's attempt whose Job was never created, and is behind the Jobs that
+/// took the places since: that step waits for a place (not Running, and nothing created), and
+/// its attempt's Job is created once a place is free.
+#[test]
+fn a_recorded_attempt_without_its_job_waits_for_a_place_the_jobs_took() {
+    let mut w = diamond();
+    w.trigger("1");
+    end(&mut w, "accounts", true);
+    // The decision that records workspaces' attempt is written; its create is lost.
+    let plan = w.plan();
+    assert_eq!(creates(&plan.actions).len(), 1, "workspaces starts");
+    w.seq.status = Some(plan.status);
+    // Meanwhile deals runs, as a newer status (since lost) had it.
+    let uid = w.seq.metadata.uid.clone().unwrap();
+    let deals = crate::engine::job_name("SyncSequence", "crm", &uid, 1, "deals", 1);
+    let view = crate::engine::JobView {
+        name: deals,
+        uid: "uid-deals".into(),
+        step: "deals".into(),
+        sync: "deals".into(),
+        outcome: JobOutcome::Active,
+        finished_at: None,
+        report: None,
+        created: Some(w.now),
+        ..w.jobs[0].view.clone()
+    };
+    w.jobs.push(SimJob::new(view, Some("crm")));
+    w.now += SignedDuration::from_secs(31);
+    let plan = w.plan();
+    let run = plan.status.book.current_run.as_ref().unwrap();
+    let phase = |name: &str| run.steps.iter().find(|s| s.name == name).unwrap();
+    assert_eq!(phase("deals").phase, StepPhase::Running);
+    assert_eq!(phase("audit").phase, StepPhase::Running);
+    let workspaces = phase("workspaces");
+    assert_eq!(
+        (workspaces.phase, workspaces.attempts),
+        (StepPhase::Waiting, 1)
+    );
+    assert_eq!(
+        workspaces.message.as_deref(),
+        Some("waiting for a free place: maxParallel is 2, and 2 steps are running")
+    );
+    assert!(
+        creates(&plan.actions).is_empty(),
+        "{:?}",
+        creates(&plan.actions)
+    );
+    w.apply(&Object::Sequence, &plan, Apply::ALL);
+    end(&mut w, "audit", true);
+    let created = w.reconcile();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(created[0].starts_with("crm-1-workspaces-1-"), "{created:?}");
+}
