@@ -4,14 +4,16 @@
 //! controller killed mid-plan, a lost request), and between reconciles outside actors act at
 //! random: a Job deleted by hand or by a TTL (its Pod running out a grace period), a Pod result
 //! lost, a step renamed or removed mid-run, status rolled back behind newer Jobs, the clock
-//! jumping, another sequence holding a Sync, requests and cancels, a schedule firing, and an
-//! upstream sequence finishing runs (`spec.after`). The second test lets the Syncs run on
+//! jumping, another sequence holding a Sync, requests, retries and cancels, a schedule firing,
+//! and an upstream sequence finishing runs (`spec.after`). The second test lets the Syncs run on
 //! their own too (their schedule, requests and cancels), while the sequence claims them for its
 //! steps. After every step the promises are checked, for the sequence and for each Sync.
 //!
 //! The graph tests play sequences of up to 20 steps as random graphs (`dependsOn`, `runWhen`,
 //! `maxParallel`, `failFast`, Syncs shared by branches) among the same actors, and check the
-//! promises of steps as a graph besides (`Model::check_graph`). Their case count is
+//! promises of steps as a graph besides (`Model::check_graph`); each ends with a retry of its
+//! last run, so that a retry's promise is checked on every case that had something to retry
+//! (`Model::check_retry_reuses_successes`). Their case count is
 //! `PROPTEST_CASES` when set: `PROPTEST_CASES=2000` searches harder; a failure is shrunk by
 //! proptest and recorded in `proptest-regressions/engine/model_tests.txt`, which replays it
 //! first on every run.
@@ -55,6 +57,9 @@ enum Op {
     Foreign(bool),
     Trigger,
     Cancel,
+    /// A retry is requested (`syncseq.dev/retryRequestedAt`), of the run given (0 is no run
+    /// number), else of the last finished run.
+    Retry(Option<i64>),
     /// The upstream sequence finishes a run: succeeded (true) or failed.
     Upstream(bool),
     /// Sync `a` (true) or `b` decides its own run; the first `n` actions are carried out.
@@ -82,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Foreign),
         2 => Just(Op::Trigger),
         1 => Just(Op::Cancel),
+        2 => prop_oneof![2 => Just(None), 1 => (0i64..6).prop_map(Some)].prop_map(Op::Retry),
         2 => any::<bool>().prop_map(Op::Upstream),
     ]
 }
@@ -321,7 +327,7 @@ impl Model {
                 actions: &plan.actions,
                 wake_at: plan.wake_at,
             },
-            max_running(&self.w.seq.spec),
+            max_running(&self.w.seq.spec, st.book.current_run.as_ref()),
             // The step's retries as the spec has it.
             |name| steps.iter().find(|p| p.name == name).map(|p| p.retries),
         )?;
@@ -378,14 +384,23 @@ impl Model {
     /// each finished one.
     fn record_runs(&mut self, st: &SyncSequenceStatus) {
         self.max_run = self.max_run.max(st.book.last_run_number.unwrap_or(0));
+        // The latest seen: a run's number is given out again after a rollback, and a retry
+        // reads the run of that number that status has last — in `lastRun`, or in the
+        // history, which keeps the steps that succeeded of a run that did not succeed.
+        for summary in &st.book.runs {
+            if let Some(steps) = &summary.succeeded_steps {
+                let succeeded = steps.iter().map(|s| s.name.clone()).collect();
+                self.succeeded_in.insert(summary.id, succeeded);
+            }
+        }
         if let Some(run) = st.last_run.as_ref().filter(|r| r.phase.is_finished()) {
-            self.succeeded_in.entry(run.id).or_insert_with(|| {
-                run.steps
-                    .iter()
-                    .filter(|s| s.phase == StepPhase::Succeeded)
-                    .map(|s| s.name.clone())
-                    .collect()
-            });
+            let succeeded = run
+                .steps
+                .iter()
+                .filter(|s| s.phase == StepPhase::Succeeded)
+                .map(|s| s.name.clone())
+                .collect();
+            self.succeeded_in.insert(run.id, succeeded);
         }
     }
 
@@ -644,6 +659,19 @@ impl Model {
                 let value = format!("c{}", self.requests);
                 self.w.annotate(annotations::CANCEL_REQUESTED_AT, &value);
             }
+            Op::Retry(run) => {
+                self.requests += 1;
+                let value = format!("y{}", self.requests);
+                self.w.annotate(annotations::RETRY_REQUESTED_AT, &value);
+                match run {
+                    Some(n) => self.w.annotate(annotations::RETRY_RUN, &n.to_string()),
+                    None => {
+                        if let Some(a) = self.w.seq.metadata.annotations.as_mut() {
+                            a.remove(annotations::RETRY_RUN);
+                        }
+                    }
+                }
+            }
             Op::Upstream(ok) => {
                 self.w.now += SignedDuration::from_secs(1);
                 let view = self
@@ -760,6 +788,14 @@ fn check_run(
         "manual: {:?}",
         d.actions
     );
+    // A retry request too, echoed in `lastHandledRetryAt` ("retry of run N", or "retry" when
+    // no run could be named).
+    prop_assert_eq!(
+        outcomes(d.actions, "retry"),
+        usize::from(st.last_handled_retry_at != old.last_handled_retry_at),
+        "retry: {:?}",
+        d.actions
+    );
     prop_assert_eq!(
         outcomes(d.actions, "schedule"),
         usize::from(d.schedule.1.last_schedule_time != d.schedule.0.last_schedule_time),
@@ -782,14 +818,17 @@ fn outcomes(actions: &[Action], source: &str) -> usize {
         .count()
 }
 
-/// How many steps of a run may be Running at once: one in a chain (every step after the one
-/// listed before it), else `maxParallel`.
-fn max_running(spec: &SyncSequenceSpec) -> usize {
-    if spec.steps.iter().all(|s| s.depends_on.is_none()) {
-        1
-    } else {
-        spec.max_parallel.map_or(usize::MAX, |m| m as usize)
+/// How many steps of `run` may be Running at once: in a chain (every step after the one
+/// listed before it) one, and one more after each step a retry reused (which cuts the chain:
+/// the step after it waits for nothing still to run); else `maxParallel`.
+fn max_running(spec: &SyncSequenceSpec, run: Option<&RunStatus>) -> usize {
+    if !spec.steps.iter().all(|s| s.depends_on.is_none()) {
+        return spec.max_parallel.map_or(usize::MAX, |m| m as usize);
     }
+    let reused = run.map_or(0, |r| {
+        r.steps.iter().filter(|s| s.reused_from.is_some()).count()
+    });
+    1 + reused
 }
 
 /// Whether a Failed step of this spec may have failed under a `Continue` policy (its Job's
@@ -999,7 +1038,8 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// Plays a graph model: the sequence of `g`, a request, `ops`, then the settling.
+/// Plays a graph model: the sequence of `g`, a request, `ops`, the settling, then a retry of
+/// the last run, settled too.
 fn play_graph(
     g: Graph,
     policy: ConcurrencyPolicy,
@@ -1013,6 +1053,9 @@ fn play_graph(
     for op in ops {
         m.apply(op)?;
     }
+    m.settle(false)?;
+    // Then what failed or was skipped is retried, reusing what succeeded, and settles too.
+    m.apply(Op::Retry(None))?;
     m.settle(false)
 }
 
@@ -1115,12 +1158,6 @@ proptest! {
     }
 }
 
-// TODO(retry): once the engine handles `annotations::RETRY_REQUESTED_AT` (`triggers.rs` reads
-// no such annotation yet), add an `Op::Retry(Option<i64>)` to `op()` that sets
-// RETRY_REQUESTED_AT to a new value and RETRY_RUN to the run given (or removes it), and
-// count the value like a manual request in `check_run` (`lastHandledRetryAt`). The promise
-// that a retry never re-runs a step that succeeded is checked already, on every decision
-// (`Model::check_retry_reuses_successes`); without Retry runs it has nothing to check.
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(192)))]
 
@@ -1143,14 +1180,7 @@ proptest! {
         g in graph(false),
         policy in policy(),
         schedule in schedule(),
-        ops in proptest::collection::vec(
-            // TODO(issue 34): a Rollback (status restored from a backup, then rebuilt from the
-            // Jobs, `adopt_unknown_jobs`) can adopt more steps than maxParallel allows, and the
-            // rebuild still assumes more of a line than a graph has. Until it is made graph-
-            // aware, the graph property leaves Rollback to the linear properties.
-            op().prop_filter("no Rollback", |o| !matches!(o, Op::Rollback(_))),
-            1..150,
-        ),
+        ops in proptest::collection::vec(op(), 1..150),
     ) {
         play_graph(g, policy, schedule, ops)?;
     }

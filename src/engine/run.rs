@@ -285,6 +285,17 @@ impl Pass {
         for step in &run.steps {
             pass.take(run.id, step, ctx);
         }
+        // A Job of the run for no step of it runs all the same (status restored from a backup
+        // gave a run's number out again, then an older copy came back, of steps since renamed):
+        // until its delete is under way, it holds its place.
+        for job in ctx.jobs.iter().filter(|j| {
+            j.run == run.id
+                && !j.is_finished()
+                && !j.deleting
+                && run.steps.iter().all(|s| s.name != j.step)
+        }) {
+            pass.in_flight.insert(job.step.clone());
+        }
         pass
     }
 
@@ -749,6 +760,12 @@ fn try_start(
         // A wait the run's own Jobs end: their events wake it, and the bounded recheck guards
         // against a missed one. It is no stall, so it has a message and no Warning.
         let limit = pass.limit.unwrap_or_default();
+        // An attempt status recorded but whose Job was never created waits like the others,
+        // and is not Running: its place went to steps whose Jobs run (status rebuilt from the
+        // Jobs after it fell behind them).
+        if step.phase == StepPhase::Running {
+            step.phase = StepPhase::Waiting;
+        }
         step.message = Some(format!(
             "waiting for a free place: maxParallel is {limit}, and {limit} steps are running"
         ));

@@ -111,6 +111,7 @@ pub(super) fn drive<S: Clone>(
             book,
             runner.steps,
             cluster.jobs,
+            now,
             actions,
         )),
         None => None,
@@ -334,12 +335,13 @@ fn unknown_job<'a>(book: &RunBook, jobs: &'a [JobView]) -> Option<&'a JobView> {
 }
 
 /// Status is behind its Jobs for longer than a cache can lag: take the Jobs' word for it.
-/// Newer runs are counted (their Jobs, of no current run, are then cleaned up) and a later
-/// attempt of a current step becomes the step's attempt. Returns what it did.
+/// Newer runs are counted (their Jobs, of no current run, are then cleaned up), and the current
+/// run is rebuilt from its Jobs (see [`rebuild_from_jobs`]). Returns what it did.
 fn adopt_unknown_jobs(
     book: &mut RunBook,
     steps: &[Step],
     jobs: &[JobView],
+    now: Timestamp,
     actions: &mut Vec<Action>,
 ) -> String {
     let newest = jobs.iter().map(|j| j.run).max().unwrap_or(0);
@@ -347,68 +349,7 @@ fn adopt_unknown_jobs(
         book.last_run_number = Some(newest);
     }
     if let Some(run) = book.current_run.as_mut() {
-        // The steps the Jobs show started that status does not: each becomes a step in
-        // progress, unless a later one of them waits for it; the steps they wait for, which
-        // must have finished for them to start, are closed. (In a line: the latest step the
-        // Jobs show, and every step before it.)
-        let unknown: Vec<usize> = (0..run.steps.len())
-            .filter(|&i| {
-                let step = &run.steps[i];
-                jobs.iter()
-                    .any(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
-            })
-            .collect();
-        let mut closed: BTreeMap<usize, String> = BTreeMap::new();
-        for &k in unknown.iter().rev() {
-            if closed.contains_key(&k) {
-                continue;
-            }
-            let mut stack = super::run::parents_in_run(run, steps, k);
-            while let Some(p) = stack.pop() {
-                if closed.contains_key(&p) {
-                    continue;
-                }
-                closed.insert(p, run.steps[k].name.clone());
-                stack.extend(super::run::parents_in_run(run, steps, p));
-            }
-        }
-        for (&i, name) in &closed {
-            let step = &mut run.steps[i];
-            if step.phase.is_final() {
-                continue;
-            }
-            // What it did is not in status any more; it is closed, not run again. Its Job is
-            // named, so that none of them is unknown to the next decision.
-            if let Some(job) = jobs
-                .iter()
-                .filter(|j| j.run == run.id && j.step == step.name && j.attempt > step.attempts)
-                .max_by_key(|j| j.attempt)
-            {
-                step.attempts = job.attempt;
-                step.job_name = Some(job.name.clone());
-            }
-            step.phase = StepPhase::Skipped;
-            step.reason = Some(reasons::SKIP_STATUS_BEHIND_JOBS.into());
-            step.message = Some(format!(
-                "skipped: status was behind its Jobs, which show step {name} had started"
-            ));
-        }
-        for &k in unknown.iter().filter(|k| !closed.contains_key(k)) {
-            let step = &mut run.steps[k];
-            if let Some(job) = jobs
-                .iter()
-                .filter(|j| j.run == run.id && j.step == step.name)
-                .max_by_key(|j| j.attempt)
-            {
-                step.attempts = job.attempt;
-                step.job_name = Some(job.name.clone());
-                step.job_uid = None;
-                step.attempt_failure = None;
-                step.phase = StepPhase::Running;
-                step.completion_time = None;
-                step.message = None;
-            }
-        }
+        rebuild_from_jobs(run, steps, jobs, now);
     }
     let what = format!(
         "status did not account for Jobs older than {}s; took them into status (newest run {newest})",
@@ -420,6 +361,96 @@ fn adopt_unknown_jobs(
         what.clone(),
     ));
     what
+}
+
+/// Rebuilds a run whose status is behind its Jobs. A step with a Job of a later attempt than
+/// status records started that attempt: it follows its newest Job (Running on that attempt,
+/// whose outcome the first pass of `advance` then reads), and is never started again. Every
+/// step it waits for, directly or not, must have finished for it to start. One that status
+/// shows not final still has its say through its newest Job, if it has one: Running, it stays
+/// Running (a branch beside is no reason to close it). Only one with no Job left (deleted, a
+/// TTL), or whose newest Job failed with retries left (then the attempt after it, which let
+/// the child start, is gone), is closed as Skipped.
+fn rebuild_from_jobs(run: &mut RunStatus, steps: &[Step], jobs: &[JobView], now: Timestamp) {
+    let id = run.id;
+    // The newest Job of a step from attempt `from` on.
+    let newest = |name: &str, from: i32| {
+        jobs.iter()
+            .filter(|j| j.run == id && j.step == name && j.attempt >= from)
+            .max_by_key(|j| j.attempt)
+    };
+    let unknown: Vec<usize> = (0..run.steps.len())
+        .filter(|&i| {
+            let step = &run.steps[i];
+            newest(&step.name, step.attempts.saturating_add(1)).is_some()
+        })
+        .collect();
+    // Each ancestor of a step that started, with the first such step, which the closing
+    // message names.
+    let mut ancestors: BTreeMap<usize, String> = BTreeMap::new();
+    for &k in &unknown {
+        let mut stack = super::run::parents_in_run(run, steps, k);
+        while let Some(p) = stack.pop() {
+            if ancestors.contains_key(&p) {
+                continue;
+            }
+            ancestors.insert(p, run.steps[k].name.clone());
+            stack.extend(super::run::parents_in_run(run, steps, p));
+        }
+    }
+    for i in 0..run.steps.len() {
+        let started = ancestors.get(&i);
+        let step = &mut run.steps[i];
+        if !unknown.contains(&i) && (started.is_none() || step.phase.is_final()) {
+            continue;
+        }
+        // Of a later attempt than status records if there is one, else of the recorded one.
+        let job = newest(&step.name, step.attempts);
+        let retries = steps
+            .iter()
+            .find(|s| s.name == step.name)
+            .map_or(0, |s| s.retries);
+        let retry_due = job.is_some_and(|j| {
+            matches!(j.outcome, super::JobOutcome::Failed { .. }) && j.attempt <= retries
+        });
+        match (started.filter(|_| job.is_none() || retry_due), job) {
+            (None, Some(job)) => follow_job(step, job),
+            (Some(started), job) => {
+                // What it did is not in status any more; it is closed, not run again. A Job
+                // it has left is named, so that none of them is unknown to the next decision.
+                if let Some(job) = job {
+                    step.attempts = job.attempt;
+                    step.job_name = Some(job.name.clone());
+                }
+                super::run::skip(
+                    step,
+                    reasons::SKIP_STATUS_BEHIND_JOBS,
+                    format!(
+                        "skipped: status was behind its Jobs, which show step {started} had started"
+                    ),
+                    now,
+                );
+            }
+            // Unknown steps have a Job: a step without one is here only as an ancestor.
+            (None, None) => {}
+        }
+    }
+}
+
+/// `step` follows `job`, its newest Job: Running on the Job's attempt.
+fn follow_job(step: &mut StepStatus, job: &JobView) {
+    if step.attempts != job.attempt {
+        // A later attempt: what status had of the one before no longer applies.
+        step.attempts = job.attempt;
+        step.job_uid = None;
+        step.attempt_failure = None;
+    }
+    step.job_name = Some(job.name.clone());
+    step.phase = StepPhase::Running;
+    step.start_time = step.start_time.take().or(job.created.map(Time));
+    step.completion_time = None;
+    step.message = None;
+    step.reason = None;
 }
 
 /// Starts the queued run when no run is in progress.
@@ -469,7 +500,14 @@ fn start_run(
         crate::api::TriggerKind::Retry => {
             match retry_base(runner, book, archived.as_ref(), trigger.retry_of) {
                 Ok(base) => Some(base),
-                // Queued behind runs that pushed it out of the history since.
+                // Queued behind runs that finished since (the last of which it may now name,
+                // or which pushed its run out of the history): the skip says it came from the
+                // queue (its request was handled when it was queued).
+                Err(why) if from_queue => {
+                    let why = format!("taken from the queue, {why}");
+                    return skip_trigger(book, trigger, &why, actions);
+                }
+                // Behind the run it replaced, which is now the last one.
                 Err(why) => return skip_trigger(book, trigger, &why, actions),
             }
         }

@@ -9,6 +9,7 @@ mod jobs;
 mod linear_golden;
 mod order;
 mod properties;
+mod rebuild;
 mod schedule;
 mod stop_schedule;
 mod sync;
