@@ -117,7 +117,10 @@ pub(super) fn drive<S: Clone>(
         fail_fast: runner.fail_fast,
         now,
     };
-    let parsed = triggers::parse_schedule(runner.scheduling);
+    let parsed = triggers::parse_schedule(
+        runner.scheduling,
+        runner.meta.creation_timestamp.as_ref().map(|t| t.0),
+    );
     let mut archived = None;
 
     if triggers::cancel_requested(runner.meta, &mut book.last_handled_cancel_at) {

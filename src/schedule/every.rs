@@ -48,6 +48,17 @@ impl Every {
     pub(super) fn next(&self, after: Timestamp) -> Option<Timestamp> {
         gotime::timestamp(gotime::floor_second(after).checked_add(self.secs)?)
     }
+
+    /// The first element strictly after `after` of the chain `floor(anchor) + k·delay`,
+    /// k = 1, 2, …: the fire times of `next` from `anchor` on, whatever instant is asked about.
+    pub(super) fn next_in_chain(&self, anchor: Timestamp, after: Timestamp) -> Option<Timestamp> {
+        let base = i128::from(gotime::floor_second(anchor));
+        let step = i128::from(self.secs);
+        // Fire times are whole seconds, so "after `after`" is "after its whole second".
+        let past = i128::from(gotime::floor_second(after)) - base;
+        let k = if past < step { 1 } else { past / step + 1 };
+        gotime::timestamp(i64::try_from(base + k * step).ok()?)
+    }
 }
 
 /// Go's `time.ParseDuration`, returning nanoseconds. The grammar is

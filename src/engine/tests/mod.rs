@@ -10,6 +10,7 @@ mod linear_golden;
 mod order;
 mod properties;
 mod schedule;
+mod schedule_sets;
 mod sync;
 mod triggers;
 mod upstream;

@@ -145,6 +145,7 @@ proptest! {
             starting_deadline_seconds: deadline,
             suspend: false,
             after: None,
+            ..ScheduleSpec::default()
         };
         w.annotate(annotations::REQUESTED_AT, &request);
         w.reconcile();
