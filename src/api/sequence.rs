@@ -77,7 +77,8 @@ fn schedule_shape(var: &str) -> String {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSequenceSpec {
-    /// The schedule: `schedule`, `timeZone`, `startingDeadlineSeconds`, `suspend`.
+    /// The schedule: `schedule` (or `schedules`), `timeZone`, `jitterSeconds`,
+    /// `startingDeadlineSeconds`, `suspend`.
     #[serde(flatten)]
     pub scheduling: ScheduleSpec,
 
