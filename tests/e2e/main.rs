@@ -22,6 +22,7 @@ mod operations;
 mod plugin;
 mod receivers;
 mod schedules;
+mod schedules_more;
 mod sequence_run;
 mod standalone_sync;
 mod upstream;
