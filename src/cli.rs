@@ -118,9 +118,16 @@ pub struct ControllerArgs {
 #[derive(Subcommand, Debug)]
 pub enum ScheduleCommand {
     /// Print the next fire times of a schedule, one RFC 3339 timestamp a line.
+    ///
+    /// Several schedules (as `spec.schedules` lists them) print the fire times of their union,
+    /// each line followed by the schedules that fire then; `--jitter-seconds` with the object's
+    /// UID adds when each run starts.
     Next {
-        /// A schedule as `spec.schedule` takes it, e.g. '0 9 * * 1-5' or '@every 90m'.
-        expr: String,
+        /// A schedule as `spec.schedule` takes it, e.g. '0 9 * * 1-5' or '@every 90m'; several
+        /// as `spec.schedules` (an `@every` among several counts from --from, as from the
+        /// object's creation).
+        #[arg(required = true, num_args = 1..=16)]
+        expr: Vec<String>,
         /// IANA time zone the schedule is evaluated in (UTC when unset).
         #[arg(long)]
         time_zone: Option<String>,
@@ -130,34 +137,124 @@ pub enum ScheduleCommand {
         /// How many fire times to print.
         #[arg(short = 'n', default_value_t = 5)]
         count: usize,
+        /// `spec.jitterSeconds`: also print when each run starts, the object's offset later.
+        #[arg(long, requires = "uid", value_parser = clap::value_parser!(i32).range(0..=3600))]
+        jitter_seconds: Option<i32>,
+        /// The object's `metadata.uid`, which its jitter offset derives from
+        /// (`kubectl get syncseq NAME -o jsonpath='{.metadata.uid}'`).
+        #[arg(long)]
+        uid: Option<String>,
     },
 }
 
+/// What `syncseq schedule next` previews.
+#[derive(Debug)]
+pub struct SchedulePreview<'a> {
+    pub exprs: &'a [String],
+    pub time_zone: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub count: usize,
+    pub jitter_seconds: Option<i32>,
+    pub uid: Option<&'a str>,
+}
+
 /// `syncseq schedule next`: each fire time in UTC, followed by the same instant in the
-/// schedule's zone with its offset, so DST changes are visible at a glance.
-pub fn schedule_next(
-    expr: &str,
-    time_zone: Option<&str>,
-    from: Option<&str>,
-    count: usize,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    let sched = schedule::Schedule::parse(expr)?;
-    let tz = schedule::parse_time_zone(time_zone)?;
-    let from = match from {
+/// schedule's zone with its offset, so DST changes are visible at a glance; with jitter, the
+/// run's start; with several schedules, which of them fire.
+pub fn schedule_next(preview: SchedulePreview<'_>, out: &mut impl Write) -> anyhow::Result<()> {
+    let members = preview
+        .exprs
+        .iter()
+        .map(|e| schedule::Schedule::parse(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tz = schedule::parse_time_zone(preview.time_zone)?;
+    let from = match preview.from {
         Some(f) => f
             .parse::<jiff::Timestamp>()
             .map_err(|e| anyhow::anyhow!("invalid --from {f:?}: {e}"))?,
         None => jiff::Timestamp::now(),
     };
-    for t in schedule::preview(&sched, &tz, from, count) {
+    let set = schedule::ScheduleSet::new(members, from)
+        .ok_or_else(|| anyhow::anyhow!("no schedule given"))?;
+    let jitter = schedule::jitter_offset(
+        preview.uid.unwrap_or_default(),
+        preview.jitter_seconds.unwrap_or(0),
+    );
+    for t in schedule::preview(&set, &tz, from, preview.count) {
         let local = t.to_zoned(tz.clone());
-        writeln!(
-            out,
+        let mut line = format!(
             "{}  {}",
             t.strftime("%Y-%m-%dT%H:%M:%SZ"),
             local.strftime("%Y-%m-%dT%H:%M:%S%:z")
-        )?;
+        );
+        if preview.jitter_seconds.is_some() {
+            let start = t.checked_add(jitter).unwrap_or(t);
+            line.push_str(&format!(
+                "  starts {} (+{:.3}s)",
+                start.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                jitter.as_secs_f64()
+            ));
+        }
+        if preview.exprs.len() > 1 {
+            let firing: Vec<String> = schedule::firing_at(&set, &tz, t)
+                .map(ToString::to_string)
+                .collect();
+            line.push_str(&format!("  {}", firing.join(", ")));
+        }
+        writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preview(exprs: &[&str], jitter: Option<(i32, &str)>) -> String {
+        let exprs: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+        let mut out = Vec::new();
+        schedule_next(
+            SchedulePreview {
+                exprs: &exprs,
+                time_zone: Some("Europe/Berlin"),
+                from: Some("2027-01-08T00:00:00Z"),
+                count: 3,
+                jitter_seconds: jitter.map(|(n, _)| n),
+                uid: jitter.map(|(_, uid)| uid),
+            },
+            &mut out,
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn several_schedules_print_their_union_and_which_fire() {
+        assert_eq!(
+            preview(&["0 6 * * *", "0 18 * * 1-5", "0 */12 * * *"], None),
+            "2027-01-08T05:00:00Z  2027-01-08T06:00:00+01:00  0 6 * * *\n\
+             2027-01-08T11:00:00Z  2027-01-08T12:00:00+01:00  0 */12 * * *\n\
+             2027-01-08T17:00:00Z  2027-01-08T18:00:00+01:00  0 18 * * 1-5\n"
+        );
+        // A fire time two schedules share is one line, naming both.
+        assert_eq!(
+            preview(&["0 6 * * *", "0 6,18 * * *"], None).lines().next(),
+            Some("2027-01-08T05:00:00Z  2027-01-08T06:00:00+01:00  0 6 * * *, 0 6,18 * * *")
+        );
+    }
+
+    #[test]
+    fn jitter_prints_when_each_run_starts() {
+        // The UID's offset in a 600 s window is 540.781 s (pinned in schedule::jitter).
+        let out = preview(
+            &["0 6 * * *"],
+            Some((600, "6f1b3c2a-9d4e-4f5a-8b7c-0e1d2c3b4a59")),
+        );
+        assert_eq!(
+            out.lines().next(),
+            Some(
+                "2027-01-08T05:00:00Z  2027-01-08T06:00:00+01:00  starts 2027-01-08T05:09:00.781Z (+540.781s)"
+            )
+        );
+    }
 }

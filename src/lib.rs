@@ -34,6 +34,7 @@ mod text;
 pub use controller::run_process as run_controller;
 pub use plugin::{invoked_as_plugin, main as plugin_main, run as run_plugin};
 pub use receiver::webhook_path;
+pub use schedule::jitter_offset;
 pub use signing::sign;
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 use clap::Parser;
-use syncseq::cli::{Cli, Command, ScheduleCommand, schedule_next};
+use syncseq::cli::{Cli, Command, ScheduleCommand, SchedulePreview, schedule_next};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -21,11 +21,17 @@ async fn main() -> std::process::ExitCode {
             time_zone,
             from,
             count,
+            jitter_seconds,
+            uid,
         }) => schedule_next(
-            &expr,
-            time_zone.as_deref(),
-            from.as_deref(),
-            count,
+            SchedulePreview {
+                exprs: &expr,
+                time_zone: time_zone.as_deref(),
+                from: from.as_deref(),
+                count,
+                jitter_seconds,
+                uid: uid.as_deref(),
+            },
             &mut std::io::stdout(),
         ),
         Command::Controller(args) => syncseq::run_controller(args).await,

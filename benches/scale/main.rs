@@ -508,7 +508,10 @@ async fn main() {
         floor_handoff.extend(shape.handoffs(|s| at(s).map(|j| (j.created, j.finished))));
         floor_fan_out.extend(shape.fan_out_spreads(|s| at(s).map(|j| j.created)));
     }
-    // Firing delay, split by whether the fire came while the runs were in progress.
+    // Firing delay, split by whether the fire came while the runs were in progress. It counts
+    // from the Job's scheduled timestamp, the nominal fire time: the time the run may start,
+    // as the scheduled sequences here have no jitterSeconds (with it, the start is that plus
+    // the object's `syncseq::jitter_offset`).
     let fire = |key: &str| {
         let (mut loaded, mut idle) = (vec![], vec![]);
         for job in seen.values() {

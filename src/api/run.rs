@@ -12,6 +12,7 @@ use super::{RunPhase, StepPhase, TriggerKind, UpstreamRun, UpstreamStatus};
 /// them, so manifests name them `spec.schedule`, `spec.timeZone`, ...).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.schedule) || !has(self.schedules)").message("set either schedule or schedules, not both (schedules takes a list of one)"))]
 pub struct ScheduleSpec {
     /// When runs start: a 5-field cron expression (with month and weekday names, `?`, ranges,
     /// lists and steps), a macro (`@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`, ...) or
@@ -20,6 +21,27 @@ pub struct ScheduleSpec {
     #[x_kube(validation = super::sequence::schedule_rule())]
     #[schemars(length(min = 1, max = 256))]
     pub schedule: Option<String>,
+
+    /// Several schedules instead of `schedule` (1 to 16, each as `schedule` takes it, all in
+    /// the one `timeZone`): runs start at every fire time of any of them, and fire times that
+    /// coincide start one run. The next fire time, missed fires and `startingDeadlineSeconds`
+    /// follow the union of their fire times. In a list of several, an `@every` schedule counts
+    /// its intervals from the object's creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::sequence::schedules_rule())]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 256)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub schedules: Option<Vec<String>>,
+
+    /// Delay each scheduled start by a fixed offset between 0 and this many seconds (at most
+    /// 3600), derived from the object's UID: the same offset at every fire, different between
+    /// objects, so that many objects on one schedule do not all start in the same second.
+    /// `status.lastScheduleTime`, `status.nextScheduleTime` and the Job's
+    /// `syncseq.dev/scheduled-timestamp` keep the nominal fire time; `startingDeadlineSeconds`
+    /// counts from the delayed start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub jitter_seconds: Option<i32>,
 
     /// IANA time zone the schedule is evaluated in (for example `America/New_York`). UTC when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]

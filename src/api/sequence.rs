@@ -21,10 +21,22 @@ pub const MAX_STEPS: usize = 32;
 /// time-zone prefix (CronJob rejects those too: the zone belongs in `timeZone`), and a shape that
 /// is neither a macro nor five fields.
 pub(crate) fn schedule_rule() -> Rule {
-    Rule::new(
-        r"!self.startsWith('TZ=') && !self.startsWith('CRON_TZ=') && self.matches('^(@[a-z]+( [0-9a-zµ.]+)?|[^\\s]+\\s+[^\\s]+\\s+[^\\s]+\\s+[^\\s]+\\s+[^\\s]+)$')",
+    Rule::new(schedule_shape("self")).message(SCHEDULE_SHAPE_MESSAGE)
+}
+
+/// The same rule for each entry of `schedules`.
+pub(crate) fn schedules_rule() -> Rule {
+    Rule::new(format!("self.all(s, {})", schedule_shape("s")))
+        .message(format!("each entry {SCHEDULE_SHAPE_MESSAGE}").as_str())
+}
+
+const SCHEDULE_SHAPE_MESSAGE: &str = "must be a 5-field cron expression or a macro such as @hourly or @every 90m, without a TZ= or CRON_TZ= prefix (put the zone in timeZone)";
+
+/// The CEL condition that the string `var` has a schedule's shape.
+fn schedule_shape(var: &str) -> String {
+    format!(
+        r"!{var}.startsWith('TZ=') && !{var}.startsWith('CRON_TZ=') && {var}.matches('^(@[a-z]+( [0-9a-zµ.]+)?|[^\\s]+\\s+[^\\s]+\\s+[^\\s]+\\s+[^\\s]+\\s+[^\\s]+)$')"
     )
-    .message("must be a 5-field cron expression or a macro such as @hourly or @every 90m, without a TZ= or CRON_TZ= prefix (put the zone in timeZone)")
 }
 
 /// Syncs run in order on a schedule: a step starts only once the steps it depends on (by
@@ -65,7 +77,8 @@ pub(crate) fn schedule_rule() -> Rule {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSequenceSpec {
-    /// The schedule: `schedule`, `timeZone`, `startingDeadlineSeconds`, `suspend`.
+    /// The schedule: `schedule` (or `schedules`), `timeZone`, `jitterSeconds`,
+    /// `startingDeadlineSeconds`, `suspend`.
     #[serde(flatten)]
     pub scheduling: ScheduleSpec,
 

@@ -47,8 +47,9 @@ pub struct SyncSpec {
     /// it; syncseq adds its labels, an owner reference and, inside a sequence, the step's timeout.
     pub job_template: JobTemplate,
 
-    /// Optional schedule for running this sync on its own, outside any sequence: `schedule`,
-    /// `timeZone`, `startingDeadlineSeconds`, `suspend`, exactly as a sequence takes them.
+    /// Optional schedule for running this sync on its own, outside any sequence: `schedule` (or
+    /// `schedules`), `timeZone`, `jitterSeconds`, `startingDeadlineSeconds`, `suspend`, exactly
+    /// as a sequence takes them.
     #[serde(flatten)]
     pub scheduling: ScheduleSpec,
 }

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use sha2::{Digest, Sha256};
 
 use crate::api::{Sync, TriggerKind, UpstreamRun, annotations, labels};
-use crate::schedule::Schedule;
+use crate::schedule::ScheduleSet;
 use crate::text::printable;
 
 /// Job names end up in the `batch.kubernetes.io/job-name` Pod label, so they must fit a label
@@ -81,7 +81,7 @@ pub(crate) struct RunFacts<'a> {
     pub upstream: Option<&'a UpstreamRun>,
     /// The object's schedule as its spec has it now: the data interval starts at its fire
     /// time before `scheduled`.
-    pub schedule: Option<&'a (Schedule, TimeZone)>,
+    pub schedule: Option<&'a (ScheduleSet, TimeZone)>,
 }
 
 /// The names of the run context's variables.
@@ -295,10 +295,14 @@ mod tests {
 
     #[test]
     fn every_container_gets_the_run_context_and_the_templates_own_variables_win() {
-        let hourly = (
-            Schedule::parse("0 * * * *").unwrap(),
-            TimeZone::get("Europe/Berlin").unwrap(),
-        );
+        let hourly = crate::schedule::parse_set(
+            Some("0 * * * *"),
+            None,
+            Some("Europe/Berlin"),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap()
+        .unwrap();
         let at: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
         let from_dbt = UpstreamRun {
             kind: UpstreamKind::WebhookReceiver,

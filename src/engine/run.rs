@@ -17,7 +17,7 @@ use super::{
 use crate::api::{
     AttemptFailure, FailurePolicy, RunPhase, RunStatus, Step, StepPhase, StepStatus, Sync,
 };
-use crate::schedule::Schedule;
+use crate::schedule::ScheduleSet;
 
 /// What advancing a run looks at besides the run itself.
 pub(super) struct RunContext<'a> {
@@ -35,7 +35,7 @@ pub(super) struct RunContext<'a> {
     /// `spec.failFast`: after a Stop failure, start nothing new.
     pub fail_fast: bool,
     /// The schedule, when the spec has a valid one: its Jobs' data intervals come from it.
-    pub schedule: Option<&'a (Schedule, TimeZone)>,
+    pub schedule: Option<&'a (ScheduleSet, TimeZone)>,
     pub now: Timestamp,
 }
 

@@ -116,7 +116,10 @@ pub(super) fn drive<S: Clone>(
         )),
         None => None,
     };
-    let parsed = triggers::parse_schedule(runner.scheduling);
+    let parsed = triggers::parse_schedule(
+        runner.scheduling,
+        runner.meta.creation_timestamp.as_ref().map(|t| t.0),
+    );
     let ctx = RunContext {
         owner: &runner.owner,
         steps: runner.steps,

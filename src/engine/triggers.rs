@@ -10,7 +10,7 @@ use super::{Action, Event};
 use crate::api::{
     QueuedRun, RunBook, ScheduleSpec, ScheduleStatus, TriggerKind, UpstreamRun, annotations,
 };
-use crate::schedule::{self, Schedule};
+use crate::schedule::{self, ScheduleSet};
 
 /// A request for a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,25 +58,25 @@ impl Trigger {
     }
 }
 
-/// The parsed schedule, or why it cannot be used.
+/// The parsed schedule (`schedule`, or the set of `schedules`), or why it cannot be used.
 pub(super) struct ParsedSchedule {
-    pub parsed: Option<(Schedule, jiff::tz::TimeZone)>,
+    pub parsed: Option<(ScheduleSet, jiff::tz::TimeZone)>,
     /// An invalid schedule or unknown time zone: the spec is stalled.
     pub error: Option<String>,
 }
 
-pub(super) fn parse_schedule(settings: &ScheduleSpec) -> ParsedSchedule {
-    let Some(expr) = settings.schedule.as_deref() else {
-        return ParsedSchedule {
-            parsed: None,
-            error: None,
-        };
-    };
-    let parsed = Schedule::parse(expr)
-        .and_then(|s| Ok((s, schedule::parse_time_zone(settings.time_zone.as_deref())?)));
+/// Parses `schedule` or `schedules`. In a set of several, `@every` schedules count from the
+/// object's creation (`anchor`), which does not move as runs start.
+pub(super) fn parse_schedule(settings: &ScheduleSpec, anchor: Option<Timestamp>) -> ParsedSchedule {
+    let parsed = schedule::parse_set(
+        settings.schedule.as_deref(),
+        settings.schedules.as_deref(),
+        settings.time_zone.as_deref(),
+        anchor.unwrap_or(Timestamp::UNIX_EPOCH),
+    );
     match parsed {
-        Ok(p) => ParsedSchedule {
-            parsed: Some(p),
+        Ok(parsed) => ParsedSchedule {
+            parsed,
             error: None,
         },
         Err(e) => ParsedSchedule {
@@ -212,8 +212,9 @@ pub(super) fn schedule_stop(settings: &ScheduleSpec, book: &RunBook) -> Option<(
 }
 
 /// CronJob semantics: at most one run, for the most recent unmet fire time, and only within
-/// `startingDeadlineSeconds`. Updates the schedule fields of status; returns the trigger and
-/// the next fire time to wake at. Nothing while failed runs in a row `stopped` the schedule.
+/// `startingDeadlineSeconds`; with `jitterSeconds`, each fire time a fixed offset later.
+/// Updates the schedule fields of status; returns the trigger and when to wake for the next
+/// fire (its time plus the offset). Nothing while failed runs in a row `stopped` the schedule.
 pub(super) fn scheduled(
     settings: &ScheduleSpec,
     spec: &ParsedSchedule,
@@ -248,7 +249,25 @@ pub(super) fn scheduled(
     .max()
     .or(meta.creation_timestamp.as_ref().map(|t| t.0))
     .unwrap_or(now);
-    let due = schedule::due(sched, tz, earliest, now, settings.starting_deadline_seconds);
+    // Jitter: a fire time has come once its offset has passed too, and it is late by
+    // `startingDeadlineSeconds` counted from that delayed start; so the schedule is asked
+    // about `now - offset`, and every time it answers stays nominal (status, the Job's
+    // annotation) but the wake-up, which moves by the offset.
+    let offset = schedule::jitter_offset(
+        meta.uid.as_deref().unwrap_or_default(),
+        settings.jitter_seconds.unwrap_or(0),
+    );
+    let asked = now.checked_sub(offset).unwrap_or(Timestamp::MIN);
+    let due = schedule::due_set(
+        sched,
+        tz,
+        earliest,
+        asked,
+        settings.starting_deadline_seconds,
+    );
+    let wake = due
+        .next
+        .map(|next| next.checked_add(offset).unwrap_or(Timestamp::MAX));
     state.next_schedule_time = due.next.map(Time);
     if let Some(missed) = due.missed_past_deadline {
         state.last_missed_schedule_time = Some(Time(missed));
@@ -281,5 +300,5 @@ pub(super) fn scheduled(
             retry_of: None,
         }
     });
-    (trigger, due.next)
+    (trigger, wake)
 }

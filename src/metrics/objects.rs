@@ -76,22 +76,28 @@ fn seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }
 
-/// The figures of one object, from its spec's schedule and its run book. Pure.
+/// The figures of one object, from its spec's schedule (with its creation, which `@every`
+/// among several schedules counts from) and its run book. Pure.
 pub(crate) fn figures(
     labels: ObjectLabels,
     scheduling: &ScheduleSpec,
+    created: Option<Timestamp>,
     book: Option<&RunBook>,
     last_success: Option<Timestamp>,
     now: Timestamp,
 ) -> Figures {
     let last = book.and_then(|b| b.runs.first());
-    let interval = scheduling.schedule.as_deref().and_then(|expr| {
-        let sched = schedule::Schedule::parse(expr).ok()?;
-        let tz = schedule::parse_time_zone(scheduling.time_zone.as_deref()).ok()?;
-        match schedule::preview(&sched, &tz, now, 2)[..] {
-            [a, b] => Some(b.duration_since(a).as_secs_f64()),
-            _ => None,
-        }
+    let interval = schedule::parse_set(
+        scheduling.schedule.as_deref(),
+        scheduling.schedules.as_deref(),
+        scheduling.time_zone.as_deref(),
+        created.unwrap_or(Timestamp::UNIX_EPOCH),
+    )
+    .ok()
+    .flatten()
+    .and_then(|(set, tz)| match schedule::preview(&set, &tz, now, 2)[..] {
+        [a, b] => Some(b.duration_since(a).as_secs_f64()),
+        _ => None,
     });
     Figures {
         labels,
@@ -128,6 +134,7 @@ impl Objects {
             figures(
                 labels("SyncSequence", s.as_ref()),
                 &s.spec.scheduling,
+                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 book,
                 success,
                 now,
@@ -144,6 +151,7 @@ impl Objects {
             figures(
                 labels("Sync", s.as_ref()),
                 &s.spec.scheduling,
+                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 book,
                 success,
                 now,
@@ -271,7 +279,14 @@ mod tests {
             }],
             ..RunBook::default()
         };
-        let f = figures(who(), &scheduling, Some(&book), Some(at(-3600)), at(100));
+        let f = figures(
+            who(),
+            &scheduling,
+            None,
+            Some(&book),
+            Some(at(-3600)),
+            at(100),
+        );
         assert_eq!(f.last_success, Some(1_800_000_000.0 - 3600.0));
         assert_eq!(f.last_outcome, Some(RunPhase::Failed));
         assert_eq!(f.last_duration, Some(90.0));
@@ -285,7 +300,7 @@ mod tests {
             schedule: Some("not a schedule".into()),
             ..ScheduleSpec::default()
         };
-        let f = figures(who(), &scheduling, None, None, at(0));
+        let f = figures(who(), &scheduling, None, None, None, at(0));
         assert_eq!(
             (f.last_success, f.last_outcome, f.last_duration, f.interval),
             (None, None, None, None)

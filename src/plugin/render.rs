@@ -119,21 +119,39 @@ pub(crate) fn next_schedule(obj: &Runnable, now: Timestamp) -> String {
     if obj.unreadable.is_some() {
         return "-".into();
     }
+    // nextScheduleTime is the nominal fire time; with jitter the run starts the object's
+    // offset later, and that start is what "in" and "due" are about.
+    let jitter = crate::schedule::jitter_offset(
+        obj.uid.as_deref().unwrap_or_default(),
+        obj.scheduling.jitter_seconds.unwrap_or(0),
+    );
+    let shown = |t: Timestamp| match jitter.is_zero() {
+        true => time(t),
+        false => format!("{} +{} jitter", time(t), duration(jitter)),
+    };
+    let start = |t: Timestamp| t.checked_add(jitter).unwrap_or(t);
     match obj.schedule.next_schedule_time.as_ref() {
-        Some(t) if t.0 > now => format!("{} (in {})", time(t.0), duration(t.0.duration_since(now))),
-        Some(t) => format!("{} (due)", time(t.0)),
+        Some(t) if start(t.0) > now => format!(
+            "{} (in {})",
+            shown(t.0),
+            duration(start(t.0).duration_since(now))
+        ),
+        Some(t) => format!("{} (due)", shown(t.0)),
         None if obj.scheduling.suspend => "none (suspended)".into(),
         None if schedule_stopped(obj) => format!(
             "none (stopped after {} failed runs in a row; `kubectl syncseq resume` restarts it)",
             obj.book.failure_streak.as_ref().map_or(0, |s| s.count)
         ),
-        None if obj.scheduling.schedule.is_none() => match &obj.scheduling.after {
-            Some(after) => {
-                let ups: Vec<String> = after.upstreams.iter().map(ToString::to_string).collect();
-                format!("none (runs after {})", ups.join(", "))
+        None if obj.scheduling.schedule.is_none() && obj.scheduling.schedules.is_none() => {
+            match &obj.scheduling.after {
+                Some(after) => {
+                    let ups: Vec<String> =
+                        after.upstreams.iter().map(ToString::to_string).collect();
+                    format!("none (runs after {})", ups.join(", "))
+                }
+                None => "none (manual only)".into(),
             }
-            None => "none (manual only)".into(),
-        },
+        }
         None => "none".into(),
     }
 }
@@ -844,6 +862,34 @@ mod tests {
             "none (stopped after 3 failed runs in a row; `kubectl syncseq resume` restarts it)"
         );
         assert_eq!(next_schedule(&with("False"), now), "none");
+    }
+
+    /// With jitter the nominal time is shown with the object's offset, and "in" and "due" count
+    /// to the start; several schedules are a schedule too.
+    #[test]
+    fn next_schedule_shows_the_jittered_start_and_knows_several_schedules() {
+        let status = SyncSequenceStatus {
+            schedule: ScheduleStatus {
+                next_schedule_time: Some(time_at("2026-05-01T10:00:00Z")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut obj = seq(Some("@hourly"), false, status);
+        obj.uid = Some("6f1b3c2a-9d4e-4f5a-8b7c-0e1d2c3b4a59".into());
+        obj.scheduling.jitter_seconds = Some(600);
+        // That UID's offset in a 600 s window is 540.781 s (pinned in schedule::jitter).
+        assert_eq!(
+            next_schedule(&obj, t("2026-05-01T10:00:01Z")),
+            "2026-05-01T10:00:00Z +9m01s jitter (in 9m00s)"
+        );
+        assert_eq!(
+            next_schedule(&obj, t("2026-05-01T10:09:01Z")),
+            "2026-05-01T10:00:00Z +9m01s jitter (due)"
+        );
+        let mut several = seq(None, false, Default::default());
+        several.scheduling.schedules = Some(vec!["0 6 * * *".into(), "0 18 * * *".into()]);
+        assert_eq!(next_schedule(&several, t("2026-05-01T10:00:00Z")), "none");
     }
 
     fn sync_held_by_a_sequence() -> Runnable {

@@ -71,6 +71,25 @@ pub(crate) fn due(
         Kind::Every(every) => scan_every(every, earliest, now),
         Kind::Cron(spec) => scan_chain(|t| spec.next(t, tz), earliest, now),
     };
+    decide(scan, now, starting_deadline_seconds)
+}
+
+/// [`due`] for any chain given by its `next` function (whose chain from any instant is the
+/// same fire times: no anchor that moves with the instant, as an `@every` chain's does).
+pub(super) fn due_of_chain(
+    next: impl Fn(Timestamp) -> Option<Timestamp>,
+    earliest: Timestamp,
+    now: Timestamp,
+    starting_deadline_seconds: Option<i64>,
+) -> Due {
+    decide(
+        scan_chain(next, earliest, now),
+        now,
+        starting_deadline_seconds,
+    )
+}
+
+fn decide(scan: Scan, now: Timestamp, starting_deadline_seconds: Option<i64>) -> Due {
     let (run_for, missed_past_deadline) = match scan.last {
         None => (None, None),
         Some(last) if within_deadline(last, now, starting_deadline_seconds) => (Some(last), None),

@@ -48,6 +48,38 @@ impl Every {
     pub(super) fn next(&self, after: Timestamp) -> Option<Timestamp> {
         gotime::timestamp(gotime::floor_second(after).checked_add(self.secs)?)
     }
+
+    /// The first element strictly after `after` of the chain `floor(anchor) + k·delay`,
+    /// k = 1, 2, …: the fire times of `next` from `anchor` on, whatever instant is asked about.
+    pub(super) fn next_in_chain(&self, anchor: Timestamp, after: Timestamp) -> Option<Timestamp> {
+        let base = i128::from(gotime::floor_second(anchor));
+        let step = i128::from(self.secs);
+        // Fire times are whole seconds, so "after `after`" is "after its whole second".
+        let past = i128::from(gotime::floor_second(after)) - base;
+        let k = if past < step { 1 } else { past / step + 1 };
+        gotime::timestamp(i64::try_from(base + k * step).ok()?)
+    }
+
+    /// The last element strictly before `before` of the same chain (k >= 1), if any.
+    pub(super) fn previous_in_chain(
+        &self,
+        anchor: Timestamp,
+        before: Timestamp,
+    ) -> Option<Timestamp> {
+        let base = i128::from(gotime::floor_second(anchor));
+        let step = i128::from(self.secs);
+        // The last whole second strictly before `before`.
+        let limit = i128::from(gotime::floor_second(
+            before
+                .checked_sub(jiff::SignedDuration::from_nanos(1))
+                .ok()?,
+        ));
+        let k = (limit - base).div_euclid(step);
+        if k < 1 {
+            return None;
+        }
+        gotime::timestamp(i64::try_from(base + k * step).ok()?)
+    }
 }
 
 /// Go's `time.ParseDuration`, returning nanoseconds. The grammar is

@@ -14,19 +14,27 @@
 //! * [`Schedule::previous_before`] is the `Prev` robfig lacks, found with `Next`.
 //! * [`parse_time_zone`] is `spec.timeZone` validation.
 //! * [`due`] is `mostRecentScheduleTime` + `startingDeadlineSeconds`.
+//! * [`ScheduleSet`] and [`due_set`] are the same for several schedules (`spec.schedules`):
+//!   the union of their fire times.
+//! * [`jitter_offset`] is `spec.jitterSeconds`' per-object delay.
 //! * [`preview`] lists upcoming fire times.
 //!
 //! Layout: `cron.rs` (five-field syntax and `Next`), `every.rs` (`@every`),
-//! `gotime.rs` (the Go `time` behaviour `Next` depends on), `due.rs`, `tz.rs`.
+//! `gotime.rs` (the Go `time` behaviour `Next` depends on), `due.rs`, `set.rs`, `jitter.rs`,
+//! `tz.rs`.
 
 mod cron;
 mod due;
 mod every;
 mod gotime;
+mod jitter;
+mod set;
 mod tz;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod set_tests;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +43,8 @@ use std::fmt;
 use jiff::{Timestamp, tz::TimeZone};
 
 pub(crate) use due::due;
+pub use jitter::offset as jitter_offset;
+pub(crate) use set::{ScheduleSet, due_set, firing_at};
 pub(crate) use tz::parse_time_zone;
 
 /// Why a schedule or time zone was refused. The messages are meant for users (events,
@@ -47,6 +57,31 @@ pub(crate) enum ScheduleError {
     /// `spec.timeZone` is not a usable IANA time zone name.
     #[error("unknown time zone {name:?}: {reason}")]
     UnknownTimeZone { name: String, reason: String },
+    /// Both `spec.schedule` and `spec.schedules` are set.
+    #[error("set either schedule or schedules, not both (schedules takes a list of one)")]
+    BothSchedules,
+}
+
+/// Parses `spec.schedule` or `spec.schedules` with `spec.timeZone`: None when neither is set.
+/// In a set of several, `@every` schedules count from `anchor` (the object's creation).
+pub(crate) fn parse_set(
+    schedule: Option<&str>,
+    schedules: Option<&[String]>,
+    time_zone: Option<&str>,
+    anchor: Timestamp,
+) -> Result<Option<(ScheduleSet, TimeZone)>, ScheduleError> {
+    let exprs: Vec<&str> = match (schedule, schedules) {
+        (Some(_), Some(_)) => return Err(ScheduleError::BothSchedules),
+        (Some(one), None) => vec![one],
+        (None, Some(several)) => several.iter().map(String::as_str).collect(),
+        (None, None) => return Ok(None),
+    };
+    let members = exprs
+        .into_iter()
+        .map(Schedule::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let tz = parse_time_zone(time_zone)?;
+    Ok(ScheduleSet::new(members, anchor).map(|set| (set, tz)))
 }
 
 /// A parsed `spec.schedule`.
@@ -162,11 +197,29 @@ impl PartialEq for Schedule {
 
 impl Eq for Schedule {}
 
+/// What has fire times: a schedule, or a set of them.
+pub(crate) trait FireTimes {
+    /// The first fire time strictly after `after`, evaluated in `tz`.
+    fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp>;
+}
+
+impl FireTimes for Schedule {
+    fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        Schedule::next_after(self, after, tz)
+    }
+}
+
+impl FireTimes for ScheduleSet {
+    fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        ScheduleSet::next_after(self, after, tz)
+    }
+}
+
 /// The next `n` fire times strictly after `from` (for the `syncseq schedule next`
 /// preview command). Shorter than `n` if the schedule runs out (see
 /// [`Schedule::next_after`]).
 pub(crate) fn preview(
-    schedule: &Schedule,
+    schedule: &impl FireTimes,
     tz: &TimeZone,
     from: Timestamp,
     n: usize,

@@ -23,6 +23,7 @@ mod plugin;
 mod receivers;
 mod run_context;
 mod schedules;
+mod schedules_more;
 mod sequence_run;
 mod standalone_sync;
 mod stop_schedule;

@@ -11,6 +11,7 @@ mod order;
 mod properties;
 mod rebuild;
 mod schedule;
+mod schedule_sets;
 mod stop_schedule;
 mod sync;
 mod triggers;

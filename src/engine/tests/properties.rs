@@ -145,7 +145,7 @@ proptest! {
             starting_deadline_seconds: deadline,
             suspend: false,
             after: None,
-            stop_schedule_after_failures: None,
+            ..ScheduleSpec::default()
         };
         w.annotate(annotations::REQUESTED_AT, &request);
         w.reconcile();
