@@ -1,6 +1,6 @@
 # syncseq: build, test and demo. `make test` is what CI runs (.ci/run); `make demo` shows the
 # main job on the local control plane. Both start the control plane if it is not running.
-.PHONY: all build crds chart-docs lint test test-unit test-integration test-chart test-gitops test-rbac test-newcomer test-image image bench soak demo tools cluster cluster-down
+.PHONY: all build crds chart-docs lint test test-unit test-integration test-bench test-chart test-gitops test-rbac test-newcomer test-image image bench soak demo tools cluster cluster-down
 
 CARGO ?= cargo
 
@@ -62,13 +62,19 @@ test-image image:
 	hack/krew.sh
 
 # Everything CI checks.
-test: lint test-unit test-integration test-chart test-rbac test-newcomer test-gitops test-image
+test: lint test-unit test-integration test-chart test-rbac test-newcomer test-gitops test-image test-bench
 
 # Scale benchmark on the local control plane, measured from outside the controller beside a
 # floor program and CronJob (BENCH_SEQUENCES, default 1000; BENCH_HISTORY_ROUNDS=3 first runs
 # every sequence three times and keeps their Jobs); see bench/REPORT.md.
 bench: cluster
 	$(CARGO) bench --locked --bench scale
+
+# The benchmark's short version, in CI so that `make bench` keeps working: 20 diamonds (the
+# graph shape, which covers the chain's code paths too) beside the floor, no scheduled side,
+# on the test profile's build. Its figures are not measurements (a debug build).
+test-bench: cluster
+	BENCH_SEQUENCES=20 BENCH_SCHEDULED=0 BENCH_SHAPE=diamond $(CARGO) test --locked --bench scale
 
 # The long fault runs (not in CI, which runs them short): 100 leader kills over a few hundred
 # runs, and a 10-minute alert receiver outage with a controller restart. See bench/SOAK.md.

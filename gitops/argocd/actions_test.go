@@ -100,18 +100,26 @@ func normal(t *testing.T, obj interface{}) map[string]interface{} {
 func TestActionDiscovery(t *testing.T) {
 	for _, tc := range []struct {
 		fixture string
+		edit    func(obj map[string]interface{})
 		enabled []string
 	}{
-		{"running.json", []string{"run", "cancel", "suspend"}},
-		{"succeeded.json", []string{"run", "suspend"}},
-		{"failed.json", []string{"run", "suspend"}},
-		{"suspended.json", []string{"run", "resume"}},
+		{"running.json", nil, []string{"run", "cancel", "suspend"}},
+		{"succeeded.json", nil, []string{"run", "suspend"}},
+		{"failed.json", nil, []string{"run", "suspend"}},
+		// Failed runs in a row stopped the schedule: resume restarts it.
+		{"failed.json", withCondition("ScheduleStopped", "True"), []string{"run", "suspend", "resume"}},
+		{"failed.json", withCondition("ScheduleStopped", "False"), []string{"run", "suspend"}},
+		{"suspended.json", nil, []string{"run", "resume"}},
 		// A Sync running as a sequence's step: cancelling is the sequence's.
-		{"sync-running.json", []string{"run", "suspend"}},
-		{"sync-succeeded.json", []string{"run", "suspend"}},
+		{"sync-running.json", nil, []string{"run", "suspend"}},
+		{"sync-succeeded.json", nil, []string{"run", "suspend"}},
 	} {
 		t.Run(tc.fixture, func(t *testing.T) {
-			got, ok := runAction(t, actionScript(t, "discovery"), load(t, tc.fixture).Object).(map[string]interface{})
+			obj := load(t, tc.fixture).Object
+			if tc.edit != nil {
+				tc.edit(obj)
+			}
+			got, ok := runAction(t, actionScript(t, "discovery"), obj).(map[string]interface{})
 			if !ok {
 				t.Fatalf("discovery returned %v, want a table of actions", got)
 			}
@@ -148,7 +156,7 @@ func TestActionsChangeOnlyTheirField(t *testing.T) {
 		{"run", "sync-succeeded.json", annotated("syncseq.dev/requestedAt", stamp)},
 		{"cancel", "running.json", annotated("syncseq.dev/cancelRequestedAt", stamp)},
 		{"suspend", "succeeded.json", suspend(true)},
-		{"resume", "suspended.json", suspend(false)},
+		{"resume", "suspended.json", both(suspend(false), annotated("syncseq.dev/resumeScheduleRequestedAt", stamp))},
 	} {
 		t.Run(tc.action+"/"+tc.fixture, func(t *testing.T) {
 			obj := load(t, tc.fixture).Object
@@ -182,6 +190,26 @@ func annotated(key string, stamp *regexp.Regexp) func(t *testing.T, before, afte
 		}
 		if len(annotations) == 0 && old == nil {
 			delete(meta, "annotations")
+		}
+	}
+}
+
+// withCondition adds a condition of type and status to a captured object's status.
+func withCondition(kind, status string) func(obj map[string]interface{}) {
+	return func(obj map[string]interface{}) {
+		st := obj["status"].(map[string]interface{})
+		conditions, _ := st["conditions"].([]interface{})
+		st["conditions"] = append(conditions, map[string]interface{}{
+			"type": kind, "status": status, "reason": "ConsecutiveFailures", "message": "",
+		})
+	}
+}
+
+// both runs each check in turn.
+func both(checks ...func(t *testing.T, before, after map[string]interface{})) func(t *testing.T, before, after map[string]interface{}) {
+	return func(t *testing.T, before, after map[string]interface{}) {
+		for _, check := range checks {
+			check(t, before, after)
 		}
 	}
 }
