@@ -159,30 +159,18 @@ impl RunsWatch {
     /// How many sequences and Syncs the controller has not reconciled since their last change
     /// (`status.observedGeneration` behind `metadata.generation`).
     fn unreconciled(&self) -> usize {
-        let behind = |generation: Option<i64>, observed: Option<i64>| observed != generation;
-        let sequences = self
-            .store
-            .state()
-            .iter()
-            .filter(|s| {
-                behind(
-                    s.metadata.generation,
-                    s.status.as_ref().and_then(|st| st.observed_generation),
-                )
-            })
-            .count();
-        let syncs = self
-            .syncs
-            .state()
-            .iter()
-            .filter(|s| {
-                behind(
-                    s.metadata.generation,
-                    s.status.as_ref().and_then(|st| st.observed_generation),
-                )
-            })
-            .count();
-        sequences + syncs
+        let sequences = self.store.state().into_iter().map(|s| {
+            let observed = s.status.as_ref().and_then(|st| st.observed_generation);
+            (s.metadata.generation, observed)
+        });
+        let syncs = self.syncs.state().into_iter().map(|s| {
+            let observed = s.status.as_ref().and_then(|st| st.observed_generation);
+            (s.metadata.generation, observed)
+        });
+        sequences
+            .chain(syncs)
+            .filter(|(generation, observed)| observed != generation)
+            .count()
     }
 
     /// How many `seq-*` sequences have at least `runs` finished runs.
