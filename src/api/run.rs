@@ -372,3 +372,35 @@ pub struct SucceededStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<i64>,
 }
+
+impl SucceededStep {
+    /// What the history keeps of a step of `lastRun` that succeeded.
+    pub(crate) fn of(step: &StepStatus) -> Self {
+        Self {
+            name: step.name.clone(),
+            sync: step.sync.clone(),
+            job_name: step.job_name.clone(),
+            attempts: step.attempts,
+            start_time: step.start_time.clone(),
+            completion_time: step.completion_time.clone(),
+            rows_synced: step.rows_synced,
+            rows_rejected: step.rows_rejected,
+            reused_from: step.reused_from,
+        }
+    }
+
+    /// The step as a run's status shows it: Succeeded, with no message (the history keeps none).
+    pub(crate) fn to_status(&self) -> StepStatus {
+        StepStatus {
+            phase: StepPhase::Succeeded,
+            job_name: self.job_name.clone(),
+            attempts: self.attempts,
+            start_time: self.start_time.clone(),
+            completion_time: self.completion_time.clone(),
+            rows_synced: self.rows_synced,
+            rows_rejected: self.rows_rejected,
+            reused_from: self.reused_from,
+            ..StepStatus::pending(&self.name, &self.sync)
+        }
+    }
+}

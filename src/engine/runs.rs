@@ -621,20 +621,7 @@ fn retry_base(
             "run {id} cannot be retried: the history recorded it before it kept the steps that succeeded, so only the last finished run ({newest}) can be"
         ));
     };
-    let succeeded = steps
-        .iter()
-        .map(|s| StepStatus {
-            phase: StepPhase::Succeeded,
-            job_name: s.job_name.clone(),
-            attempts: s.attempts,
-            start_time: s.start_time.clone(),
-            completion_time: s.completion_time.clone(),
-            rows_synced: s.rows_synced,
-            rows_rejected: s.rows_rejected,
-            reused_from: s.reused_from,
-            ..StepStatus::pending(&s.name, &s.sync)
-        })
-        .collect();
+    let succeeded = steps.iter().map(SucceededStep::to_status).collect();
     Ok(RetryBase {
         id,
         scheduled_time: summary.scheduled_time.clone(),
@@ -721,17 +708,7 @@ fn summarize(run: &RunStatus, retries: bool) -> RunSummary {
         run.steps
             .iter()
             .filter(|s| s.phase == StepPhase::Succeeded)
-            .map(|s| SucceededStep {
-                name: s.name.clone(),
-                sync: s.sync.clone(),
-                job_name: s.job_name.clone(),
-                attempts: s.attempts,
-                start_time: s.start_time.clone(),
-                completion_time: s.completion_time.clone(),
-                rows_synced: s.rows_synced,
-                rows_rejected: s.rows_rejected,
-                reused_from: s.reused_from,
-            })
+            .map(SucceededStep::of)
             .collect()
     });
     RunSummary {
