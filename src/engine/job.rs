@@ -159,8 +159,9 @@ fn add_run_context(pod: &mut PodSpec, vars: &[EnvVar]) {
 /// syncseq's labels go on the Job and on its Pod template (so Pods can be watched by label);
 /// the template's own labels and annotations are kept. The step timeout becomes the Job's
 /// `activeDeadlineSeconds`, so the Job controller enforces it and reports `DeadlineExceeded`.
-/// A scheduled run's fire time goes on the Job as an annotation, so that anyone can tell how
-/// late a fire was from the Job alone (not a retry's: its Job is no fire, however late). Every
+/// A scheduled or backfill run's fire time goes on the Job as an annotation, so that anyone can
+/// tell from the Job alone which fire it is for and how late it started (not a retry's: its
+/// Job is no fire, however late). Every
 /// container gets the run context.
 pub(crate) fn build_job(
     owner: &JobOwner,
@@ -199,7 +200,7 @@ pub(crate) fn build_job(
     let mut job_annotations = template_meta.annotations;
     if let Some(at) = run
         .scheduled
-        .filter(|_| run.trigger == TriggerKind::Schedule)
+        .filter(|_| matches!(run.trigger, TriggerKind::Schedule | TriggerKind::Backfill))
     {
         job_annotations
             .get_or_insert_with(Default::default)

@@ -8,6 +8,7 @@
 //! module directly, without an API server.
 
 mod alerting;
+mod backfill;
 pub(crate) mod conditions;
 pub(crate) mod graph;
 mod job;

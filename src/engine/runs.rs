@@ -146,6 +146,15 @@ pub(super) fn drive<S: Clone>(
         }
     }
 
+    super::backfill::requests(
+        runner.meta,
+        book,
+        parsed.parsed.as_ref(),
+        cluster.jobs,
+        now,
+        actions,
+    );
+
     // A resume starts the count of failed runs again (a schedule they stopped fires again);
     // a run that ends in this decision counts after it. The count is kept only while
     // `stopScheduleAfterFailures` is set: set again, it starts from zero.
@@ -287,6 +296,31 @@ pub(super) fn drive<S: Clone>(
     }
     // A run started above may have finished at once (every step skipped): the queue moves on.
     start_queued(book, runner, &ctx, actions, &mut wake, &mut archived);
+    // A backfill takes what is left: a decision with no run in progress or queued.
+    super::backfill::go_on(
+        book,
+        parsed.parsed.as_ref(),
+        now,
+        actions,
+        |book, at, actions| {
+            let trigger = Trigger {
+                kind: crate::api::TriggerKind::Backfill,
+                scheduled: Some(at),
+                upstream: None,
+                retry_of: None,
+            };
+            start_run(
+                book,
+                runner,
+                trigger,
+                false,
+                &ctx,
+                actions,
+                &mut wake,
+                &mut archived,
+            );
+        },
+    );
     drop_unaccounted_creates(book, actions);
     cleanup(book, runner.history_limit, cluster.jobs, actions);
     super::conditions::set_recovered(
@@ -530,6 +564,9 @@ fn start_run(
             "run {id} started from the queue (queued by {})",
             trigger.describe()
         ),
+        (false, Some(t)) if trigger.kind == crate::api::TriggerKind::Backfill => {
+            format!("run {id} started by the backfill, for {t}")
+        }
         (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
         (false, None) => format!("run {id} started by {}", trigger.describe()),
     };
@@ -671,6 +708,7 @@ fn archive_finished(book: &mut RunBook, runner: &Runner, archived: &mut Option<R
     if runner.scheduling.stop_schedule_after_failures.is_some() {
         count_failures(&mut book.failure_streak, &run);
     }
+    super::backfill::count_finished(book.backfill.as_deref_mut(), &run);
     book.last_run_result = Some(run.phase);
     book.runs.retain(|r| r.id != summary.id);
     book.runs.insert(0, summary);

@@ -32,6 +32,10 @@ impl Trigger {
             (TriggerKind::Upstream, None) => "upstream".into(),
             (TriggerKind::Manual, _) => "manual request".into(),
             (TriggerKind::Schedule, _) => "schedule".into(),
+            (TriggerKind::Backfill, _) => match self.scheduled {
+                Some(at) => format!("backfill of {at}"),
+                None => "backfill".into(),
+            },
             (TriggerKind::Retry, _) => match self.retry_of {
                 Some(run) => format!("retry of run {run}"),
                 None => "retry".into(),
