@@ -79,7 +79,7 @@ pub(crate) fn parse_max_runs(text: Option<&str>) -> Result<usize, String> {
 }
 
 /// Whether `[from, to)` can be backfilled with `schedule` at `now`: it has fire times, at most
-/// `max_runs`, and ends by now (the schedule itself runs the fire times to come).
+/// `max_runs`, and none after now (the schedule itself runs the fire times to come).
 pub(crate) fn check_range(
     schedule: Option<&(ScheduleSet, TimeZone)>,
     (from, to): (Timestamp, Timestamp),
@@ -92,9 +92,13 @@ pub(crate) fn check_range(
                 .into(),
         );
     };
-    if to > now {
+    // A range may end after now (`--to` of a clock a little ahead of ours) so long as none of
+    // its fire times is still to come: the schedule runs those.
+    if let Some(future) =
+        range::first_at_or_after(set, tz, from.max(now)).filter(|&t| t > now && t < to)
+    {
         return Err(format!(
-            "the range ends at {to}, which has not come yet: a backfill runs past fire times, and the schedule runs those to come"
+            "the range has fire times that have not come yet, from {future} on: a backfill runs past fire times, and the schedule runs those to come (end the range by {now})"
         ));
     }
     let total = match range::count(set, tz, from, to, COUNT_CAP.max(max_runs)) {

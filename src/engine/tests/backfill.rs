@@ -147,7 +147,7 @@ fn refusals_say_why_and_start_nothing() {
         (
             "2026-01-05T05:00:00Z/2026-01-05T12:00:00Z",
             None,
-            "the range ends at 2026-01-05T12:00:00Z, which has not come yet: a backfill runs past fire times, and the schedule runs those to come",
+            "the range has fire times that have not come yet, from 2026-01-05T11:00:00Z on: a backfill runs past fire times, and the schedule runs those to come (end the range by 2026-01-05T10:05:00Z)",
         ),
         (
             "2026-01-05T06:00:00Z/2026-01-05T05:00:00Z",
@@ -202,6 +202,18 @@ fn refusals_say_why_and_start_nothing() {
     backfill(&mut w, "2025-11-01T00:00:00Z/2026-01-05T00:00:00Z", 2);
     assert_eq!(status(&w).total, 1560);
     assert_eq!(status(&w).phase, BackfillPhase::Running);
+}
+
+#[test]
+fn a_range_may_end_after_now_when_no_fire_time_in_it_has_yet_to_come() {
+    let mut w = hourly();
+    backfill(&mut w, "2026-01-05T08:00:00Z/2026-01-05T10:30:00Z", 1);
+    let bf = status(&w);
+    assert_eq!(
+        (bf.phase, bf.total),
+        (BackfillPhase::Running, 3),
+        "08:00, 09:00, 10:00"
+    );
 }
 
 #[test]
