@@ -91,4 +91,7 @@ pub mod annotations {
     /// On a Job of a run the schedule or a backfill started: the fire time it is for (RFC
     /// 3339), as the CronJob controller writes `batch.kubernetes.io/cronjob-scheduled-timestamp`.
     pub const SCHEDULED_TIMESTAMP: &str = "syncseq.dev/scheduled-timestamp";
+    /// On a Job of a scheduled run of an object with `spec.jitterSeconds`: the object's offset
+    /// (`37.412s`), how long after [`SCHEDULED_TIMESTAMP`] the run was meant to start.
+    pub const JITTER_OFFSET: &str = "syncseq.dev/jitter-offset";
 }

@@ -120,6 +120,10 @@ pub(super) fn drive<S: Clone>(
         runner.scheduling,
         runner.meta.creation_timestamp.as_ref().map(|t| t.0),
     );
+    let jitter = crate::schedule::jitter_offset(
+        runner.meta.uid.as_deref().unwrap_or_default(),
+        runner.scheduling.jitter_seconds.unwrap_or(0),
+    );
     let ctx = RunContext {
         owner: &runner.owner,
         steps: runner.steps,
@@ -129,6 +133,7 @@ pub(super) fn drive<S: Clone>(
         max_parallel: runner.max_parallel,
         fail_fast: runner.fail_fast,
         schedule: parsed.parsed.as_ref(),
+        jitter,
         now,
     };
     let mut archived = None;
@@ -226,6 +231,7 @@ pub(super) fn drive<S: Clone>(
         runner.scheduling,
         &parsed,
         runner.meta,
+        jitter,
         schedule,
         now,
         actions,
