@@ -30,8 +30,8 @@ pub enum Command {
     /// Schedule tools.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// The kubectl plugin: run, retry, cancel, suspend, resume, status, history, graph, logs,
-    /// dashboard, completion.
+    /// The kubectl plugin: run, retry, cancel, suspend, resume, backfill, status, history,
+    /// graph, logs, dashboard, completion.
     ///
     /// Installed (copied or symlinked) as `kubectl-syncseq` on PATH, the binary runs these
     /// commands as `kubectl syncseq ...`.

@@ -35,6 +35,9 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
+pub(crate) use backfill::{
+    BackfillRange, DEFAULT_MAX_RUNS, check_range, parse_max_runs, parse_range,
+};
 pub(crate) use job::{JobIdentity, JobOwner, RunFacts, build_job, job_name};
 pub(crate) use result::{
     JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, pod_result,
