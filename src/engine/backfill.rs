@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::reasons;
 use super::run::cancel_run;
+use super::triggers::ParsedSchedule;
 use super::{Action, Event, JobView};
 use crate::api::{BackfillPhase, BackfillStatus, RunBook, RunPhase, RunStatus, annotations};
 use crate::schedule::{ScheduleSet, range};
@@ -78,29 +79,29 @@ pub(crate) fn parse_max_runs(text: Option<&str>) -> Result<usize, String> {
     }
 }
 
+/// The schedule a backfill walks: the object's, parsed (`Ok(None)`: it has none), or why it
+/// cannot be used.
+pub(crate) fn schedule_to_backfill<'a>(
+    parsed: Result<Option<&'a (ScheduleSet, TimeZone)>, &str>,
+) -> Result<&'a (ScheduleSet, TimeZone), String> {
+    match parsed {
+        Ok(Some(schedule)) => Ok(schedule),
+        Ok(None) => Err(
+            "the object has no schedule (spec.schedule or spec.schedules) whose fire times to run"
+                .into(),
+        ),
+        Err(e) => Err(format!("the object's schedule cannot be used: {e}")),
+    }
+}
+
 /// Whether `[from, to)` can be backfilled with `schedule` at `now`: it has fire times, at most
 /// `max_runs`, and none after now (the schedule itself runs the fire times to come).
 pub(crate) fn check_range(
-    schedule: Option<&(ScheduleSet, TimeZone)>,
+    (set, tz): &(ScheduleSet, TimeZone),
     (from, to): (Timestamp, Timestamp),
     max_runs: usize,
     now: Timestamp,
 ) -> Result<BackfillRange, String> {
-    let Some((set, tz)) = schedule else {
-        return Err(
-            "the object has no schedule (spec.schedule or spec.schedules) whose fire times to run"
-                .into(),
-        );
-    };
-    // A range may end after now (`--to` of a clock a little ahead of ours) so long as none of
-    // its fire times is still to come: the schedule runs those.
-    if let Some(future) =
-        range::first_at_or_after(set, tz, from.max(now)).filter(|&t| t > now && t < to)
-    {
-        return Err(format!(
-            "the range has fire times that have not come yet, from {future} on: a backfill runs past fire times, and the schedule runs those to come (end the range by {now})"
-        ));
-    }
     let total = match range::count(set, tz, from, to, COUNT_CAP.max(max_runs)) {
         range::Count::Exactly(0) => {
             return Err(format!("the schedule has no fire time from {from} to {to}"));
@@ -113,6 +114,14 @@ pub(crate) fn check_range(
             return Err(too_many(&format!("more than {n}"), from, to, max_runs));
         }
     };
+    // A range may end after now (`--to` of a clock a little ahead of ours) so long as none of
+    // its fire times is still to come: the schedule runs those. (Walked once counted, so at
+    // most `max_runs` of them.)
+    if let Some(future) = range::fire_times(set, tz, from, to).find(|&t| t > now) {
+        return Err(format!(
+            "the range has fire times that have not come yet, from {future} on: a backfill runs past fire times, and the schedule runs those to come (end the range by {now})"
+        ));
+    }
     let first = range::first_at_or_after(set, tz, from)
         .filter(|&t| t < to)
         .ok_or_else(|| format!("the schedule has no fire time from {from} to {to}"))?;
@@ -141,7 +150,7 @@ fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
 pub(super) fn requests(
     meta: &ObjectMeta,
     book: &mut RunBook,
-    schedule: Option<&(ScheduleSet, TimeZone)>,
+    schedule: &ParsedSchedule,
     jobs: &[JobView],
     now: Timestamp,
     actions: &mut Vec<Action>,
@@ -184,7 +193,9 @@ pub(super) fn requests(
         .and_then(parse_range);
     let max_runs = parse_max_runs(annotation(meta, annotations::BACKFILL_MAX_RUNS));
     let checked = match (range, max_runs) {
-        (Ok(r), Ok(max)) => check_range(schedule, r, max, now).map_err(|e| (Some(r), e)),
+        (Ok(r), Ok(max)) => schedule_to_backfill(schedule.as_result())
+            .and_then(|set| check_range(set, r, max, now))
+            .map_err(|e| (Some(r), e)),
         (Err(e), _) => Err((None, e)),
         (Ok(r), Err(e)) => Err((Some(r), e)),
     };

@@ -36,7 +36,7 @@ use k8s_openapi::api::batch::v1::Job;
 use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
 pub(crate) use backfill::{
-    BackfillRange, DEFAULT_MAX_RUNS, check_range, parse_max_runs, parse_range,
+    BackfillRange, DEFAULT_MAX_RUNS, check_range, parse_max_runs, parse_range, schedule_to_backfill,
 };
 pub(crate) use job::{JobIdentity, JobOwner, RunFacts, build_job, job_name};
 pub(crate) use result::{

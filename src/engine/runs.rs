@@ -151,14 +151,7 @@ pub(super) fn drive<S: Clone>(
         }
     }
 
-    super::backfill::requests(
-        runner.meta,
-        book,
-        parsed.parsed.as_ref(),
-        cluster.jobs,
-        now,
-        actions,
-    );
+    super::backfill::requests(runner.meta, book, &parsed, cluster.jobs, now, actions);
 
     // A resume starts the count of failed runs again (a schedule they stopped fires again);
     // a run that ends in this decision counts after it. The count is kept only while

@@ -69,6 +69,16 @@ pub(super) struct ParsedSchedule {
     pub error: Option<String>,
 }
 
+impl ParsedSchedule {
+    /// The schedule (None: the spec has none), or why it cannot be used.
+    pub(super) fn as_result(&self) -> Result<Option<&(ScheduleSet, jiff::tz::TimeZone)>, &str> {
+        match &self.error {
+            Some(e) => Err(e),
+            None => Ok(self.parsed.as_ref()),
+        }
+    }
+}
+
 /// Parses `schedule` or `schedules`. In a set of several, `@every` schedules count from the
 /// object's creation (`anchor`), which does not move as runs start.
 pub(super) fn parse_schedule(settings: &ScheduleSpec, anchor: Option<Timestamp>) -> ParsedSchedule {

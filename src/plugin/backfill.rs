@@ -14,7 +14,9 @@ use super::render;
 use super::target::{Kind, Runnable, Target};
 use crate::api::annotations::{BACKFILL, BACKFILL_MAX_RUNS, BACKFILL_REQUESTED_AT};
 use crate::api::{BackfillPhase, BackfillStatus};
-use crate::engine::{BackfillRange, DEFAULT_MAX_RUNS, check_range, parse_max_runs, parse_range};
+use crate::engine::{
+    BackfillRange, DEFAULT_MAX_RUNS, check_range, parse_max_runs, parse_range, schedule_to_backfill,
+};
 use crate::schedule::{ScheduleSet, range};
 
 /// The flags of `backfill`.
@@ -87,22 +89,22 @@ pub(crate) fn check(
         ));
     }
     let spec = &obj.scheduling;
-    // As the controller parses it (`triggers::parse_schedule`); it calls a schedule it cannot
-    // parse "no schedule", and says why in a condition, which is the better answer here.
-    let schedule = crate::schedule::parse_set(
+    // As the controller parses it (`triggers::parse_schedule`), and refused as it refuses it.
+    let parsed = crate::schedule::parse_set(
         spec.schedule.as_deref(),
         spec.schedules.as_deref(),
         spec.time_zone.as_deref(),
         obj.created.unwrap_or(Timestamp::UNIX_EPOCH),
     )
-    .map_err(|e| format!("the object's schedule cannot be used: {e}"))?;
+    .map_err(|e| e.to_string());
+    let schedule =
+        schedule_to_backfill(parsed.as_ref().map(Option::as_ref).map_err(String::as_str))?.clone();
     let range = check_range(
-        schedule.as_ref(),
+        &schedule,
         (from, to),
         max_runs.unwrap_or(DEFAULT_MAX_RUNS),
         now,
     )?;
-    let schedule = schedule.expect("check_range refuses an object without a schedule");
     Ok(Checked { range, schedule })
 }
 
@@ -338,11 +340,16 @@ mod tests {
             err.contains("has 8160 fire times, more than the limit of 1000"),
             "{err}"
         );
-        let err = checked(&obj, "2026-12-07T11:00:00Z", "2026-12-07T13:00:00Z", None).unwrap_err();
+        let err = checked(&obj, "2026-12-07T11:00:00Z", "2026-12-07T14:00:00Z", None).unwrap_err();
         assert!(
-            err.starts_with("the range ends at 2026-12-07T13:00:00Z, which has not come yet"),
+            err.starts_with(
+                "the range has fire times that have not come yet, from 2026-12-07T13:00:00Z on"
+            ),
             "{err}"
         );
+        // Ending after now is fine while none of its fire times is to come (a clock ahead).
+        let ok = checked(&obj, "2026-12-07T11:00:00Z", "2026-12-07T12:00:30Z", None).unwrap();
+        assert_eq!(ok.range.total, 2);
         let err = checked(&obj, "2026-12-06T03:10:00Z", "2026-12-06T03:50:00Z", None).unwrap_err();
         assert_eq!(
             err,

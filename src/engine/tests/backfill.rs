@@ -229,6 +229,20 @@ fn an_object_without_a_schedule_refuses_a_backfill() {
 }
 
 #[test]
+fn an_object_whose_schedule_cannot_be_used_says_why() {
+    let mut w = hourly();
+    w.seq.spec.scheduling.schedule = Some("61 * * * *".into());
+    backfill(&mut w, "2026-01-05T05:00:00Z/2026-01-05T08:00:00Z", 1);
+    let message = status(&w).message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "refused: the object's schedule cannot be used: invalid schedule \"61 * * * *\""
+        ),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_request_during_a_backfill_is_refused_and_the_backfill_goes_on() {
     let mut w = hourly();
     backfill(&mut w, "2026-01-05T05:00:00Z/2026-01-05T07:00:00Z", 1);
