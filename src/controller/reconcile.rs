@@ -53,6 +53,8 @@ pub(super) trait Subject:
     fn for_apply(status: &Self::Status) -> Self::Status {
         status.clone()
     }
+    /// The names of its steps, which label its step series.
+    fn steps(&self) -> Vec<&str>;
     /// Metrics read from what the plan changed.
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
     /// Hands the alert notifications `status` holds pending to the delivery worker.
@@ -105,6 +107,9 @@ impl Subject for SyncSequence {
     }
     fn changed(current: Option<&SyncSequenceStatus>, planned: &SyncSequenceStatus) -> bool {
         !super::notify::status_unchanged(current, planned)
+    }
+    fn steps(&self) -> Vec<&str> {
+        self.spec.steps.iter().map(|s| s.name.as_str()).collect()
     }
     fn record(&self, metrics: &Metrics, plan: &Plan) {
         let (namespace, name) = (self.namespace().unwrap_or_default(), self.name_any());
@@ -171,6 +176,10 @@ impl Subject for Sync {
     }
     fn changed(current: Option<&SyncStatus>, planned: &SyncStatus) -> bool {
         current.map(Self::for_apply) != Some(Self::for_apply(planned))
+    }
+    /// Its own runs have the one step.
+    fn steps(&self) -> Vec<&str> {
+        vec![crate::engine::STANDALONE_STEP]
     }
     fn cached(ctx: &Context, obj: &Self) -> Option<Arc<Self>> {
         ctx.syncs.get(&ObjectRef::from(obj))
@@ -285,6 +294,10 @@ async fn reconcile_object<K: Subject>(
         ctx.freshness.forget(key);
         return Ok(Requeue::await_change());
     }
+    // Its run and step counters exist at 0 from its first reconcile on.
+    let ns = obj.namespace().unwrap_or_default();
+    ctx.metrics
+        .object_seen(&K::kind(&()), &ns, &obj.name_any(), obj.steps());
     // The watch event of our last status write is on its way; decide on that, not on this.
     let version = obj.meta().resource_version.as_deref();
     match ctx.freshness.met(key, version, || {
@@ -299,7 +312,6 @@ async fn reconcile_object<K: Subject>(
     if let Some(status) = obj.status() {
         obj.offer_alerts(&ctx, status);
     }
-    let ns = obj.namespace().unwrap_or_default();
     let uid = obj.meta().uid.clone().unwrap_or_default();
     let mut jobs = owned_jobs(&ctx, &ns, &uid);
     let current = obj.status().map(K::book);

@@ -13,12 +13,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use kube::Resource;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::admission::Priority;
+use crate::api::{RunPhase, Sync, SyncSequence, WebhookFormat};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
@@ -56,11 +60,35 @@ pub(crate) struct StepLabels {
 /// An alert channel and what became of one delivery attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AlertLabels {
-    /// The webhook format: `Slack` or `JSON`.
+    /// The webhook format, as `spec.alerts[].webhook.format` spells it (`JSON`, `Slack`, ...).
     pub provider: String,
-    /// `delivered`, `failed` (retried) or `abandoned` (refused for good).
+    /// One of [`DELIVERY_RESULTS`].
     pub result: String,
 }
+
+/// What became of an alert delivery attempt: delivered, failed (and retried) or abandoned
+/// (refused for good).
+pub(crate) const DELIVERED: &str = "delivered";
+pub(crate) const FAILED: &str = "failed";
+pub(crate) const ABANDONED: &str = "abandoned";
+const DELIVERY_RESULTS: [&str; 3] = [DELIVERED, FAILED, ABANDONED];
+
+/// Every webhook format, each an alert channel of its own in `syncseq_alert_deliveries_total`.
+const FORMATS: [WebhookFormat; 5] = [
+    WebhookFormat::Json,
+    WebhookFormat::Slack,
+    WebhookFormat::Teams,
+    WebhookFormat::GoogleChat,
+    WebhookFormat::PagerDuty,
+];
+
+/// How a finished run can end: the `outcome` of `syncseq_runs_total`.
+const OUTCOMES: [RunPhase; 4] = [
+    RunPhase::Succeeded,
+    RunPhase::SucceededWithErrors,
+    RunPhase::Failed,
+    RunPhase::Cancelled,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
@@ -249,6 +277,29 @@ impl Metrics {
             "Requests to the webhook endpoint, by receiver and outcome",
             webhook_deliveries.clone(),
         );
+        // Every series whose labels are known now exists from the start, at 0: a counter's first
+        // sample is otherwise its first event, which `rate()` and `increase()` cannot see, and
+        // a dashboard panel over it says "No data" until then.
+        for kind in [SyncSequence::kind(&()), Sync::kind(&())] {
+            let label = KindLabel { kind: kind.into() };
+            let _ = reconciles.get_or_create(&label);
+            let _ = reconcile_errors.get_or_create(&label);
+            let _ = reconcile_duration.get_or_create(&label);
+            for priority in [Priority::Due, Priority::Other] {
+                let _ = reconcile_admission_wait.get_or_create(&AdmissionLabels {
+                    kind: label.kind.clone(),
+                    priority: priority.label().into(),
+                });
+            }
+        }
+        for format in FORMATS {
+            for result in DELIVERY_RESULTS {
+                let _ = alert_deliveries.get_or_create(&AlertLabels {
+                    provider: format.name().into(),
+                    result: result.into(),
+                });
+            }
+        }
         Metrics {
             registry,
             webhook_deliveries,
@@ -285,6 +336,40 @@ impl Metrics {
             }
         };
         out
+    }
+
+    /// Puts at 0 the series of an object's runs (each outcome) and of its steps, which exist
+    /// otherwise only from their first event on (see [`Metrics::new`]). Where they exist it
+    /// costs a read lock and a lookup per series, against a reconcile's milliseconds, so every
+    /// reconcile calls it and a step added to the spec has its series from the next one on.
+    /// Like the other series of the controller's work, they stay when the object or the step
+    /// goes, until the process ends.
+    pub(crate) fn object_seen<'a>(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        steps: impl IntoIterator<Item = &'a str>,
+    ) {
+        for outcome in OUTCOMES {
+            let _ = self.runs.get_or_create(&RunLabels {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                outcome: format!("{outcome:?}"),
+            });
+        }
+        for step in steps {
+            let labels = StepLabels {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                step: step.into(),
+            };
+            let _ = self.step_failures.get_or_create(&labels);
+            let _ = self.step_rejected_rows.get_or_create(&labels);
+            let _ = self.step_sync_wait.get_or_create(&labels);
+        }
     }
 
     /// Counts a request to the webhook endpoint.
@@ -334,63 +419,195 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// Every series the chart's Grafana dashboard queries is one the controller exports: the
-    /// event families once they have a sample, the per-object families always.
-    #[test]
-    fn the_grafana_dashboard_queries_only_exported_series() {
-        let metrics = Metrics::new();
-        let step = StepLabels {
-            kind: "SyncSequence".into(),
-            namespace: "revops".into(),
-            name: "crm".into(),
-            step: "load".into(),
-        };
-        metrics.step_failures.get_or_create(&step).inc();
-        metrics.step_rejected_rows.get_or_create(&step).inc();
-        metrics.step_sync_wait.get_or_create(&step).inc_by(1.5);
-        let kind = KindLabel {
-            kind: "SyncSequence".into(),
-        };
-        metrics.reconcile_errors.get_or_create(&kind).inc();
-        metrics
-            .runs
-            .get_or_create(&RunLabels {
-                kind: "SyncSequence".into(),
-                namespace: "revops".into(),
-                name: "crm".into(),
-                outcome: "Failed".into(),
-            })
-            .inc();
-        metrics
-            .alert_deliveries
-            .get_or_create(&AlertLabels {
-                provider: "Slack".into(),
-                result: "delivered".into(),
-            })
-            .inc();
-        let text = metrics.encode(Format::Prometheus);
-        let dashboard = include_str!("../../charts/syncseq/files/grafana-dashboard.json");
-        let mut queried: Vec<&str> = dashboard
+    /// The names of the metric families a shipped file queries (a histogram's by its buckets).
+    fn queried(file: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = file
             .match_indices("syncseq_")
             .map(|(i, _)| {
-                let rest = &dashboard[i..];
+                let rest = &file[i..];
                 let end = rest
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .unwrap_or(rest.len());
-                &rest[..end]
+                let name = &rest[..end];
+                name.strip_suffix("_bucket").unwrap_or(name)
             })
             .filter(|name| *name != "syncseq_")
             .collect();
-        queried.sort_unstable();
-        queried.dedup();
-        assert!(queried.len() > 10, "{queried:?}");
-        for series in queried {
-            let family = series.strip_suffix("_bucket").unwrap_or(series);
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Whether `text` has a sample of `family`, a plain series or a histogram's buckets.
+    fn has_sample(text: &str, family: &str) -> bool {
+        text.lines().any(|line| {
+            line.strip_prefix(family).is_some_and(|rest| {
+                let rest = rest.strip_prefix("_bucket").unwrap_or(rest);
+                rest.starts_with(['{', ' '])
+            })
+        })
+    }
+
+    /// A scheduled sequence whose one run succeeded, in the caches the object metrics read.
+    fn one_sequence_in_the_caches(metrics: &Metrics) {
+        use crate::api::{RunSummary, TriggerKind};
+        use crate::engine::fixtures::{self, t0};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use kube::runtime::{reflector::store::Writer, watcher::Event};
+
+        let mut seq = fixtures::sequence(vec![fixtures::step("accounts")]);
+        seq.spec.scheduling.schedule = Some("0 * * * *".into());
+        let mut status = crate::api::SyncSequenceStatus::default();
+        status.book.last_successful_time = Some(Time(t0()));
+        status.book.runs = vec![RunSummary {
+            id: 1,
+            scheduled_time: None,
+            trigger: TriggerKind::Manual,
+            upstream: None,
+            retry_of: None,
+            phase: RunPhase::Succeeded,
+            start_time: Time(t0()),
+            completion_time: Some(Time(t0())),
+            failed_step: None,
+            message: None,
+            succeeded_steps: None,
+        }];
+        seq.status = Some(status);
+        let (mut sequences, syncs) = (Writer::default(), Writer::<Sync>::default());
+        sequences.apply_watcher_event(&Event::Apply(seq));
+        metrics.objects.watch(Stores {
+            sequences: sequences.as_reader(),
+            syncs: syncs.as_reader(),
+        });
+    }
+
+    /// Every series the chart's PrometheusRule and Grafana dashboard query has a sample once
+    /// the controller knows one object, before anything has happened to count.
+    #[test]
+    fn the_shipped_rules_and_dashboard_query_series_that_exist_before_any_event() {
+        let metrics = Metrics::new();
+        one_sequence_in_the_caches(&metrics);
+        metrics.object_seen("SyncSequence", "revops", "crm", ["accounts"]);
+        let text = metrics.encode(Format::Prometheus);
+        let rules = include_str!("../../charts/syncseq/files/prometheus-rules.yaml");
+        let dashboard = include_str!("../../charts/syncseq/files/grafana-dashboard.json");
+        let (rules, dashboard) = (queried(rules), queried(dashboard));
+        assert!(
+            rules.len() >= 5 && dashboard.len() > 10,
+            "{rules:?} {dashboard:?}"
+        );
+        for family in rules.into_iter().chain(dashboard) {
             assert!(
-                text.contains(&format!("# TYPE {family} ")),
-                "the dashboard queries {series}, which /metrics does not export"
+                has_sample(&text, family),
+                "a shipped rule or panel queries {family}, which /metrics lacks:\n{text}"
             );
         }
+    }
+
+    /// The series labelled by kind, priority and alert channel exist at 0 from the start.
+    #[test]
+    fn a_fresh_controller_has_every_per_kind_series_at_0() {
+        let text = Metrics::new().encode(Format::Prometheus);
+        let has = |series: String| {
+            assert!(
+                text.lines().any(|l| l == format!("{series} 0")),
+                "{series} not at 0 in:\n{text}"
+            )
+        };
+        for kind in ["SyncSequence", "Sync"] {
+            has(format!("syncseq_reconciles_total{{kind=\"{kind}\"}}"));
+            has(format!("syncseq_reconcile_errors_total{{kind=\"{kind}\"}}"));
+            has(format!(
+                "syncseq_reconcile_duration_seconds_count{{kind=\"{kind}\"}}"
+            ));
+            for priority in ["due", "other"] {
+                has(format!(
+                    "syncseq_reconcile_admission_wait_seconds_count{{kind=\"{kind}\",priority=\"{priority}\"}}"
+                ));
+            }
+        }
+        for provider in ["JSON", "Slack", "Teams", "GoogleChat", "PagerDuty"] {
+            for result in ["delivered", "failed", "abandoned"] {
+                has(format!(
+                    "syncseq_alert_deliveries_total{{provider=\"{provider}\",result=\"{result}\"}}"
+                ));
+            }
+        }
+        // Nothing per object before an object is seen.
+        assert!(!has_sample(&text, "syncseq_runs_total"), "{text}");
+        assert!(!has_sample(&text, "syncseq_step_failures_total"), "{text}");
+    }
+
+    /// An object's run and step series exist at 0 once it is seen, and seeing it again keeps
+    /// what they counted.
+    #[test]
+    fn an_object_seen_has_its_run_and_step_series_at_0() {
+        let metrics = Metrics::new();
+        metrics.object_seen("SyncSequence", "revops", "crm", ["accounts", "contacts"]);
+        let step = |step: &str| StepLabels {
+            kind: "SyncSequence".into(),
+            namespace: "revops".into(),
+            name: "crm".into(),
+            step: step.into(),
+        };
+        metrics.step_failures.get_or_create(&step("contacts")).inc();
+        metrics.object_seen("SyncSequence", "revops", "crm", ["accounts", "contacts"]);
+        let text = metrics.encode(Format::Prometheus);
+        let of_crm = r#"kind="SyncSequence",namespace="revops",name="crm""#;
+        for outcome in ["Succeeded", "SucceededWithErrors", "Failed", "Cancelled"] {
+            let series = format!("syncseq_runs_total{{{of_crm},outcome=\"{outcome}\"}} 0");
+            assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+        }
+        for series in [
+            format!("syncseq_step_failures_total{{{of_crm},step=\"accounts\"}} 0"),
+            format!("syncseq_step_failures_total{{{of_crm},step=\"contacts\"}} 1"),
+            format!("syncseq_step_rejected_rows_total{{{of_crm},step=\"accounts\"}} 0"),
+            format!("syncseq_step_rejected_rows_total{{{of_crm},step=\"contacts\"}} 0"),
+            format!("syncseq_step_sync_wait_seconds_total{{{of_crm},step=\"accounts\"}} 0.0"),
+            format!("syncseq_step_sync_wait_seconds_total{{{of_crm},step=\"contacts\"}} 0.0"),
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+        }
+    }
+
+    /// The strings a type's JSON schema allows (its enum's values).
+    fn values(schema: &serde_json::Value, out: &mut Vec<String>) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("const", serde_json::Value::String(s)) => out.push(s.clone()),
+                        ("enum", serde_json::Value::Array(all)) => {
+                            out.extend(all.iter().filter_map(|v| v.as_str().map(String::from)))
+                        }
+                        _ => values(value, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(all) => all.iter().for_each(|v| values(v, out)),
+            _ => {}
+        }
+    }
+
+    /// A run phase or webhook format added to the API has its series from the start too.
+    #[test]
+    fn every_outcome_and_alert_channel_is_known() {
+        let mut phases = Vec::new();
+        values(schemars::schema_for!(RunPhase).as_value(), &mut phases);
+        let mut outcomes: Vec<String> = OUTCOMES.iter().map(|o| format!("{o:?}")).collect();
+        outcomes.push("Running".into());
+        phases.sort();
+        outcomes.sort();
+        assert_eq!(phases, outcomes);
+        let mut formats = Vec::new();
+        values(
+            schemars::schema_for!(WebhookFormat).as_value(),
+            &mut formats,
+        );
+        let mut known: Vec<String> = FORMATS.iter().map(|f| f.name().to_string()).collect();
+        formats.sort();
+        known.sort();
+        assert_eq!(formats, known);
     }
 
     #[test]

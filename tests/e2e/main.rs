@@ -18,6 +18,7 @@ mod dashboard;
 mod edges;
 mod failure_policies;
 mod graph;
+mod metrics;
 mod operations;
 mod plugin;
 mod receivers;
