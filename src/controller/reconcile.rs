@@ -53,7 +53,7 @@ pub(super) trait Subject:
     fn for_apply(status: &Self::Status) -> Self::Status {
         status.clone()
     }
-    /// The names of its steps, which label its step series.
+    /// The names of its steps, which label its step series (none: it has no runs of its own).
     fn steps(&self) -> Vec<&str>;
     /// Metrics read from what the plan changed.
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
@@ -177,9 +177,22 @@ impl Subject for Sync {
     fn changed(current: Option<&SyncStatus>, planned: &SyncStatus) -> bool {
         current.map(Self::for_apply) != Some(Self::for_apply(planned))
     }
-    /// Its own runs have the one step.
+    /// Its own runs have the one step; a Sync that only runs as sequences' steps (no schedule,
+    /// no `after`, no run of its own yet) has none to count, and no series: most Syncs of a
+    /// large installation are such, and the series would make most of `/metrics`.
     fn steps(&self) -> Vec<&str> {
-        vec![crate::engine::STANDALONE_STEP]
+        let scheduling = &self.spec.scheduling;
+        let own_runs = scheduling.schedule.is_some()
+            || scheduling.schedules.is_some()
+            || scheduling.after.is_some()
+            || self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.book.last_run_number.is_some());
+        match own_runs {
+            true => vec![crate::engine::STANDALONE_STEP],
+            false => vec![],
+        }
     }
     fn cached(ctx: &Context, obj: &Self) -> Option<Arc<Self>> {
         ctx.syncs.get(&ObjectRef::from(obj))
@@ -294,10 +307,14 @@ async fn reconcile_object<K: Subject>(
         ctx.freshness.forget(key);
         return Ok(Requeue::await_change());
     }
-    // Its run and step counters exist at 0 from its first reconcile on.
+    // Its run and step counters exist at 0 from its first reconcile on (if it has runs to
+    // count: see `Subject::steps`).
     let ns = obj.namespace().unwrap_or_default();
-    ctx.metrics
-        .object_seen(&K::kind(&()), &ns, &obj.name_any(), obj.steps());
+    let steps = obj.steps();
+    if !steps.is_empty() {
+        ctx.metrics
+            .object_seen(&K::kind(&()), &ns, &obj.name_any(), steps);
+    }
     // The watch event of our last status write is on its way; decide on that, not on this.
     let version = obj.meta().resource_version.as_deref();
     match ctx.freshness.met(key, version, || {
