@@ -10,6 +10,7 @@
 mod support;
 
 mod api_faults;
+mod backfill;
 mod cli;
 mod control_plane;
 mod crashes;
