@@ -83,7 +83,7 @@ pub(crate) fn check(
     {
         return Err(format!(
             "the backfill requested at {} is in progress ({} runs done); cancel it first (`kubectl syncseq backfill {} --cancel`)",
-            running.requested_at,
+            crate::text::truncate(&crate::text::printable(&running.requested_at)),
             running.progress,
             argument(&obj.target)
         ));
