@@ -252,9 +252,13 @@ impl Watches<'_> {
         })
         .applied_objects()
         // Its own reconcile reads the spec (and the Secret) only: a delivery recorded in its
-        // status wakes the objects after it, not the receiver.
+        // status wakes the objects after it, not the receiver. A change of its labels does
+        // too: sharded, one relabelled into this shard is this shard's to reconcile from then.
         .predicate_filter(
-            kube::runtime::predicates::generation,
+            kube::runtime::Predicate::<WebhookReceiver>::combine(
+                kube::runtime::predicates::generation,
+                kube::runtime::predicates::labels,
+            ),
             PredicateConfig::default(),
         );
         Some(stream)
