@@ -43,6 +43,12 @@ pub struct ControllerArgs {
     /// Watch only this namespace (all namespaces when unset).
     #[arg(long, env = "SYNCSEQ_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Reconcile only the SyncSequences, Syncs and WebhookReceivers this label selector
+    /// matches (e.g. `sharding.syncseq.dev/shard=a`, or `!sharding.syncseq.dev/shard` for the
+    /// objects of no shard); their Jobs follow them. Each selector elects its own leader on a
+    /// Lease named after it. See docs/sharding.md.
+    #[arg(long, env = "SYNCSEQ_SHARD_SELECTOR", value_name = "SELECTOR")]
+    pub shard_selector: Option<String>,
     /// Log format.
     #[arg(long, env = "SYNCSEQ_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

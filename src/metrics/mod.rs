@@ -478,6 +478,7 @@ mod tests {
         metrics.objects.watch(Stores {
             sequences: sequences.as_reader(),
             syncs: syncs.as_reader(),
+            owns_sync: Box::new(|_| true),
         });
     }
 

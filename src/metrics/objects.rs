@@ -39,6 +39,10 @@ struct OutcomeLabels {
 pub(crate) struct Stores {
     pub sequences: Store<SyncSequence>,
     pub syncs: Store<Sync>,
+    /// Which Syncs have series here. Sharded, a shard's own only: every shard caches them
+    /// all, and the same series from several shards would double sums and break the rules'
+    /// one-to-one matches.
+    pub owns_sync: Box<dyn Fn(&Sync) -> bool + Send + std::marker::Sync>,
 }
 
 /// The collector; empty until [`Objects::watch`].
@@ -141,22 +145,27 @@ impl Objects {
             )
         });
         // A Sync's last success is whoever ran it; its other figures are its own runs'.
-        let syncs = stores.syncs.state().into_iter().map(|s| {
-            let st = s.status.as_ref();
-            let success = st
-                .and_then(|st| st.last_succeeded_run.as_ref())
-                .and_then(|r| r.completion_time.as_ref())
-                .map(|t| t.0);
-            let book = st.map(|st| &st.book);
-            figures(
-                labels("Sync", s.as_ref()),
-                &s.spec.scheduling,
-                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                book,
-                success,
-                now,
-            )
-        });
+        let syncs = stores
+            .syncs
+            .state()
+            .into_iter()
+            .filter(|s| (stores.owns_sync)(s))
+            .map(|s| {
+                let st = s.status.as_ref();
+                let success = st
+                    .and_then(|st| st.last_succeeded_run.as_ref())
+                    .and_then(|r| r.completion_time.as_ref())
+                    .map(|t| t.0);
+                let book = st.map(|st| &st.book);
+                figures(
+                    labels("Sync", s.as_ref()),
+                    &s.spec.scheduling,
+                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    book,
+                    success,
+                    now,
+                )
+            });
         sequences.chain(syncs).collect()
     }
 }
@@ -254,6 +263,30 @@ mod tests {
             namespace: "revops".into(),
             name: "crm-hourly".into(),
         }
+    }
+
+    #[test]
+    fn a_shard_exports_its_own_syncs_only() {
+        use kube::runtime::{reflector::store::Writer, watcher::Event};
+        let mut syncs = Writer::<Sync>::default();
+        for (name, shard) in [("accounts", "a"), ("contacts", "b")] {
+            let mut sync = crate::engine::fixtures::sync(name);
+            sync.labels_mut()
+                .insert("sharding.syncseq.dev/shard".into(), shard.into());
+            syncs.apply_watcher_event(&Event::Apply(sync));
+        }
+        let objects = Objects::default();
+        objects.watch(Stores {
+            sequences: Writer::<SyncSequence>::default().as_reader(),
+            syncs: syncs.as_reader(),
+            owns_sync: Box::new(|s| s.labels()["sharding.syncseq.dev/shard"] == "a"),
+        });
+        let names: Vec<String> = objects
+            .all(at(0))
+            .into_iter()
+            .map(|f| f.labels.name)
+            .collect();
+        assert_eq!(names, ["accounts"]);
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod run_context;
 mod schedules;
 mod schedules_more;
 mod sequence_run;
+mod sharding;
 mod standalone_sync;
 mod stop_schedule;
 mod upstream;
