@@ -1,12 +1,15 @@
 //! Backfill: one run per past fire time in `[from, to)`, oldest first, one at a time, each for
 //! its own fire time; refused with the reason (the count, when too many); cancellable; it takes
-//! the gaps between the object's own runs, which meet its runs under `concurrencyPolicy`.
+//! the gaps between the object's own runs, which meet its runs under `concurrencyPolicy`. And a
+//! property: the runs of a backfill of a random schedule and range are its fire times.
 
 use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
 
 use crate::api::*;
 use crate::engine::fixtures::World;
 use crate::engine::tests::crm;
+use crate::schedule::range;
 
 /// `crm` on `0 * * * *`, decided once at t0 (10:00): its 10:00 fire is not due, as it was
 /// created then.
@@ -408,4 +411,116 @@ fn a_sync_backfills_its_own_schedule() {
     assert_eq!(run.trigger, TriggerKind::Backfill);
     assert_eq!(run.scheduled_time.as_ref().map(|t| t.0), Some(at("05:00")));
     assert_eq!(book.backfill.as_ref().unwrap().total, 2);
+}
+
+/// A schedule to backfill: `spec.schedule`, or `spec.schedules` of two.
+fn arb_schedule() -> impl Strategy<Value = (Option<String>, Option<Vec<String>>)> {
+    let cron = (
+        prop_oneof![
+            (1u32..=30).prop_map(|k| format!("*/{k}")),
+            (0u32..60).prop_map(|m| m.to_string()),
+            (0u32..60, 0u32..60).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+        ],
+        prop_oneof![
+            Just("*".to_string()),
+            (1u32..=6).prop_map(|k| format!("*/{k}")),
+        ],
+    )
+        .prop_map(|(m, h)| format!("{m} {h} * * *"));
+    let member = prop_oneof![
+        3 => cron,
+        1 => (120u64..14_400).prop_map(|s| format!("@every {s}s")),
+    ];
+    prop_oneof![
+        2 => member.clone().prop_map(|one| (Some(one), None)),
+        1 => proptest::collection::vec(member, 2).prop_map(|v| (None, Some(v))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A backfill of a random schedule and range, its runs succeeding or failing at random:
+    /// its runs are for the schedule's fire times in the range, oldest first, one each, and
+    /// its counters and phase say how they went; past `backfillMaxRuns`, or with no fire time,
+    /// it is refused with the count and starts nothing.
+    #[test]
+    fn a_backfill_runs_the_fire_times_of_its_range_and_counts_them(
+        (schedule, schedules) in arb_schedule(),
+        back in 1i64..(2 * 86_400),
+        len in prop_oneof![3 => 1i64..7_200, 1 => 1i64..86_400],
+        oks in proptest::collection::vec(any::<bool>(), 100),
+    ) {
+        let mut w = crm();
+        w.seq.spec.scheduling.schedule = schedule;
+        w.seq.spec.scheduling.schedules = schedules;
+        // Suspended, the schedule starts no run of its own; the backfill runs all the same.
+        w.seq.spec.scheduling.suspend = true;
+        w.now += SignedDuration::from_mins(5);
+        prop_assert!(w.reconcile().is_empty());
+        let from = w.now - SignedDuration::from_secs(back);
+        let to = (from + SignedDuration::from_secs(len)).min(w.now);
+        let sc = &w.seq.spec.scheduling;
+        let created = w.seq.metadata.creation_timestamp.as_ref().unwrap().0;
+        let (set, tz) = crate::schedule::parse_set(
+            sc.schedule.as_deref(),
+            sc.schedules.as_deref(),
+            None,
+            created,
+        )
+        .unwrap()
+        .unwrap();
+        let want: Vec<Timestamp> = range::fire_times(&set, &tz, from, to).collect();
+        w.annotate(annotations::BACKFILL_MAX_RUNS, "20");
+        backfill(&mut w, &format!("{from}/{to}"), 1);
+        if want.is_empty() || want.len() > 20 {
+            prop_assert!(current(&w).is_none());
+            let why = match want.len() {
+                0 => format!("the schedule has no fire time from {from} to {to}"),
+                n => format!("the range from {from} to {to} has {n} fire times, more than the limit of 20 (syncseq.dev/backfillMaxRuns raises it, up to 10000)"),
+            };
+            prop_assert_eq!(status(&w).phase, BackfillPhase::Refused);
+            prop_assert_eq!(status(&w).message.clone(), Some(format!("refused: {why}")));
+            return Ok(());
+        }
+        // Each run's fire time, and how it ended.
+        let mut ran: Vec<(i64, Timestamp)> = Vec::new();
+        let mut failed: Vec<i64> = Vec::new();
+        let mut oks = oks.into_iter().cycle();
+        while let Some(run) = current(&w).cloned() {
+            prop_assert!(ran.len() <= want.len(), "more runs than fire times: {:?}", ran);
+            prop_assert_eq!(run.trigger, TriggerKind::Backfill);
+            if ran.last().is_none_or(|(id, _)| *id != run.id) {
+                ran.push((run.id, run.scheduled_time.as_ref().unwrap().0));
+                prop_assert_eq!(status(&w).run, Some(run.id));
+            }
+            // Its steps succeed until one fails, which ends the run.
+            if oks.next().unwrap() {
+                w.succeed(10, 0);
+            } else {
+                w.fail("the CRM is down");
+                failed.push(run.id);
+            }
+            w.reconcile();
+        }
+        let at: Vec<Timestamp> = ran.iter().map(|(_, t)| *t).collect();
+        prop_assert_eq!(at, want.clone());
+        let ids: Vec<i64> = ran.iter().map(|(id, _)| *id).collect();
+        let numbered: Vec<i64> = (1..).take(want.len()).collect();
+        prop_assert_eq!(ids, numbered, "numbered in order");
+        let bf = status(&w);
+        let n = i64::try_from(want.len()).unwrap();
+        let f = i64::try_from(failed.len()).unwrap();
+        prop_assert_eq!(
+            (bf.total, bf.started, bf.succeeded, bf.failed, bf.run, bf.next_time.clone()),
+            (n, n, n - f, f, None, None)
+        );
+        // The newest ten that failed.
+        prop_assert_eq!(&bf.failed_runs, &failed[failed.len().saturating_sub(10)..]);
+        prop_assert_eq!(&bf.progress, &format!("{n}/{n}"));
+        let phase = if failed.is_empty() { BackfillPhase::Succeeded } else { BackfillPhase::Failed };
+        prop_assert_eq!(bf.phase, phase);
+        prop_assert_eq!(bf.last_started_time.as_ref().map(|t| t.0), want.last().copied());
+        prop_assert!(w.reconcile().is_empty(), "nothing more starts");
+    }
 }
