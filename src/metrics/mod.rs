@@ -5,6 +5,8 @@
 //! further, down to the per-kind-and-namespace aggregates alone, which are always exported.
 
 mod objects;
+#[cfg(test)]
+mod scale_tests;
 mod stream;
 
 pub(crate) use objects::Objects;
