@@ -32,7 +32,14 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         Ok(apiclient::build(&kube_config, fence, &instance, limits)?)
     };
     let config = config(&args, &instance)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(crate::metrics::Scope {
+        per_object: crate::metrics::PerObject::from_flags(
+            args.metrics_per_object,
+            &args.metrics_per_object_namespaces,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+        stale_intervals: args.metrics_stale_intervals,
+    }));
     let health = Arc::new(Health::new(std::time::Duration::from_secs(
         args.health_stall_seconds.max(1),
     )));

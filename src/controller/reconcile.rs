@@ -25,7 +25,7 @@ use crate::engine::reasons::RECONCILE_FAILED;
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
 };
-use crate::metrics::{KindLabel, Metrics, RunLabels, StepLabels};
+use crate::metrics::{KindLabel, Metrics};
 
 /// What the reconciler needs to know of a kind.
 pub(super) trait Subject:
@@ -431,15 +431,7 @@ fn record_progress(
 ) {
     let old_runs = old.and_then(|(b, _)| b.runs.first()).map(|r| r.id);
     if let Some(run) = new.0.runs.first().filter(|r| Some(r.id) != old_runs) {
-        metrics
-            .runs
-            .get_or_create(&RunLabels {
-                kind: kind.into(),
-                namespace: namespace.into(),
-                name: name.into(),
-                outcome: format!("{:?}", run.phase),
-            })
-            .inc();
+        metrics.run_finished(kind, namespace, name, run.phase);
     }
     let old_steps = |run: i64| {
         old.into_iter()
@@ -447,26 +439,17 @@ fn record_progress(
             .filter(move |r| r.id == run)
             .flat_map(|r| r.steps.iter())
     };
-    let labels = |step: &str| StepLabels {
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-        step: step.into(),
-    };
+    let object = (kind, namespace, name);
     for run in new.0.current_run.iter().chain(new.1) {
         for (i, step) in run.steps.iter().enumerate() {
             let was = old_steps(run.id).find(|s| s.name == step.name);
             let ended = step.phase.is_final() && was.is_some_and(|w| !w.phase.is_final());
             if ended {
-                let labels = labels(&step.name);
                 if step.phase == crate::api::StepPhase::Failed {
-                    metrics.step_failures.get_or_create(&labels).inc();
+                    metrics.step_failed(object, &step.name);
                 }
                 if let Some(rejected) = step.rows_rejected.filter(|r| *r > 0) {
-                    metrics
-                        .step_rejected_rows
-                        .get_or_create(&labels)
-                        .inc_by(rejected.unsigned_abs());
+                    metrics.rows_rejected(object, &step.name, rejected.unsigned_abs());
                 }
             }
             if ended && let (Some(start), Some(end)) = (&step.start_time, &step.completion_time) {
@@ -487,10 +470,7 @@ fn record_progress(
                 && let (Some(ready), Some(start)) = (ready, &step.start_time)
             {
                 let waited = start.0.duration_since(ready.0).as_secs_f64();
-                metrics
-                    .step_sync_wait
-                    .get_or_create(&labels(&step.name))
-                    .inc_by(waited.max(0.0));
+                metrics.sync_waited(object, &step.name, waited.max(0.0));
             }
             if started
                 && i > 0
