@@ -121,6 +121,7 @@ must_refuse "replicaCount that is not a number" --set replicaCount=two
 must_refuse "an unknown podAntiAffinity preset" --set podAntiAffinity=sometimes
 must_refuse "an image digest that is not sha256" --set image.digest=md5:abc
 must_refuse "a misspelt rbac value" --set rbac.aggregateToDefaultRole=false
+must_refuse "a shard key that is not a DNS label" --set 'sharding.shards={Team_A}'
 
 # --- 4. server-side dry-run --------------------------------------------------------------------
 log "installing the CRDs (server-side apply)"
@@ -269,6 +270,11 @@ fi
 if [ -s "$work/single-replica.json" ]; then
   expect single-replica "no PDB and no Lease Role with one replica and no leader election" 'all(.kind != "PodDisruptionBudget") and all(.kind != "Role")'
   expect single-replica "--no-leader-election" 'map(select(.kind == "Deployment"))[0].spec.template.spec.containers[0].args | index("--no-leader-election") != null'
+fi
+if [ -s "$work/sharded.json" ]; then
+  expect sharded "a Deployment and a PDB per shard and for the remainder, each with its --shard-selector" '(map(select(.kind == "Deployment")) | map({(.metadata.name): (.spec.template.spec.containers[0].args | map(select(startswith("--shard-selector"))))}) | add) == {"syncseq-chart-test": ["--shard-selector=!sharding.syncseq.dev/shard"], "syncseq-chart-test-shard-a": ["--shard-selector=sharding.syncseq.dev/shard=a"], "syncseq-chart-test-shard-b": ["--shard-selector=sharding.syncseq.dev/shard=b"]} and (map(select(.kind == "PodDisruptionBudget")) | length == 3)'
+  # The names the controller derives (src/leader lease_name, pinned by its unit test for a).
+  expect sharded "the Lease Role names each shard's Lease" '[.[] | select(.kind == "Role") | .rules[] | select(.resourceNames) | .resourceNames] == [["syncseq-controller-3786559e74", "syncseq-controller-f62d5a33d4", "syncseq-controller-da463fc0dc"]]'
 fi
 
 # --- 6. real RBAC, checked with kubectl auth can-i ---------------------------------------------

@@ -30,8 +30,8 @@ pub enum Command {
     /// Schedule tools.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// The kubectl plugin: run, retry, cancel, suspend, resume, status, history, graph, logs,
-    /// dashboard, completion.
+    /// The kubectl plugin: run, retry, cancel, suspend, resume, backfill, status, history,
+    /// graph, logs, dashboard, completion.
     ///
     /// Installed (copied or symlinked) as `kubectl-syncseq` on PATH, the binary runs these
     /// commands as `kubectl syncseq ...`.
@@ -43,6 +43,12 @@ pub struct ControllerArgs {
     /// Watch only this namespace (all namespaces when unset).
     #[arg(long, env = "SYNCSEQ_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Reconcile only the SyncSequences, Syncs and WebhookReceivers this label selector
+    /// matches (e.g. `sharding.syncseq.dev/shard=a`, or `!sharding.syncseq.dev/shard` for the
+    /// objects of no shard); their Jobs follow them. Each selector elects its own leader on a
+    /// Lease named after it. See docs/sharding.md.
+    #[arg(long, env = "SYNCSEQ_SHARD_SELECTOR", value_name = "SELECTOR")]
+    pub shard_selector: Option<String>,
     /// Log format.
     #[arg(long, env = "SYNCSEQ_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -56,6 +62,31 @@ pub struct ControllerArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints (port 0 picks a free port).
     #[arg(long, env = "SYNCSEQ_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: String,
+    /// Export each object's own series, labelled by `name` (and `step`): its state, runs and
+    /// steps. `--metrics-per-object=false` leaves the aggregates by kind and namespace alone,
+    /// which the chart's alerts and dashboard work with: kilobytes per namespace instead of
+    /// about 1 KB per sequence.
+    #[arg(
+        long,
+        env = "SYNCSEQ_METRICS_PER_OBJECT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub metrics_per_object: bool,
+    /// Export per-object series only for the objects of these namespaces (all when unset);
+    /// the others count in the aggregates only. Repeat, or separate with commas.
+    #[arg(
+        long,
+        env = "SYNCSEQ_METRICS_PER_OBJECT_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    pub metrics_per_object_namespaces: Vec<String>,
+    /// How many of its schedule's intervals an object may go without a success before it
+    /// counts in `syncseq_objects_stale` (the chart's `metrics.prometheusRule.staleIntervals`).
+    #[arg(long, env = "SYNCSEQ_METRICS_STALE_INTERVALS", default_value_t = 3.0, value_parser = stale_intervals)]
+    pub metrics_stale_intervals: f64,
     /// Take part in Lease-based leader election; only the leader reconciles (the default).
     #[arg(long, overrides_with = "no_leader_election")]
     pub leader_election: bool,
@@ -113,6 +144,14 @@ pub struct ControllerArgs {
     /// it is answered 503; the sender retries.
     #[arg(long, env = "SYNCSEQ_RECEIVER_TIMEOUT_SECONDS", default_value_t = 5)]
     pub receiver_timeout_seconds: u64,
+}
+
+/// A positive, finite number of intervals.
+fn stale_intervals(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{value:?} is not a positive number of intervals")),
+    }
 }
 
 #[derive(Subcommand, Debug)]

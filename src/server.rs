@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::health::Health;
-use crate::metrics::{Format, Metrics};
+use crate::metrics::{Chunks, Format, Metrics};
 
 struct AppState {
     metrics: Arc<Metrics>,
@@ -42,15 +42,31 @@ pub(crate) async fn serve(
     Ok(bound)
 }
 
+/// Streams the text as it is encoded (see `metrics::stream`), on a blocking thread: encoding
+/// 10,000 objects' series takes tens of milliseconds, which would hold up a runtime worker.
 async fn metrics_handler(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
+    let (sender, receiver) = tokio::sync::mpsc::channel(crate::metrics::CHUNKS_IN_FLIGHT);
+    let metrics = state.metrics.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks::new(sender, runtime);
+        // An error is the scraper gone (or stalled): the body ends short, which it sees.
+        if metrics.encode_into(format, &mut out).is_ok() {
+            let _ = out.finish();
+        }
+    });
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        let chunk = receiver.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), receiver))
+    });
     (
         [(header::CONTENT_TYPE, format.content_type())],
-        state.metrics.encode(format),
+        axum::body::Body::from_stream(chunks),
     )
 }
 
@@ -66,5 +82,57 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The streamed body is the whole text, ending as OpenMetrics ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_are_served_whole() {
+        let metrics = Arc::new(Metrics::default());
+        for i in 0..2_000 {
+            metrics.object_seen("SyncSequence", "revops", &format!("seq-{i}"), ["a", "b"]);
+        }
+        let health = Arc::new(Health::new(std::time::Duration::from_secs(60)));
+        let address = serve("127.0.0.1:0", metrics.clone(), health).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\naccept: application/openmetrics-text\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let read = stream.read_to_end(&mut response);
+        tokio::time::timeout(std::time::Duration::from_secs(30), read)
+            .await
+            .unwrap()
+            .unwrap();
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{}", &response[..200]);
+        assert!(
+            response.contains("transfer-encoding: chunked"),
+            "{}",
+            &response[..300]
+        );
+        // Over 64 KB: sent in several chunks, each framed with its size, then a last empty one.
+        let expected = metrics.encode(Format::OpenMetrics);
+        assert!(expected.len() > 3 * 64 * 1024, "{}", expected.len());
+        assert!(response.contains("# EOF\n"));
+        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+        let mut unchunked = String::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            unchunked.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        assert_eq!(unchunked, expected);
     }
 }

@@ -256,6 +256,7 @@ pub(super) fn trigger_name(t: TriggerKind) -> &'static str {
         TriggerKind::Manual => "Manual",
         TriggerKind::Upstream => "Upstream",
         TriggerKind::Retry => "Retry",
+        TriggerKind::Backfill => "Backfill",
     }
 }
 
@@ -265,6 +266,7 @@ fn trigger_text(t: TriggerKind) -> &'static str {
         TriggerKind::Manual => "manual request",
         TriggerKind::Upstream => "upstream",
         TriggerKind::Retry => "retry",
+        TriggerKind::Backfill => "backfill",
     }
 }
 

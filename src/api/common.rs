@@ -17,6 +17,9 @@ pub enum TriggerKind {
     /// A `syncseq.dev/retryRequestedAt` annotation: a run that reuses the steps that
     /// succeeded in an earlier run (`retryOf`) and runs the others.
     Retry,
+    /// A backfill (`status.backfill`): a run for one past fire time of the schedule, which
+    /// `scheduledTime` names.
+    Backfill,
 }
 
 /// Phase of a run, on `status.currentRun` and in `status.runs`.

@@ -77,7 +77,21 @@ pub mod annotations {
     /// Any new value restarts a schedule that `spec.stopScheduleAfterFailures` stopped, and
     /// starts its count of failed runs again from zero (`kubectl syncseq resume` sets it).
     pub const RESUME_SCHEDULE_REQUESTED_AT: &str = "syncseq.dev/resumeScheduleRequestedAt";
-    /// On a Job of a run the schedule started: the fire time it is for (RFC 3339), as the
-    /// CronJob controller writes `batch.kubernetes.io/cronjob-scheduled-timestamp`.
+    /// Any new value starts a backfill of the range [`BACKFILL`] names: one run per fire time
+    /// of the schedule in it, oldest first, one at a time (`kubectl syncseq backfill`).
+    pub const BACKFILL_REQUESTED_AT: &str = "syncseq.dev/backfillRequestedAt";
+    /// The range of a backfill, read with [`BACKFILL_REQUESTED_AT`]: `FROM/TO`, two RFC 3339
+    /// times; fire times from `FROM` on and before `TO` are run.
+    pub const BACKFILL: &str = "syncseq.dev/backfill";
+    /// The most fire times a backfill may have (default 1000, at most 10000); a range with
+    /// more is refused with the count.
+    pub const BACKFILL_MAX_RUNS: &str = "syncseq.dev/backfillMaxRuns";
+    /// Any new value cancels the backfill in progress, and its run in progress.
+    pub const CANCEL_BACKFILL_REQUESTED_AT: &str = "syncseq.dev/cancelBackfillRequestedAt";
+    /// On a Job of a run the schedule or a backfill started: the fire time it is for (RFC
+    /// 3339), as the CronJob controller writes `batch.kubernetes.io/cronjob-scheduled-timestamp`.
     pub const SCHEDULED_TIMESTAMP: &str = "syncseq.dev/scheduled-timestamp";
+    /// On a Job of a scheduled run of an object with `spec.jitterSeconds`: the object's offset
+    /// (`37.412s`), how long after [`SCHEDULED_TIMESTAMP`] the run was meant to start.
+    pub const JITTER_OFFSET: &str = "syncseq.dev/jitter-offset";
 }

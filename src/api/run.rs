@@ -145,6 +145,85 @@ pub struct RunBook {
     /// The value of the `syncseq.dev/resumeScheduleRequestedAt` annotation handled last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_resume_at: Option<String>,
+    /// The newest backfill (`kubectl syncseq backfill`): in progress, or how it ended.
+    /// (Boxed: most objects never have one, and every cached object carries the field.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Box<BackfillStatus>>,
+    /// The value of the `syncseq.dev/backfillRequestedAt` annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_backfill_at: Option<String>,
+    /// The value of the `syncseq.dev/cancelBackfillRequestedAt` annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_backfill_cancel_at: Option<String>,
+}
+
+/// A backfill: one run per fire time of the schedule in `[from, to)`, oldest first, one at a
+/// time, each taking a gap between the object's own runs. Everything it needs to go on after a
+/// restart is here: the next fire time is the schedule's next after the last one started.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillStatus {
+    /// The `syncseq.dev/backfillRequestedAt` value that asked for it.
+    pub requested_at: String,
+    /// Fire times from this one on are run (unset only when the range could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Time>,
+    /// Fire times before this one are run (unset only when the range could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Time>,
+    /// Phase of the backfill.
+    pub phase: BackfillPhase,
+    /// Fire times in the range, counted when it was accepted.
+    #[serde(default)]
+    pub total: i64,
+    /// Runs it started.
+    #[serde(default)]
+    pub started: i64,
+    /// Of them, runs that succeeded (with errors or without).
+    #[serde(default)]
+    pub succeeded: i64,
+    /// Of them, runs that failed or were cancelled.
+    #[serde(default)]
+    pub failed: i64,
+    /// The fire time the last run it started is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started_time: Option<Time>,
+    /// The next fire time it runs, once no other run is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_time: Option<Time>,
+    /// Its run in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
+    /// The newest runs of it that did not succeed, oldest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub failed_runs: Vec<i64>,
+    /// Runs finished of the total, as `done/total` (for `kubectl get`).
+    pub progress: String,
+    /// When it was accepted (or refused).
+    pub start_time: Time,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// What it is doing or waiting for, why it was refused, or how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Phase of a backfill.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackfillPhase {
+    /// Runs remain to start, or its run is in progress.
+    Running,
+    /// Every fire time ran, and every run succeeded.
+    Succeeded,
+    /// Every fire time ran, and at least one run failed or was cancelled.
+    Failed,
+    /// Cancelled by request before every fire time ran.
+    Cancelled,
+    /// Not started: the range is invalid, has no fire time or too many, or the object has no
+    /// schedule. The message says which.
+    Refused,
 }
 
 /// Failed runs in a row, for `spec.stopScheduleAfterFailures`.

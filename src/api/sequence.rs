@@ -55,6 +55,20 @@ fn schedule_shape(var: &str) -> String {
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(
+        name = "Schedules",
+        type_ = "string",
+        json_path = ".spec.schedules",
+        description = "spec.schedules, when set instead of spec.schedule",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Backfill",
+        type_ = "string",
+        json_path = ".status.backfill.progress",
+        description = "Runs of the newest backfill done, of its fire times",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Step",
         type_ = "string",
         json_path = ".status.currentRun.progress"

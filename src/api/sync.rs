@@ -25,6 +25,20 @@ use super::{JobTemplate, RunBook, ScheduleSpec, ScheduleStatus, SyncRunRecord};
     doc = "One data sync: a Job template that moves a warehouse model into a business tool.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(
+        name = "Schedules",
+        type_ = "string",
+        json_path = ".spec.schedules",
+        description = "spec.schedules, when set instead of spec.schedule",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Backfill",
+        type_ = "string",
+        json_path = ".status.backfill.progress",
+        description = "Runs of the newest backfill done, of its fire times",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Last Result",
         type_ = "string",
         json_path = ".status.lastRun.outcome"

@@ -25,6 +25,7 @@ mod priority;
 mod process;
 mod receivers;
 mod reconcile;
+mod shard;
 mod triggers;
 mod upstream;
 mod watches;
@@ -48,6 +49,7 @@ use std::sync::atomic::Ordering;
 pub(crate) use egress::EgressPolicy;
 pub(crate) use notify::{Transport as WebhookTransport, read_ca_bundle};
 pub use process::run_process;
+pub(crate) use shard::Shard;
 
 /// Controller settings.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +64,8 @@ pub(crate) struct Config {
     /// beyond it wait for a place as a small future each; a reconcile in progress holds the
     /// object, its plan and its requests.
     pub concurrency: u16,
+    /// Reconcile only the objects this selector matches (`--shard-selector`); all when unset.
+    pub shard: Option<Shard>,
 }
 
 /// Shared state of the reconcilers: the client and the caches fed by the watches.
@@ -94,9 +98,19 @@ pub(crate) struct Context {
     pub metrics: Arc<Metrics>,
     /// What `/healthz` and `/readyz` report; reconciles in flight are tracked in it.
     pub health: Arc<Health>,
+    /// This instance's shard: the Syncs and receivers it reconciles of those cached (the
+    /// sequences watch holds its own only).
+    pub(crate) shard: Option<Shard>,
 }
 
 impl Context {
+    /// Whether `obj` is this instance's to reconcile.
+    fn owns(&self, obj: &impl kube::Resource) -> bool {
+        self.shard
+            .as_ref()
+            .is_none_or(|shard| shard.matches(obj.labels()))
+    }
+
     /// Waits until every cache holds its initial list. Deciding on an empty Job cache right
     /// after a restart would let a step start while its Sync is busy elsewhere.
     pub(crate) async fn caches_synced(&self) {
@@ -130,6 +144,7 @@ async fn run(
         namespace: config.namespace.as_deref(),
         health: &health,
         set_aside: &set_aside,
+        shard: config.shard.as_ref(),
     };
     let job_stream = watches.jobs(caches.jobs.clone());
     let pod_stream = watches.pods(caches.pods.clone());
@@ -182,6 +197,10 @@ impl Context {
         metrics.objects.watch(crate::metrics::Stores {
             sequences: caches.sequences.clone(),
             syncs: caches.syncs.clone(),
+            owns_sync: {
+                let shard = config.shard.clone();
+                Box::new(move |sync| shard.as_ref().is_none_or(|s| s.matches(sync.labels())))
+            },
         });
         Arc::new(Context {
             client: client.clone(),
@@ -205,16 +224,22 @@ impl Context {
             caches_ready,
             metrics,
             health,
+            shard: config.shard.clone(),
         })
     }
 
     /// Wakes the Sync of `wakes` through the Sync controller's channel, and returns the
-    /// sequences to reconcile.
+    /// sequences to reconcile. Sharded, only those of this shard: a Job or Pod of another
+    /// shard's sequence names it too, and it is not in this shard's cache.
     fn wake(&self, wakes: triggers::Wakes) -> Vec<ObjectRef<SyncSequence>> {
         if let Some(sync) = wakes.sync {
             let _ = self.wake_sync.send(sync);
         }
-        wakes.sequences
+        let mut sequences = wakes.sequences;
+        if self.shard.is_some() {
+            sequences.retain(|s| self.sequences.get(s).is_some());
+        }
+        sequences
     }
 }
 
@@ -318,7 +343,15 @@ async fn sync_controller(
     .reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)))
     .graceful_shutdown_on(shutdown)
     .run(
-        reconcile::reconcile::<Sync>,
+        // Every Sync is cached, to run as any shard's step; only this shard's are reconciled.
+        // Tested on each reconcile rather than on the way in: one relabelled away may have a
+        // requeue pending here.
+        |sync, ctx| async move {
+            match ctx.owns(sync.as_ref()) {
+                true => reconcile::reconcile::<Sync>(sync, ctx).await,
+                false => Ok(kube::runtime::controller::Action::await_change()),
+            }
+        },
         reconcile::error_policy::<Sync>,
         ctx,
     )
@@ -339,7 +372,18 @@ async fn receiver_controller(
     };
     Controller::for_stream(receivers, ctx.receivers.clone())
         .graceful_shutdown_on(shutdown)
-        .run(receivers::reconcile, receivers::error_policy, ctx)
+        .run(
+            // Like Syncs: every receiver is cached, for what runs after its deliveries in any
+            // shard, and only this shard's are reconciled.
+            |receiver, ctx| async move {
+                match ctx.owns(receiver.as_ref()) {
+                    true => receivers::reconcile(receiver, ctx).await,
+                    false => Ok(kube::runtime::controller::Action::await_change()),
+                }
+            },
+            receivers::error_policy,
+            ctx,
+        )
         .for_each(|result| async move { log_failure(result.map(|_| ())) })
         .await
 }

@@ -32,7 +32,14 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         Ok(apiclient::build(&kube_config, fence, &instance, limits)?)
     };
     let config = config(&args, &instance)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(crate::metrics::Scope {
+        per_object: crate::metrics::PerObject::from_flags(
+            args.metrics_per_object,
+            &args.metrics_per_object_namespaces,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+        stale_intervals: args.metrics_stale_intervals,
+    }));
     let health = Arc::new(Health::new(std::time::Duration::from_secs(
         args.health_stall_seconds.max(1),
     )));
@@ -56,7 +63,7 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         )
         .await;
     }
-    let lease = lease(&args, &instance);
+    let lease = lease(&args, &instance, config.shard.as_ref());
     lead(&lease, client_with, config, metrics, health, shutdown).await
 }
 
@@ -74,6 +81,13 @@ fn config(args: &ControllerArgs, instance: &str) -> anyhow::Result<super::Config
             },
         ),
         concurrency: args.concurrent_reconciles,
+        shard: match &args.shard_selector {
+            Some(text) => Some(
+                super::Shard::parse(text)
+                    .map_err(|e| anyhow::anyhow!("invalid --shard-selector: {e}"))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -119,10 +133,14 @@ async fn serve_receivers(
     Ok(())
 }
 
-/// The Lease the replicas elect a leader with.
-fn lease(args: &ControllerArgs, instance: &str) -> leader::LeaseConfig {
+/// The Lease the replicas (of one shard) elect a leader with.
+fn lease(
+    args: &ControllerArgs,
+    instance: &str,
+    shard: Option<&super::Shard>,
+) -> leader::LeaseConfig {
     leader::LeaseConfig {
-        name: args.lease_name.clone(),
+        name: leader::lease_name(&args.lease_name, shard.map(super::Shard::normalised)),
         namespace: args
             .lease_namespace
             .clone()
@@ -190,10 +208,14 @@ async fn lead(
 /// How long a replica that lost the lease waits for its reconciles to end before it exits.
 const STOP_AFTER_LOSS: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// What the controller watches, for its log: a namespace, or every namespace.
+/// What the controller watches, for its log: a namespace, or every namespace, and its shard.
 fn watched(config: &super::Config) -> String {
-    match &config.namespace {
+    let scope = match &config.namespace {
         Some(ns) => format!("namespace {ns}"),
         None => "all namespaces".into(),
+    };
+    match &config.shard {
+        Some(shard) => format!("{scope}, shard {}", shard.normalised()),
+        None => scope,
     }
 }

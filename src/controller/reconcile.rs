@@ -25,7 +25,7 @@ use crate::engine::reasons::RECONCILE_FAILED;
 use crate::engine::{
     JobView, Observed, Plan, SyncObserved, decide, decide_sync, record_created, record_refusal,
 };
-use crate::metrics::{KindLabel, Metrics, RunLabels, StepLabels};
+use crate::metrics::{KindLabel, Metrics};
 
 /// What the reconciler needs to know of a kind.
 pub(super) trait Subject:
@@ -53,6 +53,8 @@ pub(super) trait Subject:
     fn for_apply(status: &Self::Status) -> Self::Status {
         status.clone()
     }
+    /// The names of its steps, which label its step series (none: it has no runs of its own).
+    fn steps(&self) -> Vec<&str>;
     /// Metrics read from what the plan changed.
     fn record(&self, _metrics: &Metrics, _plan: &Plan<Self::Status>) {}
     /// Hands the alert notifications `status` holds pending to the delivery worker.
@@ -105,6 +107,9 @@ impl Subject for SyncSequence {
     }
     fn changed(current: Option<&SyncSequenceStatus>, planned: &SyncSequenceStatus) -> bool {
         !super::notify::status_unchanged(current, planned)
+    }
+    fn steps(&self) -> Vec<&str> {
+        self.spec.steps.iter().map(|s| s.name.as_str()).collect()
     }
     fn record(&self, metrics: &Metrics, plan: &Plan) {
         let (namespace, name) = (self.namespace().unwrap_or_default(), self.name_any());
@@ -171,6 +176,23 @@ impl Subject for Sync {
     }
     fn changed(current: Option<&SyncStatus>, planned: &SyncStatus) -> bool {
         current.map(Self::for_apply) != Some(Self::for_apply(planned))
+    }
+    /// Its own runs have the one step; a Sync that only runs as sequences' steps (no schedule,
+    /// no `after`, no run of its own yet) has none to count, and no series: most Syncs of a
+    /// large installation are such, and the series would make most of `/metrics`.
+    fn steps(&self) -> Vec<&str> {
+        let scheduling = &self.spec.scheduling;
+        let own_runs = scheduling.schedule.is_some()
+            || scheduling.schedules.is_some()
+            || scheduling.after.is_some()
+            || self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.book.last_run_number.is_some());
+        match own_runs {
+            true => vec![crate::engine::STANDALONE_STEP],
+            false => vec![],
+        }
     }
     fn cached(ctx: &Context, obj: &Self) -> Option<Arc<Self>> {
         ctx.syncs.get(&ObjectRef::from(obj))
@@ -285,6 +307,14 @@ async fn reconcile_object<K: Subject>(
         ctx.freshness.forget(key);
         return Ok(Requeue::await_change());
     }
+    // Its run and step counters exist at 0 from its first reconcile on (if it has runs to
+    // count: see `Subject::steps`).
+    let ns = obj.namespace().unwrap_or_default();
+    let steps = obj.steps();
+    if !steps.is_empty() {
+        ctx.metrics
+            .object_seen(&K::kind(&()), &ns, &obj.name_any(), steps);
+    }
     // The watch event of our last status write is on its way; decide on that, not on this.
     let version = obj.meta().resource_version.as_deref();
     match ctx.freshness.met(key, version, || {
@@ -299,7 +329,6 @@ async fn reconcile_object<K: Subject>(
     if let Some(status) = obj.status() {
         obj.offer_alerts(&ctx, status);
     }
-    let ns = obj.namespace().unwrap_or_default();
     let uid = obj.meta().uid.clone().unwrap_or_default();
     let mut jobs = owned_jobs(&ctx, &ns, &uid);
     let current = obj.status().map(K::book);
@@ -402,15 +431,7 @@ fn record_progress(
 ) {
     let old_runs = old.and_then(|(b, _)| b.runs.first()).map(|r| r.id);
     if let Some(run) = new.0.runs.first().filter(|r| Some(r.id) != old_runs) {
-        metrics
-            .runs
-            .get_or_create(&RunLabels {
-                kind: kind.into(),
-                namespace: namespace.into(),
-                name: name.into(),
-                outcome: format!("{:?}", run.phase),
-            })
-            .inc();
+        metrics.run_finished(kind, namespace, name, run.phase);
     }
     let old_steps = |run: i64| {
         old.into_iter()
@@ -418,26 +439,17 @@ fn record_progress(
             .filter(move |r| r.id == run)
             .flat_map(|r| r.steps.iter())
     };
-    let labels = |step: &str| StepLabels {
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-        step: step.into(),
-    };
+    let object = (kind, namespace, name);
     for run in new.0.current_run.iter().chain(new.1) {
         for (i, step) in run.steps.iter().enumerate() {
             let was = old_steps(run.id).find(|s| s.name == step.name);
             let ended = step.phase.is_final() && was.is_some_and(|w| !w.phase.is_final());
             if ended {
-                let labels = labels(&step.name);
                 if step.phase == crate::api::StepPhase::Failed {
-                    metrics.step_failures.get_or_create(&labels).inc();
+                    metrics.step_failed(object, &step.name);
                 }
                 if let Some(rejected) = step.rows_rejected.filter(|r| *r > 0) {
-                    metrics
-                        .step_rejected_rows
-                        .get_or_create(&labels)
-                        .inc_by(rejected.unsigned_abs());
+                    metrics.rows_rejected(object, &step.name, rejected.unsigned_abs());
                 }
             }
             if ended && let (Some(start), Some(end)) = (&step.start_time, &step.completion_time) {
@@ -458,10 +470,7 @@ fn record_progress(
                 && let (Some(ready), Some(start)) = (ready, &step.start_time)
             {
                 let waited = start.0.duration_since(ready.0).as_secs_f64();
-                metrics
-                    .step_sync_wait
-                    .get_or_create(&labels(&step.name))
-                    .inc_by(waited.max(0.0));
+                metrics.sync_waited(object, &step.name, waited.max(0.0));
             }
             if started
                 && i > 0

@@ -10,6 +10,13 @@
 //! bring back what the controller itself just wrote or created (`freshness`); the caches
 //! take them all. A Pod that had terminated before it is deleted wakes no one.
 //!
+//! Sharded (`--shard-selector`, docs/sharding.md), the sequence watch carries the selector, so
+//! the API server sends this shard's sequences only (and a Delete for one relabelled away).
+//! Syncs and receivers are watched in full: a sequence runs any Sync as a step and claims it,
+//! and runs after any Sync or receiver; which of them this instance reconciles is decided on
+//! the cached object (`Context::owns`). Jobs and Pods are watched in full too: they hold the
+//! Syncs every shard claims.
+//!
 //! Syncs, sequences and receivers are read one by one: one that this release cannot read
 //! (a newer one wrote it) is set aside and said on the object, and the others go on.
 
@@ -97,6 +104,8 @@ pub(super) struct Watches<'a> {
     pub(super) namespace: Option<&'a str>,
     pub(super) health: &'a Arc<Health>,
     pub(super) set_aside: &'a SetAside,
+    /// Only this shard's sequences are watched; all when None.
+    pub(super) shard: Option<&'a super::Shard>,
 }
 
 impl Watches<'_> {
@@ -170,7 +179,7 @@ impl Watches<'_> {
             .boxed()
     }
 
-    /// Every sequence, into the sequence store, the index of the Syncs they run and to the
+    /// Every sequence (of this shard), into the sequence store, the index of the Syncs they run and to the
     /// downstreams that run after them; those whose event wakes them
     /// ([`triggers::sequence_event_wakes`]).
     pub(super) fn sequences(
@@ -185,28 +194,29 @@ impl Watches<'_> {
             caches.jobs.clone(),
             caches.pods.clone(),
         );
-        watcher(
-            self.api::<Readable<SyncSequence>>(),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .try_filter_map(self.set_aside.filter())
-        .inspect(watch_health(self.health, "SyncSequence"))
-        .modify(compact::sequence)
-        .reflect(store)
-        .inspect_ok(move |event| {
-            index.apply(event, index::SyncRefs::of);
-            downstreams.sequence_event(event);
-        })
-        .applied_objects()
-        .try_filter(move |seq| {
-            futures::future::ready(triggers::sequence_event_wakes(
-                seq,
-                &own_writes,
-                &jobs,
-                &pods,
-            ))
-        })
+        let selected = match self.shard {
+            Some(shard) => watcher::Config::default().labels(shard.normalised()),
+            None => watcher::Config::default(),
+        };
+        watcher(self.api::<Readable<SyncSequence>>(), selected)
+            .default_backoff()
+            .try_filter_map(self.set_aside.filter())
+            .inspect(watch_health(self.health, "SyncSequence"))
+            .modify(compact::sequence)
+            .reflect(store)
+            .inspect_ok(move |event| {
+                index.apply(event, index::SyncRefs::of);
+                downstreams.sequence_event(event);
+            })
+            .applied_objects()
+            .try_filter(move |seq| {
+                futures::future::ready(triggers::sequence_event_wakes(
+                    seq,
+                    &own_writes,
+                    &jobs,
+                    &pods,
+                ))
+            })
     }
 
     /// Webhook receivers: their deliveries start the objects that run after them, and their
@@ -242,9 +252,13 @@ impl Watches<'_> {
         })
         .applied_objects()
         // Its own reconcile reads the spec (and the Secret) only: a delivery recorded in its
-        // status wakes the objects after it, not the receiver.
+        // status wakes the objects after it, not the receiver. A change of its labels does
+        // too: sharded, one relabelled into this shard is this shard's to reconcile from then.
         .predicate_filter(
-            kube::runtime::predicates::generation,
+            kube::runtime::Predicate::<WebhookReceiver>::combine(
+                kube::runtime::predicates::generation,
+                kube::runtime::predicates::labels,
+            ),
             PredicateConfig::default(),
         );
         Some(stream)

@@ -82,6 +82,9 @@ pub(crate) struct RunFacts<'a> {
     /// The object's schedule as its spec has it now: the data interval starts at its fire
     /// time before `scheduled`.
     pub schedule: Option<&'a (ScheduleSet, TimeZone)>,
+    /// The object's `jitterSeconds` offset: a scheduled run starts this long after its fire
+    /// time.
+    pub jitter: jiff::SignedDuration,
 }
 
 /// The names of the run context's variables.
@@ -159,8 +162,9 @@ fn add_run_context(pod: &mut PodSpec, vars: &[EnvVar]) {
 /// syncseq's labels go on the Job and on its Pod template (so Pods can be watched by label);
 /// the template's own labels and annotations are kept. The step timeout becomes the Job's
 /// `activeDeadlineSeconds`, so the Job controller enforces it and reports `DeadlineExceeded`.
-/// A scheduled run's fire time goes on the Job as an annotation, so that anyone can tell how
-/// late a fire was from the Job alone (not a retry's: its Job is no fire, however late). Every
+/// A scheduled or backfill run's fire time goes on the Job as an annotation, so that anyone can
+/// tell from the Job alone which fire it is for and how late it started (not a retry's: its
+/// Job is no fire, however late). Every
 /// container gets the run context.
 pub(crate) fn build_job(
     owner: &JobOwner,
@@ -199,11 +203,19 @@ pub(crate) fn build_job(
     let mut job_annotations = template_meta.annotations;
     if let Some(at) = run
         .scheduled
-        .filter(|_| run.trigger == TriggerKind::Schedule)
+        .filter(|_| matches!(run.trigger, TriggerKind::Schedule | TriggerKind::Backfill))
     {
-        job_annotations
-            .get_or_insert_with(Default::default)
-            .insert(annotations::SCHEDULED_TIMESTAMP.to_string(), at.to_string());
+        let annotations_of_job = job_annotations.get_or_insert_with(Default::default);
+        annotations_of_job.insert(annotations::SCHEDULED_TIMESTAMP.to_string(), at.to_string());
+        // How late the fire was meant to start, so that its delay can be read from the Job
+        // alone: creation - (scheduled-timestamp + offset). A backfill run starts when its
+        // turn comes, not at an offset.
+        if run.trigger == TriggerKind::Schedule && !run.jitter.is_zero() {
+            annotations_of_job.insert(
+                annotations::JITTER_OFFSET.to_string(),
+                format!("{}s", run.jitter.as_secs_f64()),
+            );
+        }
     }
 
     Job {
@@ -319,6 +331,7 @@ mod tests {
             scheduled,
             upstream,
             schedule: Some(&hourly),
+            jitter: jiff::SignedDuration::ZERO,
         };
         // (case, facts, the variables after RUN, STEP and ATTEMPT, has the fire time annotation)
         type Case<'a> = (&'a str, RunFacts<'a>, Vec<(&'a str, &'a str)>, bool);
@@ -357,6 +370,17 @@ mod tests {
                     ("SYNCSEQ_UPSTREAM", "WebhookReceiver/dbt-cloud/70403[2J104"),
                 ],
                 false,
+            ),
+            (
+                "a backfill run: its fire time's window, and the annotation",
+                facts(TriggerKind::Backfill, Some(at), None),
+                vec![
+                    ("SYNCSEQ_TRIGGER", "Backfill"),
+                    ("SYNCSEQ_SCHEDULED_TIME", "2026-12-07T10:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_START", "2026-12-07T09:00:00Z"),
+                    ("SYNCSEQ_INTERVAL_END", "2026-12-07T10:00:00Z"),
+                ],
+                true,
             ),
             (
                 "a retry of a scheduled run: its window, no fire time annotation",
@@ -425,6 +449,49 @@ mod tests {
     }
 
     #[test]
+    fn a_jittered_scheduled_runs_job_says_its_offset() {
+        let at: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let annotation = |trigger, jitter| {
+            let job = build_job(
+                &owner("SyncSequence", "crm"),
+                &identity("accounts"),
+                &fixtures::sync("accounts"),
+                None,
+                &RunFacts {
+                    trigger,
+                    scheduled: Some(at),
+                    upstream: None,
+                    schedule: None,
+                    jitter,
+                },
+            );
+            let annotations = job.metadata.annotations.unwrap_or_default();
+            assert_eq!(
+                annotations
+                    .get(annotations::SCHEDULED_TIMESTAMP)
+                    .map(String::as_str),
+                Some("2026-12-07T10:00:00Z"),
+                "the nominal fire time"
+            );
+            annotations.get(annotations::JITTER_OFFSET).cloned()
+        };
+        let offset = jiff::SignedDuration::from_millis(37_412);
+        assert_eq!(
+            annotation(TriggerKind::Schedule, offset).as_deref(),
+            Some("37.412s")
+        );
+        assert_eq!(
+            annotation(TriggerKind::Schedule, jiff::SignedDuration::ZERO),
+            None
+        );
+        assert_eq!(
+            annotation(TriggerKind::Backfill, offset),
+            None,
+            "no offset: its turn"
+        );
+    }
+
+    #[test]
     fn a_syncs_own_run_names_the_sync_as_its_step() {
         let job = build_job(
             &owner("Sync", "accounts-nightly"),
@@ -436,6 +503,7 @@ mod tests {
                 scheduled: None,
                 upstream: None,
                 schedule: None,
+                jitter: jiff::SignedDuration::ZERO,
             },
         );
         let env = &envs(&job)[0].1;
@@ -453,12 +521,14 @@ mod tests {
             TriggerKind::Manual,
             TriggerKind::Upstream,
             TriggerKind::Retry,
+            TriggerKind::Backfill,
         ] {
             let facts = RunFacts {
                 trigger: kind,
                 scheduled: None,
                 upstream: None,
                 schedule: None,
+                jitter: jiff::SignedDuration::ZERO,
             };
             let vars = run_context(&owner("SyncSequence", "crm"), &identity("a"), &facts);
             let trigger = vars.iter().find(|v| v.name == env::TRIGGER).unwrap();

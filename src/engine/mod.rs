@@ -8,6 +8,7 @@
 //! module directly, without an API server.
 
 mod alerting;
+mod backfill;
 pub(crate) mod conditions;
 pub(crate) mod graph;
 mod job;
@@ -34,6 +35,9 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::api::{Sync, SyncSequence, SyncSequenceStatus};
 
+pub(crate) use backfill::{
+    BackfillRange, DEFAULT_MAX_RUNS, check_range, parse_max_runs, parse_range, schedule_to_backfill,
+};
 pub(crate) use job::{JobIdentity, JobOwner, RunFacts, build_job, job_name};
 pub(crate) use result::{
     JobOutcome, JobView, PodResult, Report, job_outcome, latest_report, pod_result,

@@ -5,9 +5,12 @@
 //! random: a Job deleted by hand or by a TTL (its Pod running out a grace period), a Pod result
 //! lost, a step renamed or removed mid-run, status rolled back behind newer Jobs, the clock
 //! jumping, another sequence holding a Sync, requests, retries and cancels, a schedule firing,
-//! and an upstream sequence finishing runs (`spec.after`). The second test lets the Syncs run on
-//! their own too (their schedule, requests and cancels), while the sequence claims them for its
-//! steps. After every step the promises are checked, for the sequence and for each Sync.
+//! an upstream sequence finishing runs (`spec.after`), and backfills of the past minutes
+//! requested and cancelled. The second test lets the Syncs run on their own too (their
+//! schedule, requests and cancels), while the sequence claims them for its steps. After every
+//! step the promises are checked, for the sequence and for each Sync; a backfill's besides
+//! (each fire time once, oldest first, one run at a time, nothing after a cancel, counters
+//! that say what ran: `Model::log_backfill`, `check_backfill_decision`).
 //!
 //! The graph tests play sequences of up to 20 steps as random graphs (`dependsOn`, `runWhen`,
 //! `maxParallel`, `failFast`, Syncs shared by branches) among the same actors, and check the
@@ -62,6 +65,14 @@ enum Op {
     Retry(Option<i64>),
     /// The upstream sequence finishes a run: succeeded (true) or failed.
     Upstream(bool),
+    /// A backfill is requested of the range that starts `back` seconds before now and lasts
+    /// `len` seconds: refused when it ends after now, or when the sequence has no schedule.
+    Backfill {
+        back: u16,
+        len: u16,
+    },
+    /// A person cancels the backfill.
+    CancelBackfill,
     /// Sync `a` (true) or `b` decides its own run; the first `n` actions are carried out.
     SyncReconcile {
         a: bool,
@@ -89,6 +100,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Cancel),
         2 => prop_oneof![2 => Just(None), 1 => (0i64..6).prop_map(Some)].prop_map(Op::Retry),
         2 => any::<bool>().prop_map(Op::Upstream),
+        2 => (0u16..1200, 1u16..360).prop_map(|(back, len)| Op::Backfill { back, len }),
+        1 => Just(Op::CancelBackfill),
     ]
 }
 
@@ -109,7 +122,12 @@ fn sync_name(a: bool) -> &'static str {
 
 struct Model {
     w: World,
-    history: Vec<SyncSequenceStatus>,
+    /// The sequence's status before each reconcile, with what the model knew of its
+    /// backfills then.
+    history: Vec<(SyncSequenceStatus, BackfillLog)>,
+    /// The backfill runs the status now in place and the copies before it started (a rollback
+    /// takes it back with the status: a fire time whose start the status lost runs again).
+    backfills: BackfillLog,
     requests: u32,
     /// Names of Jobs the engine has seen and whose UID the sequence's status recorded; cleared
     /// once a rollback lost that knowledge (then a re-create is the crash-recovery path, not a
@@ -163,6 +181,7 @@ impl Model {
         Model {
             w,
             history: vec![],
+            backfills: BackfillLog::default(),
             requests: 0,
             seen: BTreeSet::new(),
             seen_by_syncs: BTreeSet::new(),
@@ -212,7 +231,7 @@ impl Model {
         self.record_runs(&old);
         self.record_runs(&plan.status);
         self.check_plan(&old, &plan, &jobs)?;
-        self.history.push(old);
+        self.history.push((old.clone(), self.backfills.clone()));
         // As the controller executes a plan (controller/execute.rs), killed part-way when
         // `applied` is less than all.
         let done = self
@@ -224,6 +243,7 @@ impl Model {
         let Some(written) = self.w.seq.status.clone() else {
             return Ok(());
         };
+        self.log_backfill(&written, &plan.actions)?;
         // Names whose UID the written status now records.
         for step in written.book.current_run.iter().flat_map(|r| &r.steps) {
             if let (Some(name), Some(_)) = (&step.job_name, &step.job_uid) {
@@ -333,6 +353,7 @@ impl Model {
         )?;
         self.check_graph(old, plan, jobs)?;
         self.check_retry_reuses_successes(plan)?;
+        check_backfill_decision(old, plan, self.w.seq.spec.history_limit as usize)?;
         // An upstream run is handled when status records it (the first sight records a
         // baseline, which starts nothing).
         let upstream_handled = st.book.upstreams.iter().any(|e| {
@@ -634,8 +655,9 @@ impl Model {
             }
             Op::Rollback(back) => {
                 if self.history.len() >= back {
-                    let old = self.history[self.history.len() - back].clone();
+                    let (old, backfills) = self.history[self.history.len() - back].clone();
                     self.w.seq.status = Some(old);
+                    self.backfills = backfills;
                     // What status had recorded of these Jobs is gone with it.
                     self.seen.clear();
                 }
@@ -693,6 +715,21 @@ impl Model {
                         completion: Some(self.w.now),
                     },
                 );
+            }
+            Op::Backfill { back, len } => {
+                self.requests += 1;
+                let from = self.w.now - SignedDuration::from_secs(i64::from(back));
+                let to = from + SignedDuration::from_secs(i64::from(len));
+                self.w
+                    .annotate(annotations::BACKFILL, &format!("{from}/{to}"));
+                let value = format!("b{}", self.requests);
+                self.w.annotate(annotations::BACKFILL_REQUESTED_AT, &value);
+            }
+            Op::CancelBackfill => {
+                self.requests += 1;
+                let value = format!("x{}", self.requests);
+                self.w
+                    .annotate(annotations::CANCEL_BACKFILL_REQUESTED_AT, &value);
             }
             Op::SyncReconcile { a, n } => self.reconcile_sync(sync_name(a), n)?,
             Op::SyncRequest(a) => {
@@ -917,6 +954,305 @@ fn rule_unmet(spec: &SyncSequenceSpec, run: &RunStatus, name: &str) -> Option<St
     None
 }
 
+/// The backfill runs a status and the copies before it started: for each backfill (by its
+/// `backfillRequestedAt` value), its runs in the order they started.
+#[derive(Debug, Clone, Default)]
+struct BackfillLog(BTreeMap<String, Vec<BackfillRun>>);
+
+#[derive(Debug, Clone)]
+struct BackfillRun {
+    at: Timestamp,
+    id: i64,
+    /// How it ended, once a status showed it.
+    phase: Option<RunPhase>,
+}
+
+/// A run a status knows of: number, trigger, fire time, phase.
+type KnownRun = (i64, TriggerKind, Option<Timestamp>, RunPhase);
+
+/// The runs a sequence's status knows of: in progress, last finished, in the history.
+fn known_runs(st: &SyncSequenceStatus) -> Vec<KnownRun> {
+    let full = st.book.current_run.iter().chain(&st.last_run);
+    let mut out: Vec<KnownRun> = full
+        .map(|r| {
+            (
+                r.id,
+                r.trigger,
+                r.scheduled_time.as_ref().map(|t| t.0),
+                r.phase,
+            )
+        })
+        .chain(st.book.runs.iter().map(|r| {
+            (
+                r.id,
+                r.trigger,
+                r.scheduled_time.as_ref().map(|t| t.0),
+                r.phase,
+            )
+        }))
+        .collect();
+    out.sort_by_key(|r| r.0);
+    out.dedup_by_key(|r| r.0);
+    out
+}
+
+/// The backfill runs a decision started, oldest first: (number, fire time), as its Events say
+/// (a run that ends at once can be gone from the history of the same decision).
+fn backfill_starts(actions: &[Action]) -> Vec<(i64, Timestamp)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(e) if e.reason == reasons::RUN_STARTED => {
+                let (id, at) = e
+                    .note
+                    .strip_prefix("run ")?
+                    .split_once(" started by the backfill, for ")?;
+                Some((id.parse().unwrap(), at.parse().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fire times of the model's schedules in `[from, to)`, worked out apart from the engine's
+/// schedule maths: `@every 1m` alone runs from `from` on, every 60 s; `*/2 * * * *` at every
+/// even minute (UTC).
+fn expected_fire_times(schedule: &str, from: Timestamp, to: Timestamp) -> Vec<Timestamp> {
+    let (first, step) = match schedule {
+        "@every 1m" => (from.as_second(), 60),
+        "*/2 * * * *" => ((from.as_second() + 119).div_euclid(120) * 120, 120),
+        other => unreachable!("no schedule {other} in the model"),
+    };
+    (first..to.as_second().max(first))
+        .step_by(step)
+        .map(|s| Timestamp::from_second(s).unwrap())
+        .filter(|&t| t < to)
+        .collect()
+}
+
+impl Model {
+    /// Records the backfill runs a decision started (its `actions`), once its status is
+    /// `written`, and checks the backfill promises
+    /// across decisions: each fire time of a backfill runs at most once, oldest first, its runs
+    /// numbered in that order; the counters say what ran; a backfill that ended ran every fire
+    /// time of its range exactly once.
+    fn log_backfill(
+        &mut self,
+        written: &SyncSequenceStatus,
+        actions: &[Action],
+    ) -> Result<(), TestCaseError> {
+        let Some(bf) = written.book.backfill.as_deref() else {
+            return Ok(());
+        };
+        let key = &bf.requested_at;
+        for (id, at) in backfill_starts(actions) {
+            let log = self.backfills.0.entry(key.clone()).or_default();
+            if let Some(twice) = log.iter().find(|r| r.at == at) {
+                prop_assert!(
+                    false,
+                    "backfill {key}: fire time {at} started again as run {id}, after run {}",
+                    twice.id
+                );
+            }
+            if let Some(last) = log.last() {
+                prop_assert!(
+                    at > last.at && id > last.id,
+                    "backfill {key}: run {id} for {at} started after run {} for {}",
+                    last.id,
+                    last.at
+                );
+            }
+            log.push(BackfillRun {
+                at,
+                id,
+                phase: None,
+            });
+        }
+        let empty = Vec::new();
+        let log = match self.backfills.0.get_mut(key) {
+            Some(log) => {
+                for (id, _, at, phase) in known_runs(written) {
+                    if let Some(r) = log.iter_mut().find(|r| r.id == id && Some(r.at) == at) {
+                        r.phase = Some(phase).filter(|p| p.is_finished()).or(r.phase);
+                    }
+                }
+                &*log
+            }
+            None => &empty,
+        };
+        let n = |len: usize| i64::try_from(len).unwrap();
+        let done = bf.succeeded + bf.failed;
+        // The counters are what ran: every run started, each counted once it ended.
+        prop_assert_eq!(bf.started, n(log.len()), "backfill {}: {:?}", key, bf);
+        prop_assert_eq!(done + i64::from(bf.run.is_some()), bf.started, "{:?}", bf);
+        prop_assert!(bf.started <= bf.total, "{:?}", bf);
+        prop_assert_eq!(&bf.progress, &format!("{done}/{}", bf.total));
+        prop_assert_eq!(n(bf.failed_runs.len()), bf.failed.min(10), "{:?}", bf);
+        prop_assert_eq!(
+            bf.last_started_time.as_ref().map(|t| t.0),
+            log.last().map(|r| r.at)
+        );
+        if bf.phase == BackfillPhase::Running {
+            // Its run in progress is the object's.
+            if let Some(id) = bf.run {
+                let current = written.book.current_run.as_ref();
+                prop_assert_eq!(
+                    current.map(|r| (r.id, r.trigger)),
+                    Some((id, TriggerKind::Backfill))
+                );
+                prop_assert_eq!(log.last().map(|r| r.id), Some(id));
+            }
+        }
+        if bf.phase == BackfillPhase::Refused {
+            prop_assert!(log.is_empty() && bf.total == 0, "{:?}", bf);
+            return Ok(());
+        }
+        let schedule = self.w.seq.spec.scheduling.schedule.as_deref();
+        let (Some(from), Some(to)) = (&bf.from, &bf.to) else {
+            return Err(TestCaseError::fail(format!(
+                "an accepted backfill without its range: {bf:?}"
+            )));
+        };
+        let expected =
+            expected_fire_times(schedule.expect("accepted with a schedule"), from.0, to.0);
+        prop_assert_eq!(bf.total, n(expected.len()), "backfill {}: {:?}", key, bf);
+        if matches!(bf.phase, BackfillPhase::Succeeded | BackfillPhase::Failed) {
+            // Every fire time of its range ran, once, oldest first.
+            let ran: Vec<Timestamp> = log.iter().map(|r| r.at).collect();
+            prop_assert_eq!(ran, expected, "backfill {} ended: {:?}", key, bf);
+            prop_assert!(bf.run.is_none() && bf.next_time.is_none(), "{:?}", bf);
+            prop_assert_eq!(bf.phase == BackfillPhase::Succeeded, bf.failed == 0);
+            // Counted as they ended, where the model saw them end.
+            let phases: Option<Vec<RunPhase>> = log.iter().map(|r| r.phase).collect();
+            if let Some(phases) = phases {
+                let ok = phases
+                    .iter()
+                    .filter(|p| matches!(p, RunPhase::Succeeded | RunPhase::SucceededWithErrors))
+                    .count();
+                prop_assert_eq!((bf.succeeded, bf.failed), (n(ok), n(phases.len() - ok)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The backfill promises on one decision of the sequence (from `old`): a backfill starts runs
+/// only while it is in progress (never once cancelled or refused), and only when no other run
+/// is in progress or queued; a cancel stops its run in progress; an ended backfill stays as it
+/// ended; its runs' Jobs carry their fire time.
+fn check_backfill_decision(
+    old: &SyncSequenceStatus,
+    plan: &Plan,
+    history_limit: usize,
+) -> Result<(), TestCaseError> {
+    let st = &plan.status;
+    let was = old.book.backfill.as_deref();
+    let is = st.book.backfill.as_deref();
+    if let (Some(w), Some(i)) = (was, is)
+        && w.requested_at == i.requested_at
+    {
+        if w.phase != BackfillPhase::Running {
+            prop_assert_eq!(i.phase, w.phase, "an ended backfill changed: {:?}", i);
+        } else if i.phase == BackfillPhase::Cancelled {
+            let running = old
+                .book
+                .current_run
+                .as_ref()
+                .filter(|r| Some(r.id) == w.run && r.phase == RunPhase::Running);
+            if let Some(run) = running {
+                let now = st.book.current_run.as_ref().filter(|r| r.id == run.id);
+                prop_assert!(
+                    now.is_none_or(|r| r.phase != RunPhase::Running),
+                    "backfill cancelled, and its run {} runs on",
+                    run.id
+                );
+            }
+        }
+    }
+    let known = old.book.last_run_number.unwrap_or(0);
+    let new: Vec<KnownRun> = known_runs(st).into_iter().filter(|r| r.0 > known).collect();
+    let ours: Vec<i64> = backfill_starts(&plan.actions)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    if let Some(&first) = ours.first() {
+        let Some(i) = is else {
+            return Err(TestCaseError::fail(format!(
+                "backfill run {first} with no backfill"
+            )));
+        };
+        prop_assert!(
+            matches!(
+                i.phase,
+                BackfillPhase::Running | BackfillPhase::Succeeded | BackfillPhase::Failed
+            ) && was.is_none_or(
+                |w| w.requested_at != i.requested_at || w.phase == BackfillPhase::Running
+            ),
+            "backfill run {first} started by a backfill {:?} (it was {:?})",
+            i.phase,
+            was.map(|w| w.phase)
+        );
+        // After every other run this decision started, with none queued: the run in progress
+        // is its own.
+        prop_assert!(
+            new.iter()
+                .all(|r| r.1 == TriggerKind::Backfill || r.0 < first),
+            "a run started after backfill run {first}: {:?}",
+            new
+        );
+        prop_assert!(
+            st.book.queued_run.is_none(),
+            "backfill run {first} started with a run queued"
+        );
+        // The run in progress before it ended first: archived (or pushed out of the history
+        // by the runs after it), not dropped.
+        if let Some(r) = old.book.current_run.as_ref() {
+            let ended = known_runs(st)
+                .iter()
+                .any(|k| k.0 == r.id && k.3.is_finished());
+            let history = &st.book.runs;
+            let pushed_out = history.len() >= history_limit && history.iter().all(|h| h.id > r.id);
+            prop_assert!(
+                ended || pushed_out,
+                "backfill run {first} started, and run {} that was in progress is gone",
+                r.id
+            );
+        }
+        prop_assert!(
+            st.book
+                .current_run
+                .as_ref()
+                .is_none_or(|r| ours.contains(&r.id)),
+            "backfill run {first} started beside run {:?}",
+            st.book.current_run.as_ref().map(|r| r.id)
+        );
+    }
+    let Some(run) = st
+        .book
+        .current_run
+        .as_ref()
+        .filter(|r| r.trigger == TriggerKind::Backfill)
+    else {
+        return Ok(());
+    };
+    let at = run.scheduled_time.as_ref().map(|t| t.0.to_string());
+    for action in &plan.actions {
+        if let Action::CreateJob(job) = action {
+            let l = job.metadata.labels.as_ref().unwrap();
+            if l[labels::RUN] == run.id.to_string() {
+                let a = job.metadata.annotations.as_ref();
+                prop_assert_eq!(
+                    a.and_then(|a| a.get(annotations::SCHEDULED_TIMESTAMP)),
+                    at.as_ref(),
+                    "a Job of backfill run {}",
+                    run.id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec((any::<bool>(), 0i32..3, any::<bool>()), 1..4).prop_map(|v| {
         v.into_iter()
@@ -1077,16 +1413,30 @@ fn policy() -> impl Strategy<Value = ConcurrencyPolicy> {
 }
 
 impl Model {
+    fn backfill_running(&self) -> bool {
+        let st = self.w.seq.status.as_ref();
+        st.and_then(|s| s.book.backfill.as_deref())
+            .is_some_and(|b| b.phase == BackfillPhase::Running)
+    }
+
     /// Lets the cluster settle: Jobs finish, time passes, every reconcile applies fully (of the
-    /// sequence, and of the Syncs with `syncs`), and no schedule starts runs; then nothing is
-    /// left running or queued.
+    /// sequence, and of the Syncs with `syncs`), and no schedule starts runs, while a backfill
+    /// runs to its end; then nothing is left running or queued.
     fn settle(&mut self, syncs: bool) -> Result<(), TestCaseError> {
         self.w.holders.clear();
         self.w.seq.spec.scheduling.suspend = true;
         for sync in self.w.syncs.values_mut() {
             sync.spec.scheduling.suspend = true;
         }
-        for _ in 0..60 {
+        // A backfill goes on meanwhile (suspended or not), one run per round of a step each.
+        let mut rounds = 0;
+        while rounds < 60 || self.backfill_running() {
+            prop_assert!(
+                rounds < 2000,
+                "a backfill is stuck: {:?}",
+                self.status().book.backfill
+            );
+            rounds += 1;
             while !self.running_jobs().is_empty() {
                 self.apply(Op::Finish {
                     ok: true,

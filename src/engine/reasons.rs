@@ -25,6 +25,17 @@ pub(crate) const RUN_QUEUED: &str = "RunQueued";
 pub(crate) const TRIGGER_SKIPPED: &str = "TriggerSkipped";
 /// Normal: a cancel was requested while no run was in progress.
 pub(crate) const CANCEL_IGNORED: &str = "CancelIgnored";
+/// Normal: a backfill was accepted; its runs start one at a time.
+pub(crate) const BACKFILL_STARTED: &str = "BackfillStarted";
+/// Warning: a backfill was refused: its range is invalid, has no fire time or too many, the
+/// object has no schedule, or a backfill is already in progress.
+pub(crate) const BACKFILL_REFUSED: &str = "BackfillRefused";
+/// Normal: every fire time of a backfill ran, and every run succeeded.
+pub(crate) const BACKFILL_SUCCEEDED: &str = "BackfillSucceeded";
+/// Warning: every fire time of a backfill ran, and some runs failed or were cancelled.
+pub(crate) const BACKFILL_FAILED: &str = "BackfillFailed";
+/// Normal: a backfill was cancelled by request (or a cancel came with none in progress).
+pub(crate) const BACKFILL_CANCELLED: &str = "BackfillCancelled";
 /// Warning: a scheduled time passed more than `startingDeadlineSeconds` ago: no run for it.
 pub(crate) const MISSED_SCHEDULE: &str = "MissedSchedule";
 /// Warning: several scheduled times were missed; one run starts for the most recent.
@@ -161,6 +172,11 @@ pub(crate) const EVENTS: &[&str] = &[
     RUN_QUEUED,
     TRIGGER_SKIPPED,
     CANCEL_IGNORED,
+    BACKFILL_STARTED,
+    BACKFILL_REFUSED,
+    BACKFILL_SUCCEEDED,
+    BACKFILL_FAILED,
+    BACKFILL_CANCELLED,
     MISSED_SCHEDULE,
     MISSED_SCHEDULES,
     CONSECUTIVE_FAILURES,

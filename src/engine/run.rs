@@ -36,6 +36,9 @@ pub(super) struct RunContext<'a> {
     pub fail_fast: bool,
     /// The schedule, when the spec has a valid one: its Jobs' data intervals come from it.
     pub schedule: Option<&'a (ScheduleSet, TimeZone)>,
+    /// `spec.jitterSeconds`' offset of this object: how long after its fire time a scheduled
+    /// run starts.
+    pub jitter: jiff::SignedDuration,
     pub now: Timestamp,
 }
 
@@ -447,6 +450,7 @@ fn step_progress(
         scheduled: run.scheduled_time.as_ref().map(|t| t.0),
         upstream: run.upstream.as_ref(),
         schedule: ctx.schedule,
+        jitter: ctx.jitter,
     };
     let step = &mut run.steps[i];
     if step.attempts == 0 {

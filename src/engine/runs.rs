@@ -120,6 +120,10 @@ pub(super) fn drive<S: Clone>(
         runner.scheduling,
         runner.meta.creation_timestamp.as_ref().map(|t| t.0),
     );
+    let jitter = crate::schedule::jitter_offset(
+        runner.meta.uid.as_deref().unwrap_or_default(),
+        runner.scheduling.jitter_seconds.unwrap_or(0),
+    );
     let ctx = RunContext {
         owner: &runner.owner,
         steps: runner.steps,
@@ -129,6 +133,7 @@ pub(super) fn drive<S: Clone>(
         max_parallel: runner.max_parallel,
         fail_fast: runner.fail_fast,
         schedule: parsed.parsed.as_ref(),
+        jitter,
         now,
     };
     let mut archived = None;
@@ -145,6 +150,8 @@ pub(super) fn drive<S: Clone>(
             )),
         }
     }
+
+    super::backfill::requests(runner.meta, book, &parsed, cluster.jobs, now, actions);
 
     // A resume starts the count of failed runs again (a schedule they stopped fires again);
     // a run that ends in this decision counts after it. The count is kept only while
@@ -217,6 +224,7 @@ pub(super) fn drive<S: Clone>(
         runner.scheduling,
         &parsed,
         runner.meta,
+        jitter,
         schedule,
         now,
         actions,
@@ -287,6 +295,31 @@ pub(super) fn drive<S: Clone>(
     }
     // A run started above may have finished at once (every step skipped): the queue moves on.
     start_queued(book, runner, &ctx, actions, &mut wake, &mut archived);
+    // A backfill takes what is left: a decision with no run in progress or queued.
+    super::backfill::go_on(
+        book,
+        parsed.parsed.as_ref(),
+        now,
+        actions,
+        |book, at, actions| {
+            let trigger = Trigger {
+                kind: crate::api::TriggerKind::Backfill,
+                scheduled: Some(at),
+                upstream: None,
+                retry_of: None,
+            };
+            start_run(
+                book,
+                runner,
+                trigger,
+                false,
+                &ctx,
+                actions,
+                &mut wake,
+                &mut archived,
+            );
+        },
+    );
     drop_unaccounted_creates(book, actions);
     cleanup(book, runner.history_limit, cluster.jobs, actions);
     super::conditions::set_recovered(
@@ -530,6 +563,9 @@ fn start_run(
             "run {id} started from the queue (queued by {})",
             trigger.describe()
         ),
+        (false, Some(t)) if trigger.kind == crate::api::TriggerKind::Backfill => {
+            format!("run {id} started by the backfill, for {t}")
+        }
         (false, Some(t)) => format!("run {id} started by the schedule (for {t})"),
         (false, None) => format!("run {id} started by {}", trigger.describe()),
     };
@@ -671,6 +707,7 @@ fn archive_finished(book: &mut RunBook, runner: &Runner, archived: &mut Option<R
     if runner.scheduling.stop_schedule_after_failures.is_some() {
         count_failures(&mut book.failure_streak, &run);
     }
+    super::backfill::count_finished(book.backfill.as_deref_mut(), &run);
     book.last_run_result = Some(run.phase);
     book.runs.retain(|r| r.id != summary.id);
     book.runs.insert(0, summary);

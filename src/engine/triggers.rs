@@ -32,6 +32,10 @@ impl Trigger {
             (TriggerKind::Upstream, None) => "upstream".into(),
             (TriggerKind::Manual, _) => "manual request".into(),
             (TriggerKind::Schedule, _) => "schedule".into(),
+            (TriggerKind::Backfill, _) => match self.scheduled {
+                Some(at) => format!("backfill of {at}"),
+                None => "backfill".into(),
+            },
             (TriggerKind::Retry, _) => match self.retry_of {
                 Some(run) => format!("retry of run {run}"),
                 None => "retry".into(),
@@ -63,6 +67,16 @@ pub(super) struct ParsedSchedule {
     pub parsed: Option<(ScheduleSet, jiff::tz::TimeZone)>,
     /// An invalid schedule or unknown time zone: the spec is stalled.
     pub error: Option<String>,
+}
+
+impl ParsedSchedule {
+    /// The schedule (None: the spec has none), or why it cannot be used.
+    pub(super) fn as_result(&self) -> Result<Option<&(ScheduleSet, jiff::tz::TimeZone)>, &str> {
+        match &self.error {
+            Some(e) => Err(e),
+            None => Ok(self.parsed.as_ref()),
+        }
+    }
 }
 
 /// Parses `schedule` or `schedules`. In a set of several, `@every` schedules count from the
@@ -214,11 +228,14 @@ pub(super) fn schedule_stop(settings: &ScheduleSpec, book: &RunBook) -> Option<(
 /// CronJob semantics: at most one run, for the most recent unmet fire time, and only within
 /// `startingDeadlineSeconds`; with `jitterSeconds`, each fire time a fixed offset later.
 /// Updates the schedule fields of status; returns the trigger and when to wake for the next
-/// fire (its time plus the offset). Nothing while failed runs in a row `stopped` the schedule.
+/// fire (its time plus the object's jitter `offset`). Nothing while failed runs in a row
+/// `stopped` the schedule.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn scheduled(
     settings: &ScheduleSpec,
     spec: &ParsedSchedule,
     meta: &ObjectMeta,
+    offset: jiff::SignedDuration,
     state: &mut ScheduleStatus,
     now: Timestamp,
     actions: &mut Vec<Action>,
@@ -253,10 +270,6 @@ pub(super) fn scheduled(
     // `startingDeadlineSeconds` counted from that delayed start; so the schedule is asked
     // about `now - offset`, and every time it answers stays nominal (status, the Job's
     // annotation) but the wake-up, which moves by the offset.
-    let offset = schedule::jitter_offset(
-        meta.uid.as_deref().unwrap_or_default(),
-        settings.jitter_seconds.unwrap_or(0),
-    );
     let asked = now.checked_sub(offset).unwrap_or(Timestamp::MIN);
     let due = schedule::due_set(
         sched,

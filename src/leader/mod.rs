@@ -60,6 +60,21 @@ impl Timing {
 
 const FIELD_MANAGER: &str = "syncseq-leader-election";
 
+/// The Lease of an instance that reconciles one shard (`--shard-selector`): `base` and a short
+/// stable hash of the normalised selector, so that each shard elects its own leader and the
+/// replicas of one shard, however its selector is spelled, elect the same one. Unsharded, the
+/// name is `base` itself, as before sharding existed (an upgrade keeps its Lease).
+pub(crate) fn lease_name(base: &str, shard_selector: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    match shard_selector {
+        None => base.to_string(),
+        Some(selector) => {
+            let digest = Sha256::digest(selector.as_bytes());
+            format!("{base}-{}", &hex::encode(digest)[..10])
+        }
+    }
+}
+
 /// A running election: tells when this replica leads and when it stops leading, and fences
 /// the writes of the controller's client.
 pub(crate) struct Election {
@@ -340,6 +355,16 @@ fn post_params() -> PostParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_shard_has_a_lease_of_its_own_and_the_unsharded_keeps_its_name() {
+        assert_eq!(lease_name("syncseq-controller", None), "syncseq-controller");
+        let a = lease_name("syncseq-controller", Some("sharding.syncseq.dev/shard=a"));
+        let b = lease_name("syncseq-controller", Some("sharding.syncseq.dev/shard=b"));
+        assert_ne!(a, b);
+        // Pinned: a new release must not move a shard's replicas to another Lease.
+        assert_eq!(a, "syncseq-controller-f62d5a33d4");
+    }
 
     #[test]
     fn the_fence_closes_a_third_of_the_lease_before_a_standby_may_acquire() {

@@ -4,7 +4,12 @@
 //! fires. They are derived from status, so they are right after a restart or a change of
 //! leader, and a deleted object's series go with it. Only the leader holds the caches: a
 //! standby exports none of these (sum or max over replicas).
+//!
+//! Besides each object's series (for the objects [`PerObject`](super::PerObject) covers),
+//! counts by kind and namespace, of every object: what the shipped rules and dashboard need
+//! when per-object series are off.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
@@ -15,6 +20,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use super::{NamespaceLabels, Scope};
 use crate::api::{RunBook, RunPhase, ScheduleSpec, Sync, SyncSequence};
 use crate::schedule;
 
@@ -39,11 +45,17 @@ struct OutcomeLabels {
 pub(crate) struct Stores {
     pub sequences: Store<SyncSequence>,
     pub syncs: Store<Sync>,
+    /// Which Syncs have series here. Sharded, a shard's own only: every shard caches them
+    /// all, and the same series from several shards would double sums and break the rules'
+    /// one-to-one matches.
+    pub owns_sync: Box<dyn Fn(&Sync) -> bool + Send + std::marker::Sync>,
 }
 
 /// The collector; empty until [`Objects::watch`].
-#[derive(Default)]
-pub(crate) struct Objects(OnceLock<Stores>);
+pub(crate) struct Objects {
+    stores: OnceLock<Stores>,
+    scope: Scope,
+}
 
 impl std::fmt::Debug for Objects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,9 +64,16 @@ impl std::fmt::Debug for Objects {
 }
 
 impl Objects {
+    pub(crate) fn new(scope: Scope) -> Objects {
+        Objects {
+            stores: OnceLock::new(),
+            scope,
+        }
+    }
+
     /// Starts exporting the objects of these caches.
     pub(crate) fn watch(&self, stores: Stores) {
-        let _ = self.0.set(stores);
+        let _ = self.stores.set(stores);
     }
 }
 
@@ -123,7 +142,7 @@ fn labels(kind: &str, obj: &impl ResourceExt) -> ObjectLabels {
 
 impl Objects {
     fn all(&self, now: Timestamp) -> Vec<Figures> {
-        let Some(stores) = self.0.get() else {
+        let Some(stores) = self.stores.get() else {
             return Vec::new();
         };
         let sequences = stores.sequences.state().into_iter().map(|s| {
@@ -141,24 +160,90 @@ impl Objects {
             )
         });
         // A Sync's last success is whoever ran it; its other figures are its own runs'.
-        let syncs = stores.syncs.state().into_iter().map(|s| {
-            let st = s.status.as_ref();
-            let success = st
-                .and_then(|st| st.last_succeeded_run.as_ref())
-                .and_then(|r| r.completion_time.as_ref())
-                .map(|t| t.0);
-            let book = st.map(|st| &st.book);
-            figures(
-                labels("Sync", s.as_ref()),
-                &s.spec.scheduling,
-                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                book,
-                success,
-                now,
-            )
-        });
+        let syncs = stores
+            .syncs
+            .state()
+            .into_iter()
+            .filter(|s| (stores.owns_sync)(s))
+            .map(|s| {
+                let st = s.status.as_ref();
+                let success = st
+                    .and_then(|st| st.last_succeeded_run.as_ref())
+                    .and_then(|r| r.completion_time.as_ref())
+                    .map(|t| t.0);
+                let book = st.map(|st| &st.book);
+                figures(
+                    labels("Sync", s.as_ref()),
+                    &s.spec.scheduling,
+                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    book,
+                    success,
+                    now,
+                )
+            });
         sequences.chain(syncs).collect()
     }
+}
+
+impl Figures {
+    /// Scheduled, not suspended, and its last success more than `intervals` of its schedule's
+    /// intervals ago: what `SyncseqNoRecentSuccess` says of each object. One that never
+    /// succeeded is not, as that alert cannot tell it either.
+    fn stale(&self, intervals: f64, now: f64) -> bool {
+        !self.suspended
+            && self
+                .last_success
+                .zip(self.interval)
+                .is_some_and(|(success, interval)| now - success > intervals * interval)
+    }
+}
+
+/// How many of a kind's objects in one namespace are in each state.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Counts {
+    pub objects: u64,
+    pub last_run_failed: u64,
+    pub stale: u64,
+    pub running: u64,
+    pub suspended: u64,
+}
+
+/// The counts of each kind and namespace that has an object.
+pub(crate) fn counts(
+    all: &[Figures],
+    stale_intervals: f64,
+    now: Timestamp,
+) -> BTreeMap<NamespaceLabels, Counts> {
+    let now = seconds(now);
+    let mut by = BTreeMap::<NamespaceLabels, Counts>::new();
+    for f in all {
+        let key = NamespaceLabels {
+            kind: f.labels.kind.clone(),
+            namespace: f.labels.namespace.clone(),
+        };
+        let c = by.entry(key).or_default();
+        c.objects += 1;
+        c.last_run_failed += u64::from(f.last_outcome == Some(RunPhase::Failed));
+        c.stale += u64::from(f.stale(stale_intervals, now));
+        c.running += u64::from(f.running);
+        c.suspended += u64::from(f.suspended);
+    }
+    by
+}
+
+/// Encodes one gauge family of the counts.
+fn count(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counts: &BTreeMap<NamespaceLabels, Counts>,
+    value: impl Fn(&Counts) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, c) in counts {
+        ConstGauge::new(value(c) as i64).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
 }
 
 /// Encodes one gauge family: a series per object that has a value.
@@ -180,7 +265,48 @@ fn gauge(
 
 impl Collector for Objects {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let all = self.all(Timestamp::now());
+        let now = Timestamp::now();
+        let mut all = self.all(now);
+        let counts = counts(&all, self.scope.stale_intervals, now);
+        count(
+            &mut encoder,
+            "objects",
+            "Objects, by kind and namespace",
+            &counts,
+            |c| c.objects,
+        )?;
+        count(
+            &mut encoder,
+            "objects_last_run_failed",
+            "Objects whose last finished run failed, by kind and namespace",
+            &counts,
+            |c| c.last_run_failed,
+        )?;
+        count(
+            &mut encoder,
+            "objects_stale",
+            "Scheduled, unsuspended objects whose last success is more than --metrics-stale-intervals schedule intervals old, by kind and namespace",
+            &counts,
+            |c| c.stale,
+        )?;
+        count(
+            &mut encoder,
+            "objects_run_in_progress",
+            "Objects with a run in progress, by kind and namespace",
+            &counts,
+            |c| c.running,
+        )?;
+        count(
+            &mut encoder,
+            "objects_suspended",
+            "Objects whose spec.suspend is set, by kind and namespace",
+            &counts,
+            |c| c.suspended,
+        )?;
+        all.retain(|f| self.scope.per_object.covers(&f.labels.namespace));
+        if all.is_empty() {
+            return Ok(());
+        }
         let flag = |b: bool| Some(if b { 1.0 } else { 0.0 });
         gauge(
             &mut encoder,
@@ -257,6 +383,30 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_exports_its_own_syncs_only() {
+        use kube::runtime::{reflector::store::Writer, watcher::Event};
+        let mut syncs = Writer::<Sync>::default();
+        for (name, shard) in [("accounts", "a"), ("contacts", "b")] {
+            let mut sync = crate::engine::fixtures::sync(name);
+            sync.labels_mut()
+                .insert("sharding.syncseq.dev/shard".into(), shard.into());
+            syncs.apply_watcher_event(&Event::Apply(sync));
+        }
+        let objects = Objects::new(crate::metrics::Scope::default());
+        objects.watch(Stores {
+            sequences: Writer::<SyncSequence>::default().as_reader(),
+            syncs: syncs.as_reader(),
+            owns_sync: Box::new(|s| s.labels()["sharding.syncseq.dev/shard"] == "a"),
+        });
+        let names: Vec<String> = objects
+            .all(at(0))
+            .into_iter()
+            .map(|f| f.labels.name)
+            .collect();
+        assert_eq!(names, ["accounts"]);
+    }
+
+    #[test]
     fn the_figures_come_from_the_run_book_and_the_schedule() {
         let scheduling = ScheduleSpec {
             schedule: Some("0 */2 * * *".into()),
@@ -305,5 +455,62 @@ mod tests {
             (f.last_success, f.last_outcome, f.last_duration, f.interval),
             (None, None, None, None)
         );
+    }
+
+    /// The aggregates count what the per-object alerts look at: a failed last run, and a
+    /// scheduled, unsuspended object past `staleIntervals` of its intervals since its success.
+    #[test]
+    fn the_counts_by_namespace_say_what_the_per_object_alerts_would() {
+        let object = |namespace: &str, name: &str| ObjectLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            ..who()
+        };
+        let hourly = |name: &str, success: i64, suspended: bool| Figures {
+            labels: object("revops", name),
+            last_success: Some(1_800_000_000.0 + success as f64),
+            last_outcome: Some(RunPhase::Succeeded),
+            last_duration: None,
+            running: false,
+            suspended,
+            interval: Some(3600.0),
+        };
+        let all = vec![
+            // Just within 3 intervals, just past them, past them but suspended.
+            hourly("fresh", -3 * 3600, false),
+            hourly("stale", -3 * 3600 - 1, false),
+            hourly("paused", -10 * 3600, true),
+            Figures {
+                last_outcome: Some(RunPhase::Failed),
+                running: true,
+                last_success: None,
+                ..hourly("failing", 0, false)
+            },
+            Figures {
+                labels: object("finance", "ledger"),
+                interval: None,
+                ..hourly("ledger", -10 * 3600, false)
+            },
+        ];
+        let counts = counts(&all, 3.0, at(0));
+        let of = |namespace: &str| {
+            &counts[&NamespaceLabels {
+                kind: "SyncSequence".into(),
+                namespace: namespace.into(),
+            }]
+        };
+        assert_eq!(
+            of("revops"),
+            &Counts {
+                objects: 4,
+                last_run_failed: 1,
+                stale: 1,
+                running: 1,
+                suspended: 1,
+            }
+        );
+        // Without a schedule nothing is stale.
+        assert_eq!(of("finance").stale, 0);
+        assert_eq!(counts.len(), 2);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::backfill::{self, BackfillArgs};
 use super::client::Cluster;
 use super::graph::{self, GraphFormat};
 use super::render;
@@ -12,9 +13,10 @@ use super::target::{Kind, Runnable, Target};
 use super::wait::{self, CancelRequest, RunRequest};
 use super::{OutputFormat, WaitArgs};
 use crate::api::annotations::{
-    CANCEL_REQUESTED_AT, REQUESTED_AT, RESUME_SCHEDULE_REQUESTED_AT, RETRY_REQUESTED_AT, RETRY_RUN,
+    CANCEL_BACKFILL_REQUESTED_AT, CANCEL_REQUESTED_AT, REQUESTED_AT, RESUME_SCHEDULE_REQUESTED_AT,
+    RETRY_REQUESTED_AT, RETRY_RUN,
 };
-use crate::api::{RunPhase, RunStatus, TriggerKind};
+use crate::api::{BackfillPhase, RunPhase, RunStatus, TriggerKind};
 
 /// Writes to stdout, terminal-safe; a closed pipe (`| head`) is not an error worth reporting.
 fn emit(text: &str) {
@@ -254,6 +256,101 @@ pub(crate) async fn cancel(
         )),
         CancelRequest::Ended { id, phase, .. } => emit(&format!("Run {id} {phase:?}\n")),
         _ => emit(&format!("{}: no run was in progress\n", target.reference())),
+    }
+    Ok(())
+}
+
+/// `backfill NAME --from T1 --to T2 [--max-runs N] [--dry-run | --wait]`, or `--cancel`. A
+/// request the controller would refuse is refused here, with its reason, before any write.
+pub(crate) async fn backfill(cluster: &Cluster, args: &BackfillArgs) -> anyhow::Result<()> {
+    let target = &args.target;
+    let (Some(from), Some(to)) = (args.from, args.to) else {
+        return cancel_backfill(cluster, target, &args.wait).await;
+    };
+    let obj = cluster.get(target).await?;
+    let checked = backfill::check(&obj, from, to, args.max_runs, Timestamp::now())
+        .map_err(|why| anyhow::anyhow!("backfill refused: {why}"))?;
+    if args.dry_run {
+        emit(&backfill::dry_run(&checked));
+        return Ok(());
+    }
+    let value = request_value();
+    let annotations = backfill::request(&checked.range, args.max_runs, &value);
+    let annotations: Vec<(&str, Option<&str>)> = annotations
+        .iter()
+        .map(|(key, value)| (*key, value.as_deref()))
+        .collect();
+    annotate(cluster, target, &annotations).await?;
+    emit(&backfill::requested(target, &checked.range, &value));
+    if !args.wait.wait {
+        return Ok(());
+    }
+    let mut last = None;
+    let follow = cluster.watch(target, |status| match backfill::request_state(status, &value) {
+        backfill::Request::NotHandled => None,
+        backfill::Request::Ignored => Some(Err(anyhow::anyhow!(
+            "the controller did not start the backfill (another one was in progress): see the Events of {}",
+            target.reference()
+        ))),
+        backfill::Request::Running(bf) => {
+            let line = backfill::progress_line(&bf);
+            if last.as_ref() != Some(&line) {
+                say(&line);
+                last = Some(line);
+            }
+            None
+        }
+        backfill::Request::Ended(bf) => Some(Ok(bf)),
+    });
+    let bf = within(args.wait.timeout, "the backfill to finish", follow).await??;
+    emit(&render::backfill(&bf, Timestamp::now()));
+    if bf.phase != BackfillPhase::Succeeded {
+        let why = bf.message.map(|m| format!(": {m}")).unwrap_or_default();
+        anyhow::bail!(
+            "the backfill of {} ended {:?}{why}",
+            target.reference(),
+            bf.phase
+        );
+    }
+    Ok(())
+}
+
+/// `backfill NAME --cancel [--wait]`: with --wait, until its run in progress has ended too.
+async fn cancel_backfill(
+    cluster: &Cluster,
+    target: &Target,
+    wait: &WaitArgs,
+) -> anyhow::Result<()> {
+    let value = request_value();
+    let obj = annotate(
+        cluster,
+        target,
+        &[(CANCEL_BACKFILL_REQUESTED_AT, Some(&value))],
+    )
+    .await?;
+    // The backfill the cancel is for: the one in progress when it was written.
+    let running = obj
+        .book
+        .backfill
+        .as_deref()
+        .filter(|b| b.phase == BackfillPhase::Running)
+        .map(|b| b.requested_at.clone());
+    emit(&format!(
+        "{} backfill cancel requested ({CANCEL_BACKFILL_REQUESTED_AT}={value})\n",
+        target.reference()
+    ));
+    if !wait.wait {
+        return Ok(());
+    }
+    let follow = cluster.watch(target, |status| backfill::cancel_state(status, &value));
+    match within(wait.timeout, "the backfill cancel to be handled", follow).await? {
+        Some(bf) if running.as_ref() == Some(&bf.requested_at) => {
+            emit(&render::backfill(&bf, Timestamp::now()));
+        }
+        _ => emit(&format!(
+            "{}: no backfill was in progress\n",
+            target.reference()
+        )),
     }
     Ok(())
 }

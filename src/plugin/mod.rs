@@ -1,11 +1,12 @@
 //! The kubectl plugin: the `syncseq` binary installed as `kubectl-syncseq` offers
-//! `kubectl syncseq run|retry|cancel|suspend|resume|status|history|graph|logs`, for SyncSequences (a bare
+//! `kubectl syncseq run|retry|cancel|suspend|resume|backfill|status|history|graph|logs`, for SyncSequences (a bare
 //! name) and standalone Syncs (`sync/NAME`). The same commands are reachable as
 //! `syncseq plugin ...`.
 //!
 //! Layout: this file holds the arguments and the dispatch, [`target`] what a name refers to and
 //! one view of both kinds, [`client`] the connection (kubectl's flags and error wording),
-//! [`commands`] what each command does, [`wait`] following a request through the status for
+//! [`commands`] what each command does, [`backfill`] checking a backfill request as the
+//! controller checks it, [`wait`] following a request through the status for
 //! `--wait`, [`logs`] the step logs, [`jsonpath`] `-o jsonpath=`, and [`render`] the human
 //! output (pure, unit-tested).
 
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub(crate) mod backfill;
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod dashboard;
@@ -118,6 +120,11 @@ pub enum PluginCommand {
         #[arg(value_parser = Target::parse, help = TARGET_HELP)]
         target: Target,
     },
+    /// Run the schedule's past fire times in [--from, --to): one run each, oldest first, one at
+    /// a time, each with its fire time's data interval (sets syncseq.dev/backfill and
+    /// syncseq.dev/backfillRequestedAt). The range is checked as the controller checks it
+    /// before anything is written; --dry-run lists the fire times; --cancel stops a backfill.
+    Backfill(backfill::BackfillArgs),
     /// The current run (or the last finished one) as a step timeline; without a name, one line
     /// per SyncSequence and Sync of the namespace (or of all namespaces with -A).
     Status {
@@ -188,7 +195,9 @@ pub enum PluginCommand {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct WaitArgs {
     /// Wait until the controller has handled the request and the run has ended, then print
-    /// its step timeline. For `run` and `retry`, exits 1 unless the run Succeeded.
+    /// its step timeline. For `run` and `retry`, exits 1 unless the run Succeeded. For
+    /// `backfill`, until the backfill has ended, printing its progress; exits 1 unless it
+    /// Succeeded.
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this long (e.g. 30s, 10m, 1h30m; default: no limit).
@@ -273,6 +282,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             commands::retry(&cluster, &target, run, &wait).await
         }
         PluginCommand::Cancel { target, wait } => commands::cancel(&cluster, &target, &wait).await,
+        PluginCommand::Backfill(args) => commands::backfill(&cluster, &args).await,
         PluginCommand::Suspend { target } => commands::set_suspend(&cluster, &target, true).await,
         PluginCommand::Resume { target } => commands::set_suspend(&cluster, &target, false).await,
         PluginCommand::Status {
@@ -366,6 +376,7 @@ mod tests {
                 "cancel",
                 "suspend",
                 "resume",
+                "backfill",
                 "status",
                 "history",
                 "graph",
@@ -375,6 +386,7 @@ mod tests {
                 "wait",
                 "namespace",
                 "kubeconfig",
+                "dry-run",
             ] {
                 assert!(script.contains(word), "{shell:?} script lacks {word}");
             }

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::graph;
 use super::target::Runnable;
 use crate::api::{
-    RunPhase, RunStatus, Step, StepPhase, StepStatus, SyncRunRecord, TriggerKind, UpstreamRun,
+    BackfillPhase, BackfillStatus, RunPhase, RunStatus, Step, StepPhase, StepStatus, SyncRunRecord,
+    TriggerKind, UpstreamRun,
 };
 
 /// A duration as people read it: `0.4s`, `2.1s`, `3s`, `1m05s`, `1h02m03s`, `2d03h04m`.
@@ -346,6 +347,45 @@ pub(crate) fn status(obj: &Runnable, now: Timestamp) -> String {
         };
         out.push_str(&format!("Queued: a {what} starts when this one ends\n"));
     }
+    if let Some(bf) = &obj.book.backfill {
+        out.push_str(&backfill(bf, now));
+    }
+    out
+}
+
+/// The newest backfill after its phase, on one line: runs done of its fire times, its range,
+/// the next fire time, its run in progress, the runs that did not succeed, and its timing.
+pub(crate) fn backfill_facts(bf: &BackfillStatus, now: Timestamp) -> String {
+    let mut parts = Vec::new();
+    if bf.phase != BackfillPhase::Refused {
+        parts.push(format!("{} runs done", bf.progress));
+    }
+    if let (Some(from), Some(to)) = (&bf.from, &bf.to) {
+        parts.push(format!("{} → {}", from.0, to.0));
+    }
+    if let Some(next) = &bf.next_time {
+        parts.push(format!("next fire time {}", time(next.0)));
+    }
+    if let Some(run) = bf.run {
+        parts.push(format!("run {run} in progress"));
+    }
+    if !bf.failed_runs.is_empty() {
+        let runs: Vec<String> = bf.failed_runs.iter().map(ToString::to_string).collect();
+        parts.push(format!("failed runs {}", runs.join(", ")));
+    }
+    parts.push(match &bf.completion_time {
+        Some(end) => format!("ended {}", time(end.0)),
+        None => format!("started {} ago", duration(between(&bf.start_time, now))),
+    });
+    parts.join("  ")
+}
+
+/// The `Backfill:` line of `status`, with its message on the next.
+pub(crate) fn backfill(bf: &BackfillStatus, now: Timestamp) -> String {
+    let mut out = format!("Backfill: {:?}  {}\n", bf.phase, backfill_facts(bf, now));
+    if let Some(m) = &bf.message {
+        out.push_str(&format!("  {}\n", one_line(m)));
+    }
     out
 }
 
@@ -381,11 +421,27 @@ fn sync_job_table(job: &SyncRunRecord, now: Timestamp) -> String {
     )
 }
 
-/// What an object is doing now, for the overview: its run in progress, or who holds a Sync.
+/// What an object is doing now, for the overview: its run in progress, or who holds a Sync,
+/// and its backfill in progress.
 fn activity(obj: &Runnable) -> String {
     if let Some(why) = &obj.unreadable {
         return format!("cannot read it: {why}");
     }
+    let doing = running(obj);
+    match obj
+        .book
+        .backfill
+        .as_deref()
+        .filter(|b| b.phase == BackfillPhase::Running)
+    {
+        Some(bf) if doing == "-" => format!("backfill {}", bf.progress),
+        Some(bf) => format!("{doing}; backfill {}", bf.progress),
+        None => doing,
+    }
+}
+
+/// The run in progress of [`activity`], or who holds a Sync.
+fn running(obj: &Runnable) -> String {
     if let Some(run) = obj
         .book
         .current_run
@@ -1137,6 +1193,117 @@ mod tests {
         );
         let row = overview_row(&s, false, t("2026-05-01T10:00:05Z"));
         assert_eq!(row[3], "run 4 (3/5) deals Running, audit Waiting");
+    }
+
+    fn backfill_of(phase: BackfillPhase) -> BackfillStatus {
+        BackfillStatus {
+            requested_at: "b1".into(),
+            from: Some(time_at("2026-05-01T05:00:00Z")),
+            to: Some(time_at("2026-05-01T09:00:00Z")),
+            phase,
+            total: 4,
+            started: 2,
+            succeeded: 1,
+            failed: 0,
+            last_started_time: Some(time_at("2026-05-01T06:00:00Z")),
+            next_time: Some(time_at("2026-05-01T07:00:00Z")),
+            run: Some(4),
+            failed_runs: vec![],
+            progress: "1/4".into(),
+            start_time: time_at("2026-05-01T10:00:00Z"),
+            completion_time: None,
+            message: Some("running fire time 2026-05-01T06:00:00Z (2 of 4)".into()),
+        }
+    }
+
+    /// A backfill's phase, progress, range, next fire time, run in progress, failed runs and
+    /// message, whatever its phase; a refused one has no progress, and one that could not be
+    /// read no range.
+    #[test]
+    fn status_shows_the_newest_backfill() {
+        let now = t("2026-05-01T10:00:12.5Z");
+        let mut running = backfill_of(BackfillPhase::Running);
+        running.failed_runs = vec![2];
+        let mut failed = BackfillStatus {
+            phase: BackfillPhase::Failed,
+            next_time: None,
+            run: None,
+            failed_runs: vec![2, 5],
+            progress: "4/4".into(),
+            completion_time: Some(time_at("2026-05-01T10:20:00Z")),
+            message: Some("2 of 4 runs succeeded; runs that did not succeed: 2, 5".into()),
+            ..backfill_of(BackfillPhase::Failed)
+        };
+        let refused = BackfillStatus {
+            from: None,
+            to: None,
+            next_time: None,
+            run: None,
+            progress: "0/0".into(),
+            completion_time: Some(time_at("2026-05-01T10:00:00Z")),
+            message: Some(
+                "refused: syncseq.dev/backfill is 'x', not FROM/TO\n(two RFC 3339 times)".into(),
+            ),
+            ..backfill_of(BackfillPhase::Refused)
+        };
+        for (bf, want) in [
+            (
+                &running,
+                "Backfill: Running  1/4 runs done  2026-05-01T05:00:00Z → 2026-05-01T09:00:00Z  next fire time 2026-05-01T07:00:00Z  run 4 in progress  failed runs 2  started 12.5s ago\n  \
+                 running fire time 2026-05-01T06:00:00Z (2 of 4)\n",
+            ),
+            (
+                &failed,
+                "Backfill: Failed  4/4 runs done  2026-05-01T05:00:00Z → 2026-05-01T09:00:00Z  failed runs 2, 5  ended 2026-05-01T10:20:00Z\n  \
+                 2 of 4 runs succeeded; runs that did not succeed: 2, 5\n",
+            ),
+            (
+                &refused,
+                "Backfill: Refused  ended 2026-05-01T10:00:00Z\n  \
+                 refused: syncseq.dev/backfill is 'x', not FROM/TO (two RFC 3339 times)\n",
+            ),
+        ] {
+            assert_eq!(backfill(bf, now), want);
+        }
+
+        // Below the run in progress (a backfill run, for its fire time), in the overview's
+        // NOW column, and not there once it has ended.
+        let mut run = running_run();
+        run.trigger = TriggerKind::Backfill;
+        run.scheduled_time = Some(time_at("2026-05-01T06:00:00Z"));
+        let mut s = seq(
+            Some("0 * * * *"),
+            true,
+            SyncSequenceStatus {
+                book: RunBook {
+                    current_run: Some(run),
+                    backfill: Some(Box::new(running.clone())),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        let out = status(&s, now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("Run 4 (Backfill for 2026-05-01T06:00:00Z)  Running  step 2/3"),
+            "{out}"
+        );
+        assert!(out.ends_with(&backfill(&running, now)), "{out}");
+        assert_eq!(
+            overview_row(&s, false, now)[3],
+            "run 4 (2/3) workspaces Running; backfill 1/4"
+        );
+        s.book.current_run = None;
+        assert_eq!(
+            overview_row(&s, false, now)[3],
+            "backfill 1/4",
+            "waiting for a gap"
+        );
+        failed.requested_at = "b2".into();
+        s.book.backfill = Some(Box::new(failed.clone()));
+        assert_eq!(overview_row(&s, false, now)[3], "-");
+        assert!(status(&s, now).ends_with(&backfill(&failed, now)));
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub(crate) struct Runnable {
     pub target: Target,
     pub namespace: String,
     pub uid: Option<String>,
+    /// When it was created: a set of several schedules counts its `@every` members from it.
+    pub created: Option<jiff::Timestamp>,
     pub scheduling: ScheduleSpec,
     /// What a trigger does while a run is in progress (a Sync's own runs: Forbid).
     pub concurrency: ConcurrencyPolicy,
@@ -113,6 +115,7 @@ impl Runnable {
             },
             namespace: object.metadata.namespace.clone().unwrap_or_default(),
             uid: object.metadata.uid.clone(),
+            created: None,
             scheduling: Default::default(),
             concurrency: Default::default(),
             steps: Vec::new(),
@@ -174,6 +177,7 @@ impl From<&SyncSequence> for Runnable {
             },
             namespace: seq.metadata.namespace.clone().unwrap_or_default(),
             uid: seq.metadata.uid.clone(),
+            created: seq.metadata.creation_timestamp.as_ref().map(|t| t.0),
             scheduling: seq.spec.scheduling.clone(),
             concurrency: seq.spec.concurrency_policy,
             steps: seq.spec.steps.clone(),
@@ -199,6 +203,7 @@ impl From<&Sync> for Runnable {
             },
             namespace: sync.metadata.namespace.clone().unwrap_or_default(),
             uid: sync.metadata.uid.clone(),
+            created: sync.metadata.creation_timestamp.as_ref().map(|t| t.0),
             scheduling: sync.spec.scheduling.clone(),
             concurrency: ConcurrencyPolicy::Forbid,
             steps: Vec::new(),

@@ -16,18 +16,20 @@
 //! * [`due`] is `mostRecentScheduleTime` + `startingDeadlineSeconds`.
 //! * [`ScheduleSet`] and [`due_set`] are the same for several schedules (`spec.schedules`):
 //!   the union of their fire times.
+//! * [`range`] is a backfill's fire times: those of `[from, to)`, by `Next`.
 //! * [`jitter_offset`] is `spec.jitterSeconds`' per-object delay.
 //! * [`preview`] lists upcoming fire times.
 //!
 //! Layout: `cron.rs` (five-field syntax and `Next`), `every.rs` (`@every`),
-//! `gotime.rs` (the Go `time` behaviour `Next` depends on), `due.rs`, `set.rs`, `jitter.rs`,
-//! `tz.rs`.
+//! `gotime.rs` (the Go `time` behaviour `Next` depends on), `due.rs`, `set.rs`, `range.rs`,
+//! `jitter.rs`, `tz.rs`.
 
 mod cron;
 mod due;
 mod every;
 mod gotime;
 mod jitter;
+pub(crate) mod range;
 mod set;
 mod tz;
 

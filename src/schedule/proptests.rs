@@ -1,6 +1,7 @@
 //! Property tests: ordering and interval invariants, `due` against a naive walk, the
 //! previous fire time against `Next`, two independent oracles for the wall-clock matching
-//! (croner in UTC, and a minute-by-minute scan in DST zones), and "parsing never panics".
+//! (croner in UTC, and a minute-by-minute scan in DST zones), a backfill's fire times against
+//! a scan of its range, and "parsing never panics".
 
 use std::cmp::Ordering;
 
@@ -123,25 +124,29 @@ fn arb_schedule_text() -> impl Strategy<Value = String> {
 
 /// The whole instants of `tz`'s wall clock, as robfig reads them.
 fn wall_matches(expr: &str, tz: &TimeZone, t: Timestamp) -> bool {
+    wall_matcher(expr)(tz, t)
+}
+
+/// [`wall_matches`] for one expression, its fields read once (for scans of many instants).
+fn wall_matcher(expr: &str) -> impl Fn(&TimeZone, Timestamp) -> bool {
     let Kind::Cron(spec) = &Schedule::parse(expr).unwrap().kind else {
         unreachable!("cron expressions only")
     };
     let [minutes, hours, doms, months, dows] = spec.field_values();
-    let dt = tz.to_datetime(t);
-    let has = |set: &[u64], v: i8| set.contains(&(v as u64));
-    let dom = has(&doms, dt.day());
-    let dow = has(&dows, dt.weekday().to_sunday_zero_offset());
-    let day = if spec.days_anded() {
-        dom && dow
-    } else {
-        dom || dow
-    };
-    dt.second() == 0
-        && dt.subsec_nanosecond() == 0
-        && has(&minutes, dt.minute())
-        && has(&hours, dt.hour())
-        && has(&months, dt.month())
-        && day
+    let anded = spec.days_anded();
+    move |tz, t| {
+        let dt = tz.to_datetime(t);
+        let has = |set: &[u64], v: i8| set.contains(&(v as u64));
+        let dom = has(&doms, dt.day());
+        let dow = has(&dows, dt.weekday().to_sunday_zero_offset());
+        let day = if anded { dom && dow } else { dom || dow };
+        dt.second() == 0
+            && dt.subsec_nanosecond() == 0
+            && has(&minutes, dt.minute())
+            && has(&hours, dt.hour())
+            && has(&months, dt.month())
+            && day
+    }
 }
 
 proptest! {
@@ -502,5 +507,109 @@ proptest! {
             minute += 60;
         };
         prop_assert_eq!(ours, scan);
+    }
+}
+
+/// A member of a backfilled schedule set: mostly crons that fire every day, some of any kind,
+/// some `@every`.
+fn arb_backfill_member() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => arb_daily_expr(),
+        2 => arb_cron_expr(),
+        2 => (30u64..20_000).prop_map(|s| format!("@every {s}s")),
+    ]
+}
+
+/// The fire times of `exprs` as one set (anchored at `anchor`) in `[from, to)`, found without
+/// `Next`: a cron member fires at each whole minute whose wall clock it matches; an `@every`
+/// member of several at `floor(anchor) + k·d`, k >= 1; a lone `@every` at `from` (to the
+/// second) and every `d` after.
+fn scanned_fire_times(
+    exprs: &[String],
+    tz: &TimeZone,
+    anchor: Timestamp,
+    from: Timestamp,
+    to: Timestamp,
+) -> Vec<Timestamp> {
+    let mut members: Vec<(Schedule, &String)> = Vec::new();
+    for e in exprs {
+        let m = Schedule::parse(e).unwrap();
+        if !members.iter().any(|(o, _)| *o == m) {
+            members.push((m, e));
+        }
+    }
+    let start = from.as_second() + i64::from(from.subsec_nanosecond() > 0);
+    let end = to.as_second() + i64::from(to.subsec_nanosecond() > 0);
+    let lone = members.len() == 1;
+    let mut out = Vec::new();
+    for (m, expr) in &members {
+        let seconds: Vec<i64> = match m.every_interval() {
+            Some(d) => {
+                let d = i64::try_from(d.as_secs()).unwrap();
+                let first = match lone {
+                    true => start,
+                    // The first of floor(anchor) + k·d, k >= 1, at or after `start`.
+                    false => {
+                        let base = anchor.as_second();
+                        base + d * ((start - base).max(1) + d - 1).div_euclid(d)
+                    }
+                };
+                (first..end).step_by(usize::try_from(d).unwrap()).collect()
+            }
+            None => {
+                let matches = wall_matcher(expr);
+                let minute = (start + 59).div_euclid(60) * 60;
+                (minute..end)
+                    .step_by(60)
+                    .filter(|&s| matches(tz, Timestamp::from_second(s).unwrap()))
+                    .collect()
+            }
+        };
+        out.extend(
+            seconds
+                .into_iter()
+                .map(|s| Timestamp::from_second(s).unwrap()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A backfill's fire times (`range::fire_times`: the chain of `Next` from the start of the
+    /// range) are every instant of the range at which the schedule fires, oldest first, and
+    /// `range::count` counts them, or says "more than" past its cap. In zones whose clocks
+    /// never change (across a change robfig's chain depends on where it is walked from: see
+    /// `set_tests.rs`).
+    #[test]
+    fn backfill_fire_times_are_every_fire_of_the_range(
+        exprs in prop::collection::vec(arb_backfill_member(), 1..=3),
+        zone in prop::sample::select(&["UTC", "Asia/Kolkata", "Asia/Kathmandu"][..]),
+        from in arb_instant(),
+        since in 0i64..(3 * 86_400),
+        len in 1i64..(2 * 86_400),
+        pick in 0usize..80,
+    ) {
+        let tz = parse_time_zone(Some(zone)).unwrap();
+        let anchor = from - SignedDuration::from_secs(since);
+        let to = from + SignedDuration::from_secs(len);
+        let members = exprs.iter().map(|e| Schedule::parse(e).unwrap()).collect();
+        let set = ScheduleSet::new(members, anchor).unwrap();
+        let got: Vec<Timestamp> = range::fire_times(&set, &tz, from, to).collect();
+        let want = scanned_fire_times(&exprs, &tz, anchor, from, to);
+        prop_assert_eq!(&got, &want, "{:?} in {} from {} to {}", exprs, zone, from, to);
+        // Half the time a cap below 40, else one next to the count.
+        let n = want.len();
+        let cap = if pick < 40 { pick } else { (n + pick % 3).saturating_sub(1) };
+        let counted = match n > cap {
+            true => range::Count::MoreThan(cap),
+            false => range::Count::Exactly(n),
+        };
+        prop_assert_eq!(range::count(&set, &tz, from, to, cap), counted);
+        let first = range::first_at_or_after(&set, &tz, from).filter(|&t| t < to);
+        prop_assert_eq!(first, want.first().copied());
     }
 }

@@ -64,6 +64,11 @@ impl ScheduleSet {
         }
     }
 
+    /// Whether it is one `@every` schedule, whose chain counts from its last fire.
+    pub(crate) fn is_lone_every(&self) -> bool {
+        matches!(&self.members[..], [one] if matches!(one.kind, Kind::Every(_)))
+    }
+
     /// A member's next fire time within a set of several.
     fn member_next(&self, m: &Schedule, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         match &m.kind {

@@ -10,6 +10,7 @@
 mod support;
 
 mod api_faults;
+mod backfill;
 mod cli;
 mod control_plane;
 mod crashes;
@@ -18,6 +19,7 @@ mod dashboard;
 mod edges;
 mod failure_policies;
 mod graph;
+mod metrics;
 mod operations;
 mod plugin;
 mod receivers;
@@ -25,6 +27,7 @@ mod run_context;
 mod schedules;
 mod schedules_more;
 mod sequence_run;
+mod sharding;
 mod standalone_sync;
 mod stop_schedule;
 mod upstream;

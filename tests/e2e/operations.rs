@@ -101,13 +101,18 @@ async fn metrics_show_runs_and_step_handoffs_after_a_run() {
         "syncseq_last_success_timestamp_seconds{{kind=\"Sync\",namespace=\"{}\",name=\"contacts\"}}",
         ns.name
     );
+    // The run's count, which exists at 0 from the sequence's first reconcile on.
+    let counted = format!(
+        "syncseq_runs_total{{kind=\"SyncSequence\",namespace=\"{}\",name=\"crm\",outcome=\"Succeeded\"}} 1",
+        ns.name
+    );
     let body = eventually(
         Duration::from_secs(10),
         "the finished run in /metrics",
         || async {
             let (code, body) = http_get(&address, "/metrics").await;
             (code == 200
-                && body.contains("syncseq_runs_total{")
+                && body.contains(&counted)
                 && body.contains(&finished_in_cache)
                 && body.contains(&sync_finished_in_cache))
             .then_some(body)

@@ -738,3 +738,157 @@ async fn status_lists_watches_and_prints_jsonpath_for_both_kinds() {
     let _ = watching.kill();
     let _ = watching.wait();
 }
+
+/// `backfill` on an hourly sequence: --dry-run lists the fire times and writes nothing, a
+/// range past the limit is refused with its count before any write, and a real one sets the
+/// annotations and, with --wait, follows the backfill until it Succeeded.
+#[tokio::test]
+async fn backfill_dry_run_refusal_and_a_real_one_through_the_plugin() {
+    install_crds().await;
+    let ns = TestNamespace::new("plugin-backfill").await;
+    crm(&ns).await;
+    // Suspended, so the schedule's own runs leave the backfill every gap.
+    ns.kubectl_apply(&sequence_yaml(
+        "crm",
+        &[("accounts", ""), ("workspaces", ""), ("contacts", "")],
+        "  schedule: \"0 * * * *\"\n  suspend: true\n",
+    ));
+    let _controller = ControllerProcess::start(&ns.name);
+    let api = ns.api::<SyncSequence>();
+    let hour = jiff::Timestamp::now()
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Hour)
+                .mode(jiff::RoundMode::Trunc),
+        )
+        .unwrap();
+    let hours_before = |n: i64| (hour - jiff::SignedDuration::from_hours(n)).to_string();
+    let annotations = |seq: &SyncSequence| {
+        seq.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("syncseq.dev/backfill"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+
+    let (from, to) = (hours_before(3), hours_before(0));
+    let out = plugin(
+        &ns.name,
+        &["backfill", "crm", "--from", &from, "--to", &to, "--dry-run"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["#", "FIRE", "TIME", "INTERVAL", "START", "INTERVAL", "END"],
+        "{table}"
+    );
+    for (row, n) in lines[1..4].iter().zip([3, 2, 1]) {
+        let fire = hours_before(n);
+        assert_eq!(
+            row.split_whitespace().skip(1).collect::<Vec<_>>(),
+            [fire.as_str(), &hours_before(n + 1), &fire],
+            "{table}"
+        );
+    }
+    assert_eq!(lines[4..], ["3 fire times; nothing was written"], "{table}");
+    assert!(annotations(&api.get("crm").await.unwrap()).is_empty());
+
+    let out = plugin(
+        &ns.name,
+        &[
+            "backfill",
+            "crm",
+            "--from",
+            &hours_before(2000),
+            "--to",
+            &to,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: backfill refused: the range from {} to {to} has 2000 fire times, more than the limit of 1000 (syncseq.dev/backfillMaxRuns raises it, up to 10000)\n",
+            hours_before(2000)
+        ),
+        "{}",
+        describe(&out)
+    );
+    assert!(annotations(&api.get("crm").await.unwrap()).is_empty());
+
+    let from = hours_before(2);
+    let out = plugin(
+        &ns.name,
+        &[
+            "backfill",
+            "crm",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "syncsequence.syncseq.dev/crm backfill of 2 fire times from {from} to {to} requested (syncseq.dev/backfillRequestedAt="
+        )) && stdout.contains("follow it with kubectl syncseq status crm\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "Backfill: Succeeded  2/2 runs done  {from} → {to}  ended "
+        )),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("running fire time"),
+        "{}",
+        describe(&out)
+    );
+    let seq = api.get("crm").await.unwrap();
+    let set = annotations(&seq);
+    assert_eq!(
+        set.get("syncseq.dev/backfill"),
+        Some(&format!("{from}/{to}"))
+    );
+    assert!(!set.contains_key("syncseq.dev/backfillMaxRuns"), "{set:?}");
+    let bf = seq
+        .status
+        .as_ref()
+        .and_then(|s| s.book.backfill.as_deref())
+        .expect("status.backfill");
+    assert_eq!(
+        Some(&bf.requested_at),
+        set.get("syncseq.dev/backfillRequestedAt")
+    );
+    assert_eq!(
+        (bf.phase, bf.succeeded, bf.failed),
+        (syncseq::api::BackfillPhase::Succeeded, 2, 0)
+    );
+    // Its two runs, oldest fire time first, each a Backfill run.
+    let runs = &seq.status.as_ref().unwrap().book.runs;
+    let fires: Vec<(i64, String)> = runs
+        .iter()
+        .rev()
+        .map(|r| {
+            assert_eq!(r.trigger, syncseq::api::TriggerKind::Backfill);
+            (r.id, r.scheduled_time.as_ref().unwrap().0.to_string())
+        })
+        .collect();
+    assert_eq!(fires, [(1, from.clone()), (2, hours_before(1))]);
+    let out = plugin(&ns.name, &["status", "crm"]);
+    assert!(
+        text(&out.stdout).contains("Backfill: Succeeded  2/2 runs done"),
+        "{}",
+        describe(&out)
+    );
+}

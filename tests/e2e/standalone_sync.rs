@@ -168,7 +168,7 @@ async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_repor
     );
     assert_eq!(
         waited("SyncSequence", "crm", "accounts"),
-        None,
+        Some(0.0),
         "the sequence's step never waited"
     );
 }

@@ -120,3 +120,27 @@ and the Role (watchNamespace). No wildcards: every group, resource and verb is n
   verbs: ["get"]
 {{- end }}
 {{- end }}
+
+{{/*
+The controller Deployments, as a JSON list of {name, key, selector, lease}: one for every
+object without sharding; with sharding.shards, one per shard key (the objects labelled
+sharding.syncseq.dev/shard=<key>) and the remainder (the objects without that label) under
+the unsharded name. `lease` is the Lease the controller derives from its selector
+(src/leader: <leaseName>-<first 10 hex digits of the selector's sha256>).
+*/}}
+{{- define "syncseq.instances" -}}
+{{- $fullname := include "syncseq.fullname" . -}}
+{{- $lease := .Values.leaderElection.leaseName -}}
+{{- $out := list -}}
+{{- if .Values.sharding.shards -}}
+{{- $rest := "!sharding.syncseq.dev/shard" -}}
+{{- $out = append $out (dict "name" $fullname "key" "" "selector" $rest "lease" (printf "%s-%s" $lease (sha256sum $rest | trunc 10))) -}}
+{{- range .Values.sharding.shards -}}
+{{- $selector := printf "sharding.syncseq.dev/shard=%s" . -}}
+{{- $out = append $out (dict "name" (printf "%s-shard-%s" $fullname . | trunc 63 | trimSuffix "-") "key" . "selector" $selector "lease" (printf "%s-%s" $lease (sha256sum $selector | trunc 10))) -}}
+{{- end -}}
+{{- else -}}
+{{- $out = append $out (dict "name" $fullname "key" "" "selector" "" "lease" $lease) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end }}

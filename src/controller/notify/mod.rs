@@ -292,9 +292,9 @@ async fn attempts(shared: &Shared, d: &Delivery) {
             Err(e) => Progress::Retrying(e),
         };
         let result = match &progress {
-            Progress::Delivered => "delivered",
-            Progress::Abandoned(_) => "abandoned",
-            Progress::Retrying(_) => "failed",
+            Progress::Delivered => crate::metrics::DELIVERED,
+            Progress::Abandoned(_) => crate::metrics::ABANDONED,
+            Progress::Retrying(_) => crate::metrics::FAILED,
         };
         shared
             .metrics

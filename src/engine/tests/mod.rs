@@ -4,6 +4,7 @@
 
 mod alerting;
 mod attempts;
+mod backfill;
 mod graph;
 mod jobs;
 mod linear_golden;

@@ -286,6 +286,11 @@ async fn detail(
         namespace,
         reference,
         summary,
+        backfill: obj.book.backfill.as_deref().map(|bf| page::Backfill {
+            phase: bf.phase,
+            facts: render::backfill_facts(bf, now),
+            message: bf.message.clone(),
+        }),
         timeline,
         now,
         events,

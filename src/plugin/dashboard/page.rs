@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::timeline::{Bar, Row, Timeline};
-use crate::api::RunPhase;
+use crate::api::{BackfillPhase, RunPhase};
 
 /// One line of the overview: a link to the object and the cells of `kubectl syncseq status`.
 pub(crate) struct Line {
@@ -42,12 +42,21 @@ pub(crate) struct LogTail {
     pub text: Result<String, String>,
 }
 
+/// The object's newest backfill: in progress, or how it ended.
+pub(crate) struct Backfill {
+    pub phase: BackfillPhase,
+    /// What `kubectl syncseq status` says of it after its phase.
+    pub facts: String,
+    pub message: Option<String>,
+}
+
 pub(crate) struct Detail {
     pub namespace: String,
     /// `syncsequence/crm`, `sync/accounts`.
     pub reference: String,
     /// The overview cells of the object, without its name.
     pub summary: Vec<(&'static str, String)>,
+    pub backfill: Option<Backfill>,
     pub timeline: Timeline,
     pub now: Timestamp,
     pub events: Vec<Event>,
@@ -171,6 +180,17 @@ fn run_phase(phase: Option<RunPhase>) -> &'static str {
     }
 }
 
+/// A backfill's phase in words and a sign, and its class for the colour.
+fn backfill_phase(phase: BackfillPhase) -> (&'static str, &'static str) {
+    match phase {
+        BackfillPhase::Running => ("▶ Running", "running"),
+        BackfillPhase::Succeeded => ("✓ Succeeded", "succeeded"),
+        BackfillPhase::Failed => ("✗ Failed", "failed"),
+        BackfillPhase::Cancelled => ("■ Cancelled", "cancelled"),
+        BackfillPhase::Refused => ("✗ Refused", "failed"),
+    }
+}
+
 fn rows_text(bar: &Bar) -> Option<String> {
     match (bar.rows_synced, bar.rows_rejected) {
         (None, None) => None,
@@ -260,6 +280,16 @@ pub(crate) fn detail(view: &Detail) -> String {
                 dt { (term) } dd { (value) }
             }
         }
+        @if let Some(bf) = &view.backfill {
+            @let (label, class) = backfill_phase(bf.phase);
+            section.backfill aria-label="Backfill" {
+                h2 { "Backfill" }
+                p { strong class=(class) { (label) } " · " (bf.facts) }
+                @if let Some(message) = &bf.message {
+                    p.run-message { (message) }
+                }
+            }
+        }
         (timeline(&view.timeline, view.now))
         @if let Some(log) = &view.log {
             section.log aria-label="Log of the failed step" {
@@ -322,6 +352,7 @@ mod tests {
             namespace: "revops".into(),
             reference: "syncsequence/crm".into(),
             summary: vec![("Last result", "Failed".into())],
+            backfill: None,
             timeline: Timeline {
                 t0: t("2026-12-01T10:00:00Z"),
                 t1: t("2026-12-01T10:00:40Z"),
@@ -362,6 +393,28 @@ mod tests {
             "{html}"
         );
         assert!(html.contains(r#"data-running="0""#));
+    }
+
+    #[test]
+    fn a_backfill_shows_its_phase_in_words_with_its_progress_and_message() {
+        assert!(!detail(&view("x")).contains("Backfill"), "none, no section");
+        let mut with = view("x");
+        with.backfill = Some(Backfill {
+            phase: BackfillPhase::Running,
+            facts: "1/3 runs done  2026-12-01T05:00:00Z → 2026-12-01T08:00:00Z".into(),
+            message: Some("running fire time <2026-12-01T06:00:00Z> (2 of 3)".into()),
+        });
+        let html = detail(&with);
+        assert!(
+            html.contains(r#"<section class="backfill" aria-label="Backfill"><h2>Backfill</h2><p><strong class="running">▶ Running</strong> · 1/3 runs done  2026-12-01T05:00:00Z → 2026-12-01T08:00:00Z</p>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<p class="run-message">running fire time &lt;2026-12-01T06:00:00Z&gt; (2 of 3)</p>"#),
+            "{html}"
+        );
+        with.backfill.as_mut().unwrap().phase = BackfillPhase::Refused;
+        assert!(detail(&with).contains(r#"<strong class="failed">✗ Refused</strong>"#));
     }
 
     #[test]
