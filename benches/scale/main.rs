@@ -531,9 +531,12 @@ async fn main() {
     let steps = (shape.len() * n + tick_steps) as f64;
     let floor_steps = (shape.len() * n) as f64;
 
-    // Writes in the measured window, by who made them.
-    let in_window =
-        |w: &&support::audit::AuditWrite| w.received >= before.at && w.received <= after.at;
+    // Writes in the measured window, by who made them, in this namespace only: another
+    // benchmark's controller or floor may share the cluster (and their User-Agents).
+    let ours = format!("/namespaces/{}/", ns.name);
+    let in_window = |w: &&support::audit::AuditWrite| {
+        w.received >= before.at && w.received <= after.at && w.uri.contains(&ours)
+    };
     let mut controller_writes: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut floor_writes = 0usize;
     for w in writes.iter().filter(in_window) {
