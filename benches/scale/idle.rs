@@ -10,6 +10,9 @@
 //! - `BENCH_IDLE_WINDOW` (default 120 s; 0 skips it): once every object has been reconciled
 //!   once, a window in which nothing is triggered, with the controller's reconciles, writes
 //!   and CPU in it.
+//! - `BENCH_COLD_STARTS` (default 0): after the measured round, the controller is killed
+//!   (SIGKILL) and started again that many times, each start timed to `/readyz`, to its
+//!   caches synced and to its first reconcile.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -19,14 +22,16 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use syncseq::api::labels;
 
-use super::stats;
+use super::stats::{self, Summary};
 use super::support::audit::AuditWrite;
 use super::support::fixtures::{sequence_yaml, sync_yaml};
-use super::support::{ControllerProcess, TestNamespace};
-use super::{CONTROLLER_AGENT, RunsWatch, Scrape, cgroup, clock, env_usize, scrape};
+use super::support::{ControllerProcess, TestNamespace, lease_holder};
+use super::{CONTROLLER_AGENT, RunsWatch, Scrape, cgroup, clock, env_usize, get, scrape};
 
 /// The idle sequences' and their Syncs' names start with this.
 const PREFIX: &str = "idle-";
+/// How often a cold start is looked at: its figures are this coarse.
+const POLL: Duration = Duration::from_millis(100);
 /// The log line of a reconcile that got as far as a decision, naming its object
 /// (`object=<kind>/<namespace>/<name>`).
 const DECIDED: &str = " decided object=";
@@ -34,6 +39,7 @@ const DECIDED: &str = " decided object=";
 pub(crate) struct Config {
     pub(crate) sequences: usize,
     window: Duration,
+    cold_starts: usize,
 }
 
 impl Config {
@@ -41,6 +47,7 @@ impl Config {
         Config {
             sequences: env_usize("BENCH_IDLE", 0),
             window: Duration::from_secs(env_usize("BENCH_IDLE_WINDOW", 120) as u64),
+            cold_starts: env_usize("BENCH_COLD_STARTS", 0),
         }
     }
 
@@ -265,6 +272,102 @@ pub(crate) async fn window(
     }
 }
 
+/// One restart's figures, from the spawn of the new process.
+struct ColdStart {
+    ready: Duration,
+    caches_synced: Option<Duration>,
+    first_reconcile: Duration,
+    /// From its log: "waiting for leadership" to "acquired the lease".
+    lease_wait: Option<Duration>,
+    hwm: String,
+}
+
+/// `BENCH_COLD_STARTS` times: SIGKILL the controller and start it again (same identity, so it
+/// reclaims its own Lease at once), timing spawn → `/readyz` and spawn → the first reconcile
+/// (`syncseq_reconciles_total` above 0), each looked at every 100 ms, and spawn → caches
+/// synced from its log.
+async fn cold_starts(
+    k: usize,
+    ns: &TestNamespace,
+    controller: &mut ControllerProcess,
+    memory: Option<&cgroup::MemoryCgroup>,
+) -> Vec<ColdStart> {
+    let mut starts = vec![];
+    for _ in 0..k {
+        let log = controller.log_path().to_path_buf();
+        controller.kill();
+        let offset = log_len(&log);
+        let spawned = Spawn::now();
+        controller.restart();
+        if let (Some(c), Some(pid)) = (memory, controller.pid())
+            && let Err(e) = c.add(pid)
+        {
+            panic!("the restarted controller is not in the memory cgroup: {e}");
+        }
+        let (mut address, mut ready, mut first) = (None, None, None);
+        let deadline = spawned.instant + Duration::from_secs(600);
+        while ready.is_none() || first.is_none() {
+            assert!(
+                !controller.exited(),
+                "the restarted controller exited (see {}); OOM kills in its cgroup: {}",
+                log.display(),
+                memory.map_or("no cgroup".into(), |c| c.oom_kills().to_string())
+            );
+            assert!(
+                Instant::now() < deadline,
+                "a restarted controller was not ready and reconciling within 600 s"
+            );
+            if address.is_none() {
+                address = log_since(&log, offset)
+                    .lines()
+                    .find(|l| l.contains("serving /metrics"))
+                    .and_then(|l| l.rsplit("address=").next())
+                    .map(|a| a.trim().to_string());
+            }
+            if let Some(address) = &address {
+                if ready.is_none()
+                    && !get(&format!("http://{address}/readyz"), false)
+                        .await
+                        .is_empty()
+                {
+                    ready = Some(spawned.elapsed());
+                }
+                if first.is_none() {
+                    let metrics = get(&format!("http://{address}/metrics"), false).await;
+                    if stats::sum(&metrics, "syncseq_reconciles_total", &[]) > 0.0 {
+                        first = Some(spawned.elapsed());
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let text = log_since(&log, offset);
+        let at = |marker: &str| {
+            text.lines()
+                .find(|l| l.contains(marker))
+                .and_then(logged_at)
+        };
+        let lease_wait = match (at("waiting for leadership"), at("acquired the lease")) {
+            (Some(a), Some(b)) => Some(b.duration_since(a).unsigned_abs()),
+            _ => None,
+        };
+        let holder = lease_holder(ns).await;
+        assert_eq!(
+            holder.as_deref(),
+            Some(controller.identity().as_str()),
+            "after a restart the Lease is held by someone else"
+        );
+        starts.push(ColdStart {
+            ready: ready.unwrap(),
+            caches_synced: spawned.to_logged(&log, offset, CACHES_SYNCED),
+            first_reconcile: first.unwrap(),
+            lease_wait,
+            hwm: stats::proc_status(controller.pid().unwrap(), "VmHWM:"),
+        });
+    }
+    starts
+}
+
 /// Prints the idle fleet's and the first start's figures. `writes` is the audit log's writes
 /// and `jobs` the clock's Jobs, both read after the measured round.
 pub(crate) fn report(
@@ -299,6 +402,65 @@ pub(crate) fn report(
         println!(
             "| Jobs of idle sequences (expected 0: their first fire is 6 h away) | {idle_jobs} |"
         );
+    }
+}
+
+/// Runs the cold starts (`BENCH_COLD_STARTS`) and prints their figures, as more rows of
+/// [`report`]'s table.
+pub(crate) async fn restarts(
+    config: &Config,
+    ns: &TestNamespace,
+    controller: &mut ControllerProcess,
+    memory: Option<&cgroup::MemoryCgroup>,
+) {
+    if config.cold_starts > 0 {
+        let starts = cold_starts(config.cold_starts, ns, controller, memory).await;
+        let secs = |f: fn(&ColdStart) -> Duration| {
+            let v: Vec<f64> = starts.iter().map(|s| f(s).as_secs_f64()).collect();
+            Summary::of(&v)
+        };
+        let (ready, reconcile) = (secs(|s| s.ready), secs(|s| s.first_reconcile));
+        let synced: Vec<f64> = starts
+            .iter()
+            .filter_map(|s| s.caches_synced)
+            .map(|d| d.as_secs_f64())
+            .collect();
+        let synced = Summary::of(&synced);
+        println!(
+            "| restarts after the measured round (SIGKILL, same identity): n / spawn → `/readyz` p50 / max / caches synced (log) p50 / max (n) / first reconcile p50 / max | {} / {:.1} / {:.1} s / {:.1} / {:.1} s ({}) / {:.1} / {:.1} s |",
+            starts.len(),
+            ready.p50,
+            ready.max,
+            synced.p50,
+            synced.max,
+            synced.n,
+            reconcile.p50,
+            reconcile.max
+        );
+        println!(
+            "| restarts: the Lease reclaimed (log: waiting for leadership → acquired the lease), each | {} |",
+            starts
+                .iter()
+                .map(|s| s
+                    .lease_wait
+                    .map_or("not logged".into(), |d| format!("{} ms", d.as_millis())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "| restarts: VmHWM at the first reconcile, each | {} |",
+            starts
+                .iter()
+                .map(|s| s.hwm.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(c) = memory {
+            println!(
+                "| memory cgroup after the restarts: OOM kills | {} |",
+                c.oom_kills()
+            );
+        }
     }
 }
 

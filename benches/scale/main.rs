@@ -13,8 +13,8 @@
 //!   on the same schedule with the same Pod, for at least `BENCH_FIRES` (default 3) fires;
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
 //!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
-//! - optionally `BENCH_IDLE` idle sequences beside them, and an idle window before anything
-//!   is triggered (`idle.rs`).
+//! - optionally `BENCH_IDLE` idle sequences beside them, an idle window before anything is
+//!   triggered, and `BENCH_COLD_STARTS` restarts at the end (`idle.rs`).
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -795,6 +795,7 @@ async fn main() {
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
     idle::report(&idle, &first_start, idle_window.as_ref(), &writes, &seen);
+    idle::restarts(&idle, &ns, &mut controller, cgroup.as_ref()).await;
     drop(controller);
     drop(cgroup);
 }
