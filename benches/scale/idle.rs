@@ -57,9 +57,9 @@ impl Config {
     }
 }
 
-/// A daily schedule (UTC) for idle sequence `i` of `n`: its fire times spread evenly, a
-/// minute apart where `n` allows, over the 6 to 18 hours after `start`. With up to an hour
-/// of jitter, the earliest start of any of them is 6 hours away.
+/// A daily schedule (UTC) for idle sequence `i` of `n`: their fire times spread evenly, in
+/// whole minutes, over the 6 to 18 hours after `start` (the first within its minute, so at
+/// least 5 h 59 min away); jitter only delays a start further.
 fn daily_schedule(i: usize, n: usize, start: Timestamp) -> String {
     let offset = 6 * 60 + (i * 12 * 60) / n.max(1);
     let minute_of_day = (start.as_second().div_euclid(60) as usize + offset) % (24 * 60);
