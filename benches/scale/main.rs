@@ -12,7 +12,9 @@
 //! - `BENCH_SCHEDULED` (default 20) sequences of one step on `* * * * *`, and as many CronJobs
 //!   on the same schedule with the same Pod, for at least `BENCH_FIRES` (default 3) fires;
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
-//!   kept (three Jobs per sequence per round), for the many-finished-Jobs case.
+//!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
+//! - optionally `BENCH_IDLE` idle sequences beside them, an idle window before anything is
+//!   triggered, and `BENCH_COLD_STARTS` restarts at the end (`idle.rs`).
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -25,6 +27,7 @@ mod support;
 mod cgroup;
 mod clock;
 mod floor;
+mod idle;
 mod shape;
 mod stats;
 
@@ -156,7 +159,8 @@ impl RunsWatch {
         }
     }
 
-    /// How many sequences and Syncs the controller has not reconciled since their last change
+    /// How many sequences and Syncs in the namespace (running, idle and scheduled alike) the
+    /// controller has not reconciled since their last change
     /// (`status.observedGeneration` behind `metadata.generation`).
     fn unreconciled(&self) -> usize {
         let sequences = self.store.state().into_iter().map(|s| {
@@ -287,6 +291,8 @@ async fn main() {
     let ns = TestNamespace::new("bench").await;
     let client = support::client().await;
     let started = Instant::now();
+    let idle = idle::Config::from_env();
+    idle::create(&ns, &idle, Timestamp::now());
     let mut manifest = String::new();
     for i in 0..n {
         let steps = shape.sequence_steps(i);
@@ -310,13 +316,15 @@ async fn main() {
         }
     }
     eprintln!(
-        "created {n} sequences ({} Syncs) in {:?}",
+        "created {n} sequences ({} Syncs) and {} idle ones in {:?}",
         shape.len() * n,
+        idle.sequences,
         started.elapsed()
     );
 
     let clock = clock::JobClock::start(ns.api::<Job>()).await;
     let runs = RunsWatch::start(&ns).await;
+    let spawned = idle::Spawn::now();
     let mut controller = ControllerProcess::start_with_default_lease(&ns.name);
     let pid = controller.pid().unwrap();
     let cgroup = if memory_limit > 0 {
@@ -338,7 +346,9 @@ async fn main() {
         .then_some(())
     })
     .await;
+    let ready_after = spawned.elapsed();
     let rss_idle = stats::proc_status(pid, "VmRSS:");
+    let hwm_ready = stats::proc_status(pid, "VmHWM:");
     // The measured window is the steady state: the controller's first reconcile of every
     // object it has just found (one status write each) is its start-up, not a step's cost.
     let t = Instant::now();
@@ -351,6 +361,28 @@ async fn main() {
     )
     .await;
     eprintln!("every object reconciled once after {:?}", t.elapsed());
+    let first_start = idle::FirstStart::new(
+        &spawned,
+        &controller,
+        ready_after,
+        rss_idle.clone(),
+        hwm_ready,
+    );
+    let idle_window = match idle.window() {
+        Some(length) => Some(
+            idle::window(
+                length,
+                &client,
+                &address,
+                &mut controller,
+                cgroup.as_ref(),
+                &runs,
+                &clock,
+            )
+            .await,
+        ),
+        None => None,
+    };
 
     for round in 1..=history_rounds {
         let t = Instant::now();
@@ -531,9 +563,12 @@ async fn main() {
     let steps = (shape.len() * n + tick_steps) as f64;
     let floor_steps = (shape.len() * n) as f64;
 
-    // Writes in the measured window, by who made them.
-    let in_window =
-        |w: &&support::audit::AuditWrite| w.received >= before.at && w.received <= after.at;
+    // Writes in the measured window, by who made them, in this namespace only: another
+    // benchmark's controller or floor may share the cluster (and their User-Agents).
+    let ours = format!("/namespaces/{}/", ns.name);
+    let in_window = |w: &&support::audit::AuditWrite| {
+        w.received >= before.at && w.received <= after.at && w.uri.contains(&ours)
+    };
     let mut controller_writes: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut floor_writes = 0usize;
     for w in writes.iter().filter(in_window) {
@@ -759,6 +794,8 @@ async fn main() {
         "| load average (1 min) at the start / end of the window | {load_before} / {load_after} |"
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
+    idle::report(&idle, &first_start, idle_window.as_ref(), &writes, &seen);
+    idle::restarts(&idle, &ns, &mut controller, cgroup.as_ref()).await;
     drop(controller);
     drop(cgroup);
 }
