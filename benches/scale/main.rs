@@ -292,7 +292,7 @@ async fn main() {
     let client = support::client().await;
     let started = Instant::now();
     let idle = idle::Config::from_env();
-    idle::create(&ns, &idle, Timestamp::now());
+    idle::create(&ns, &idle, Timestamp::now()).await;
     let mut manifest = String::new();
     for i in 0..n {
         let steps = shape.sequence_steps(i);
