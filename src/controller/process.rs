@@ -32,6 +32,7 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         Ok(apiclient::build(&kube_config, fence, &instance, limits)?)
     };
     let config = config(&args, &instance)?;
+    let lease = lease(&args, &instance, config.shard.as_ref());
     let metrics = Arc::new(Metrics::new(crate::metrics::Scope {
         per_object: crate::metrics::PerObject::from_flags(
             args.metrics_per_object,
@@ -39,6 +40,7 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!(e))?,
         stale_intervals: args.metrics_stale_intervals,
+        lease: lease.name.clone(),
     }));
     let health = Arc::new(Health::new(std::time::Duration::from_secs(
         args.health_stall_seconds.max(1),
@@ -63,7 +65,6 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         )
         .await;
     }
-    let lease = lease(&args, &instance, config.shard.as_ref());
     lead(&lease, client_with, config, metrics, health, shutdown).await
 }
 

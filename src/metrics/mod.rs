@@ -171,6 +171,9 @@ impl PerObject {
 pub(crate) struct Scope {
     pub per_object: PerObject,
     pub stale_intervals: f64,
+    /// The leader Lease this replica competes for, the `lease` label of `syncseq_leader`: each
+    /// shard has its own (docs/sharding.md), so an alert can say which shard has no leader.
+    pub lease: String,
 }
 
 impl Default for Scope {
@@ -178,8 +181,15 @@ impl Default for Scope {
         Scope {
             per_object: PerObject::All,
             stale_intervals: 3.0,
+            lease: "syncseq".into(),
         }
     }
+}
+
+/// The leader Lease of a replica's shard.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LeaseLabel {
+    pub lease: String,
 }
 
 /// A webhook receiver and what became of a delivery to it.
@@ -247,7 +257,8 @@ pub(crate) struct Metrics {
     namespace_webhook_deliveries: Family<NamespaceDeliveryLabels, Counter>,
     /// Alert delivery attempts, by channel and result.
     pub alert_deliveries: Family<AlertLabels, Counter>,
-    /// 1 while this replica leads (always, without leader election).
+    /// 1 while this replica leads (always, without leader election): the series of its
+    /// Lease, [`Scope::lease`].
     pub leader: Gauge,
     /// Each object's state, read from the caches at scrape time.
     pub objects: Arc<Objects>,
@@ -334,11 +345,16 @@ impl Metrics {
             "Alert delivery attempts, by channel and result",
             alert_deliveries.clone(),
         );
-        let leader = Gauge::default();
+        let leaders = Family::<LeaseLabel, Gauge>::default();
+        let leader = leaders
+            .get_or_create(&LeaseLabel {
+                lease: scope.lease.clone(),
+            })
+            .clone();
         registry.register(
             "leader",
-            "1 while this replica leads and reconciles",
-            leader.clone(),
+            "1 while this replica leads and reconciles, by the Lease it competes for",
+            leaders,
         );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
@@ -898,6 +914,28 @@ mod tests {
         assert!(refused.contains("--metrics-per-object=false"), "{refused}");
         assert!(!PerObject::Off.covers("a"));
         assert!(PerObject::All.covers("a"));
+    }
+
+    /// Shards tell their leaders apart by Lease, so that an alert can name the shard without one.
+    #[test]
+    fn the_leader_series_names_the_lease() {
+        let metrics = Metrics::new(Scope {
+            lease: "syncseq-0a1b2c3d4e".into(),
+            ..Scope::default()
+        });
+        let text = metrics.encode(Format::Prometheus);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"syncseq_leader{lease="syncseq-0a1b2c3d4e"} 0"#),
+            "{text}"
+        );
+        metrics.leader.set(1);
+        let text = metrics.encode(Format::Prometheus);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"syncseq_leader{lease="syncseq-0a1b2c3d4e"} 1"#),
+            "{text}"
+        );
     }
 
     /// The series labelled by kind, priority and alert channel exist at 0 from the start.
