@@ -12,7 +12,9 @@
 //! - `BENCH_SCHEDULED` (default 20) sequences of one step on `* * * * *`, and as many CronJobs
 //!   on the same schedule with the same Pod, for at least `BENCH_FIRES` (default 3) fires;
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
-//!   kept (three Jobs per sequence per round), for the many-finished-Jobs case.
+//!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
+//! - optionally (`BENCH_LOAD=1`) another heavy tenant of the same API server during the window
+//!   (`load.rs`), the same for the floor and syncseq.
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -25,6 +27,7 @@ mod support;
 mod cgroup;
 mod clock;
 mod floor;
+mod load;
 mod shape;
 mod stats;
 
@@ -271,6 +274,11 @@ async fn main() {
         floor::main().await;
         return;
     }
+    if std::env::var("BENCH_ROLE").as_deref() == Ok("load") {
+        load::main().await;
+        return;
+    }
+    let loaded = env_usize("BENCH_LOAD", 0) > 0;
     let n = env_usize("BENCH_SEQUENCES", 1000);
     let shape = shape::Shape::from_env();
     let scheduled = env_usize("BENCH_SCHEDULED", 20);
@@ -369,6 +377,12 @@ async fn main() {
         );
     }
     let history_jobs = clock.snapshot().len();
+    // The other tenant, steady before the scheduled side and the window begin.
+    let load = if loaded {
+        Some(load::Load::start().await)
+    } else {
+        None
+    };
 
     // The scheduled side: sequences and CronJobs on the same schedule, created together once
     // the controller is ready, so that neither has a fire it missed before it was running.
@@ -448,6 +462,10 @@ async fn main() {
     }
     let after = scrape(&client, &address, pid).await;
     let load_after = stats::load_average();
+    let load = match load {
+        Some(load) => Some((load.configmaps, load.listers, load.stop().await)),
+        None => None,
+    };
     let rss = stats::proc_status(pid, "VmRSS:");
     let hwm = stats::proc_status(pid, "VmHWM:");
     let alive = !controller.exited();
@@ -575,14 +593,15 @@ async fn main() {
     let handoff = Summary::of(&handoff);
     let floor_handoff = Summary::of(&floor_handoff);
     println!(
-        "## {n} sequences, {} of {} steps{}\n",
+        "## {n} sequences, {} of {} steps{}, {}\n",
         shape.name,
         shape.len(),
         if history_rounds > 0 {
             format!(", {history_jobs} Jobs kept from {history_rounds} earlier rounds")
         } else {
             String::new()
-        }
+        },
+        if loaded { "loaded" } else { "quiet" }
     );
     println!("| measure | syncseq | floor | CronJob | syncseq ÷ floor | syncseq ÷ CronJob |");
     println!("| --- | --- | --- | --- | --- | --- |");
@@ -759,6 +778,19 @@ async fn main() {
         "| load average (1 min) at the start / end of the window | {load_before} / {load_after} |"
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
+    if let Some((configmaps, listers, figures)) = &load {
+        let figure = |k: &str| figures.get(k).map_or("?", String::as_str);
+        println!(
+            "| other tenant: {configmaps} ConfigMaps of 8 KB, {listers} loops listing them all and a writer, over {} s: lists / list latency p50 / p99 / writes (errors: lists, writes) | {} / {} ms / {} ms / {} ({}, {}) |",
+            figure("seconds"),
+            figure("lists"),
+            figure("list_p50_ms"),
+            figure("list_p99_ms"),
+            figure("writes"),
+            figure("list_errors"),
+            figure("write_errors")
+        );
+    }
     drop(controller);
     drop(cgroup);
 }
