@@ -14,7 +14,9 @@
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
 //!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
 //! - optionally (`BENCH_LOAD=1`) another heavy tenant of the same API server during the window
-//!   (`load.rs`), the same for the floor and syncseq.
+//!   (`load.rs`), the same for the floor and syncseq;
+//! - optionally (`BENCH_TRACE=1`) the controller's trace of each hand-off, cut into segments
+//!   (`trace.rs`).
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -30,6 +32,7 @@ mod floor;
 mod load;
 mod shape;
 mod stats;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -279,6 +282,7 @@ async fn main() {
         return;
     }
     let loaded = env_usize("BENCH_LOAD", 0) > 0;
+    let traced = env_usize("BENCH_TRACE", 0) > 0;
     let n = env_usize("BENCH_SEQUENCES", 1000);
     let shape = shape::Shape::from_env();
     let scheduled = env_usize("BENCH_SCHEDULED", 20);
@@ -325,7 +329,9 @@ async fn main() {
 
     let clock = clock::JobClock::start(ns.api::<Job>()).await;
     let runs = RunsWatch::start(&ns).await;
-    let mut controller = ControllerProcess::start_with_default_lease(&ns.name);
+    let log_filter = traced.then(|| ("SYNCSEQ_LOG".to_string(), trace::LOG_FILTER.to_string()));
+    let mut controller =
+        ControllerProcess::start_with_default_lease(&ns.name, log_filter.into_iter().collect());
     let pid = controller.pid().unwrap();
     let cgroup = if memory_limit > 0 {
         match cgroup::MemoryCgroup::create(memory_limit).and_then(|c| c.add(pid).map(|()| c)) {
@@ -790,6 +796,9 @@ async fn main() {
             figure("list_errors"),
             figure("write_errors")
         );
+    }
+    if traced {
+        trace::print(controller.log_path(), &ns.name, &seen, &measured_run, shape);
     }
     drop(controller);
     drop(cgroup);
