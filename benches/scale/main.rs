@@ -15,6 +15,10 @@
 //!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
 //! - optionally `BENCH_IDLE` idle sequences beside them, an idle window before anything is
 //!   triggered, and `BENCH_COLD_STARTS` restarts at the end (`idle.rs`).
+//! - optionally (`BENCH_LOAD=1`) another heavy tenant of the same API server during the window
+//!   (`load.rs`), the same for the floor and syncseq;
+//! - optionally (`BENCH_TRACE=1`) the controller's trace of each hand-off, cut into segments
+//!   (`trace.rs`).
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -28,8 +32,10 @@ mod cgroup;
 mod clock;
 mod floor;
 mod idle;
+mod load;
 mod shape;
 mod stats;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -275,6 +281,12 @@ async fn main() {
         floor::main().await;
         return;
     }
+    if std::env::var("BENCH_ROLE").as_deref() == Ok("load") {
+        load::main().await;
+        return;
+    }
+    let loaded = env_usize("BENCH_LOAD", 0) > 0;
+    let traced = env_usize("BENCH_TRACE", 0) > 0;
     let n = env_usize("BENCH_SEQUENCES", 1000);
     let shape = shape::Shape::from_env();
     let scheduled = env_usize("BENCH_SCHEDULED", 20);
@@ -325,7 +337,9 @@ async fn main() {
     let clock = clock::JobClock::start(ns.api::<Job>()).await;
     let runs = RunsWatch::start(&ns).await;
     let spawned = idle::Spawn::now();
-    let mut controller = ControllerProcess::start_with_default_lease(&ns.name);
+    let log_filter = traced.then(|| ("SYNCSEQ_LOG".to_string(), trace::LOG_FILTER.to_string()));
+    let mut controller =
+        ControllerProcess::start_with_default_lease(&ns.name, log_filter.into_iter().collect());
     let pid = controller.pid().unwrap();
     let cgroup = if memory_limit > 0 {
         match cgroup::MemoryCgroup::create(memory_limit).and_then(|c| c.add(pid).map(|()| c)) {
@@ -401,6 +415,12 @@ async fn main() {
         );
     }
     let history_jobs = clock.snapshot().len();
+    // The other tenant, steady before the scheduled side and the window begin.
+    let load = if loaded {
+        Some(load::Load::start().await)
+    } else {
+        None
+    };
 
     // The scheduled side: sequences and CronJobs on the same schedule, created together once
     // the controller is ready, so that neither has a fire it missed before it was running.
@@ -480,6 +500,10 @@ async fn main() {
     }
     let after = scrape(&client, &address, pid).await;
     let load_after = stats::load_average();
+    let load = match load {
+        Some(load) => Some((load.configmaps, load.listers, load.stop().await)),
+        None => None,
+    };
     let rss = stats::proc_status(pid, "VmRSS:");
     let hwm = stats::proc_status(pid, "VmHWM:");
     let alive = !controller.exited();
@@ -610,14 +634,15 @@ async fn main() {
     let handoff = Summary::of(&handoff);
     let floor_handoff = Summary::of(&floor_handoff);
     println!(
-        "## {n} sequences, {} of {} steps{}\n",
+        "## {n} sequences, {} of {} steps{}, {}\n",
         shape.name,
         shape.len(),
         if history_rounds > 0 {
             format!(", {history_jobs} Jobs kept from {history_rounds} earlier rounds")
         } else {
             String::new()
-        }
+        },
+        if loaded { "loaded" } else { "quiet" }
     );
     println!("| measure | syncseq | floor | CronJob | syncseq ÷ floor | syncseq ÷ CronJob |");
     println!("| --- | --- | --- | --- | --- | --- |");
@@ -794,6 +819,22 @@ async fn main() {
         "| load average (1 min) at the start / end of the window | {load_before} / {load_after} |"
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
+    if let Some((configmaps, listers, figures)) = &load {
+        let figure = |k: &str| figures.get(k).map_or("?", String::as_str);
+        println!(
+            "| other tenant: {configmaps} ConfigMaps of 8 KB, {listers} loops listing them all and a writer, over {} s: lists / list latency p50 / p99 / writes (errors: lists, writes) | {} / {} ms / {} ms / {} ({}, {}) |",
+            figure("seconds"),
+            figure("lists"),
+            figure("list_p50_ms"),
+            figure("list_p99_ms"),
+            figure("writes"),
+            figure("list_errors"),
+            figure("write_errors")
+        );
+    }
+    if traced {
+        trace::print(controller.log_path(), &ns.name, &seen, &measured_run, shape);
+    }
     idle::report(&idle, &first_start, idle_window.as_ref(), &writes, &seen);
     idle::restarts(&idle, &ns, &mut controller, cgroup.as_ref()).await;
     drop(controller);

@@ -108,10 +108,25 @@ where
                 .cloned()
                 .unwrap_or_default();
             let claimant = claimant(K::kind(&()).as_ref(), &name, job);
-            match claim(ctx, &ns, &sync, &claimant)
+            tracing::trace!(
+                target: "syncseq::trace",
+                namespace = %ns,
+                name = %name,
+                job = job.metadata.name.as_deref().unwrap_or_default(),
+                "claim_start"
+            );
+            let claimed = claim(ctx, &ns, &sync, &claimant)
                 .await
-                .map_err(|e| ExecuteError::Claim(sync.clone(), e))?
-            {
+                .map_err(|e| ExecuteError::Claim(sync.clone(), e))?;
+            tracing::trace!(
+                target: "syncseq::trace",
+                namespace = %ns,
+                name = %name,
+                job = job.metadata.name.as_deref().unwrap_or_default(),
+                claimed = matches!(claimed, Claimed::Yes(_)),
+                "claim_done"
+            );
+            match claimed {
                 Claimed::Yes(Some(swap)) => {
                     // The claim changes nothing the Sync's reconciler reads: its watch event
                     // need not wake it.
@@ -171,6 +186,13 @@ where
                     kube::Error::Api(s) if s.code == 409 => ExecuteError::Superseded(name.clone()),
                     e => ExecuteError::Status(name.clone(), e),
                 })?;
+            tracing::trace!(
+                target: "syncseq::trace",
+                kind = %K::kind(&()),
+                namespace = written.meta().namespace.as_deref().unwrap_or_default(),
+                name = %name,
+                "status_written"
+            );
             crash_point(failpoints::STATUS_WRITTEN);
             Ok::<_, ExecuteError>(Some(written))
         }
@@ -456,6 +478,13 @@ async fn create_job(
     match jobs.create(&params, job).await {
         Ok(created) => {
             tracing::info!(object = %owner, job = %job_name, "created job");
+            tracing::trace!(
+                target: "syncseq::trace",
+                namespace = created.meta().namespace.as_deref().unwrap_or_default(),
+                name = %owner,
+                job = %job_name,
+                "job_created"
+            );
             if job.labels().contains_key(crate::api::labels::SEQUENCE) {
                 freshness.created_job(&job.namespace().unwrap_or_default(), &job_name, claimed);
             }

@@ -298,6 +298,14 @@ async fn sequence_controller(
             let woken = triggers::woken_by_job(&job, &ctx.freshness, &ctx.sequences_by_sync);
             if woken.finished {
                 ctx.metrics.job_finished(&job.name_any());
+                // A hand-off's first mark (bench/REPORT.md, "the trace"); off unless the
+                // `syncseq::trace` target is enabled at trace level.
+                tracing::trace!(
+                    target: "syncseq::trace",
+                    namespace = job.metadata.namespace.as_deref().unwrap_or_default(),
+                    job = job.metadata.name.as_deref().unwrap_or_default(),
+                    "job_finished"
+                );
             }
             ctx.wake(woken.wakes)
         })

@@ -302,6 +302,13 @@ async fn reconcile_object<K: Subject>(
     ctx: Arc<Context>,
 ) -> Result<Requeue, ExecuteError> {
     let _timer = ReconcileTimer::start(&ctx.metrics, &K::kind(&()));
+    tracing::trace!(
+        target: "syncseq::trace",
+        kind = %K::kind(&()),
+        namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
+        name = obj.meta().name.as_deref().unwrap_or_default(),
+        "reconcile_start"
+    );
     let _tracked = ctx.health.reconciling();
     if obj.meta().deletion_timestamp.is_some() {
         ctx.freshness.forget(key);

@@ -417,8 +417,8 @@ impl ControllerProcess {
 
     /// A controller with the production lease (15 s; a renewal may take up to 10 s): for the
     /// benchmark, whose API server is saturated for minutes.
-    pub fn start_with_default_lease(namespace: &str) -> Self {
-        let mut p = Self::prepare(namespace, "controller", vec![]);
+    pub fn start_with_default_lease(namespace: &str, extra_env: Vec<(String, String)>) -> Self {
+        let mut p = Self::prepare(namespace, "controller", extra_env);
         p.lease_seconds = 15;
         p.spawn();
         p
@@ -450,11 +450,18 @@ impl ControllerProcess {
             } else {
                 &[]
             };
+        // `SYNCSEQ_LOG` in the extra environment replaces the tests' log filter (the flag
+        // would win over the variable): the benchmark's trace adds `syncseq::trace=trace`.
+        let log_level = self
+            .extra_env
+            .iter()
+            .find(|(k, _)| k == "SYNCSEQ_LOG")
+            .map_or("info,syncseq=debug", |(_, v)| v.as_str());
         let child = Command::new(&self.binary)
             .args([
                 "controller",
                 "--log-level",
-                "info,syncseq=debug",
+                log_level,
                 "--metrics-address",
                 "127.0.0.1:0",
                 "--instance",
