@@ -12,7 +12,10 @@
 //! - `BENCH_SCHEDULED` (default 20) sequences of one step on `* * * * *`, and as many CronJobs
 //!   on the same schedule with the same Pod, for at least `BENCH_FIRES` (default 3) fires;
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
-//!   kept (three Jobs per sequence per round), for the many-finished-Jobs case.
+//!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
+//! - optionally (`BENCH_FAILOVER=1`, `failover.rs`) a standby replica, and the leader killed
+//!   once `BENCH_FAILOVER_AT` of the measured round's steps finished: the round ends on the
+//!   standby.
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -24,6 +27,7 @@ mod support;
 
 mod cgroup;
 mod clock;
+mod failover;
 mod floor;
 mod shape;
 mod stats;
@@ -278,6 +282,7 @@ async fn main() {
     let history_rounds = env_usize("BENCH_HISTORY_ROUNDS", 0);
     let with_floor = env_usize("BENCH_FLOOR", 1) > 0;
     let duration = std::env::var("BENCH_STEP_DURATION").unwrap_or_else(|_| "2s".into());
+    let failover_at = failover::from_env();
     let memory_limit = match std::env::var("BENCH_MEMORY_LIMIT") {
         Ok(v) => v.parse::<u64>().expect("BENCH_MEMORY_LIMIT in bytes"),
         Err(_) => cgroup::chart_limit(&repo_root().join("charts/syncseq/values.yaml"))
@@ -390,7 +395,11 @@ async fn main() {
     }
     let ticks_created = Timestamp::now();
 
-    let before = scrape(&client, &address, pid).await;
+    let mut failover = match failover_at {
+        Some(at) => Some(failover::Failover::start(&ns, cgroup.as_ref(), at).await),
+        None => None,
+    };
+    let mut before = scrape(&client, &address, pid).await;
     let load_before = stats::load_average();
     let t0 = Instant::now();
     let mut floor = with_floor.then(|| {
@@ -409,8 +418,29 @@ async fn main() {
     });
     trigger_all(&ns, n, "bench").await;
     let trigger_time = t0.elapsed();
+    let measured_run = (history_rounds + 1).to_string();
+    if let Some(f) = failover.as_mut() {
+        let round_steps = shape.len() * n;
+        let kill_after = f.kill_after(round_steps);
+        let finished = || failover::finished_steps(&clock, &measured_run);
+        wait_until(
+            &mut controller,
+            cgroup.as_ref(),
+            Duration::from_secs(3600),
+            "the steps before the fail-over",
+            || finished() >= kill_after,
+        )
+        .await;
+        f.kill(&ns, &mut controller, &address, (finished(), round_steps))
+            .await;
+    }
+    // From here the controller is the standby if the leader was killed.
+    let (running, address, pid) = match failover.as_mut() {
+        Some(f) => f.survivor(),
+        None => (&mut controller, address.as_str(), pid),
+    };
     wait_until(
-        &mut controller,
+        running,
         cgroup.as_ref(),
         Duration::from_secs(3600),
         "every benchmark run to finish",
@@ -438,7 +468,7 @@ async fn main() {
     let fires_until = ticks_created + jiff::SignedDuration::from_secs(60 * fires as i64 + 20);
     if scheduled > 0 {
         wait_until(
-            &mut controller,
+            running,
             cgroup.as_ref(),
             Duration::from_secs(3600),
             "the scheduled fires",
@@ -446,13 +476,16 @@ async fn main() {
         )
         .await;
     }
-    let after = scrape(&client, &address, pid).await;
+    let mut after = scrape(&client, address, pid).await;
     let load_after = stats::load_average();
     let rss = stats::proc_status(pid, "VmRSS:");
     let hwm = stats::proc_status(pid, "VmHWM:");
-    let alive = !controller.exited();
+    let alive = !running.exited();
     let seen = clock.snapshot();
     let writes = support::audit::writes_by("");
+    if let Some(f) = &failover {
+        f.combine(&mut before, &mut after);
+    }
 
     // ---- figures ---------------------------------------------------------------------------
     let mut by_run: HashMap<(String, String), HashMap<String, &clock::Seen>> = HashMap::new();
@@ -477,7 +510,6 @@ async fn main() {
                 .insert(step.clone(), job);
         }
     }
-    let measured_run = (history_rounds + 1).to_string();
     let (mut handoff, mut fan_out) = (vec![], vec![]);
     for ((seq, run), steps) in &by_run {
         let Some(i) = seq.strip_prefix("seq-") else {
@@ -575,13 +607,20 @@ async fn main() {
     let handoff = Summary::of(&handoff);
     let floor_handoff = Summary::of(&floor_handoff);
     println!(
-        "## {n} sequences, {} of {} steps{}\n",
+        "## {n} sequences, {} of {} steps{}{}\n",
         shape.name,
         shape.len(),
         if history_rounds > 0 {
             format!(", {history_jobs} Jobs kept from {history_rounds} earlier rounds")
         } else {
             String::new()
+        },
+        if failover.is_some() {
+            ", the leader killed in the round: syncseq's hand-off and firing figures include a \
+             fail-over (not to compare with the floor's or CronJob's), its CPU, writes and \
+             reconciles are both replicas'"
+        } else {
+            ""
         }
     );
     println!("| measure | syncseq | floor | CronJob | syncseq ÷ floor | syncseq ÷ CronJob |");
@@ -659,7 +698,12 @@ async fn main() {
         history_jobs
     );
     println!(
-        "| controller memory: idle after caches synced / at the end / peak (VmHWM) | {rss_idle} / {rss} / {hwm} |"
+        "| controller memory: idle after caches synced / at the end / peak (VmHWM){} | {rss_idle} / {rss} / {hwm} |",
+        if failover.is_some() {
+            " (the end and peak: the standby's, which led after the fail-over; the cgroup holds both)"
+        } else {
+            ""
+        }
     );
     match &cgroup {
         Some(c) => println!(
@@ -759,6 +803,9 @@ async fn main() {
         "| load average (1 min) at the start / end of the window | {load_before} / {load_after} |"
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
+    if let Some(f) = &failover {
+        f.report(&seen, &writes, shape, &measured_run);
+    }
     drop(controller);
     drop(cgroup);
 }
