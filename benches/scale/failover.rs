@@ -16,6 +16,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use syncseq::api::labels;
 
+use super::stats::Summary;
 use super::support::audit::AuditWrite;
 use super::support::{self, ControllerProcess, TestNamespace};
 use super::{Scrape, cgroup, clock, shape, stats};
@@ -23,43 +24,75 @@ use super::{Scrape, cgroup, clock, shape, stats};
 /// The first Job create must come at most this long after the lease duration (acceptance 3).
 const TARGET_MARGIN_SECONDS: f64 = 10.0;
 
-/// `BENCH_FAILOVER=1`: the fraction of the measured round's steps after which the leader is
-/// killed.
-pub fn from_env() -> Option<f64> {
-    if std::env::var("BENCH_FAILOVER").is_ok_and(|v| v != "0") {
-        let at = match std::env::var("BENCH_FAILOVER_AT") {
-            Err(_) => 0.3,
-            Ok(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|at| (0.0..1.0).contains(at))
-                .unwrap_or_else(|| {
-                    panic!("BENCH_FAILOVER_AT={v}: expected a fraction of the steps, 0 to below 1")
-                }),
-        };
-        Some(at)
-    } else {
-        None
+/// `BENCH_FAILOVER=1`: when and how often the leader is killed.
+pub struct Config {
+    /// `BENCH_FAILOVER_AT`: the fraction of the measured round's steps finished at the first
+    /// kill.
+    at: f64,
+    /// `BENCH_FAILOVER_ROUNDS`: kills in the round, spread evenly over what remains after the
+    /// first; each new leader's standby is a fresh replica, as a Deployment replaces a killed
+    /// Pod with a new one.
+    rounds: usize,
+}
+
+pub fn from_env() -> Option<Config> {
+    if !std::env::var("BENCH_FAILOVER").is_ok_and(|v| v != "0") {
+        return None;
     }
+    let at = match std::env::var("BENCH_FAILOVER_AT") {
+        Err(_) => 0.3,
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|at| (0.0..1.0).contains(at))
+            .unwrap_or_else(|| {
+                panic!("BENCH_FAILOVER_AT={v}: expected a fraction of the steps, 0 to below 1")
+            }),
+    };
+    let rounds = match std::env::var("BENCH_FAILOVER_ROUNDS") {
+        Err(_) => 1,
+        Ok(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|k| *k > 0)
+            .unwrap_or_else(|| {
+                panic!("BENCH_FAILOVER_ROUNDS={v}: expected a count of kills, 1 or more")
+            }),
+    };
+    Some(Config { at, rounds })
+}
+
+/// A replica standing by.
+struct Standby {
+    process: ControllerProcess,
+    address: String,
+    pid: u32,
 }
 
 pub struct Failover {
-    at: f64,
-    standby: ControllerProcess,
-    address: String,
-    pid: u32,
-    /// The standby's metrics and CPU seconds before the measured round.
-    before: (String, f64),
-    kill: Option<Kill>,
+    config: Config,
+    /// The run number of the measured round, and how many steps it has.
+    measured_run: String,
+    round_steps: usize,
+    standby: Standby,
+    /// The metrics and CPU seconds of each standby when it started (before the measured round
+    /// for the first), by identity: the part of the window of one that took over counts from
+    /// there.
+    starts: HashMap<String, (String, f64)>,
+    kills: Vec<Kill>,
+    /// Standbys started so far, to name the next.
+    started: usize,
 }
 
-/// What happened at and after the kill.
+/// What happened at and after one kill.
 struct Kill {
     at: Timestamp,
-    /// Steps of the measured round finished at the kill, of how many.
-    steps_finished: (usize, usize),
+    /// Steps of the measured round finished at the kill.
+    steps_finished: usize,
     /// The leader's metrics and CPU seconds just before it was killed.
     leader: (String, f64),
+    /// The standby that took over.
+    successor: String,
     standby_rss: String,
     /// `acquireTime` of the standby's Lease, and the lease duration it wrote.
     acquired: Timestamp,
@@ -79,67 +112,154 @@ fn reconciles(metrics: &str) -> f64 {
     stats::sum(metrics, "syncseq_reconciles_total", &[])
 }
 
-impl Failover {
-    /// Starts the standby, in the leader's memory cgroup when there is one (a standby holds no
-    /// caches, so sharing the limit changes little before the kill), and waits until it is
-    /// Ready.
-    pub async fn start(ns: &TestNamespace, memory: Option<&cgroup::MemoryCgroup>, at: f64) -> Self {
-        let standby = ControllerProcess::start_replica_with_default_lease(&ns.name, "standby");
-        let pid = standby.pid().expect("the standby runs");
-        if let Some(Err(e)) = memory.map(|c| c.add(pid)) {
-            eprintln!("the standby is not in the memory cgroup: {e}");
-        }
-        let address = standby.metrics_address().await;
-        support::eventually(Duration::from_secs(60), "the standby Ready", || async {
-            (support::http_get(&address, "/readyz").await.0 == 200).then_some(())
-        })
-        .await;
-        let before = metrics_and_cpu(&address, pid).await;
-        assert_eq!(
-            reconciles(&before.0),
-            0.0,
-            "the standby reconciled while the leader held the Lease"
-        );
-        Failover {
-            at,
-            standby,
+/// Starts a standby (`identity`), in the leader's memory cgroup when there is one (a standby
+/// holds no caches, so sharing the limit changes little before a kill), and waits until it is
+/// Ready.
+async fn start_standby(
+    ns: &TestNamespace,
+    memory: Option<&cgroup::MemoryCgroup>,
+    identity: &str,
+) -> (Standby, (String, f64)) {
+    let process = ControllerProcess::start_replica_with_default_lease(&ns.name, identity);
+    let pid = process.pid().expect("the standby runs");
+    if let Some(Err(e)) = memory.map(|c| c.add(pid)) {
+        eprintln!("the standby is not in the memory cgroup: {e}");
+    }
+    let address = process.metrics_address().await;
+    support::eventually(Duration::from_secs(60), "the standby Ready", || async {
+        (support::http_get(&address, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let start = metrics_and_cpu(&address, pid).await;
+    assert_eq!(
+        reconciles(&start.0),
+        0.0,
+        "the standby reconciled while the leader held the Lease"
+    );
+    (
+        Standby {
+            process,
             address,
             pid,
-            before,
-            kill: None,
+        },
+        start,
+    )
+}
+
+impl Failover {
+    /// Starts the first standby, before the measured round (run `measured_run`, of
+    /// `round_steps` steps).
+    pub async fn start(
+        ns: &TestNamespace,
+        memory: Option<&cgroup::MemoryCgroup>,
+        config: Config,
+        measured_run: &str,
+        round_steps: usize,
+    ) -> Self {
+        let (standby, start) = start_standby(ns, memory, "standby").await;
+        Failover {
+            config,
+            measured_run: measured_run.to_string(),
+            round_steps,
+            starts: HashMap::from([(standby.process.identity(), start)]),
+            standby,
+            kills: vec![],
+            started: 1,
         }
     }
 
-    /// How many of the measured round's `steps` finish before the kill.
-    pub fn kill_after(&self, steps: usize) -> usize {
-        ((steps as f64 * self.at).round() as usize).min(steps.saturating_sub(1))
+    /// How many of the round's steps finish before kill `k` (0-based).
+    fn kill_after(&self, k: usize) -> usize {
+        let Config { at, rounds } = self.config;
+        let fraction = at + (1.0 - at) * k as f64 / rounds as f64;
+        ((self.round_steps as f64 * fraction).round() as usize)
+            .min(self.round_steps.saturating_sub(1))
     }
 
-    /// Kills the leader (SIGKILL) and waits until the standby has taken the Lease and made its
-    /// first reconcile.
-    pub async fn kill(
+    /// Kills the leader each time the round reaches the next kill's share of its steps, waits
+    /// until the standby has taken the Lease and made its first reconcile, and starts a fresh
+    /// standby for the next kill. `leader` is then the last new leader; returns its metrics
+    /// address and process id.
+    pub async fn run(
         &mut self,
         ns: &TestNamespace,
         leader: &mut ControllerProcess,
         leader_address: &str,
-        steps_finished: (usize, usize),
+        memory: Option<&cgroup::MemoryCgroup>,
+        clock: &clock::JobClock,
+    ) -> (String, u32) {
+        let mut address = leader_address.to_string();
+        for k in 0..self.config.rounds {
+            let kill_after = self.kill_after(k);
+            // A new leader is not killed before its first Job create arrived (or the round is
+            // over): one killed with its first creates in flight would show no takeover at all.
+            let acquired = self.kills.last().map(|kill| kill.acquired);
+            let created_since = || acquired.is_none_or(|t| clock.count(|j| j.created > t) > 0);
+            let what = format!("{kill_after} steps finished before kill {}", k + 1);
+            super::wait_until(leader, memory, Duration::from_secs(3600), &what, || {
+                let finished = self.finished_steps(clock);
+                finished >= kill_after && (created_since() || finished == self.round_steps)
+            })
+            .await;
+            let finished = self.finished_steps(clock);
+            if finished == self.round_steps {
+                eprintln!("the round ended before kill {}", k + 1);
+                break;
+            }
+            self.kill(ns, leader, &address, finished).await;
+            // The standby leads now: it becomes `leader`, and the killed one, dropped, makes
+            // way for a fresh standby.
+            std::mem::swap(leader, &mut self.standby.process);
+            address = std::mem::take(&mut self.standby.address);
+            if k + 1 < self.config.rounds {
+                self.started += 1;
+                let identity = format!("standby{}", self.started);
+                let (standby, start) = start_standby(ns, memory, &identity).await;
+                self.starts.insert(standby.process.identity(), start);
+                self.standby = standby;
+            }
+        }
+        let pid = leader.pid().expect("the new leader runs");
+        (address, pid)
+    }
+
+    /// How many of the measured round's steps (Jobs of the `seq-*` sequences' measured run)
+    /// have finished.
+    fn finished_steps(&self, clock: &clock::JobClock) -> usize {
+        clock.count(|j| {
+            j.finished.is_some()
+                && j.labels.get(labels::RUN) == Some(&self.measured_run)
+                && j.labels
+                    .get(labels::SEQUENCE)
+                    .is_some_and(|s| s.starts_with("seq-"))
+        })
+    }
+
+    /// Kills the leader (SIGKILL) and waits until the standby has taken the Lease and made its
+    /// first reconcile.
+    async fn kill(
+        &mut self,
+        ns: &TestNamespace,
+        leader: &mut ControllerProcess,
+        leader_address: &str,
+        steps_finished: usize,
     ) {
         let leader_pid = leader.pid().expect("the leader runs");
         let leader_metrics = metrics_and_cpu(leader_address, leader_pid).await;
-        let standby_rss = stats::proc_status(self.pid, "VmRSS:");
+        let standby_rss = stats::proc_status(self.standby.pid, "VmRSS:");
         leader.kill();
         let at = Timestamp::now();
         eprintln!(
-            "killed the leader after {} of {} steps; waiting for the standby",
-            steps_finished.0, steps_finished.1
+            "killed the leader after {steps_finished} of {} steps; waiting for the standby",
+            self.round_steps
         );
-        let identity = self.standby.identity();
+        let successor = self.standby.process.identity();
         let (acquired, lease_seconds) = self
             .wait(
                 Duration::from_secs(120),
                 "the standby to take the Lease",
                 || {
-                    let identity = identity.clone();
+                    let identity = successor.clone();
                     async move {
                         let spec = support::lease(ns).await?.spec?;
                         (spec.holder_identity.as_deref() == Some(identity.as_str())).then_some((
@@ -150,7 +270,7 @@ impl Failover {
                 },
             )
             .await;
-        let address = self.address.clone();
+        let address = self.standby.address.clone();
         let first_reconcile = self
             .wait(
                 Duration::from_secs(600),
@@ -164,10 +284,11 @@ impl Failover {
                 },
             )
             .await;
-        self.kill = Some(Kill {
+        self.kills.push(Kill {
             at,
             steps_finished,
             leader: leader_metrics,
+            successor,
             standby_rss,
             acquired,
             lease_seconds,
@@ -191,9 +312,9 @@ impl Failover {
                 return v;
             }
             assert!(
-                !self.standby.exited(),
+                !self.standby.process.exited(),
                 "the standby exited while waiting for {what} (see {})",
-                self.standby.log_path().display()
+                self.standby.process.log_path().display()
             );
             assert!(
                 std::time::Instant::now() < until,
@@ -203,82 +324,95 @@ impl Failover {
         }
     }
 
-    /// The replica that runs the rest of the round, its metrics address and its process id.
-    pub fn survivor(&mut self) -> (&mut ControllerProcess, &str, u32) {
-        (&mut self.standby, &self.address, self.pid)
-    }
-
-    /// Makes the controller's figures of the window (taken from the leader before and the
-    /// standby after) those of both replicas: the leader's until its kill plus the standby's
-    /// from the start of the window. Counters and histogram buckets add; gauges are not read.
+    /// Makes the controller's figures of the window (taken from the first leader before and the
+    /// last after) those of every replica that led: each killed leader's until its kill, and
+    /// each successor's from its start. Counters and histogram buckets add; gauges are not read.
     pub fn combine(&self, before: &mut Scrape, after: &mut Scrape) {
-        let kill = self.kill.as_ref().expect("combine after the kill");
-        before.controller = add(&before.controller, &self.before.0);
-        before.controller_cpu += self.before.1;
-        after.controller = add(&after.controller, &kill.leader.0);
-        after.controller_cpu += kill.leader.1;
+        for kill in &self.kills {
+            let (metrics, cpu) = &self.starts[&kill.successor];
+            before.controller = add(&before.controller, metrics);
+            before.controller_cpu += cpu;
+            after.controller = add(&after.controller, &kill.leader.0);
+            after.controller_cpu += kill.leader.1;
+        }
     }
 
-    /// The fail-over's figures and promise 1 across it, as a Markdown table.
+    /// The fail-overs' figures and promise 1 across them, as a Markdown table.
     pub fn report(
         &self,
         seen: &HashMap<String, clock::Seen>,
         writes: &[AuditWrite],
         shape: &shape::Shape,
-        measured_run: &str,
     ) {
-        let kill = self.kill.as_ref().expect("report after the kill");
-        let agent = format!("({})", self.standby.identity());
-        let first_create = writes
-            .iter()
-            .filter(|w| w.user_agent.contains(&agent) && w.verb == "create")
-            .filter(|w| w.resource == "jobs" && w.code == Some(201) && w.received > kill.at)
-            .map(|w| w.received)
-            .min();
-        let waiting = first_waiting_handoff(seen, shape, measured_run, kill.acquired);
-        let after_kill = |t: Option<Timestamp>| match t {
-            Some(t) => format!("{:.2} s", clock::seconds(kill.at, t)),
-            None => "none".into(),
-        };
-        let target = kill.lease_seconds + TARGET_MARGIN_SECONDS;
-        let met = first_create.map(|t| clock::seconds(kill.at, t) <= target);
-        println!("\n## Fail-over: the leader killed (SIGKILL) in the measured round\n");
-        println!("| measure | value |");
-        println!("| --- | --- |");
+        let seconds = |kill: &Kill, t: Option<Timestamp>| t.map(|t| clock::seconds(kill.at, t));
+        let shown = |s: Option<f64>| s.map_or("none".into(), |s| format!("{s:.2} s"));
         println!(
-            "| killed after | {} of the round's {} steps finished (`BENCH_FAILOVER_AT` {}) |",
-            kill.steps_finished.0, kill.steps_finished.1, self.at
+            "\n## Fail-over: the leader killed (SIGKILL) in the measured round, {} time(s)\n",
+            self.kills.len()
         );
         println!(
-            "| kill → the standby's Lease acquired (`acquireTime`) | {} |",
-            after_kill(Some(kill.acquired))
+            "| kill | steps finished (of {}) | → Lease acquired (`acquireTime`) | → first reconcile ended (`syncseq_reconciles_total` > 0, polled every 100 ms) | → first Job create (audit log) / target (lease + {TARGET_MARGIN_SECONDS:.0} s) | → first Job of a hand-off that waited for it (clock) | standby memory before (VmRSS) |",
+            self.round_steps
         );
-        println!(
-            "| kill → the standby's first reconcile ended (its `syncseq_reconciles_total` > 0, polled every 100 ms) | {} |",
-            after_kill(Some(kill.first_reconcile))
-        );
-        println!(
-            "| kill → the standby's first Job create (audit log) / target (lease {:.0} s + {TARGET_MARGIN_SECONDS:.0} s) | {} / {target:.0} s: {} |",
-            kill.lease_seconds,
-            after_kill(first_create),
-            match met {
-                Some(true) => "met",
-                Some(false) => "missed",
-                None => "no create",
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        let mut columns: [Vec<f64>; 4] = Default::default();
+        for (i, kill) in self.kills.iter().enumerate() {
+            let agent = format!("({})", kill.successor);
+            let first_create = writes
+                .iter()
+                .filter(|w| w.user_agent.contains(&agent) && w.verb == "create")
+                .filter(|w| w.resource == "jobs" && w.code == Some(201) && w.received > kill.at)
+                .map(|w| w.received)
+                .min();
+            let waiting = first_waiting_handoff(seen, shape, &self.measured_run, kill.acquired);
+            let row = [
+                seconds(kill, Some(kill.acquired)),
+                seconds(kill, Some(kill.first_reconcile)),
+                seconds(kill, first_create),
+                seconds(kill, waiting),
+            ];
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.extend(value);
             }
-        );
-        println!(
-            "| kill → the first Job of a hand-off that waited for the standby (the benchmark's clock) | {} |",
-            after_kill(waiting)
-        );
-        println!(
-            "| standby memory while the leader led (VmRSS) | {} |",
-            kill.standby_rss
-        );
+            let target = kill.lease_seconds + TARGET_MARGIN_SECONDS;
+            println!(
+                "| {} | {} | {} | {} | {} / {target:.0} s: {} | {} | {} |",
+                i + 1,
+                kill.steps_finished,
+                shown(row[0]),
+                shown(row[1]),
+                shown(row[2]),
+                match row[2] {
+                    Some(s) if s <= target => "met",
+                    Some(_) => "missed",
+                    None => "no create",
+                },
+                shown(row[3]),
+                kill.standby_rss
+            );
+        }
+        if self.kills.len() > 1 {
+            let [acquired, reconcile, create, waiting] = columns.map(|c| Summary::of(&c));
+            let p50_max = |s: &Summary| {
+                if s.n == 0 {
+                    "none".to_string()
+                } else {
+                    format!("{:.2} / {:.2} s", s.p50, s.max)
+                }
+            };
+            println!(
+                "| p50 / max | | {} | {} | {} | {} | |",
+                p50_max(&acquired),
+                p50_max(&reconcile),
+                p50_max(&create),
+                p50_max(&waiting)
+            );
+        }
         let doubled = doubled_attempts(seen);
         let overlapping = overlapping_syncs(seen);
         println!(
-            "| promise 1: (sequence, run, step, attempt) with two Jobs / Syncs with two unfinished Jobs at once (clock) / two live Pods | {} / {} / not measured |",
+            "\npromise 1 across the fail-over(s): (sequence, run, step, attempt) with two Jobs: {}; \
+             Syncs with two unfinished Jobs at once (clock): {}; two live Pods: not measured",
             listed(&doubled),
             listed(&overlapping)
         );
@@ -287,18 +421,6 @@ impl Failover {
             "promise 1 broke across the fail-over: {doubled:?} {overlapping:?}"
         );
     }
-}
-
-/// How many of the measured round's steps (Jobs of the `seq-*` sequences' run `measured_run`)
-/// have finished.
-pub fn finished_steps(clock: &clock::JobClock, measured_run: &str) -> usize {
-    clock.count(|j| {
-        j.finished.is_some()
-            && j.labels.get(labels::RUN).map(String::as_str) == Some(measured_run)
-            && j.labels
-                .get(labels::SEQUENCE)
-                .is_some_and(|s| s.starts_with("seq-"))
-    })
 }
 
 /// The first Job the clock saw created after the standby took the Lease whose step's parents

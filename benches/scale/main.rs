@@ -14,8 +14,8 @@
 //! - optionally `BENCH_HISTORY_ROUNDS` earlier rounds of every sequence first, whose Jobs are
 //!   kept (three Jobs per sequence per round), for the many-finished-Jobs case;
 //! - optionally (`BENCH_FAILOVER=1`, `failover.rs`) a standby replica, and the leader killed
-//!   once `BENCH_FAILOVER_AT` of the measured round's steps finished: the round ends on the
-//!   standby.
+//!   once `BENCH_FAILOVER_AT` of the measured round's steps finished (`BENCH_FAILOVER_ROUNDS`
+//!   times): the round ends on the standby.
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -282,7 +282,7 @@ async fn main() {
     let history_rounds = env_usize("BENCH_HISTORY_ROUNDS", 0);
     let with_floor = env_usize("BENCH_FLOOR", 1) > 0;
     let duration = std::env::var("BENCH_STEP_DURATION").unwrap_or_else(|_| "2s".into());
-    let failover_at = failover::from_env();
+    let failover_config = failover::from_env();
     let memory_limit = match std::env::var("BENCH_MEMORY_LIMIT") {
         Ok(v) => v.parse::<u64>().expect("BENCH_MEMORY_LIMIT in bytes"),
         Err(_) => cgroup::chart_limit(&repo_root().join("charts/syncseq/values.yaml"))
@@ -323,7 +323,7 @@ async fn main() {
     let clock = clock::JobClock::start(ns.api::<Job>()).await;
     let runs = RunsWatch::start(&ns).await;
     let mut controller = ControllerProcess::start_with_default_lease(&ns.name);
-    let pid = controller.pid().unwrap();
+    let mut pid = controller.pid().unwrap();
     let cgroup = if memory_limit > 0 {
         match cgroup::MemoryCgroup::create(memory_limit).and_then(|c| c.add(pid).map(|()| c)) {
             Ok(c) => Some(c),
@@ -335,7 +335,7 @@ async fn main() {
     } else {
         None
     };
-    let address = controller.metrics_address().await;
+    let mut address = controller.metrics_address().await;
     eventually(Duration::from_secs(300), "controller ready", || async {
         (!get(&format!("http://{address}/readyz"), false)
             .await
@@ -395,8 +395,12 @@ async fn main() {
     }
     let ticks_created = Timestamp::now();
 
-    let mut failover = match failover_at {
-        Some(at) => Some(failover::Failover::start(&ns, cgroup.as_ref(), at).await),
+    let measured_run = (history_rounds + 1).to_string();
+    let mut failover = match failover_config {
+        Some(config) => Some(
+            failover::Failover::start(&ns, cgroup.as_ref(), config, &measured_run, shape.len() * n)
+                .await,
+        ),
         None => None,
     };
     let mut before = scrape(&client, &address, pid).await;
@@ -418,29 +422,14 @@ async fn main() {
     });
     trigger_all(&ns, n, "bench").await;
     let trigger_time = t0.elapsed();
-    let measured_run = (history_rounds + 1).to_string();
     if let Some(f) = failover.as_mut() {
-        let round_steps = shape.len() * n;
-        let kill_after = f.kill_after(round_steps);
-        let finished = || failover::finished_steps(&clock, &measured_run);
-        wait_until(
-            &mut controller,
-            cgroup.as_ref(),
-            Duration::from_secs(3600),
-            "the steps before the fail-over",
-            || finished() >= kill_after,
-        )
-        .await;
-        f.kill(&ns, &mut controller, &address, (finished(), round_steps))
+        // From here the controller is the last new leader.
+        (address, pid) = f
+            .run(&ns, &mut controller, &address, cgroup.as_ref(), &clock)
             .await;
     }
-    // From here the controller is the standby if the leader was killed.
-    let (running, address, pid) = match failover.as_mut() {
-        Some(f) => f.survivor(),
-        None => (&mut controller, address.as_str(), pid),
-    };
     wait_until(
-        running,
+        &mut controller,
         cgroup.as_ref(),
         Duration::from_secs(3600),
         "every benchmark run to finish",
@@ -468,7 +457,7 @@ async fn main() {
     let fires_until = ticks_created + jiff::SignedDuration::from_secs(60 * fires as i64 + 20);
     if scheduled > 0 {
         wait_until(
-            running,
+            &mut controller,
             cgroup.as_ref(),
             Duration::from_secs(3600),
             "the scheduled fires",
@@ -476,11 +465,11 @@ async fn main() {
         )
         .await;
     }
-    let mut after = scrape(&client, address, pid).await;
+    let mut after = scrape(&client, &address, pid).await;
     let load_after = stats::load_average();
     let rss = stats::proc_status(pid, "VmRSS:");
     let hwm = stats::proc_status(pid, "VmHWM:");
-    let alive = !running.exited();
+    let alive = !controller.exited();
     let seen = clock.snapshot();
     let writes = support::audit::writes_by("");
     if let Some(f) = &failover {
@@ -804,7 +793,7 @@ async fn main() {
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
     if let Some(f) = &failover {
-        f.report(&seen, &writes, shape, &measured_run);
+        f.report(&seen, &writes, shape);
     }
     drop(controller);
     drop(cgroup);
