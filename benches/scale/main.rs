@@ -607,7 +607,7 @@ async fn main() {
         if failover.is_some() {
             ", the leader killed in the round: syncseq's hand-off and firing figures include a \
              fail-over (not to compare with the floor's or CronJob's), its CPU, writes and \
-             reconciles are both replicas'"
+             reconciles are those of every replica that led"
         } else {
             ""
         }
