@@ -19,6 +19,9 @@
 //!   (`load.rs`), the same for the floor and syncseq;
 //! - optionally (`BENCH_TRACE=1`) the controller's trace of each hand-off, cut into segments
 //!   (`trace.rs`).
+//! - optionally (`BENCH_FAILOVER=1`, `failover.rs`) a standby replica, and the leader killed
+//!   once `BENCH_FAILOVER_AT` of the measured round's steps finished (`BENCH_FAILOVER_ROUNDS`
+//!   times): the round ends on the standby.
 //!
 //! The benchmark's own watch (`clock.rs`) times Job creations and completions for all three.
 //! Writes come from the API server's audit log by User-Agent, the API server's and controller
@@ -30,6 +33,7 @@ mod support;
 
 mod cgroup;
 mod clock;
+mod failover;
 mod floor;
 mod idle;
 mod load;
@@ -294,6 +298,7 @@ async fn main() {
     let history_rounds = env_usize("BENCH_HISTORY_ROUNDS", 0);
     let with_floor = env_usize("BENCH_FLOOR", 1) > 0;
     let duration = std::env::var("BENCH_STEP_DURATION").unwrap_or_else(|_| "2s".into());
+    let failover_config = failover::from_env();
     let memory_limit = match std::env::var("BENCH_MEMORY_LIMIT") {
         Ok(v) => v.parse::<u64>().expect("BENCH_MEMORY_LIMIT in bytes"),
         Err(_) => cgroup::chart_limit(&repo_root().join("charts/syncseq/values.yaml"))
@@ -340,7 +345,7 @@ async fn main() {
     let log_filter = traced.then(|| ("SYNCSEQ_LOG".to_string(), trace::LOG_FILTER.to_string()));
     let mut controller =
         ControllerProcess::start_with_default_lease(&ns.name, log_filter.into_iter().collect());
-    let pid = controller.pid().unwrap();
+    let mut pid = controller.pid().unwrap();
     let cgroup = if memory_limit > 0 {
         match cgroup::MemoryCgroup::create(memory_limit).and_then(|c| c.add(pid).map(|()| c)) {
             Ok(c) => Some(c),
@@ -352,7 +357,7 @@ async fn main() {
     } else {
         None
     };
-    let address = controller.metrics_address().await;
+    let mut address = controller.metrics_address().await;
     eventually(Duration::from_secs(300), "controller ready", || async {
         (!get(&format!("http://{address}/readyz"), false)
             .await
@@ -442,7 +447,15 @@ async fn main() {
     }
     let ticks_created = Timestamp::now();
 
-    let before = scrape(&client, &address, pid).await;
+    let measured_run = (history_rounds + 1).to_string();
+    let mut failover = match failover_config {
+        Some(config) => Some(
+            failover::Failover::start(&ns, cgroup.as_ref(), config, &measured_run, shape.len() * n)
+                .await,
+        ),
+        None => None,
+    };
+    let mut before = scrape(&client, &address, pid).await;
     let load_before = stats::load_average();
     let t0 = Instant::now();
     let mut floor = with_floor.then(|| {
@@ -461,6 +474,12 @@ async fn main() {
     });
     trigger_all(&ns, n, "bench").await;
     let trigger_time = t0.elapsed();
+    if let Some(f) = failover.as_mut() {
+        // From here the controller is the last new leader.
+        (address, pid) = f
+            .run(&ns, &mut controller, &address, cgroup.as_ref(), &clock)
+            .await;
+    }
     wait_until(
         &mut controller,
         cgroup.as_ref(),
@@ -498,7 +517,7 @@ async fn main() {
         )
         .await;
     }
-    let after = scrape(&client, &address, pid).await;
+    let mut after = scrape(&client, &address, pid).await;
     let load_after = stats::load_average();
     let load = match load {
         Some(load) => Some((load.configmaps, load.listers, load.stop().await)),
@@ -509,6 +528,9 @@ async fn main() {
     let alive = !controller.exited();
     let seen = clock.snapshot();
     let writes = support::audit::writes_by("");
+    if let Some(f) = &failover {
+        f.combine(&mut before, &mut after);
+    }
 
     // ---- figures ---------------------------------------------------------------------------
     let mut by_run: HashMap<(String, String), HashMap<String, &clock::Seen>> = HashMap::new();
@@ -533,7 +555,6 @@ async fn main() {
                 .insert(step.clone(), job);
         }
     }
-    let measured_run = (history_rounds + 1).to_string();
     let (mut handoff, mut fan_out) = (vec![], vec![]);
     for ((seq, run), steps) in &by_run {
         let Some(i) = seq.strip_prefix("seq-") else {
@@ -634,7 +655,7 @@ async fn main() {
     let handoff = Summary::of(&handoff);
     let floor_handoff = Summary::of(&floor_handoff);
     println!(
-        "## {n} sequences, {} of {} steps{}, {}\n",
+        "## {n} sequences, {} of {} steps{}, {}{}\n",
         shape.name,
         shape.len(),
         if history_rounds > 0 {
@@ -642,7 +663,14 @@ async fn main() {
         } else {
             String::new()
         },
-        if loaded { "loaded" } else { "quiet" }
+        if loaded { "loaded" } else { "quiet" },
+        if failover.is_some() {
+            ", the leader killed in the round: syncseq's hand-off and firing figures include a \
+             fail-over (not to compare with the floor's or CronJob's), its CPU, writes and \
+             reconciles are those of every replica that led"
+        } else {
+            ""
+        }
     );
     println!("| measure | syncseq | floor | CronJob | syncseq ÷ floor | syncseq ÷ CronJob |");
     println!("| --- | --- | --- | --- | --- | --- |");
@@ -719,7 +747,12 @@ async fn main() {
         history_jobs
     );
     println!(
-        "| controller memory: idle after caches synced / at the end / peak (VmHWM) | {rss_idle} / {rss} / {hwm} |"
+        "| controller memory: idle after caches synced / at the end / peak (VmHWM){} | {rss_idle} / {rss} / {hwm} |",
+        if failover.is_some() {
+            " (the end and peak: the standby's, which led after the fail-over; the cgroup holds both)"
+        } else {
+            ""
+        }
     );
     match &cgroup {
         Some(c) => println!(
@@ -819,6 +852,9 @@ async fn main() {
         "| load average (1 min) at the start / end of the window | {load_before} / {load_after} |"
     );
     println!("| benchmark watch restarts | {} |", clock.restarts());
+    if let Some(f) = &failover {
+        f.report(&seen, &writes, shape);
+    }
     if let Some((configmaps, listers, figures)) = &load {
         let figure = |k: &str| figures.get(k).map_or("?", String::as_str);
         println!(

@@ -424,6 +424,15 @@ impl ControllerProcess {
         p
     }
 
+    /// A further replica (`identity`) with the production lease: the benchmark's standby, which
+    /// must wait for the leader's 15 s lease as a production standby does.
+    pub fn start_replica_with_default_lease(namespace: &str, identity: &str) -> Self {
+        let mut p = Self::prepare(namespace, identity, vec![]);
+        p.lease_seconds = 15;
+        p.spawn();
+        p
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
