@@ -418,16 +418,21 @@ impl ControllerProcess {
     /// A controller with the production lease (15 s; a renewal may take up to 10 s): for the
     /// benchmark, whose API server is saturated for minutes.
     pub fn start_with_default_lease(namespace: &str, extra_env: Vec<(String, String)>) -> Self {
-        let mut p = Self::prepare(namespace, "controller", extra_env);
-        p.lease_seconds = 15;
-        p.spawn();
-        p
+        Self::start_with_lease_of_production(namespace, "controller", extra_env)
     }
 
     /// A further replica (`identity`) with the production lease: the benchmark's standby, which
     /// must wait for the leader's 15 s lease as a production standby does.
     pub fn start_replica_with_default_lease(namespace: &str, identity: &str) -> Self {
-        let mut p = Self::prepare(namespace, identity, vec![]);
+        Self::start_with_lease_of_production(namespace, identity, vec![])
+    }
+
+    fn start_with_lease_of_production(
+        namespace: &str,
+        identity: &str,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
+        let mut p = Self::prepare(namespace, identity, extra_env);
         p.lease_seconds = 15;
         p.spawn();
         p
