@@ -352,7 +352,7 @@ impl Failover {
             self.kills.len()
         );
         println!(
-            "| kill | steps finished (of {}) | → Lease acquired (`acquireTime`) | → caches synced (its log) | → first reconcile decided (its log) | → first Job create (audit log) / target (lease + {TARGET_MARGIN_SECONDS:.0} s) | → first Job of a hand-off that waited for it (clock) | standby memory before (VmRSS) |",
+            "| kill | steps finished (of {}) | → Lease acquired (`acquireTime`) | → caches synced (its log; before the kill when negative: it stood by warm) | → first reconcile decided (its log) | → first Job create (audit log) / target (lease + {TARGET_MARGIN_SECONDS:.0} s) | → first Job of a hand-off that waited for it (clock) | standby memory before (VmRSS) |",
             self.round_steps
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");

@@ -48,10 +48,16 @@ impl SetAside {
         SetAside { reports: None }
     }
 
-    /// Says each unreadable object on the object, from a task of its own.
-    pub(crate) fn start(client: Client, reporter: Reporter) -> Self {
+    /// Says each unreadable object on the object, from a task of its own, once `writable`
+    /// (the replica leads): what a standby's watches set aside waits until then.
+    pub(crate) fn start(
+        client: Client,
+        reporter: Reporter,
+        writable: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
         tokio::spawn(async move {
+            writable.await;
             while let Some(report) = rx.recv().await {
                 say(&client, &reporter, &report).await;
             }

@@ -95,6 +95,10 @@ pub(crate) struct Context {
     pub(crate) wake_sync: tokio::sync::mpsc::UnboundedSender<ObjectRef<Sync>>,
     /// Becomes true once every cache holds its initial list.
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
+    /// Becomes true once this replica leads. A standby watches and caches like a leader (so a
+    /// fail-over costs the lease and one decision, not a list of everything), and decides
+    /// nothing until then.
+    pub(crate) leading: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     /// What `/healthz` and `/readyz` report; reconciles in flight are tracked in it.
     pub health: Arc<Health>,
@@ -117,14 +121,29 @@ impl Context {
         let mut ready = self.caches_ready.clone();
         let _ = ready.wait_for(|r| *r).await;
     }
+
+    /// Waits until this replica leads (at once without leader election).
+    pub(crate) async fn leading(&self) {
+        wait_leading(self.leading.clone()).await
+    }
+}
+
+/// Until `leading` says so. A sender dropped before that means the replica never leads: it
+/// waits for good, and its shutdown ends it.
+async fn wait_leading(mut leading: tokio::sync::watch::Receiver<bool>) {
+    if leading.wait_for(|l| *l).await.is_err() {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Runs the controller until `shutdown` resolves. Reconciles in flight finish before it returns.
+/// Its watches fill the caches at once; it decides and writes only once `leading` is true.
 async fn run(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    leading: tokio::sync::watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static,
 ) -> anyhow::Result<()> {
     let (caches, writers) = watches::Caches::new();
@@ -137,7 +156,11 @@ async fn run(
     let downstreams = Arc::new(downstream::Downstreams::new(seq_tx, sync_tx.clone()));
     let reporter = reporter(&config);
     // What the Sync, sequence and receiver watches cannot read is set aside (`watches`).
-    let set_aside = unreadable::SetAside::start(client.clone(), reporter.clone());
+    let set_aside = unreadable::SetAside::start(
+        client.clone(),
+        reporter.clone(),
+        wait_leading(leading.clone()),
+    );
 
     let watches = watches::Watches {
         client: &client,
@@ -154,7 +177,15 @@ async fn run(
         .receivers(writers.receivers, writers.receivers_listed, downstreams)
         .await;
 
-    let ctx = Context::start(&client, &config, caches, reporter, sync_tx, metrics, health);
+    let ctx = Context::start(
+        &client,
+        &config,
+        caches,
+        reporter,
+        sync_tx,
+        (metrics, health),
+        leading,
+    );
     let shutdown = shutdown.shared();
     tokio::join!(
         sequence_controller(
@@ -190,17 +221,25 @@ impl Context {
         caches: watches::Caches,
         reporter: events::Reporter,
         wake_sync: tokio::sync::mpsc::UnboundedSender<ObjectRef<Sync>>,
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
+        (metrics, health): (Arc<Metrics>, Arc<Health>),
+        leading: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Context> {
         let caches_ready = publish_readiness(&caches, &health);
-        metrics.objects.watch(crate::metrics::Stores {
+        // The objects' series are the leader's alone: a standby exporting them too would
+        // double every sum over the replicas.
+        let stores = crate::metrics::Stores {
             sequences: caches.sequences.clone(),
             syncs: caches.syncs.clone(),
             owns_sync: {
                 let shard = config.shard.clone();
                 Box::new(move |sync| shard.as_ref().is_none_or(|s| s.matches(sync.labels())))
             },
+        };
+        let objects = metrics.clone();
+        let led = wait_leading(leading.clone());
+        tokio::spawn(async move {
+            led.await;
+            objects.objects.watch(stores);
         });
         Arc::new(Context {
             client: client.clone(),
@@ -225,6 +264,7 @@ impl Context {
             metrics,
             health,
             shard: config.shard.clone(),
+            leading,
         })
     }
 
@@ -384,6 +424,7 @@ async fn receiver_controller(
             // Like Syncs: every receiver is cached, for what runs after its deliveries in any
             // shard, and only this shard's are reconciled.
             |receiver, ctx| async move {
+                ctx.leading().await;
                 match ctx.owns(receiver.as_ref()) {
                     true => receivers::reconcile(receiver, ctx).await,
                     false => Ok(kube::runtime::controller::Action::await_change()),

@@ -56,11 +56,13 @@ pub async fn run_process(args: ControllerArgs) -> anyhow::Result<()> {
         health.leading.store(true, Ordering::SeqCst);
         metrics.leader.set(1);
         tracing::info!(watching = %watched(&config), "starting syncseq controller (no leader election)");
+        let (_leading, leading_rx) = tokio::sync::watch::channel(true);
         return super::run(
             client_with(leader::Fence::open())?,
             config,
             metrics,
             health.clone(),
+            leading_rx,
             shutdown,
         )
         .await;
@@ -164,17 +166,6 @@ async fn lead(
     let mut election = leader::Election::start(client_with(leader::Fence::open())?, lease).await?;
     let client = client_with(election.fence())?;
     health.electing.store(true, Ordering::SeqCst);
-    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for leadership");
-    tokio::select! {
-        acquired = election.acquired() => acquired?,
-        _ = shutdown.clone() => {
-            election.release().await;
-            return Ok(());
-        }
-    }
-    health.leading.store(true, Ordering::SeqCst);
-    metrics.leader.set(1);
-    tracing::info!(watching = %watched(&config), "leading: starting syncseq controller");
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = {
         let shutdown = shutdown.clone();
@@ -185,8 +176,38 @@ async fn lead(
             }
         }
     };
-    let run = super::run(client, config, metrics.clone(), health.clone(), stop);
+    // A warm standby: its watches list and cache everything while it campaigns, so that once
+    // it leads its first decision waits for nothing but the lease (at 10,000 sequences a cold
+    // one took 70 s to list after winning it). It decides and writes nothing until then, and
+    // its writes are fenced besides.
+    let watching = watched(&config);
+    let (leading, leading_rx) = tokio::sync::watch::channel(false);
+    let run = super::run(
+        client,
+        config,
+        metrics.clone(),
+        health.clone(),
+        leading_rx,
+        stop,
+    );
     tokio::pin!(run);
+    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, watching = %watching, "waiting for leadership, watching meanwhile");
+    tokio::select! {
+        acquired = election.acquired() => acquired?,
+        // Nothing was decided while standing by, so nothing is in flight to finish.
+        _ = shutdown.clone() => {
+            election.release().await;
+            return Ok(());
+        }
+        result = &mut run => {
+            election.release().await;
+            return result;
+        }
+    }
+    health.leading.store(true, Ordering::SeqCst);
+    metrics.leader.set(1);
+    leading.send_replace(true);
+    tracing::info!(watching = %watching, "leading: starting syncseq controller");
     let result = tokio::select! {
         result = &mut run => result,
         _ = election.lost() => {
@@ -206,7 +227,6 @@ async fn lead(
     result
 }
 
-/// How long a replica that lost the lease waits for its reconciles to end before it exits.
 const STOP_AFTER_LOSS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the controller watches, for its log: a namespace, or every namespace, and its shard.

@@ -230,6 +230,7 @@ pub(super) async fn reconcile<K: Subject>(
     ctx: Arc<Context>,
 ) -> Result<Requeue, ExecuteError> {
     ctx.caches_synced().await;
+    ctx.leading().await;
     let priority = priority(
         obj.status().map(K::book),
         obj.status().map(K::schedule),
