@@ -227,6 +227,7 @@ async fn lead(
     result
 }
 
+/// How long a replica that lost the lease waits for its reconciles to end before it exits.
 const STOP_AFTER_LOSS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the controller watches, for its log: a namespace, or every namespace, and its shard.
