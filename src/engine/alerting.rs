@@ -79,7 +79,10 @@ pub(super) fn happenings(
     new: &SyncSequenceStatus,
     jobs: &[JobView],
 ) -> Vec<Happening> {
-    let mut runs: Vec<&RunStatus> = (new.last_run.as_deref().into_iter())
+    let mut runs: Vec<&RunStatus> = new
+        .last_run
+        .as_deref()
+        .into_iter()
         .chain(new.book.current_run.as_deref())
         .collect();
     runs.sort_by_key(|r| r.id);

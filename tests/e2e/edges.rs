@@ -17,7 +17,11 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// The step's state in the current run, or else in the last finished one.
 fn step_of(seq: &SyncSequence, step: &str) -> Option<StepStatus> {
     let st = seq.status.as_ref()?;
-    let runs: Vec<&RunStatus> = (st.book.current_run.as_deref().into_iter())
+    let runs: Vec<&RunStatus> = st
+        .book
+        .current_run
+        .as_deref()
+        .into_iter()
         .chain(st.last_run.as_deref())
         .collect();
     runs.into_iter()
