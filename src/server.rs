@@ -42,32 +42,37 @@ pub(crate) async fn serve(
     Ok(bound)
 }
 
-/// Streams the text as it is encoded (see `metrics::stream`), on a blocking thread: encoding
-/// 10,000 objects' series takes tens of milliseconds, which would hold up a runtime worker.
+/// Streams the text as it is encoded (see `metrics::stream`).
 async fn metrics_handler(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    let (sender, receiver) = tokio::sync::mpsc::channel(crate::metrics::CHUNKS_IN_FLIGHT);
-    let metrics = state.metrics.clone();
-    let runtime = tokio::runtime::Handle::current();
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        axum::body::Body::from_stream(encoded(state.metrics.clone(), format)),
+    )
+}
+
+/// The text in chunks, encoded on a blocking thread: encoding 10,000 objects' series takes
+/// tens of milliseconds, which would hold up a runtime worker.
+fn encoded(
+    metrics: Arc<Metrics>,
+    format: Format,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     tokio::task::spawn_blocking(move || {
-        let mut out = Chunks::new(sender, runtime);
-        // An error is the scraper gone (or stalled): the body ends short, which it sees.
+        let mut out = Chunks::new(sender);
+        // An error is the scraper gone: nothing is left to send to.
         if metrics.encode_into(format, &mut out).is_ok() {
             let _ = out.finish();
         }
     });
-    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+    futures::stream::unfold(receiver, |mut receiver| async move {
         let chunk = receiver.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), receiver))
-    });
-    (
-        [(header::CONTENT_TYPE, format.content_type())],
-        axum::body::Body::from_stream(chunks),
-    )
+        Some((Ok(chunk), receiver))
+    })
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -89,6 +94,44 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A scrape that nobody reads yet while reconciles create series: the encoder holds a
+    /// family's lock as it writes it, and every runtime worker (here the one) waits for that
+    /// lock in `object_seen`. An encoder that waited for the body, which needs a worker, held
+    /// them all until its send timed out, the scrape cut short (here after 5 s; in a
+    /// controller, for good); this one runs to its end. Timed by a thread of its own, as a
+    /// runtime that hangs fires no timers.
+    #[test]
+    fn a_scrape_not_read_yet_never_holds_up_reconciles_that_create_series() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let text = runtime.block_on(async {
+                let metrics = Arc::new(Metrics::default());
+                for i in 0..10_000 {
+                    metrics.object_seen("SyncSequence", "revops", &format!("seq-{i}"), ["a"]);
+                }
+                let body = encoded(metrics.clone(), Format::OpenMetrics);
+                // New objects' first reconciles, on the worker, while the body waits.
+                for i in 0..2_000 {
+                    metrics.object_seen("SyncSequence", "revops", &format!("new-{i}"), ["a"]);
+                }
+                let chunks: Vec<_> = futures::StreamExt::collect(body).await;
+                let text: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap()).collect();
+                String::from_utf8(text).unwrap()
+            });
+            let _ = done.send(text);
+        });
+        let text = finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the scrape and the reconciles finish; the runtime hung");
+        assert!(text.len() > 10 * 64 * 1024, "{}", text.len());
+        assert!(text.ends_with("# EOF\n"), "{}", &text[text.len() - 200..]);
+    }
 
     /// The streamed body is the whole text, ending as OpenMetrics ends.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

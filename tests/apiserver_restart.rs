@@ -28,7 +28,7 @@ async fn a_run_goes_on_after_the_api_server_restarts_in_its_middle() {
         |s| {
             s.status
                 .as_ref()
-                .and_then(|s| s.book.current_run.as_ref())
+                .and_then(|s| s.book.current_run.as_deref())
                 .and_then(|r| r.steps.get(1))
                 .is_some_and(|s| s.phase == StepPhase::Running)
         },

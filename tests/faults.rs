@@ -36,7 +36,7 @@ async fn a_paused_leader_changes_nothing_after_the_standby_took_over_and_exits()
     let step_phase = |seq: &SyncSequence, i: usize| {
         seq.status
             .as_ref()
-            .and_then(|s| s.book.current_run.as_ref())
+            .and_then(|s| s.book.current_run.as_deref())
             .and_then(|r| r.steps.get(i))
             .map(|s| s.phase)
     };

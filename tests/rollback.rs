@@ -49,7 +49,7 @@ async fn wait_mid_run(ns: &TestNamespace, run: i64) {
             let Some(current) = s
                 .status
                 .as_ref()
-                .and_then(|st| st.book.current_run.as_ref())
+                .and_then(|st| st.book.current_run.as_deref())
             else {
                 return false;
             };
@@ -95,7 +95,7 @@ async fn the_previous_release_and_this_one_take_over_each_others_runs() {
             .collect::<Vec<_>>(),
         [(2, RunPhase::Succeeded), (1, RunPhase::Succeeded)]
     );
-    let last = seq.status.as_ref().unwrap().last_run.as_ref().unwrap();
+    let last = seq.status.as_ref().unwrap().last_run.as_deref().unwrap();
     assert!(
         last.steps.iter().all(|s| s.attempts == 1),
         "one attempt per step: {last:?}"

@@ -127,10 +127,12 @@ pub struct RunBook {
     pub skipped_triggers: Option<i64>,
     /// A follow-up run waiting for the current one to end (`concurrencyPolicy: Queue`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_run: Option<QueuedRun>,
+    pub queued_run: Option<Box<QueuedRun>>,
+    // Boxed, as `queued_run` and `backfill`: most cached objects are idle, and every one
+    // carries the fields inline otherwise.
     /// The run in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_run: Option<RunStatus>,
+    pub current_run: Option<Box<RunStatus>>,
     /// The last `historyLimit` finished runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunSummary>,
@@ -145,8 +147,8 @@ pub struct RunBook {
     /// The value of the `syncseq.dev/resumeScheduleRequestedAt` annotation handled last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_resume_at: Option<String>,
+    // Boxed: most objects never have one, and every cached object carries the field.
     /// The newest backfill (`kubectl syncseq backfill`): in progress, or how it ended.
-    /// (Boxed: most objects never have one, and every cached object carries the field.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<Box<BackfillStatus>>,
     /// The value of the `syncseq.dev/backfillRequestedAt` annotation handled last.

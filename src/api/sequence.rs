@@ -410,9 +410,10 @@ pub struct SyncSequenceStatus {
     /// Runs: the one in progress, the queued one, the history, the requests handled.
     #[serde(flatten)]
     pub book: RunBook,
+    // Boxed, as the run records of `book`.
     /// The most recent finished run, with every step's outcome and message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run: Option<RunStatus>,
+    pub last_run: Option<Box<RunStatus>>,
     /// Per alert: the state last notified, so that repeated failures notify once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alert_states: Vec<AlertState>,

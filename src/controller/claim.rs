@@ -150,8 +150,8 @@ async fn write(api: &Api<Sync>, copy: &Sync, claimant: &Claimant) -> Result<Clai
     }});
     if let Some((sequence, run)) = &claimant.sequence_run {
         let running = crate::engine::claimed(copy, &claimant.job, sequence, *run, now);
-        let before = copy.status.as_ref().and_then(|s| s.last_run.as_ref());
-        status["lastRun"] = replacing(before, running.last_run.as_ref());
+        let before = copy.status.as_ref().and_then(|s| s.last_run.as_deref());
+        status["lastRun"] = replacing(before, running.last_run.as_deref());
         status["conditions"] = serde_json::json!(running.conditions);
     }
     let patch = serde_json::json!({

@@ -68,7 +68,7 @@ pub(crate) fn waits_for(seq: &SyncSequence) -> Vec<String> {
     let mut syncs: Vec<String> = seq
         .status
         .as_ref()
-        .and_then(|s| s.book.current_run.as_ref())
+        .and_then(|s| s.book.current_run.as_deref())
         .map(|run| {
             run.steps
                 .iter()

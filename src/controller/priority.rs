@@ -19,7 +19,7 @@ pub(crate) fn priority(
     now: Timestamp,
 ) -> Priority {
     let running = book
-        .and_then(|b| b.current_run.as_ref())
+        .and_then(|b| b.current_run.as_deref())
         .is_some_and(|r| r.phase == RunPhase::Running);
     let horizon = now.checked_add(FIRE_AHEAD).unwrap_or(Timestamp::MAX);
     let fire_due = schedule
@@ -65,19 +65,21 @@ mod tests {
 
     fn book(phase: Option<RunPhase>) -> RunBook {
         RunBook {
-            current_run: phase.map(|phase| RunStatus {
-                id: 1,
-                trigger: TriggerKind::Manual,
-                scheduled_time: None,
-                upstream: None,
-                retry_of: None,
-                start_time: Time(at("2026-12-04T09:00:00Z")),
-                completion_time: None,
-                phase,
-                stopped_by: None,
-                progress: "1/1".into(),
-                steps: vec![],
-                message: None,
+            current_run: phase.map(|phase| {
+                Box::new(RunStatus {
+                    id: 1,
+                    trigger: TriggerKind::Manual,
+                    scheduled_time: None,
+                    upstream: None,
+                    retry_of: None,
+                    start_time: Time(at("2026-12-04T09:00:00Z")),
+                    completion_time: None,
+                    phase,
+                    stopped_by: None,
+                    progress: "1/1".into(),
+                    steps: vec![],
+                    message: None,
+                })
             }),
             ..Default::default()
         }

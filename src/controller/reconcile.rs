@@ -116,8 +116,10 @@ impl Subject for SyncSequence {
         record_progress(
             metrics,
             ("SyncSequence", &namespace, &name),
-            self.status.as_ref().map(|s| (&s.book, s.last_run.as_ref())),
-            (&plan.status.book, plan.status.last_run.as_ref()),
+            self.status
+                .as_ref()
+                .map(|s| (&s.book, s.last_run.as_deref())),
+            (&plan.status.book, plan.status.last_run.as_deref()),
         );
     }
     fn offer_alerts(&self, ctx: &Context, status: &SyncSequenceStatus) {
@@ -343,14 +345,14 @@ async fn reconcile_object<K: Subject>(
     confirm_missing(
         &ctx,
         &ns,
-        current.and_then(|b| b.current_run.as_ref()),
+        current.and_then(|b| b.current_run.as_deref()),
         &mut jobs,
     )
     .await
     .map_err(ExecuteError::Read)?;
     let now = jiff::Timestamp::now();
     let plan = obj.decide(&ctx, &jobs, now);
-    if let Some(run) = K::book(&plan.status).current_run.as_ref() {
+    if let Some(run) = K::book(&plan.status).current_run.as_deref() {
         tracing::Span::current().record("run", run.id);
     }
     tracing::debug!(
@@ -374,10 +376,10 @@ async fn reconcile_object<K: Subject>(
             let mut any = false;
             let book = K::book_mut(&mut settled);
             for (job, uid) in &creations.created {
-                any |= record_created(book.current_run.as_mut(), job, uid);
+                any |= record_created(book.current_run.as_deref_mut(), job, uid);
             }
             for (job, why) in &creations.refused {
-                any |= record_refusal(book.current_run.as_mut(), job, why, now);
+                any |= record_refusal(book.current_run.as_deref_mut(), job, why, now);
             }
             any.then(|| K::for_apply(&settled))
         },
@@ -443,12 +445,12 @@ fn record_progress(
     }
     let old_steps = |run: i64| {
         old.into_iter()
-            .flat_map(|(b, last)| b.current_run.iter().chain(last))
+            .flat_map(|(b, last)| b.current_run.as_deref().into_iter().chain(last))
             .filter(move |r| r.id == run)
             .flat_map(|r| r.steps.iter())
     };
     let object = (kind, namespace, name);
-    for run in new.0.current_run.iter().chain(new.1) {
+    for run in new.0.current_run.as_deref().into_iter().chain(new.1) {
         for (i, step) in run.steps.iter().enumerate() {
             let was = old_steps(run.id).find(|s| s.name == step.name);
             let ended = step.phase.is_final() && was.is_some_and(|w| !w.phase.is_final());

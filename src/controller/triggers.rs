@@ -316,8 +316,8 @@ pub(crate) fn sync_finished(sync: &Sync) -> u64 {
     let job = |r: Option<&crate::api::SyncRunRecord>| r.map(|r| r.job_name.clone());
     hash((
         spec_version(&sync.metadata),
-        job(st.and_then(|s| s.last_succeeded_run.as_ref())),
-        job(st.and_then(|s| s.last_failed_run.as_ref())),
+        job(st.and_then(|s| s.last_succeeded_run.as_deref())),
+        job(st.and_then(|s| s.last_failed_run.as_deref())),
     ))
 }
 

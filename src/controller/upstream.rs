@@ -71,11 +71,11 @@ fn view(ctx: &Context, namespace: &str, up: &UpstreamRef) -> Option<UpstreamView
             };
             let mut finished: Vec<FinishedRun> = [
                 record(
-                    st.and_then(|s| s.last_succeeded_run.as_ref()),
+                    st.and_then(|s| s.last_succeeded_run.as_deref()),
                     RunPhase::Succeeded,
                 ),
                 record(
-                    st.and_then(|s| s.last_failed_run.as_ref()),
+                    st.and_then(|s| s.last_failed_run.as_deref()),
                     RunPhase::Failed,
                 ),
             ]

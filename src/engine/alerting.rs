@@ -79,7 +79,12 @@ pub(super) fn happenings(
     new: &SyncSequenceStatus,
     jobs: &[JobView],
 ) -> Vec<Happening> {
-    let mut runs: Vec<&RunStatus> = new.last_run.iter().chain(&new.book.current_run).collect();
+    let mut runs: Vec<&RunStatus> = new
+        .last_run
+        .as_deref()
+        .into_iter()
+        .chain(new.book.current_run.as_deref())
+        .collect();
     runs.sort_by_key(|r| r.id);
     runs.dedup_by_key(|r| r.id);
     let mut out = Vec::new();
@@ -87,8 +92,9 @@ pub(super) fn happenings(
         let before = old
             .book
             .current_run
-            .iter()
-            .chain(&old.last_run)
+            .as_deref()
+            .into_iter()
+            .chain(old.last_run.as_deref())
             .find(|r| r.id == run.id);
         match before {
             Some(b) if b == run || b.phase.is_finished() => continue,

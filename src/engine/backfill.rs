@@ -333,7 +333,7 @@ pub(super) fn go_on(
         else {
             return;
         };
-        let current = book.current_run.as_ref().map(|r| (r.id, r.trigger));
+        let current = book.current_run.as_deref().map(|r| (r.id, r.trigger));
         if let Some(id) = bf.run.filter(|&id| current.map(|(c, _)| c) != Some(id)) {
             // Its run ended without being counted as it was archived (status restored from
             // an older copy): the history says how, if it still has it.

@@ -347,7 +347,7 @@ impl Model {
                 actions: &plan.actions,
                 wake_at: plan.wake_at,
             },
-            max_running(&self.w.seq.spec, st.book.current_run.as_ref()),
+            max_running(&self.w.seq.spec, st.book.current_run.as_deref()),
             // The step's retries as the spec has it.
             |name| steps.iter().find(|p| p.name == name).map(|p| p.retries),
         )?;
@@ -414,7 +414,7 @@ impl Model {
                 self.succeeded_in.insert(summary.id, succeeded);
             }
         }
-        if let Some(run) = st.last_run.as_ref().filter(|r| r.phase.is_finished()) {
+        if let Some(run) = st.last_run.as_deref().filter(|r| r.phase.is_finished()) {
             let succeeded = run
                 .steps
                 .iter()
@@ -496,7 +496,7 @@ impl Model {
             let l = job.metadata.labels.as_ref().unwrap();
             let id: i64 = l[labels::RUN].parse().unwrap();
             let (step, attempt) = (&l[labels::STEP], &l[labels::ATTEMPT]);
-            let run = book.current_run.as_ref().filter(|r| r.id == id);
+            let run = book.current_run.as_deref().filter(|r| r.id == id);
             prop_assert!(run.is_some(), "a Job for run {id}, not the current one");
             let was = before(id, step).map(|s| s.phase);
             prop_assert!(
@@ -516,7 +516,7 @@ impl Model {
 
     /// A Retry run never creates a Job for a step that succeeded in the run it retries.
     fn check_retry_reuses_successes(&self, plan: &Plan) -> Result<(), TestCaseError> {
-        let Some(run) = plan.status.book.current_run.as_ref() else {
+        let Some(run) = plan.status.book.current_run.as_deref() else {
             return Ok(());
         };
         let Some(of) = run.retry_of.filter(|_| run.trigger == TriggerKind::Retry) else {
@@ -1095,7 +1095,7 @@ impl Model {
         if bf.phase == BackfillPhase::Running {
             // Its run in progress is the object's.
             if let Some(id) = bf.run {
-                let current = written.book.current_run.as_ref();
+                let current = written.book.current_run.as_deref();
                 prop_assert_eq!(
                     current.map(|r| (r.id, r.trigger)),
                     Some((id, TriggerKind::Backfill))
@@ -1160,7 +1160,7 @@ fn check_backfill_decision(
                 .as_ref()
                 .filter(|r| Some(r.id) == w.run && r.phase == RunPhase::Running);
             if let Some(run) = running {
-                let now = st.book.current_run.as_ref().filter(|r| r.id == run.id);
+                let now = st.book.current_run.as_deref().filter(|r| r.id == run.id);
                 prop_assert!(
                     now.is_none_or(|r| r.phase != RunPhase::Running),
                     "backfill cancelled, and its run {} runs on",
@@ -1206,7 +1206,7 @@ fn check_backfill_decision(
         );
         // The run in progress before it ended first: archived (or pushed out of the history
         // by the runs after it), not dropped.
-        if let Some(r) = old.book.current_run.as_ref() {
+        if let Some(r) = old.book.current_run.as_deref() {
             let ended = known_runs(st)
                 .iter()
                 .any(|k| k.0 == r.id && k.3.is_finished());
@@ -1224,7 +1224,7 @@ fn check_backfill_decision(
                 .as_ref()
                 .is_none_or(|r| ours.contains(&r.id)),
             "backfill run {first} started beside run {:?}",
-            st.book.current_run.as_ref().map(|r| r.id)
+            st.book.current_run.as_deref().map(|r| r.id)
         );
     }
     let Some(run) = st

@@ -77,7 +77,7 @@ pub(super) enum Driven<S> {
 /// What driving the runs leaves to the kind's own decision.
 pub(super) struct Done {
     /// The run that finished last in this decision, with all its steps.
-    pub archived: Option<RunStatus>,
+    pub archived: Option<Box<RunStatus>>,
     /// An invalid schedule or unknown time zone, or a cycle of upstreams: the reason and the
     /// message of the `Stalled` condition.
     pub spec_error: Option<(&'static str, String)>,
@@ -139,7 +139,7 @@ pub(super) fn drive<S: Clone>(
     let mut archived = None;
 
     if triggers::cancel_requested(runner.meta, &mut book.last_handled_cancel_at) {
-        match book.current_run.as_mut() {
+        match book.current_run.as_deref_mut() {
             Some(run) if run.phase == RunPhase::Running => {
                 cancel_run(run, "cancelled by request", cluster.jobs, actions, now)
             }
@@ -163,7 +163,7 @@ pub(super) fn drive<S: Clone>(
     }
 
     let mut wake = None;
-    if let Some(run) = book.current_run.as_mut()
+    if let Some(run) = book.current_run.as_deref_mut()
         && run.phase == RunPhase::Running
     {
         wake = earliest(wake, advance(run, &ctx, actions));
@@ -180,7 +180,7 @@ pub(super) fn drive<S: Clone>(
         &mut book.last_handled_request_at,
     ));
     match triggers::retry(runner.meta, &mut book.last_handled_retry_at) {
-        Some(Ok(mut t)) => match retry_base(runner, book, archived.as_ref(), t.retry_of) {
+        Some(Ok(mut t)) => match retry_base(runner, book, archived.as_deref(), t.retry_of) {
             Ok(base) => {
                 t.retry_of = Some(base.id);
                 incoming.push(t);
@@ -259,7 +259,7 @@ pub(super) fn drive<S: Clone>(
                 actions,
             ),
             ConcurrencyPolicy::Queue if book.queued_run.is_none() => {
-                book.queued_run = Some(trigger.queued());
+                book.queued_run = Some(Box::new(trigger.queued()));
                 actions.push(Event::normal(
                     reasons::RUN_QUEUED,
                     "QueueRun",
@@ -276,7 +276,7 @@ pub(super) fn drive<S: Clone>(
                 actions,
             ),
             ConcurrencyPolicy::Replace => {
-                if let Some(run) = book.current_run.as_mut() {
+                if let Some(run) = book.current_run.as_deref_mut() {
                     cancel_run(run, "replaced by a newer run", cluster.jobs, actions, now);
                 }
                 archive_finished(book, runner, &mut archived);
@@ -360,7 +360,7 @@ fn unknown_job<'a>(book: &RunBook, jobs: &'a [JobView]) -> Option<&'a JobView> {
     let known = book.last_run_number.unwrap_or(0);
     jobs.iter().find(|j| {
         j.run > known
-            || book.current_run.as_ref().is_some_and(|run| {
+            || book.current_run.as_deref().is_some_and(|run| {
                 run.id == j.run
                     && run
                         .steps
@@ -384,7 +384,7 @@ fn adopt_unknown_jobs(
     if newest > book.last_run_number.unwrap_or(0) {
         book.last_run_number = Some(newest);
     }
-    if let Some(run) = book.current_run.as_mut() {
+    if let Some(run) = book.current_run.as_deref_mut() {
         rebuild_from_jobs(run, steps, jobs, now);
     }
     let what = format!(
@@ -496,7 +496,7 @@ fn start_queued(
     ctx: &RunContext,
     actions: &mut Vec<Action>,
     wake: &mut Option<Timestamp>,
-    archived: &mut Option<RunStatus>,
+    archived: &mut Option<Box<RunStatus>>,
 ) {
     if book.current_run.is_some() {
         return;
@@ -507,12 +507,12 @@ fn start_queued(
     let stopped = triggers::schedule_stop(runner.scheduling, book).filter(|(stopped, _)| *stopped);
     if let Some((_, why)) = stopped.filter(|_| q.trigger == crate::api::TriggerKind::Schedule) {
         // Queued before the run that stopped the schedule ended: the schedule fires no more.
-        return skip_trigger(book, Trigger::from_queue(q), &why, actions);
+        return skip_trigger(book, Trigger::from_queue(*q), &why, actions);
     }
     start_run(
         book,
         runner,
-        Trigger::from_queue(q),
+        Trigger::from_queue(*q),
         true,
         ctx,
         actions,
@@ -530,11 +530,11 @@ fn start_run(
     ctx: &RunContext,
     actions: &mut Vec<Action>,
     wake: &mut Option<Timestamp>,
-    archived: &mut Option<RunStatus>,
+    archived: &mut Option<Box<RunStatus>>,
 ) {
     let base = match trigger.kind {
         crate::api::TriggerKind::Retry => {
-            match retry_base(runner, book, archived.as_ref(), trigger.retry_of) {
+            match retry_base(runner, book, archived.as_deref(), trigger.retry_of) {
                 Ok(base) => Some(base),
                 // Queued behind runs that finished since (the last of which it may now name,
                 // or which pushed its run out of the history): the skip says it came from the
@@ -575,7 +575,7 @@ fn start_run(
     };
     actions.push(Event::normal(reasons::RUN_STARTED, "StartRun", what));
     *wake = earliest(*wake, advance(&mut run, ctx, actions));
-    book.current_run = Some(run);
+    book.current_run = Some(Box::new(run));
     archive_finished(book, runner, archived);
 }
 
@@ -635,7 +635,7 @@ fn retry_base(
         });
     }
     let Some(summary) = book.runs.iter().find(|r| r.id == id) else {
-        if book.current_run.as_ref().is_some_and(|r| r.id == id) {
+        if book.current_run.as_deref().is_some_and(|r| r.id == id) {
             return Err(format!(
                 "run {id} has not finished: a run can be retried once it has"
             ));
@@ -696,7 +696,7 @@ fn skip_trigger(book: &mut RunBook, trigger: Trigger, why: &str, actions: &mut V
 }
 
 /// Moves a finished current run into the history, newest first, cut to the history limit.
-fn archive_finished(book: &mut RunBook, runner: &Runner, archived: &mut Option<RunStatus>) {
+fn archive_finished(book: &mut RunBook, runner: &Runner, archived: &mut Option<Box<RunStatus>>) {
     let Some(run) = book.current_run.take_if(|r| r.phase.is_finished()) else {
         return;
     };
@@ -788,7 +788,7 @@ fn accounted(
 
 fn running(book: &RunBook) -> Option<&RunStatus> {
     book.current_run
-        .as_ref()
+        .as_deref()
         .filter(|r| r.phase == RunPhase::Running)
 }
 

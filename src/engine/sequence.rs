@@ -30,7 +30,7 @@ pub(crate) fn decide(obs: &Observed) -> Plan {
             .max_parallel
             .and_then(|n| usize::try_from(n.max(1)).ok()),
         fail_fast: seq.spec.fail_fast,
-        last_run: old.last_run.as_ref(),
+        last_run: old.last_run.as_deref(),
     };
     let cluster = Cluster {
         syncs: obs.syncs,
@@ -141,7 +141,7 @@ fn set_conditions(
         actions,
     );
 
-    let in_progress = st.book.current_run.as_ref().map(|run| {
+    let in_progress = st.book.current_run.as_deref().map(|run| {
         let what = |s: &StepStatus| {
             s.message
                 .clone()

@@ -96,7 +96,7 @@ pub(crate) fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     // refused, or its claimant died), the record stands and the claim holds the Sync.
     let unseen_claim = old.claim.as_ref().filter(|c| {
         now < c.time.0 + CLAIM_YOUNG
-            && old.last_run.as_ref().is_some_and(|r| r.job_name == c.job)
+            && old.last_run.as_deref().is_some_and(|r| r.job_name == c.job)
             && !obs.all.iter().any(|j| j.view.name == c.job)
     });
     let with_claim;
@@ -144,7 +144,9 @@ pub(crate) fn decide_sync(obs: &SyncObserved) -> SyncPlan {
     };
     if unseen_claim.is_none() {
         match newest(obs.all.iter()) {
-            Some(newest) => st.last_run = Some(record(newest, &st, old.last_run.as_ref())),
+            Some(newest) => {
+                st.last_run = Some(Box::new(record(newest, &st, old.last_run.as_deref())))
+            }
             // A running record whose Job is gone (its create refused, or deleted before it
             // ended) says how that run ended. (It is rewritten, not removed: a claim may have
             // written it, and the reconciler's apply removes only fields it wrote itself.)
@@ -171,8 +173,8 @@ pub(crate) fn decide_sync(obs: &SyncObserved) -> SyncPlan {
             JobOutcome::Failed { .. } => !ok,
         }))
     };
-    let succeeded = ended(true).map(|j| record(j, &st, old.last_run.as_ref()));
-    let failed = ended(false).map(|j| record(j, &st, old.last_run.as_ref()));
+    let succeeded = ended(true).map(|j| record(j, &st, old.last_run.as_deref()));
+    let failed = ended(false).map(|j| record(j, &st, old.last_run.as_deref()));
     keep_newer(&mut st.last_succeeded_run, succeeded);
     keep_newer(&mut st.last_failed_run, failed);
     let holder = holders
@@ -227,7 +229,7 @@ pub(crate) fn claimed(
         },
         sequence: Some(sequence.to_string()),
     };
-    st.last_run = Some(record(&running, &st, None));
+    st.last_run = Some(Box::new(record(&running, &st, None)));
     if st.book.current_run.is_none() {
         conditions::set_running(
             &mut st.conditions,
@@ -254,7 +256,7 @@ fn newest<'a>(jobs: impl Iterator<Item = &'a SyncJob>) -> Option<&'a SyncJob> {
 
 /// Replaces `kept` with `found` unless `kept` is the newer run: the Jobs of older runs are
 /// deleted in time (history limits, TTLs), and the record stays.
-fn keep_newer(kept: &mut Option<SyncRunRecord>, found: Option<SyncRunRecord>) {
+fn keep_newer(kept: &mut Option<Box<SyncRunRecord>>, found: Option<SyncRunRecord>) {
     let Some(mut found) = found else { return };
     // The same Job's record keeps the start time it was first given (see `record`).
     if let Some(k) = kept.as_ref().filter(|k| k.job_name == found.job_name) {
@@ -262,7 +264,7 @@ fn keep_newer(kept: &mut Option<SyncRunRecord>, found: Option<SyncRunRecord>) {
     }
     let key = |r: &SyncRunRecord| (r.start_time.as_ref().map(|t| t.0), r.job_name.clone());
     if kept.as_ref().is_none_or(|k| key(k) <= key(&found)) {
-        *kept = Some(found);
+        *kept = Some(Box::new(found));
     }
 }
 
@@ -342,7 +344,7 @@ fn set_conditions(
     );
     // Its own run in progress says where it stands (waiting for a sequence that runs the Sync,
     // say); otherwise whoever holds the Sync.
-    let own = st.book.current_run.as_ref().and_then(|run| {
+    let own = st.book.current_run.as_deref().and_then(|run| {
         let step = run.steps.first()?;
         Some(format!(
             "its own run {}: {}",
@@ -354,7 +356,7 @@ fn set_conditions(
     });
     let running = own.or_else(|| holder.map(|h| format!("running for {}", h.by)));
     conditions::set_running(conds, running, IDLE, generation, now);
-    let ended = match st.last_run.as_ref().and_then(|r| r.outcome) {
+    let ended = match st.last_run.as_deref().and_then(|r| r.outcome) {
         Some(StepPhase::Succeeded) => Some((
             true,
             reasons::SUCCEEDED,

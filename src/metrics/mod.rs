@@ -11,7 +11,7 @@ mod stream;
 
 pub(crate) use objects::Objects;
 pub(crate) use objects::Stores;
-pub(crate) use stream::{CHUNKS_IN_FLIGHT, Chunks};
+pub(crate) use stream::Chunks;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;

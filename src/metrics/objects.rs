@@ -168,7 +168,7 @@ impl Objects {
             .map(|s| {
                 let st = s.status.as_ref();
                 let success = st
-                    .and_then(|st| st.last_succeeded_run.as_ref())
+                    .and_then(|st| st.last_succeeded_run.as_deref())
                     .and_then(|r| r.completion_time.as_ref())
                     .map(|t| t.0);
                 let book = st.map(|st| &st.book);

@@ -104,11 +104,10 @@ fn ten_thousand(metrics: &Metrics, namespaces: usize) {
 fn render(runtime: &tokio::runtime::Runtime, metrics: &Arc<Metrics>) -> (usize, Duration) {
     runtime.block_on(async {
         let started = Instant::now();
-        let (sender, mut receiver) = tokio::sync::mpsc::channel(stream::CHUNKS_IN_FLIGHT);
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         let metrics = metrics.clone();
-        let handle = tokio::runtime::Handle::current();
         let encoder = tokio::task::spawn_blocking(move || {
-            let mut out = Chunks::new(sender, handle);
+            let mut out = Chunks::new(sender);
             metrics.encode_into(Format::OpenMetrics, &mut out)?;
             out.finish()
         });

@@ -1,8 +1,15 @@
 //! `/metrics` as a stream of chunks: the encoder writes into [`Chunks`] on a blocking thread,
-//! and the response body sends each chunk as it fills, so a scrape holds a few chunks at a
-//! time instead of the whole text (megabytes at 10,000 objects).
-
-use std::time::Duration;
+//! and the response body sends each chunk as it comes, so a scrape's text is never one string
+//! (megabytes at 10,000 objects) and the response starts before the encoder ends.
+//!
+//! The encoder never waits for the body. It holds each counter family's lock while it writes
+//! the family, and a reconcile that creates a series waits for that lock on a runtime worker;
+//! the body needs a worker to be written. An encoder that waited for room in the channel
+//! (as it once did) hung the whole controller as soon as every worker waited for the lock: at
+//! 8,000 objects, scraped while their first reconciles created their series, for good, since
+//! the workers also drive the timers a send timeout needs. So the encoder runs to its end, and
+//! what the scraper has not taken yet waits in the channel: with a scraper that keeps up, a few
+//! chunks; with one that stalls, the whole text, in chunks, until its connection ends.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -10,30 +17,18 @@ use tokio::sync::mpsc;
 /// How much text a chunk holds before it is sent.
 const CHUNK: usize = 64 * 1024;
 
-/// Chunks encoded but not yet sent: with [`CHUNK`], what a scrape holds at most.
-pub(crate) const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// How long the encoder waits for room in the channel. The encoder holds each counter
-/// family's lock while it writes the family, and a reconcile that creates a series waits for
-/// it: a scraper that stops reading loses its scrape rather than stalling the reconciles.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A `fmt::Write` that sends what is written in chunks of about [`CHUNK`] bytes. Runs on a
-/// thread that may block (`spawn_blocking`); writes fail once the receiver is gone or has not
-/// taken a chunk for [`SEND_TIMEOUT`], which stops the encoder.
+/// A `fmt::Write` that sends what is written in chunks of about [`CHUNK`] bytes, without ever
+/// waiting; writes fail once the receiver is gone, which stops the encoder.
 pub(crate) struct Chunks {
     buffer: String,
-    sender: mpsc::Sender<Bytes>,
-    runtime: tokio::runtime::Handle,
+    sender: mpsc::UnboundedSender<Bytes>,
 }
 
 impl Chunks {
-    /// A writer into `sender`, waiting on `runtime`'s timers.
-    pub(crate) fn new(sender: mpsc::Sender<Bytes>, runtime: tokio::runtime::Handle) -> Chunks {
+    pub(crate) fn new(sender: mpsc::UnboundedSender<Bytes>) -> Chunks {
         Chunks {
             buffer: String::with_capacity(CHUNK),
             sender,
-            runtime,
         }
     }
 
@@ -42,10 +37,7 @@ impl Chunks {
             &mut self.buffer,
             String::with_capacity(CHUNK),
         ));
-        let sent = self
-            .runtime
-            .block_on(self.sender.send_timeout(chunk, SEND_TIMEOUT));
-        sent.map_err(|_| std::fmt::Error)
+        self.sender.send(chunk).map_err(|_| std::fmt::Error)
     }
 
     /// Sends what is left.
@@ -74,12 +66,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_text_arrives_whole_in_bounded_chunks() {
-        let (sender, mut receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let runtime = tokio::runtime::Handle::current();
+        let (sender, mut receiver) = mpsc::unbounded_channel();
         let line = "syncseq_runs_total{namespace=\"revops\",name=\"crm\"} 1\n";
         let lines = 10_000;
         let writer = tokio::task::spawn_blocking(move || {
-            let mut out = Chunks::new(sender, runtime);
+            let mut out = Chunks::new(sender);
             for _ in 0..lines {
                 out.write_str(line)?;
             }
@@ -99,11 +90,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_scraper_gone_stops_the_encoder() {
-        let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (sender, receiver) = mpsc::unbounded_channel();
         drop(receiver);
-        let runtime = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
-            let mut out = Chunks::new(sender, runtime);
+            let mut out = Chunks::new(sender);
             out.write_str(&"x".repeat(CHUNK))
         })
         .await

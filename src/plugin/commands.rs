@@ -505,9 +505,14 @@ pub(crate) async fn graph(
         );
     }
     let obj = cluster.get(target).await?;
-    let runs = obj.book.current_run.iter().chain(obj.last_run.as_ref());
+    let runs = obj
+        .book
+        .current_run
+        .as_deref()
+        .into_iter()
+        .chain(obj.last_run.as_ref());
     let coloured = match run {
-        None => obj.book.current_run.as_ref().or(obj.last_run.as_ref()),
+        None => obj.book.current_run.as_deref().or(obj.last_run.as_ref()),
         Some(n) => Some(runs.clone().find(|r| r.id == n).ok_or_else(|| {
             let kept: Vec<String> = runs.map(|r| r.id.to_string()).collect();
             anyhow::anyhow!(

@@ -102,8 +102,9 @@ pub(crate) fn choose(
     let full = |id: i64| {
         obj.book
             .current_run
-            .iter()
-            .chain(obj.last_run.iter())
+            .as_deref()
+            .into_iter()
+            .chain(obj.last_run.as_ref())
             .find(|r| r.id == id)
     };
     let id = match run {
@@ -111,7 +112,7 @@ pub(crate) fn choose(
         None => match obj
             .book
             .current_run
-            .as_ref()
+            .as_deref()
             .or(obj.last_run.as_ref())
             .map(|r| r.id)
             .or(obj.book.runs.first().map(|r| r.id))
@@ -485,7 +486,7 @@ mod tests {
         let mut seq = crate::engine::fixtures::sequence(vec![]);
         seq.status = Some(crate::api::SyncSequenceStatus {
             book,
-            last_run,
+            last_run: last_run.map(Box::new),
             ..Default::default()
         });
         Runnable::from(&seq)
@@ -551,7 +552,7 @@ mod tests {
         );
         let obj = sequence(
             RunBook {
-                current_run: Some(current),
+                current_run: Some(Box::new(current)),
                 ..Default::default()
             },
             None,
@@ -593,11 +594,11 @@ mod tests {
                 .contains("has not run yet")
         );
         sync.status = Some(crate::api::SyncStatus {
-            last_run: Some(SyncRunRecord {
+            last_run: Some(Box::new(SyncRunRecord {
                 job_name: "crm-4-accounts-1-abcd".into(),
                 sequence_run: Some("crm/4".into()),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         let obj = Runnable::from(&sync);

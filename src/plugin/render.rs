@@ -300,7 +300,7 @@ pub(crate) fn status(obj: &Runnable, now: Timestamp) -> String {
     let mut out = String::new();
     match (
         current,
-        obj.last_run.as_ref().or(obj.book.current_run.as_ref()),
+        obj.last_run.as_ref().or(obj.book.current_run.as_deref()),
         &obj.last_job,
     ) {
         (Some(run), ..) => out.push_str(&run_timeline(run, &obj.steps, Some(&next), now)),
@@ -813,13 +813,13 @@ mod tests {
             false,
             SyncSequenceStatus {
                 book: RunBook {
-                    current_run: Some(running_run()),
-                    queued_run: Some(QueuedRun {
+                    current_run: Some(Box::new(running_run())),
+                    queued_run: Some(Box::new(QueuedRun {
                         trigger: TriggerKind::Manual,
                         retry_of: None,
                         upstream: None,
                         scheduled_time: None,
-                    }),
+                    })),
                     ..Default::default()
                 },
                 schedule: ScheduleStatus {
@@ -847,7 +847,7 @@ mod tests {
             None,
             false,
             SyncSequenceStatus {
-                last_run: Some(finished_run()),
+                last_run: Some(Box::new(finished_run())),
                 ..Default::default()
             },
         );
@@ -951,19 +951,19 @@ mod tests {
     fn sync_held_by_a_sequence() -> Runnable {
         let mut sync = crate::engine::fixtures::sync("accounts");
         sync.status = Some(crate::api::SyncStatus {
-            last_run: Some(SyncRunRecord {
+            last_run: Some(Box::new(SyncRunRecord {
                 job_name: "crm-4-accounts-1-0a1b2c3d".into(),
                 trigger: Some(TriggerKind::Upstream),
                 sequence_run: Some("crm/4".into()),
                 start_time: Some(time_at("2026-05-01T10:00:00Z")),
                 outcome: Some(StepPhase::Running),
                 ..Default::default()
-            }),
-            last_succeeded_run: Some(SyncRunRecord {
+            })),
+            last_succeeded_run: Some(Box::new(SyncRunRecord {
                 job_name: "crm-3-accounts-1-00000000".into(),
                 completion_time: Some(time_at("2026-05-01T09:00:00Z")),
                 ..Default::default()
-            }),
+            })),
             claim: Some(crate::api::SyncClaim {
                 job: "crm-4-accounts-1-0a1b2c3d".into(),
                 by: "sequence crm run 4".into(),
@@ -1001,7 +1001,7 @@ mod tests {
             false,
             SyncSequenceStatus {
                 book: RunBook {
-                    current_run: Some(current),
+                    current_run: Some(Box::new(current)),
                     last_run_result: Some(RunPhase::Failed),
                     last_successful_time: Some(time_at("2026-05-01T08:00:00Z")),
                     ..Default::default()
@@ -1073,7 +1073,7 @@ mod tests {
             false,
             SyncSequenceStatus {
                 book: RunBook {
-                    current_run: Some(running_run()),
+                    current_run: Some(Box::new(running_run())),
                     runs: vec![
                         RunSummary {
                             id: 3,
@@ -1150,7 +1150,7 @@ mod tests {
                 None,
             )
         };
-        s.book.current_run = Some(RunStatus {
+        s.book.current_run = Some(Box::new(RunStatus {
             id: 4,
             trigger: TriggerKind::Retry,
             retry_of: Some(3),
@@ -1179,7 +1179,7 @@ mod tests {
                 },
             ],
             message: None,
-        });
+        }));
         let out = status(&s, t("2026-05-01T10:00:05Z"));
         assert_eq!(
             out,
@@ -1276,7 +1276,7 @@ mod tests {
             true,
             SyncSequenceStatus {
                 book: RunBook {
-                    current_run: Some(run),
+                    current_run: Some(Box::new(run)),
                     backfill: Some(Box::new(running.clone())),
                     ..Default::default()
                 },

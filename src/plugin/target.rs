@@ -185,7 +185,7 @@ impl From<&SyncSequence> for Runnable {
             last_success: st.book.last_successful_time.clone(),
             schedule: st.schedule,
             book: st.book,
-            last_run: st.last_run,
+            last_run: st.last_run.map(|r| *r),
             last_job: None,
             claim: None,
             unreadable: None,
@@ -218,7 +218,7 @@ impl From<&Sync> for Runnable {
             schedule: st.schedule,
             book: st.book,
             last_run: None,
-            last_job: st.last_run,
+            last_job: st.last_run.map(|r| *r),
             claim: st.claim,
             unreadable: None,
         }

@@ -65,7 +65,7 @@ pub(crate) fn run_request(
         .as_ref()
         .filter(|r| ours(r.id, r.trigger) && !r.phase.is_finished());
     match (running, finished) {
-        (Some(run), Some((id, ..))) if run.id < id => RunRequest::Running(run.clone()),
+        (Some(run), Some((id, ..))) if run.id < id => RunRequest::Running(run.as_ref().clone()),
         (_, Some((id, phase, message))) => RunRequest::Finished {
             id,
             phase,
@@ -73,11 +73,11 @@ pub(crate) fn run_request(
                 .last_run
                 .as_ref()
                 .filter(|r| r.id == id)
-                .or(status.book.current_run.as_ref().filter(|r| r.id == id))
+                .or(status.book.current_run.as_deref().filter(|r| r.id == id))
                 .cloned(),
             message,
         },
-        (Some(run), None) => RunRequest::Running(run.clone()),
+        (Some(run), None) => RunRequest::Running(run.as_ref().clone()),
         (None, None) if handled.as_deref() != Some(request) => RunRequest::NotHandled,
         (None, None)
             if status
@@ -104,7 +104,7 @@ pub(crate) fn retry_of(status: &Runnable, run: Option<i64>) -> Result<i64, Strin
     let finished: Vec<(i64, RunPhase, bool)> = status
         .last_run
         .iter()
-        .chain(status.book.current_run.as_ref())
+        .chain(status.book.current_run.as_deref())
         .filter(|r| r.phase.is_finished())
         .map(|r| (r.id, r.phase, true))
         .chain(
@@ -185,7 +185,7 @@ pub(crate) fn cancel_request(
             phase: r.phase,
             run: None,
         },
-        None => match status.book.current_run.as_ref().filter(|r| r.id == id) {
+        None => match status.book.current_run.as_deref().filter(|r| r.id == id) {
             Some(r) if r.phase.is_finished() => CancelRequest::Ended {
                 id,
                 phase: r.phase,
@@ -284,7 +284,7 @@ mod tests {
         let mut seq = crate::engine::fixtures::sequence(vec![]);
         seq.status = Some(crate::api::SyncSequenceStatus {
             book,
-            last_run,
+            last_run: last_run.map(Box::new),
             ..Default::default()
         });
         Runnable::from(&seq)
@@ -295,7 +295,7 @@ mod tests {
         let st = status(
             RunBook {
                 last_handled_request_at: Some("older".into()),
-                current_run: Some(run(2, TriggerKind::Manual, RunPhase::Running)),
+                current_run: Some(Box::new(run(2, TriggerKind::Manual, RunPhase::Running))),
                 ..Default::default()
             },
             None,
@@ -320,7 +320,7 @@ mod tests {
         // A scheduled run that started meanwhile is not ours.
         let st = status(
             RunBook {
-                current_run: Some(run(3, TriggerKind::Schedule, RunPhase::Running)),
+                current_run: Some(Box::new(run(3, TriggerKind::Schedule, RunPhase::Running))),
                 ..handled("mine")
             },
             None,
@@ -333,7 +333,7 @@ mod tests {
         let ours = run(3, TriggerKind::Manual, RunPhase::Running);
         let st = status(
             RunBook {
-                current_run: Some(ours.clone()),
+                current_run: Some(Box::new(ours.clone())),
                 ..handled("mine")
             },
             None,
@@ -367,7 +367,7 @@ mod tests {
         // Someone else's later request has been handled since: ours is still found.
         let st = status(
             RunBook {
-                current_run: Some(run(4, TriggerKind::Manual, RunPhase::Running)),
+                current_run: Some(Box::new(run(4, TriggerKind::Manual, RunPhase::Running))),
                 runs: vec![summary(&done)],
                 ..handled("theirs")
             },
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn a_run_request_dropped_or_queued_by_the_concurrency_policy() {
         let busy = RunBook {
-            current_run: Some(run(2, TriggerKind::Schedule, RunPhase::Running)),
+            current_run: Some(Box::new(run(2, TriggerKind::Schedule, RunPhase::Running))),
             ..handled("mine")
         };
         assert_eq!(
@@ -410,12 +410,12 @@ mod tests {
         );
         let queued = status(
             RunBook {
-                queued_run: Some(QueuedRun {
+                queued_run: Some(Box::new(QueuedRun {
                     trigger: TriggerKind::Manual,
                     retry_of: None,
                     upstream: None,
                     scheduled_time: None,
-                }),
+                })),
                 ..busy
             },
             None,
@@ -481,7 +481,7 @@ mod tests {
         let st = status(
             RunBook {
                 last_handled_retry_at: Some("mine".into()),
-                current_run: Some(run(4, TriggerKind::Manual, RunPhase::Running)),
+                current_run: Some(Box::new(run(4, TriggerKind::Manual, RunPhase::Running))),
                 ..Default::default()
             },
             None,
@@ -493,7 +493,7 @@ mod tests {
         let st = status(
             RunBook {
                 last_handled_retry_at: Some("mine".into()),
-                current_run: Some(retry.clone()),
+                current_run: Some(Box::new(retry.clone())),
                 ..Default::default()
             },
             None,
@@ -514,7 +514,7 @@ mod tests {
         // Only a run in progress: nothing has finished yet.
         let running = status(
             RunBook {
-                current_run: Some(run(1, TriggerKind::Manual, RunPhase::Running)),
+                current_run: Some(Box::new(run(1, TriggerKind::Manual, RunPhase::Running))),
                 ..Default::default()
             },
             None,

@@ -415,7 +415,7 @@ async fn a_range_with_too_many_fire_times_is_refused_with_the_count() {
     // The second refusal is a later decision than the first: whatever the first did is done.
     let book = &seq.status.as_ref().unwrap().book;
     assert_eq!(
-        (book.last_run_number, book.current_run.as_ref()),
+        (book.last_run_number, book.current_run.as_deref()),
         (None, None)
     );
     assert_eq!(
@@ -458,7 +458,7 @@ async fn cancelling_a_backfill_stops_it_and_its_run() {
     // Its run in progress is cancelled, its Job deleted.
     let seq = wait_for_run(&ns, NAME, 1, DEADLINE).await;
     let st = seq.status.as_ref().unwrap();
-    let run = st.last_run.as_ref().unwrap();
+    let run = st.last_run.as_deref().unwrap();
     assert_eq!(
         (run.id, run.trigger, run.phase),
         (1, TriggerKind::Backfill, RunPhase::Cancelled)
@@ -482,7 +482,7 @@ async fn cancelling_a_backfill_stops_it_and_its_run() {
     assert_eq!(book.runs[0].trigger, TriggerKind::Manual);
     assert_eq!(book.runs[0].phase, RunPhase::Succeeded);
     assert_eq!(
-        (book.last_run_number, book.current_run.as_ref()),
+        (book.last_run_number, book.current_run.as_deref()),
         (Some(2), None)
     );
     let bf = backfill(&seq).unwrap();

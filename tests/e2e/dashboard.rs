@@ -222,7 +222,7 @@ async fn the_dashboard_shows_a_failed_and_a_running_sequence_and_the_bar_grows()
         |s: &SyncSequence| {
             s.status
                 .as_ref()
-                .and_then(|st| st.book.current_run.as_ref())
+                .and_then(|st| st.book.current_run.as_deref())
                 .is_some_and(|r| r.steps[1].phase == StepPhase::Running)
         },
     )

@@ -17,7 +17,13 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// The step's state in the current run, or else in the last finished one.
 fn step_of(seq: &SyncSequence, step: &str) -> Option<StepStatus> {
     let st = seq.status.as_ref()?;
-    let runs: Vec<&RunStatus> = st.book.current_run.iter().chain(&st.last_run).collect();
+    let runs: Vec<&RunStatus> = st
+        .book
+        .current_run
+        .as_deref()
+        .into_iter()
+        .chain(st.last_run.as_deref())
+        .collect();
     runs.into_iter()
         .flat_map(|r| r.steps.iter())
         .find(|s| s.name == step)
@@ -185,7 +191,7 @@ async fn a_job_create_refused_by_quota_fails_the_step_with_the_api_message() {
         "the refused Job's running record to go",
         |s| {
             s.status.as_ref().is_some_and(|st| {
-                st.last_run.as_ref().is_some_and(|r| {
+                st.last_run.as_deref().is_some_and(|r| {
                     r.outcome == Some(StepPhase::Failed)
                         && r.message
                             .as_deref()

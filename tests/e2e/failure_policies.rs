@@ -253,7 +253,7 @@ async fn a_step_that_fails_twice_then_succeeds_within_two_retries() {
         "{:?}",
         st.book.runs[0]
     );
-    let step = &st.last_run.as_ref().unwrap().steps[0];
+    let step = &st.last_run.as_deref().unwrap().steps[0];
     assert_eq!(step.phase, StepPhase::Succeeded);
     assert_eq!(step.attempts, 3);
     let jobs = ns
@@ -302,7 +302,7 @@ async fn a_step_that_keeps_failing_fails_the_run_after_one_retry() {
     let seq = run_to_end(&ns, "retry", 1).await;
     let st = seq.status.unwrap();
     assert_eq!(st.book.runs[0].phase, RunPhase::Failed);
-    let step = &st.last_run.as_ref().unwrap().steps[0];
+    let step = &st.last_run.as_deref().unwrap().steps[0];
     assert_eq!(step.phase, StepPhase::Failed);
     assert_eq!(step.attempts, 2);
     assert!(
@@ -1248,7 +1248,7 @@ async fn a_garbage_termination_message_still_gives_an_outcome_and_a_truncated_me
 
     let check = |seq: &SyncSequence, phase: StepPhase| {
         let st = seq.status.as_ref().unwrap();
-        let step = &st.last_run.as_ref().unwrap().steps[0];
+        let step = &st.last_run.as_deref().unwrap().steps[0];
         assert_eq!(step.phase, phase, "{step:?}");
         assert_eq!((step.rows_synced, step.rows_rejected), (None, None));
         let message = step.message.clone().unwrap();

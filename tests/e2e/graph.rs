@@ -144,7 +144,7 @@ fn plugin(ns: &TestNamespace, args: &[&str]) -> String {
 /// The last finished run of the sequence `crm`, with its summary.
 fn last_run(seq: &SyncSequence) -> (syncseq::api::RunSummary, syncseq::api::RunStatus) {
     let st = seq.status.clone().unwrap();
-    (st.book.runs[0].clone(), st.last_run.unwrap())
+    (st.book.runs[0].clone(), *st.last_run.unwrap())
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ use support::fixtures::*;
 use support::*;
 use syncseq::api::RunPhase;
 
+/// The standby stands by warm: its caches sync while the leader leads, it writes nothing until
+/// it holds the Lease, and then its first write follows the Lease at once.
 #[tokio::test]
 async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doubled_step() {
     install_crds().await;
@@ -29,6 +31,10 @@ async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doub
         (http_get(&b_address, "/readyz").await.0 == 200).then_some(())
     })
     .await;
+    // A warm standby: its watches and caches are filled while it waits, so taking over costs
+    // the Lease's expiry and not a cold start.
+    b.wait_for_log("caches synced", Duration::from_secs(30))
+        .await;
     trigger(&ns, "crm", "1").await;
     eventually(Duration::from_secs(60), "step 2's Job", || async {
         log.created()
@@ -38,6 +44,8 @@ async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doub
     })
     .await;
 
+    let b_agent = format!("({})", b.identity());
+    let before_kill = jiff::Timestamp::now();
     a.kill();
     let killed = Instant::now();
     eventually(
@@ -65,7 +73,37 @@ async fn the_standby_takes_over_when_the_leader_is_killed_without_a_lost_or_doub
         "exactly one Job per step"
     );
     assert_eq!(log.max_concurrent(|_| true), 1);
-    eprintln!("standby took over {takeover:?} after the leader was killed");
+
+    let writes = audit::writes_by(&b_agent);
+    // A standby campaigns by reading the Lease, so it writes nothing at all while another
+    // replica leads; the writes after the kill show the audit log sees this replica.
+    let decided: Vec<_> = writes.iter().filter(|w| w.received < before_kill).collect();
+    assert!(
+        decided.is_empty(),
+        "the standby wrote while replica a led: {decided:#?}"
+    );
+    // From the Lease to its first decision: the caches are warm, so well under the lease.
+    let acquired = writes
+        .iter()
+        .find(|w| {
+            w.resource == "leases"
+                && w.received >= before_kill
+                && w.code.is_some_and(|c| (200..300).contains(&c))
+        })
+        .map(|w| w.received)
+        .expect("the standby's winning Lease write");
+    let first = writes
+        .iter()
+        .find(|w| w.resource != "leases" && w.received >= acquired)
+        .unwrap_or_else(|| panic!("no write of the standby after it took the Lease: {writes:#?}"));
+    let decided_after = first.received.duration_since(acquired);
+    assert!(
+        decided_after <= jiff::SignedDuration::from_secs(2),
+        "the standby's first write came {decided_after:#} after it took the Lease: {first:#?}"
+    );
+    eprintln!(
+        "standby took over {takeover:?} after the leader was killed, first wrote {decided_after:#} after the Lease"
+    );
     drop(b);
 }
 

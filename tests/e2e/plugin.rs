@@ -325,7 +325,7 @@ async fn cancel_during_a_long_step_through_the_kubectl_syncseq_symlink() {
     wait_for_object(&api, "pipeline", RUN_DEADLINE, "step slow Running", |s| {
         s.status
             .as_ref()
-            .and_then(|st| st.book.current_run.as_ref())
+            .and_then(|st| st.book.current_run.as_deref())
             .is_some_and(|r| r.steps[1].phase == StepPhase::Running)
     })
     .await;

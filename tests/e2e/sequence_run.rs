@@ -203,7 +203,7 @@ async fn a_missing_sync_waits_then_recovers_when_created() {
         |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.book.current_run.as_ref())
+                .and_then(|st| st.book.current_run.as_deref())
                 .is_some_and(|r| r.steps[1].phase == StepPhase::Waiting)
         },
     )
@@ -275,7 +275,7 @@ async fn cancel_during_step_2_deletes_its_job_and_skips_step_3() {
     wait_for_object(&api, "crm", RUN_DEADLINE, "step 2 running", |s| {
         s.status
             .as_ref()
-            .and_then(|st| st.book.current_run.as_ref())
+            .and_then(|st| st.book.current_run.as_deref())
             .is_some_and(|r| r.steps[1].phase == StepPhase::Running)
     })
     .await;
@@ -509,7 +509,7 @@ async fn a_sync_shared_by_two_sequences_never_runs_twice_at_once() {
         |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.book.current_run.as_ref())
+                .and_then(|st| st.book.current_run.as_deref())
                 .is_some_and(|r| r.steps[0].phase == StepPhase::Waiting)
         },
     )

@@ -33,7 +33,7 @@ async fn a_requested_sync_runs_once_and_reports_its_rows() {
         |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.last_run.as_ref())
+                .and_then(|st| st.last_run.as_deref())
                 .is_some_and(|r| r.outcome == Some(StepPhase::Succeeded))
         },
     )
@@ -99,7 +99,7 @@ async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_repor
         |s| {
             s.status
                 .as_ref()
-                .and_then(|st| st.last_run.as_ref())
+                .and_then(|st| st.last_run.as_deref())
                 .is_some_and(|r| r.sequence_run.is_some())
         },
     )
@@ -119,7 +119,7 @@ async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_repor
         "its own run's step to wait",
         |s| {
             s.status.as_ref().is_some_and(|st| {
-                st.book.current_run.as_ref().is_some_and(|r| {
+                st.book.current_run.as_deref().is_some_and(|r| {
                     r.steps[0].phase == StepPhase::Waiting
                         && r.steps[0].message.as_deref()
                             == Some("waiting: sync accounts is running for sequence crm run 1")
@@ -134,7 +134,7 @@ async fn a_request_s_run_waits_while_a_sequence_runs_the_sync_and_the_sync_repor
     wait_for_object(&api, "accounts", DEADLINE, "its own run to succeed", |s| {
         s.status
             .as_ref()
-            .and_then(|st| st.last_run.as_ref())
+            .and_then(|st| st.last_run.as_deref())
             .is_some_and(|r| {
                 r.trigger == Some(TriggerKind::Manual) && r.outcome == Some(StepPhase::Succeeded)
             })

@@ -54,7 +54,7 @@ fn succeed_run(w: &mut World) {
 }
 
 fn current(w: &World) -> Option<&RunStatus> {
-    w.status().book.current_run.as_ref()
+    w.status().book.current_run.as_deref()
 }
 
 #[test]
@@ -407,7 +407,7 @@ fn a_sync_backfills_its_own_schedule() {
     let plan = w.reconcile_sync("accounts");
     assert_eq!(crate::engine::fixtures::creates(&plan.actions).len(), 1);
     let book = &w.syncs["accounts"].status.as_ref().unwrap().book;
-    let run = book.current_run.as_ref().unwrap();
+    let run = book.current_run.as_deref().unwrap();
     assert_eq!(run.trigger, TriggerKind::Backfill);
     assert_eq!(run.scheduled_time.as_ref().map(|t| t.0), Some(at("05:00")));
     assert_eq!(book.backfill.as_ref().unwrap().total, 2);

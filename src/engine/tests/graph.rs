@@ -67,8 +67,8 @@ fn step_status<'a>(w: &'a World, name: &str) -> &'a StepStatus {
     let run = st
         .book
         .current_run
-        .as_ref()
-        .or(st.last_run.as_ref())
+        .as_deref()
+        .or(st.last_run.as_deref())
         .expect("a run");
     run.steps.iter().find(|s| s.name == name).expect("the step")
 }
@@ -156,7 +156,12 @@ fn a_stop_failure_skips_its_descendants_only_and_the_run_fails_when_nothing_more
         assert_eq!(s.reason.as_deref(), Some("UpstreamFailed"), "{name}");
         assert_eq!(s.message.as_deref(), Some(message), "{name}");
     }
-    let run = w.status().book.current_run.as_ref().expect("still running");
+    let run = w
+        .status()
+        .book
+        .current_run
+        .as_deref()
+        .expect("still running");
     assert_eq!(run.stopped_by.as_deref(), Some("deals"));
     assert!(w.events.iter().any(|e| e.reason == "StepSkipped"
         && e.note == "step contacts skipped (UpstreamFailed): step deals failed"));

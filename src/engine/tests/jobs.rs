@@ -39,7 +39,7 @@ fn a_seen_job_that_vanishes_fails_its_attempt_and_is_never_created_again() {
     let mut w = World::sequence(steps);
     let first = w.trigger("1");
     w.reconcile(); // the Job is seen: its UID goes into status
-    let st = &w.status().book.current_run.as_ref().unwrap().steps[0];
+    let st = &w.status().book.current_run.as_deref().unwrap().steps[0];
     assert_eq!(
         st.job_uid.as_deref(),
         Some(format!("uid-{}", first[0]).as_str())
@@ -50,7 +50,7 @@ fn a_seen_job_that_vanishes_fails_its_attempt_and_is_never_created_again() {
         !creates(&plan.actions).contains(&first[0]),
         "never re-created"
     );
-    let step = &plan.status.book.current_run.as_ref().unwrap().steps[0];
+    let step = &plan.status.book.current_run.as_deref().unwrap().steps[0];
     assert_eq!(
         step.attempt_failure.as_ref().map(|f| f.reason.as_str()),
         Some("JobDeleted")
@@ -87,12 +87,12 @@ fn a_job_recorded_from_its_create_is_never_created_again_when_it_vanishes() {
     let uid = w.jobs[0].view.uid.clone();
     let mut st = w.status().clone();
     assert!(record_created(
-        st.book.current_run.as_mut(),
+        st.book.current_run.as_deref_mut(),
         &created[0],
         &uid
     ));
     assert!(
-        !record_created(st.book.current_run.as_mut(), &created[0], &uid),
+        !record_created(st.book.current_run.as_deref_mut(), &created[0], &uid),
         "recorded once"
     );
     // ...and the Job is deleted before the watch ever shows it.
@@ -113,7 +113,7 @@ fn a_refused_create_fails_the_attempt_with_the_servers_message() {
     w.jobs.clear(); // the API server refused it
     let mut st = w.status().clone();
     assert!(record_refusal(
-        st.book.current_run.as_mut(),
+        st.book.current_run.as_deref_mut(),
         &created[0],
         "jobs.batch \"x\" is forbidden: exceeded quota: no-jobs\u{1b}[0m",
         w.now
@@ -162,7 +162,7 @@ fn a_job_the_status_does_not_know_waits_a_bounded_time_then_is_adopted() {
     );
     w.now += SignedDuration::from_secs(31);
     let plan = w.plan();
-    let run = plan.status.book.current_run.as_ref().unwrap();
+    let run = plan.status.book.current_run.as_deref().unwrap();
     assert_eq!(run.steps[1].phase, StepPhase::Running);
     assert_eq!(run.steps[1].attempts, 1);
     assert!(run.steps[0].phase.is_final());
@@ -221,7 +221,7 @@ fn a_run_in_progress_across_the_job_name_change_keeps_its_job() {
         w.jobs[0].view.name = old.clone();
         w.jobs[0].view.uid = "uid-old".into();
         let mut st = w.status().clone();
-        let step = &mut st.book.current_run.as_mut().unwrap().steps[0];
+        let step = &mut st.book.current_run.as_deref_mut().unwrap().steps[0];
         step.job_name = Some(old.clone());
         step.job_uid = recorded.then(|| "uid-old".to_string());
         w.seq.status = Some(st);
@@ -233,7 +233,7 @@ fn a_run_in_progress_across_the_job_name_change_keeps_its_job() {
             plan.actions
         );
         w.reconcile();
-        let step = &w.status().book.current_run.as_ref().unwrap().steps[0];
+        let step = &w.status().book.current_run.as_deref().unwrap().steps[0];
         assert_eq!(
             (step.job_name.as_deref(), step.job_uid.as_deref()),
             (Some(old.as_str()), Some("uid-old"))
@@ -242,7 +242,7 @@ fn a_run_in_progress_across_the_job_name_change_keeps_its_job() {
         // It completes from that Job; the next step's Job has the new-style name.
         w.succeed(5, 0);
         let created = w.reconcile();
-        let run = w.status().book.current_run.as_ref().unwrap();
+        let run = w.status().book.current_run.as_deref().unwrap();
         assert_eq!(run.steps[0].phase, StepPhase::Succeeded);
         assert_eq!(run.steps[0].rows_synced, Some(5));
         assert_eq!(run.steps[0].job_name.as_deref(), Some(old.as_str()));
@@ -389,7 +389,7 @@ fn a_scheduled_runs_jobs_carry_its_window_and_a_retry_of_it_the_same() {
     w.annotate(annotations::RETRY_REQUESTED_AT, "r1");
     let plan = w.plan();
     assert_eq!(run_context(&plan), want("Retry", "workspaces", "1"));
-    let run = plan.status.book.current_run.as_ref().unwrap();
+    let run = plan.status.book.current_run.as_deref().unwrap();
     assert_eq!(
         run.scheduled_time
             .as_ref()
@@ -407,7 +407,7 @@ fn a_scheduled_runs_jobs_carry_its_window_and_a_retry_of_it_the_same() {
     w.annotate(annotations::RETRY_RUN, "1");
     w.annotate(annotations::RETRY_REQUESTED_AT, "r2");
     let plan = w.plan();
-    let run = plan.status.book.current_run.as_ref().unwrap();
+    let run = plan.status.book.current_run.as_deref().unwrap();
     assert_eq!((run.id, run.retry_of), (3, Some(1)));
     assert_eq!(
         run_context(&plan)

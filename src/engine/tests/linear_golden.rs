@@ -428,7 +428,7 @@ fn play(s: Scenario) -> Value {
                 w.jobs.retain(|j| j.view.name != name);
                 let mut st = w.status().clone();
                 assert!(
-                    record_refusal(st.book.current_run.as_mut(), &name, message, w.now),
+                    record_refusal(st.book.current_run.as_deref_mut(), &name, message, w.now),
                     "{}: no running step has Job {name}",
                     s.name
                 );

@@ -20,7 +20,7 @@ fn steps_run_strictly_in_order_and_the_run_succeeds() {
         vec![StepPhase::Running, StepPhase::Pending, StepPhase::Pending]
     );
     assert_eq!(
-        w.status().book.current_run.as_ref().unwrap().progress,
+        w.status().book.current_run.as_deref().unwrap().progress,
         "1/3"
     );
     assert_eq!(w.condition("Running"), "True");
@@ -108,7 +108,7 @@ fn the_last_run_keeps_every_step_with_its_reason() {
     w.trigger("1");
     w.fail("bad credentials");
     w.reconcile();
-    let run = w.status().last_run.as_ref().expect("lastRun");
+    let run = w.status().last_run.as_deref().expect("lastRun");
     let phases: Vec<_> = run.steps.iter().map(|s| s.phase).collect();
     assert_eq!(
         phases,

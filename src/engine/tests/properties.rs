@@ -93,7 +93,7 @@ proptest! {
         let run = &st.book.runs[0];
         prop_assert!(run.phase.is_finished());
         // Every step of the finished run is in exactly one final phase, consistent with the run.
-        let last = st.last_run.as_ref().unwrap();
+        let last = st.last_run.as_deref().unwrap();
         prop_assert_eq!(last.steps.len(), n);
         prop_assert!(last.steps.iter().all(|s| s.phase.is_final()), "{:?}", last.steps);
         let failed = last.steps.iter().filter(|s| s.phase == StepPhase::Failed).count();

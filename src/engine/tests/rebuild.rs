@@ -191,7 +191,7 @@ fn a_run_behind_its_jobs_follows_each_steps_job_and_closes_only_steps_without_on
                 .any(|a| matches!(a, Action::Event(e) if e.reason == reasons::STATUS_BEHIND_JOBS)),
             "{name}: rebuilt from the Jobs"
         );
-        let run = plan.status.book.current_run.as_ref().expect("the run");
+        let run = plan.status.book.current_run.as_deref().expect("the run");
         let got: Vec<_> = run
             .steps
             .iter()
@@ -307,7 +307,7 @@ fn a_recorded_attempt_without_its_job_waits_for_a_place_the_jobs_took() {
     w.jobs.push(SimJob::new(view, Some("crm")));
     w.now += SignedDuration::from_secs(31);
     let plan = w.plan();
-    let run = plan.status.book.current_run.as_ref().unwrap();
+    let run = plan.status.book.current_run.as_deref().unwrap();
     let phase = |name: &str| run.steps.iter().find(|s| s.name == name).unwrap();
     assert_eq!(phase("deals").phase, StepPhase::Running);
     assert_eq!(phase("audit").phase, StepPhase::Running);

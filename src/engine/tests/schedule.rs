@@ -57,7 +57,7 @@ fn the_schedule_starts_runs_and_wakes_at_the_next_fire_time() {
     assert_eq!(w.reconcile().len(), 1);
     let st = w.status();
     assert_eq!(
-        st.book.current_run.as_ref().unwrap().trigger,
+        st.book.current_run.as_deref().unwrap().trigger,
         TriggerKind::Schedule
     );
     assert_eq!(

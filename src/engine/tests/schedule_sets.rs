@@ -118,7 +118,7 @@ fn jitter_starts_the_run_its_offset_after_the_fire_time_which_status_keeps() {
     assert_eq!(st.schedule.last_schedule_time, Some(Time(fire)));
     assert_eq!(st.schedule.next_schedule_time, Some(Time(at(600))));
     assert_eq!(
-        st.book.current_run.as_ref().unwrap().scheduled_time,
+        st.book.current_run.as_deref().unwrap().scheduled_time,
         Some(Time(fire))
     );
     // The same offset at the next fire.

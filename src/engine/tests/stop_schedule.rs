@@ -338,7 +338,7 @@ fn a_scheduled_run_queued_before_the_stop_does_not_start() {
     w.now = w.status().schedule.next_schedule_time.clone().unwrap().0;
     assert!(w.reconcile().is_empty());
     assert_eq!(
-        w.status().book.queued_run.as_ref().map(|q| q.trigger),
+        w.status().book.queued_run.as_deref().map(|q| q.trigger),
         Some(TriggerKind::Schedule)
     );
     end(&mut w, End::Fail, 0);

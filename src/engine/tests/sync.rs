@@ -98,7 +98,7 @@ fn a_request_starts_one_owned_one_step_run_and_is_echoed() {
     let st = &plan.status;
     assert_eq!(st.book.last_handled_request_at.as_deref(), Some("r1"));
     assert_eq!(st.book.last_run_number, Some(1));
-    let run = st.book.current_run.as_ref().unwrap();
+    let run = st.book.current_run.as_deref().unwrap();
     assert_eq!((run.trigger, run.steps.len()), (TriggerKind::Manual, 1));
     // Replaying with the written status starts nothing new.
     assert!(reconcile(&mut w).1.is_empty());
@@ -124,7 +124,7 @@ fn its_run_waits_while_a_sequence_runs_the_sync_and_starts_when_it_is_free() {
     w.annotate_sync(ACCOUNTS, annotations::REQUESTED_AT, "r1");
     let (plan, created) = reconcile(&mut w);
     assert!(created.is_empty());
-    let step = &plan.status.book.current_run.as_ref().unwrap().steps[0];
+    let step = &plan.status.book.current_run.as_deref().unwrap().steps[0];
     assert_eq!(step.phase, StepPhase::Waiting);
     assert_eq!(
         step.message.as_deref(),
@@ -145,7 +145,7 @@ fn its_run_waits_while_a_sequence_runs_the_sync_and_starts_when_it_is_free() {
             .message
             .contains("waiting: sync accounts is running for sequence crm run 3")
     );
-    let last = plan.status.last_run.as_ref().unwrap();
+    let last = plan.status.last_run.as_deref().unwrap();
     assert_eq!(
         (last.trigger, last.sequence_run.as_deref()),
         (Some(TriggerKind::Upstream), Some("crm/3"))
@@ -159,7 +159,7 @@ fn its_run_waits_while_a_sequence_runs_the_sync_and_starts_when_it_is_free() {
     w.jobs.push(sequence_job(JobOutcome::Succeeded));
     let (plan, created) = reconcile(&mut w);
     assert_eq!(created.len(), 1, "starts once the Sync is free");
-    let last = plan.status.last_run.as_ref().unwrap();
+    let last = plan.status.last_run.as_deref().unwrap();
     assert_eq!(
         (last.outcome, last.rows_synced, last.message.as_deref()),
         (Some(StepPhase::Succeeded), Some(7), Some("ok"))
@@ -312,7 +312,7 @@ fn a_claimed_job_never_created_stops_showing_once_the_claim_is_old() {
     // Young: the record stands, the claim holds, and the Sync looks again when it is old.
     let plan = w.sync_plan(ACCOUNTS);
     assert_eq!(
-        plan.status.last_run.as_ref().unwrap().job_name,
+        plan.status.last_run.as_deref().unwrap().job_name,
         never.view.name
     );
     assert_eq!(

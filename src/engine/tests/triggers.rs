@@ -22,7 +22,7 @@ fn cancel_deletes_the_running_job_and_skips_the_rest() {
     );
     // The same annotation value is handled once.
     assert!(w.trigger("2").len() == 1);
-    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
+    assert_eq!(w.status().book.current_run.as_deref().unwrap().id, 2);
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn concurrency_policies() {
         w.succeed(1, 0);
         w.reconcile();
     }
-    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
+    assert_eq!(w.status().book.current_run.as_deref().unwrap().id, 2);
     assert!(w.status().book.queued_run.is_none());
     // The queued run goes before a trigger that arrives as the run in progress ends, which
     // then queues behind it.
@@ -61,7 +61,7 @@ fn concurrency_policies() {
     w.succeed(1, 0);
     w.annotate(annotations::REQUESTED_AT, "5");
     w.reconcile();
-    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 3);
+    assert_eq!(w.status().book.current_run.as_deref().unwrap().id, 3);
     let started = w.events.iter().rev().find(|e| e.reason == "RunStarted");
     assert!(
         started.is_some_and(|e| e.note.contains("run 3 started from the queue")),
@@ -88,7 +88,7 @@ fn concurrency_policies() {
         "old job deleted"
     );
     assert_eq!(w.last_run().phase, RunPhase::Cancelled);
-    assert_eq!(w.status().book.current_run.as_ref().unwrap().id, 2);
+    assert_eq!(w.status().book.current_run.as_deref().unwrap().id, 2);
     w.holders.clear();
     assert_eq!(w.reconcile().len(), 1);
 }

@@ -13,7 +13,7 @@ fn a_missing_sync_waits_with_a_message_and_recovers() {
     assert_eq!(w.condition("Ready"), "False");
     w.succeed(1, 0);
     assert!(w.reconcile().is_empty());
-    let step = &w.status().book.current_run.as_ref().unwrap().steps[1];
+    let step = &w.status().book.current_run.as_deref().unwrap().steps[1];
     assert_eq!(step.phase, StepPhase::Waiting);
     assert!(
         step.message
@@ -42,7 +42,7 @@ fn a_busy_sync_waits_and_says_for_whom() {
         }],
     );
     assert!(w.trigger("1").is_empty());
-    let step = &w.status().book.current_run.as_ref().unwrap().steps[0];
+    let step = &w.status().book.current_run.as_deref().unwrap().steps[0];
     assert_eq!(
         step.message.as_deref(),
         Some("waiting: sync accounts is running for sequence crm-nightly run 7")

@@ -128,7 +128,7 @@ fn facts(job: &Job) -> Option<JobFacts> {
 
 /// The step of a run status holds with its steps (the run in progress, the last finished one).
 fn step_status<'a>(obj: &'a Runnable, run: i64, step: &str) -> Option<&'a crate::api::StepStatus> {
-    [obj.book.current_run.as_ref(), obj.last_run.as_ref()]
+    [obj.book.current_run.as_deref(), obj.last_run.as_ref()]
         .into_iter()
         .flatten()
         .find(|r| r.id == run)
@@ -141,7 +141,7 @@ fn runs(obj: &Runnable) -> Vec<Row> {
     let current = obj
         .book
         .current_run
-        .as_ref()
+        .as_deref()
         .filter(|r| r.phase == RunPhase::Running)
         .map(|r: &RunStatus| Row {
             run: r.id,
@@ -553,7 +553,7 @@ mod tests {
         };
         let obj = sequence(
             RunBook {
-                current_run: Some(current),
+                current_run: Some(Box::new(current)),
                 ..Default::default()
             },
             None,
